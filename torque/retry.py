@@ -1,0 +1,153 @@
+"""The retry rule: what an attempt's outcome means for its task.
+
+Pure functions of values.  An attempt ends in an *outcome* (:class:`Response`
+or :class:`NoResponse`); :func:`next_step` turns it into a *decision*
+(:class:`Delivered`, :class:`Retry` or :class:`Dead`) that the store records.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+
+import attrs
+
+from torque.task import Task
+
+# Statuses that mean "not now" rather than "no": worth another attempt.
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+@attrs.frozen
+class RetryPolicy:
+    """A node's defaults (``--max-task-errors``, ``--min-task-delay``,
+    ``--max-task-delay``); a task may override ``max_errors``.
+
+    :param jitter: at most this fraction is *added* to a backoff delay, so
+        that tasks failing together don't retry together, and no retry comes
+        earlier than the documented schedule.
+    """
+
+    max_errors: int = 20
+    min_delay: float = 1.0
+    max_delay: float = 3600.0
+    jitter: float = 0.1
+
+
+@attrs.frozen
+class Response:
+    """The handler answered.  ``retry_after`` is its ``Retry-After`` in
+    seconds from now, if it sent one; ``detail`` is the start of its body."""
+
+    status: int
+    duration: float = 0.0
+    retry_after: float | None = None
+    detail: str = ""
+
+
+@attrs.frozen
+class NoResponse:
+    """No HTTP answer: a timeout, a refused or reset connection, DNS..."""
+
+    error: str
+    duration: float = 0.0
+
+
+Outcome = Response | NoResponse
+
+
+@attrs.frozen
+class Delivered:
+    status: int
+
+
+@attrs.frozen
+class Retry:
+    at: float
+    status: int | None
+    error: str
+
+
+@attrs.frozen
+class Dead:
+    status: int | None
+    error: str
+
+
+Decision = Delivered | Retry | Dead
+
+
+def backoff(retry: int, policy: RetryPolicy) -> float:
+    """Seconds before the ``retry``-th retry (1 after the first failure):
+    ``min(max_delay, min_delay * 2 ** (retry - 1))``, without jitter."""
+    # The exponent is clamped: past 2**64 the cap has long been reached.
+    return min(policy.max_delay, policy.min_delay * 2.0 ** min(retry - 1, 64))
+
+
+def classify(status: int) -> str:
+    """``"delivered"`` for 2xx; ``"retry"`` for 408, 425, 429 and 5xx;
+    ``"refused"`` for every other status: the handler said no, and asking
+    again would only get the same answer."""
+    if 200 <= status < 300:
+        return "delivered"
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return "retry"
+    return "refused"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an
+    HTTP date.  ``None`` when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def describe(outcome: Outcome) -> str:
+    """One line for ``last_error``."""
+    if isinstance(outcome, NoResponse):
+        return outcome.error
+    text = f"HTTP {outcome.status}"
+    return f"{text}: {outcome.detail}" if outcome.detail else text
+
+
+def next_step(
+    task: Task,
+    outcome: Outcome,
+    now: float,
+    policy: RetryPolicy,
+    rng: Callable[[], float] = random.random,
+) -> Decision:
+    """Decide what becomes of ``task`` after the attempt that ended at
+    ``now`` with ``outcome``; ``task.attempts`` counts that attempt.
+
+    :param rng: a source of floats in [0, 1) for the jitter; tests pass a
+        constant.
+    """
+    status = outcome.status if isinstance(outcome, Response) else None
+    if status is not None:
+        kind = classify(status)
+        if kind == "delivered":
+            return Delivered(status)
+        if kind == "refused":
+            return Dead(status, f"refused by the handler: {describe(outcome)}")
+    error = describe(outcome)
+    max_errors = task.max_errors or policy.max_errors
+    if task.attempts >= max_errors:
+        return Dead(status, f"gave up after {task.attempts} attempts: {error}")
+    retry_after = outcome.retry_after if isinstance(outcome, Response) else None
+    if retry_after is not None:
+        delay = min(policy.max_delay, retry_after)
+    else:
+        delay = backoff(task.attempts, policy) * (1 + policy.jitter * rng())
+    return Retry(now + delay, status, error)

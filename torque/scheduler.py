@@ -1,0 +1,264 @@
+"""One queue's scheduler: claim due tasks, dispatch them, record outcomes.
+
+A task is claimed as soon as it is due, not on the next poll: a wake-up (an
+add on this node, a message from another, a timer armed for the earliest due
+time) starts a claim at once.  The ``LoopingCall`` tick is only the safety
+net, for tasks written to Redis by hand or wake-ups lost in an outage.
+
+Back-pressure is built in: a claim asks for at most as many tasks as there
+are free slots (``concurrency`` minus the requests in flight).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from torque.dispatch import Dispatcher
+from torque.retry import Dead, Decision, Delivered, Retry, RetryPolicy, next_step
+from torque.store import Claim, RedisStore, StoreUnavailable
+from torque.task import Task
+
+log = Logger()
+DEFAULT_POLICY = RetryPolicy()
+
+
+class QueueScheduler(Service):
+    """Delivers the due tasks of one queue.
+
+    :param timeout: the node's ``--task-timeout``, for tasks without one.
+    :param concurrency: requests in flight at most, for this queue.
+    :param poll_interval: seconds between safety-net ticks.
+    :param rng: jitter source for the retry rule.
+    """
+
+    def __init__(
+        self,
+        queue: str,
+        store: RedisStore,
+        dispatcher: Dispatcher,
+        clock: IReactorTime,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        timeout: float = 60.0,
+        concurrency: int = 100,
+        poll_interval: float = 1.0,
+        rng: Callable[[], float] = random.random,
+    ):
+        self.queue = queue
+        self.store = store
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.policy = policy
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.rng = rng
+        self.in_flight: dict[str, defer.Deferred] = {}
+        self._claiming: defer.Deferred | None = None
+        self._more = False  # there may be due tasks that no claim took yet
+        self._timer: IDelayedCall | None = None
+        self._outcomes: list[tuple[Task, Decision]] = []
+        self._settling: defer.Deferred | None = None
+        self._redis_down = False
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = clock
+
+    # -- the service -------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self.poll_interval, now=True)
+
+    def stopService(self) -> defer.Deferred:
+        """Stop claiming, let the requests in flight finish (each is bounded
+        by its timeout), record their outcomes, then fire."""
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        claiming = self._claiming or defer.succeed(None)
+        d = _settled(claiming)
+        d.addCallback(lambda _: _settled(defer.DeferredList(list(self.in_flight.values()))))
+        d.addCallback(lambda _: self._drain())
+        return d
+
+    @defer.inlineCallbacks
+    def _drain(self):
+        """Record every pending outcome; give up if Redis doesn't answer
+        (those tasks' leases run out, and they are delivered again)."""
+        while True:
+            if self._settling is not None:
+                yield _settled(self._settling)
+            elif not self._outcomes or not (yield self.flush()):
+                return
+
+    # -- waking up ---------------------------------------------------------
+
+    def tick(self) -> defer.Deferred:
+        """The safety net: claim and record whatever is pending.  Never
+        fails, or the ``LoopingCall`` would stop for good."""
+        d = defer.gatherResults([self.pump(), self.flush()], consumeErrors=True)
+        d.addErrback(lambda f: log.failure("tick of queue {queue} failed", f, queue=self.queue))
+        return d
+
+    def wake(self, due_at: float | None = None) -> None:
+        """A task was added that is due at ``due_at`` (``None``: now)."""
+        if not self.running:
+            return
+        if due_at is None or due_at <= self.clock.seconds():
+            self.pump()
+        else:
+            self._arm(due_at)
+
+    def _arm(self, at: float | None) -> None:
+        """Make sure a claim runs at ``at``; a timer only ever moves earlier."""
+        now = self.clock.seconds()
+        if at is None or at <= now or not self.running:
+            return
+        if self._timer is not None and self._timer.active():
+            if self._timer.getTime() <= at:
+                return
+            self._timer.cancel()
+        self._timer = self.clock.callLater(at - now, self.pump)
+
+    # -- claiming ----------------------------------------------------------
+
+    def pump(self) -> defer.Deferred:
+        """Claim due tasks into the free slots and start them.
+
+        Only one claim runs at a time; a wake-up during a claim is
+        remembered and served by another claim right after.
+        """
+        if not self.running:
+            return defer.succeed(None)
+        free = self.concurrency - len(self.in_flight)
+        if self._claiming is not None or free <= 0:
+            self._more = True
+            return defer.succeed(None)
+        self._more = False
+        d = self.store.claim(
+            self.queue, self.clock.seconds(), free, self.timeout, self.policy.max_errors
+        )
+        self._claiming = d
+        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free,))
+        d.addBoth(self._claim_ended)
+        return d
+
+    def _claimed(self, claim: Claim, asked: int) -> None:
+        if self._redis_down:
+            self._redis_down = False
+            log.info("queue {queue}: Redis answers again, resuming", queue=self.queue)
+        for task in claim.tasks:
+            self._start(task)
+        if len(claim.tasks) == asked:
+            self._more = True
+        self._arm(claim.next_at)
+
+    def _claim_failed(self, failure) -> None:
+        failure.trap(StoreUnavailable)
+        if not self._redis_down:
+            self._redis_down = True
+            log.warn(
+                "queue {queue}: {error}; waiting for Redis",
+                queue=self.queue,
+                error=failure.getErrorMessage(),
+            )
+
+    def _claim_ended(self, result) -> None:
+        self._claiming = None
+        if self._more and not self._redis_down:
+            self.pump()
+        return result
+
+    # -- attempts ----------------------------------------------------------
+
+    def _start(self, task: Task) -> None:
+        d = self.dispatcher.dispatch(task, task.timeout or self.timeout)
+        self.in_flight[task.id] = d
+        d.addCallback(self._finished, task)
+        d.addErrback(lambda f: log.failure("attempt on {task_id} failed", f, task_id=task.id))
+
+    def _finished(self, outcome, task: Task) -> None:
+        del self.in_flight[task.id]
+        decision = next_step(task, outcome, self.clock.seconds(), self.policy, self.rng)
+        _log_attempt(task, outcome, decision)
+        self._outcomes.append((task, decision))
+        self.flush()
+        if self._more:
+            self.pump()
+
+    # -- recording outcomes ------------------------------------------------
+
+    def flush(self) -> defer.Deferred:
+        """Record pending outcomes in one round trip.  Outcomes that arrive
+        while one is being recorded wait and go together in the next, so
+        the write rate adapts to the load.
+
+        :returns: a Deferred firing with ``True`` once recorded, ``False``
+            when Redis didn't answer (the outcomes wait for the next tick).
+        """
+        if self._settling is not None or not self._outcomes:
+            return defer.succeed(True)
+        batch, self._outcomes = self._outcomes, []
+        d = self.store.settle(self.queue, batch, self.clock.seconds())
+        self._settling = d
+
+        def recorded(_):
+            self._settling = None
+            retries = [decision.at for _, decision in batch if isinstance(decision, Retry)]
+            if retries:
+                self._arm(min(retries))
+            if self._outcomes:
+                self.flush()
+            return True
+
+        def failed(failure):
+            self._settling = None
+            failure.trap(StoreUnavailable)
+            self._outcomes[:0] = batch
+            return False
+
+        return d.addCallbacks(recorded, failed)
+
+
+def _settled(d: defer.Deferred) -> defer.Deferred:
+    """A Deferred that fires (with None) when ``d`` does, without touching
+    ``d``'s own result."""
+    waiter = defer.Deferred()
+
+    def fire(result):
+        waiter.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return waiter
+
+
+def _log_attempt(task: Task, outcome, decision: Decision) -> None:
+    """One structured line per attempt; deliveries at debug level, so the
+    hot path formats nothing unless asked to."""
+    fields = dict(
+        task_id=task.id,
+        queue=task.queue,
+        attempt=task.attempts,
+        duration=outcome.duration,
+        status=getattr(outcome, "status", None),
+        error=getattr(decision, "error", None),
+    )
+    if isinstance(decision, Delivered):
+        log.debug("task {task_id} delivered ({status}) in {duration:.3f}s", **fields)
+    elif isinstance(decision, Dead):
+        log.warn("task {task_id} is dead after attempt {attempt}: {error}", **fields)
+    else:
+        log.info(
+            "task {task_id} attempt {attempt} failed: {error}; retry at {retry_at:.3f}",
+            retry_at=decision.at,
+            **fields,
+        )

@@ -1,0 +1,233 @@
+"""The composition root: command-line options, and the node built from them.
+
+``twistd -n torque [options]`` and ``twistd -y torque.tac`` (options from
+``TORQUE_*`` environment variables) both come here, so the two entry points
+can't drift apart.  This is the only module that touches the global reactor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import usage
+
+from torque.connection import RedisAddress, WakeSubscriber, connect_pool, parse_redis_url
+from torque.keys import Keys
+from torque.retry import RetryPolicy
+from torque.task import QUEUE_RE
+
+log = Logger()
+
+
+class Options(usage.Options):
+    """Options of ``twistd torque``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run a torque node: an HTTP API that takes tasks (POST /hooks/add) and a "
+        "scheduler for each --queue that makes their web-hook requests when due. "
+        "Without --redis, a private redis-server is started, keeping its data in "
+        "--data-dir."
+    )
+    optParameters = [
+        ["port", "p", "8090",
+         "where the API listens: a port number, a Twisted endpoint string "
+         "(tcp:8090:interface=127.0.0.1, unix:/run/torque.sock), or 'none' for no API"],
+        ["redis", None, None,
+         "Redis URL: redis://[:password@]host:port/db, rediss://..., "
+         "unix:///path/redis.sock?db=N [default: embedded redis-server]"],
+        ["data-dir", None, "./torque-data", "where the embedded Redis keeps its files"],
+        ["base-task-url", None, None,
+         "prefix for task URLs given as a path, e.g. http://app:8000"],
+        ["max-task-errors", None, 20, "failed attempts after which a task is dead", int],
+        ["min-task-delay", None, 1.0, "first retry delay, seconds", float],
+        ["max-task-delay", None, 3600.0, "cap on a retry delay, seconds", float],
+        ["task-timeout", None, 60.0, "per-request timeout, seconds", float],
+        ["concurrency", None, 100, "requests in flight per queue on this node", int],
+        ["redis-prefix", None, "torque:", "prefix of every Redis key torque uses"],
+        ["poll-interval", None, 1.0,
+         "seconds between safety-net polls (due tasks are claimed on wake-up, "
+         "not by polling)", float],
+    ]  # fmt: skip
+
+    def __init__(self):
+        super().__init__()
+        self["queues"] = []
+
+    def opt_queue(self, name: str) -> None:
+        """a queue this node processes (repeatable; 'none': API only) [default: default]"""
+        self["queues"].append(name)
+
+    opt_q = opt_queue
+
+    def postOptions(self) -> None:
+        queues = self["queues"] or ["default"]
+        self["queues"] = [] if queues == ["none"] else list(dict.fromkeys(queues))
+        for queue in self["queues"]:
+            if not QUEUE_RE.fullmatch(queue):
+                raise usage.UsageError(f"--queue {queue!r} must match {QUEUE_RE.pattern}")
+        self["endpoint"] = _endpoint(self["port"])
+        if self["redis"]:
+            try:
+                parse_redis_url(self["redis"])
+            except ValueError as e:
+                raise usage.UsageError(f"--redis: {e}") from None
+        base = self["base-task-url"]
+        if base and urlsplit(base).scheme not in ("http", "https"):
+            raise usage.UsageError("--base-task-url must start with http:// or https://")
+        for name in ("max-task-errors", "concurrency"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
+        for name in ("min-task-delay", "max-task-delay", "task-timeout", "poll-interval"):
+            if not self[name] > 0:
+                raise usage.UsageError(f"--{name} must be more than 0")
+        if self["min-task-delay"] > self["max-task-delay"]:
+            raise usage.UsageError("--min-task-delay must not exceed --max-task-delay")
+
+
+def _endpoint(port: str) -> str | None:
+    if port == "none":
+        return None
+    if port.isdigit():
+        return f"tcp:{port}"
+    return port
+
+
+# Environment variables that don't follow TORQUE_<OPTION NAME>.
+_ENV_RENAMES = {"TORQUE_REDIS_URL": "redis"}
+
+
+def options_from_environ(environ: Mapping[str, str]) -> Options:
+    """Parse ``TORQUE_*`` variables with the same :class:`Options` as the
+    command line: ``TORQUE_PORT``, ``TORQUE_MAX_TASK_ERRORS``…, plus
+    ``TORQUE_QUEUES`` (comma-separated) and ``TORQUE_REDIS_URL``."""
+    argv = []
+    for name, *_ in Options.optParameters:
+        var = "TORQUE_" + name.upper().replace("-", "_")
+        value = environ.get(var)
+        if var == "TORQUE_REDIS":
+            value = environ.get("TORQUE_REDIS_URL", value)
+        if value:
+            argv += [f"--{name}", value]
+    for queue in environ.get("TORQUE_QUEUES", "").split(","):
+        if queue.strip():
+            argv += ["--queue", queue.strip()]
+    options = Options()
+    options.parseOptions(argv)
+    return options
+
+
+class TorqueNode(MultiService):
+    """One node: Redis connections, a scheduler per queue, the HTTP API.
+
+    Everything is built in :meth:`startService`, after ``twistd`` has
+    daemonised, because the embedded Redis must be a child of the process
+    that runs the node.
+    """
+
+    def __init__(self, options: Options, reactor):
+        super().__init__()
+        self.options = options
+        self.reactor = reactor
+        self.keys = Keys(options["redis-prefix"])
+        self.schedulers = {}
+        self.embedded = None
+        self.redis = None
+        self.subscriber = None
+        self.http_pool = None
+
+    def _redis_address(self) -> RedisAddress:
+        if self.options["redis"]:
+            return parse_redis_url(self.options["redis"])
+        from torque.embedded import EmbeddedRedis
+
+        self.embedded = EmbeddedRedis(self.options["data-dir"])
+        self.embedded.startService()
+        return self.embedded.address
+
+    def startService(self) -> None:
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from torque.api import TorqueAPI
+        from torque.dispatch import Dispatcher
+        from torque.scheduler import QueueScheduler
+        from torque.site import QuietSite
+        from torque.store import RedisStore
+
+        o, reactor = self.options, self.reactor
+        address = self._redis_address()
+        self.redis = connect_pool(address)
+        store = RedisStore(self.redis, reactor, self.keys)
+        self.http_pool = HTTPConnectionPool(reactor, persistent=True)
+        self.http_pool.maxPersistentPerHost = o["concurrency"]
+        # Below the idle timeout of most servers, so a reused connection is
+        # rarely one the server is closing (a POST on it would fail).
+        self.http_pool.cachedConnectionTimeout = 30
+        http = HTTPClient(Agent(reactor, pool=self.http_pool, connectTimeout=10))
+        dispatcher = Dispatcher(http, reactor)
+        policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
+        for queue in o["queues"]:
+            scheduler = QueueScheduler(
+                queue,
+                store,
+                dispatcher,
+                reactor,
+                policy,
+                timeout=o["task-timeout"],
+                concurrency=o["concurrency"],
+                poll_interval=o["poll-interval"],
+            )
+            scheduler.setServiceParent(self)
+            self.schedulers[queue] = scheduler
+        if self.schedulers:
+            channels = [self.keys.wake(queue) for queue in self.schedulers]
+            self.subscriber = WakeSubscriber(address, channels, self._woken)
+            self.subscriber.start(reactor)
+        if o["endpoint"]:
+            api = TorqueAPI(store, reactor, base_url=o["base-task-url"], wake=self.wake)
+            strports.service(o["endpoint"], QuietSite(api.resource())).setServiceParent(self)
+        log.info(
+            "torque node: queues {queues}, API on {endpoint}, Redis at {redis}",
+            queues=",".join(o["queues"]) or "none",
+            endpoint=o["endpoint"] or "none",
+            redis=str(address),
+        )
+        super().startService()
+
+    def wake(self, queue: str, due_at: float | None = None) -> None:
+        scheduler = self.schedulers.get(queue)
+        if scheduler is not None:
+            scheduler.wake(due_at)
+
+    def _woken(self, channel: str, message: str) -> None:
+        queue = channel[len(self.keys.wake("")) :]
+        try:
+            self.wake(queue, float(message))
+        except ValueError:
+            self.wake(queue)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop the API and the schedulers (which finish and record their
+        requests in flight), then the connections, then the embedded Redis."""
+        yield super().stopService()
+        if self.subscriber is not None:
+            yield self.subscriber.disconnect()
+        if self.redis is not None:
+            yield self.redis.disconnect()
+        if self.http_pool is not None:
+            yield self.http_pool.closeCachedConnections()
+        if self.embedded is not None:
+            self.embedded.stopService()
+
+
+def makeService(options: Options) -> TorqueNode:
+    from twisted.internet import reactor
+
+    return TorqueNode(options, reactor)

@@ -1,0 +1,342 @@
+"""What a task is, how a submission becomes one, and how it sits in Redis.
+
+Everything here is pure: no I/O, no clock.  Submissions come in as a mapping
+of field names to values (a form post gives strings, a JSON body gives JSON
+values); :func:`parse_submission` either returns a :class:`Task` or raises
+:class:`InvalidTask` naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import attrs
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "GET"})
+BODYLESS_METHODS = frozenset({"GET", "DELETE"})
+QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,100}")
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,500}")
+MAX_URL_LENGTH = 2083
+# Headers that describe the request itself: torque sets them, a task can't.
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "content-type"}
+)
+FIELDS = frozenset(
+    {
+        "url",
+        "params",
+        "json",
+        "delay",
+        "eta",
+        "queue",
+        "name",
+        "method",
+        "headers",
+        "timeout",
+        "max_errors",
+    }
+)
+
+
+class InvalidTask(ValueError):
+    """A submission that can't become a task; ``field`` says which part."""
+
+    def __init__(self, field: str, message: str, code: str = "invalid_field"):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.code = code
+
+
+@attrs.frozen
+class Task:
+    """One web-hook call to make, and the bookkeeping of its attempts.
+
+    :param body: the request body, already encoded (form or JSON).
+    :param timeout: per-task override of the node's ``--task-timeout``.
+    :param max_errors: per-task override of ``--max-task-errors``.
+    :param attempts: how many times it has been handed to a node, this
+        attempt included once it is claimed.
+    """
+
+    id: str
+    queue: str
+    url: str
+    method: str = "POST"
+    body: str = ""
+    content_type: str = ""
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    name: str = ""
+    due_at: float = 0.0
+    created_at: float = 0.0
+    timeout: float | None = None
+    max_errors: int | None = None
+    attempts: int = 0
+
+    def to_fields(self) -> list[str]:
+        """Flatten into HSET arguments, leaving out what is unset."""
+        fields = {
+            "queue": self.queue,
+            "url": self.url,
+            "method": self.method,
+            "body": self.body,
+            "content_type": self.content_type,
+            "headers": json.dumps(dict(self.headers)) if self.headers else "",
+            "name": self.name,
+            "timeout": _number(self.timeout),
+            "max_errors": _number(self.max_errors),
+            "created_at": repr(self.created_at),
+            "due_at": repr(self.due_at),
+            "attempts": str(self.attempts),
+        }
+        flat = []
+        for key, value in fields.items():
+            if value != "":
+                flat += [key, value]
+        return flat
+
+    @classmethod
+    def from_fields(cls, task_id: str, fields: Mapping[str, str]) -> Task:
+        """Read a task hash back, tolerating the fields a hand-written task
+        (README: "adding tasks from another language") may leave out."""
+        body = fields.get("body", "")
+        headers = fields.get("headers") or "{}"
+        return cls(
+            id=task_id,
+            queue=fields.get("queue") or "default",
+            url=fields.get("url", ""),
+            method=(fields.get("method") or "POST").upper(),
+            body=body,
+            content_type=fields.get("content_type") or (FORM if body else ""),
+            headers=json.loads(headers),
+            name=fields.get("name", ""),
+            due_at=float(fields.get("due_at") or 0),
+            created_at=float(fields.get("created_at") or 0),
+            timeout=_float_or_none(fields.get("timeout")),
+            max_errors=_int_or_none(fields.get("max_errors")),
+            attempts=int(fields.get("attempts") or 0),
+        )
+
+
+def _number(value: float | int | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def _float_or_none(text: str | None) -> float | None:
+    return float(text) if text else None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text else None
+
+
+def encode_params(params: Mapping[str, Any]) -> str:
+    """Form-encode a JSON object: ``{"foo": "x", "baz": 99}`` becomes
+    ``foo=x&baz=99``.  Lists repeat the key; JSON scalars are written as JSON
+    (``true``, ``1.5``), nested objects as JSON text, ``null`` as empty."""
+    pairs = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append((key, _form_value(item)))
+    return urlencode(pairs)
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def parse_submission(
+    fields: Mapping[str, Any],
+    *,
+    task_id: str,
+    now: float,
+    base_url: str | None = None,
+    queue: str | None = None,
+    is_form: bool = False,
+) -> Task:
+    """Validate a submission and build its :class:`Task`.
+
+    :param fields: the submitted fields.
+    :param now: the current time; ``delay`` counts from it.
+    :param base_url: ``--base-task-url``, the prefix for path-only URLs.
+    :param queue: the queue named by the route (``/queues/<q>/tasks``).
+    :param is_form: values come from a form post, so JSON-valued fields
+        (``params``, ``json``, ``headers``) arrive as JSON text.
+    :raises InvalidTask: naming the first field at fault.
+    """
+    unknown = sorted(set(fields) - FIELDS)
+    if unknown:
+        raise InvalidTask(
+            unknown[0],
+            f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(FIELDS))}",
+            "unknown_field",
+        )
+    method = _method(fields.get("method"))
+    url = _url(fields.get("url"), base_url)
+    content_type, body, query = _payload(fields, method, is_form)
+    if query:
+        url += ("&" if "?" in url else "?") + query
+        if len(url) > MAX_URL_LENGTH:
+            raise InvalidTask("params", f"url with params is over {MAX_URL_LENGTH} characters")
+    return Task(
+        id=task_id,
+        queue=_queue(fields.get("queue"), queue),
+        url=url,
+        method=method,
+        body=body,
+        content_type=content_type,
+        headers=_headers(fields.get("headers"), is_form),
+        name=_pattern("name", fields.get("name"), NAME_RE, "") or "",
+        due_at=_due_at(fields, now),
+        created_at=now,
+        timeout=_positive("timeout", fields.get("timeout"), float, 86400),
+        max_errors=_positive("max_errors", fields.get("max_errors"), int, 10000),
+    )
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _url(value: Any, base_url: str | None) -> str:
+    if not _present(value):
+        raise InvalidTask("url", "url is required", "missing_field")
+    if not isinstance(value, str):
+        raise InvalidTask("url", "url must be a string")
+    if value.startswith("/"):
+        if not base_url:
+            raise InvalidTask(
+                "url",
+                "url is a path, and this node has no --base-task-url to prefix it with",
+            )
+        value = base_url.rstrip("/") + value
+    if len(value) > MAX_URL_LENGTH:
+        raise InvalidTask("url", f"url is over {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise InvalidTask("url", "url must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises on a bad port
+    except ValueError as e:
+        raise InvalidTask("url", f"url is malformed: {e}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InvalidTask("url", "url must be an http:// or https:// URL, or a path")
+    return value
+
+
+def _method(value: Any) -> str:
+    if not _present(value):
+        return "POST"
+    method = str(value).upper()
+    if method not in METHODS:
+        raise InvalidTask("method", f"method must be one of {', '.join(sorted(METHODS))}")
+    return method
+
+
+def _json_field(name: str, value: Any, is_form: bool) -> Any:
+    if is_form or isinstance(value, str) and name != "json":
+        try:
+            return json.loads(value)
+        except (TypeError, ValueError):
+            raise InvalidTask(name, f"{name} must be JSON") from None
+    return value
+
+
+def _payload(fields: Mapping[str, Any], method: str, is_form: bool) -> tuple[str, str, str]:
+    """Return (content type, body, query string) for the request to make."""
+    has_params, has_json = _present(fields.get("params")), "json" in fields
+    if has_params and has_json:
+        raise InvalidTask("json", "give params or json, not both")
+    if has_json:
+        if method in BODYLESS_METHODS:
+            raise InvalidTask("json", f"a {method} request has no body to carry json")
+        value = _json_field("json", fields["json"], is_form)
+        return JSON, json.dumps(value, separators=(",", ":")), ""
+    if not has_params:
+        return "", "", ""
+    params = _json_field("params", fields["params"], is_form)
+    if not isinstance(params, dict):
+        raise InvalidTask("params", "params must be a JSON object")
+    encoded = encode_params(params)
+    if method in BODYLESS_METHODS:
+        return "", "", encoded
+    return FORM, encoded, ""
+
+
+def _headers(value: Any, is_form: bool) -> dict[str, str]:
+    if not _present(value):
+        return {}
+    headers = _json_field("headers", value, is_form)
+    if not isinstance(headers, dict):
+        raise InvalidTask("headers", "headers must be a JSON object of strings")
+    for key, item in headers.items():
+        if not isinstance(item, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", key):
+            raise InvalidTask("headers", f"header {key!r} must be a token with a string value")
+        if "\r" in item or "\n" in item:
+            raise InvalidTask("headers", f"header {key!r} must not contain a line break")
+        if key.lower() in RESERVED_HEADERS:
+            raise InvalidTask("headers", f"header {key!r} is set by torque itself")
+    return headers
+
+
+def _queue(value: Any, route_queue: str | None) -> str:
+    given = value if _present(value) else route_queue
+    queue = _pattern("queue", given, QUEUE_RE, "default")
+    if route_queue is not None and queue != route_queue:
+        raise InvalidTask("queue", f"queue {queue!r} differs from the URL's {route_queue!r}")
+    return queue
+
+
+def _pattern(field: str, value: Any, pattern: re.Pattern[str], default: str) -> str:
+    if not _present(value):
+        return default
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidTask(field, f"{field} must match {pattern.pattern}")
+    return value
+
+
+def _number_field(field: str, value: Any, kind: type) -> float:
+    if isinstance(value, bool) or kind is int and isinstance(value, float):
+        raise InvalidTask(field, f"{field} must be a {'whole ' if kind is int else ''}number")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidTask(field, f"{field} must be a number") from None
+    if not math.isfinite(number):
+        raise InvalidTask(field, f"{field} must be finite")
+    return number
+
+
+def _due_at(fields: Mapping[str, Any], now: float) -> float:
+    delay, eta = fields.get("delay"), fields.get("eta")
+    if _present(delay) and _present(eta):
+        raise InvalidTask("eta", "give delay or eta, not both")
+    if _present(eta):
+        return _number_field("eta", eta, float)
+    if not _present(delay):
+        return now
+    seconds = _number_field("delay", delay, float)
+    if seconds < 0:
+        raise InvalidTask("delay", "delay must be zero or more seconds")
+    return now + seconds
+
+
+def _positive(field: str, value: Any, kind: type, limit: float) -> Any:
+    if not _present(value):
+        return None
+    number = _number_field(field, value, kind)
+    if not 0 < number <= limit:
+        raise InvalidTask(field, f"{field} must be more than 0 and at most {limit:g}")
+    return number
