@@ -209,6 +209,8 @@ class TorqueAPI:
 
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request, failure):
+        allowed = failure.value.valid_methods or []
+        request.setHeader(b"Allow", ", ".join(allowed).encode())
         return error_body(request, 405, "method_not_allowed", "method not allowed here")
 
     @app.handle_errors(Exception)

@@ -27,7 +27,7 @@ class RedisAddress:
     host: str = "127.0.0.1"
     port: int = 6379
     path: str | None = None
-    db: int = 0
+    db: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     password: str | None = attrs.field(default=None, repr=False)
     username: str | None = None
     tls: bool = False
@@ -52,8 +52,8 @@ def parse_redis_url(url: str) -> RedisAddress:
     username = unquote(parts.username) if parts.username else None
     try:
         if parts.scheme == "unix":
-            if not parts.path:
-                raise ValueError("a unix:// Redis URL needs a socket path")
+            if parts.hostname or not parts.path:
+                raise ValueError("a unix:// Redis URL is unix:///absolute/path.sock")
             return RedisAddress(
                 path=parts.path, db=int(query.get("db", 0)), password=password, username=username
             )
@@ -118,7 +118,13 @@ class WakeSubscriber(txredisapi.RedisFactory):
         on_message: Callable[[str, str], object],
     ):
         super().__init__(
-            None, address.db, 1, isLazy=True, password=address.password, username=address.username
+            None,
+            address.db,
+            1,
+            isLazy=True,
+            password=address.password,
+            username=address.username,
+            convertNumbers=False,
         )
         self.address = address
         self.channels = list(channels)

@@ -81,7 +81,7 @@ class Dispatcher:
             allow_redirects=False,
             unbuffered=True,
         )
-        d.addCallback(self._read, started)
+        d.addCallback(self._read)
 
         def expire():
             timed_out.append(True)
@@ -101,7 +101,7 @@ class Dispatcher:
 
         return d.addBoth(finish)
 
-    def _read(self, response, started: float) -> defer.Deferred:
+    def _read(self, response) -> defer.Deferred:
         """Read a bounded part of the body: the connection goes back to the
         pool only once the body is read."""
         head = bytearray()
@@ -120,10 +120,10 @@ class Dispatcher:
             detail = ""
             if not 200 <= status < 300:
                 detail = " ".join(head.decode("utf-8", "replace").split())
-            retry_after = response.headers.getRawHeaders("retry-after", [None])[-1]
+            raw = response.headers.getRawHeaders(b"retry-after", [b""])[-1]
             return Response(
                 status,
-                retry_after=parse_retry_after(retry_after, started),
+                retry_after=parse_retry_after(raw.decode("latin-1"), self.clock.seconds()),
                 detail=detail,
             )
 
@@ -140,7 +140,7 @@ def describe_failure(failure: Failure) -> str:
     if reason.check(error.ConnectionRefusedError):
         return "connection refused"
     if reason.check(error.DNSLookupError):
-        return f"DNS lookup failed: {reason.getErrorMessage()}"
+        return reason.getErrorMessage()
     if reason.check(error.TimeoutError):
         return "connect timed out"
     if reason.check(error.ConnectionLost, error.ConnectionDone):

@@ -8,6 +8,7 @@ or :class:`NoResponse`); :func:`next_step` turns it into a *decision*
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
@@ -102,7 +103,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]+", value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -104,8 +104,13 @@ class QueueScheduler(Service):
     def tick(self) -> defer.Deferred:
         """The safety net: claim and record whatever is pending.  Never
         fails, or the ``LoopingCall`` would stop for good."""
-        d = defer.gatherResults([self.pump(), self.flush()], consumeErrors=True)
-        d.addErrback(lambda f: log.failure("tick of queue {queue} failed", f, queue=self.queue))
+        def failed(failure):
+            log.failure("tick of queue {queue} failed", failure, queue=self.queue)
+
+        d = defer.maybeDeferred(self.pump)
+        d.addErrback(failed)
+        d.addCallback(lambda _: self.flush())
+        d.addErrback(failed)
         return d
 
     def wake(self, due_at: float | None = None) -> None:
@@ -149,6 +154,7 @@ class QueueScheduler(Service):
         self._claiming = d
         d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free,))
         d.addBoth(self._claim_ended)
+        d.addErrback(lambda f: log.failure("claim on queue {queue} failed", f, queue=self.queue))
         return d
 
     def _claimed(self, claim: Claim, asked: int) -> None:

@@ -145,6 +145,13 @@ class RedisStore:
         d = self._eval(scripts.DESCRIBE, [self.keys.task(task_id)], [task_id, self.keys.prefix])
         return d.addCallback(_described)
 
+    def pause(self, queue: str) -> defer.Deferred:
+        """Stop every node from claiming the queue's tasks; adds go on."""
+        return self._call("set", self.keys.paused(queue), "1")
+
+    def resume(self, queue: str) -> defer.Deferred:
+        return self._call("delete", self.keys.paused(queue))
+
     def cancel(self, task_id: str) -> defer.Deferred:
         """Delete a task; fires with the state it was in, ``""`` if none."""
         return self._eval(scripts.CANCEL, [self.keys.task(task_id)], [task_id, self.keys.prefix])

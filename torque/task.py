@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attrs
 
@@ -25,6 +25,8 @@ BODYLESS_METHODS = frozenset({"GET", "DELETE"})
 QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,100}")
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,500}")
 MAX_URL_LENGTH = 2083
+# How far ahead a task may be scheduled, as Cloud Tasks and App Engine allow.
+MAX_AHEAD = 30 * 86400
 # Headers that describe the request itself: torque sets them, a task can't.
 RESERVED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "content-type"}
@@ -187,7 +189,8 @@ def parse_submission(
     url = _url(fields.get("url"), base_url)
     content_type, body, query = _payload(fields, method, is_form)
     if query:
-        url += ("&" if "?" in url else "?") + query
+        parts = urlsplit(url)
+        url = urlunsplit(parts._replace(query=f"{parts.query}&{query}" if parts.query else query))
         if len(url) > MAX_URL_LENGTH:
             raise InvalidTask("params", f"url with params is over {MAX_URL_LENGTH} characters")
     return Task(
@@ -284,8 +287,8 @@ def _headers(value: Any, is_form: bool) -> dict[str, str]:
     for key, item in headers.items():
         if not isinstance(item, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", key):
             raise InvalidTask("headers", f"header {key!r} must be a token with a string value")
-        if "\r" in item or "\n" in item:
-            raise InvalidTask("headers", f"header {key!r} must not contain a line break")
+        if any(c in item for c in "\r\n\x00"):
+            raise InvalidTask("headers", f"header {key!r} must not contain CR, LF or NUL")
         if key.lower() in RESERVED_HEADERS:
             raise InvalidTask("headers", f"header {key!r} is set by torque itself")
     return headers
@@ -324,12 +327,15 @@ def _due_at(fields: Mapping[str, Any], now: float) -> float:
     if _present(delay) and _present(eta):
         raise InvalidTask("eta", "give delay or eta, not both")
     if _present(eta):
-        return _number_field("eta", eta, float)
+        due_at = _number_field("eta", eta, float)
+        if due_at > now + MAX_AHEAD:
+            raise InvalidTask("eta", f"eta must be at most {MAX_AHEAD} seconds (30 days) ahead")
+        return due_at
     if not _present(delay):
         return now
     seconds = _number_field("delay", delay, float)
-    if seconds < 0:
-        raise InvalidTask("delay", "delay must be zero or more seconds")
+    if not 0 <= seconds <= MAX_AHEAD:
+        raise InvalidTask("delay", f"delay must be from 0 to {MAX_AHEAD} seconds (30 days)")
     return now + seconds
 
 

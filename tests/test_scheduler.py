@@ -1,0 +1,265 @@
+"""The scheduler on a fake clock: when attempts happen, to the millisecond.
+
+The web hook is a twisted.web resource behind ``StubTreq``; the store is the
+in-memory double (held to the Redis store's contract in test_store.py).
+"""
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from treq.testing import StubTreq
+
+from tests.memory_store import MemoryStore
+from torque.dispatch import Dispatcher
+from torque.retry import RetryPolicy
+from torque.scheduler import QueueScheduler
+from torque.store import Claim
+from torque.task import Task
+
+
+class Hook(Resource):
+    """A web hook that answers the scripted statuses in turn (the last one
+    repeats), or holds every request open when ``hold`` is set."""
+
+    isLeaf = True
+
+    def __init__(self, clock, *statuses, headers=None, hold=False):
+        super().__init__()
+        self.clock = clock
+        self.statuses = list(statuses) or [200]
+        self.headers = headers or {}
+        self.hold = hold
+        self.times: list[float] = []  # to the microsecond
+        self.held: list = []
+
+    def render(self, request):
+        self.times.append(round(self.clock.seconds(), 6))
+        if self.hold:
+            self.held.append(request)
+            return NOT_DONE_YET
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        request.setResponseCode(status)
+        for name, value in self.headers.items():
+            request.setHeader(name, value)
+        return b"ok"
+
+
+class SchedulerTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.store = MemoryStore()
+
+    def start(self, hook, poll_interval=3600.0, concurrency=10, rng=lambda: 0.0, **policy):
+        self.stub = StubTreq(hook)
+        self.scheduler = QueueScheduler(
+            "q",
+            self.store,
+            Dispatcher(self.stub, self.clock),
+            self.clock,
+            RetryPolicy(**policy),
+            timeout=10.0,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            rng=rng,
+        )
+        self.scheduler.startService()
+        self.addCleanup(self.stop)
+        return self.scheduler
+
+    def stop(self):
+        """Stop, letting held requests reach their timeout."""
+        if self.scheduler.running:
+            stopped = self.scheduler.stopService()
+            self.clock.advance(60)
+            return stopped
+
+    def add(self, task_id="t1", due_at=None, **kw):
+        due_at = self.clock.seconds() if due_at is None else due_at
+        task = Task(id=task_id, queue="q", url="http://hook.test/do", due_at=due_at, **kw)
+        self.successResultOf(self.store.add(task))
+        self.scheduler.wake(due_at)
+
+    def status(self, task_id="t1"):
+        return self.successResultOf(self.store.describe(task_id))["status"]
+
+    def test_due_task_is_dispatched_on_wake_up_not_on_the_next_tick(self):
+        hook = Hook(self.clock)
+        self.start(hook)
+        self.clock.advance(5)
+        self.add()
+        self.assertEqual(hook.times, [5.0])
+        self.assertEqual(self.status(), "delivered")
+
+    def test_delayed_task_waits_for_its_timer(self):
+        hook = Hook(self.clock)
+        self.start(hook)
+        self.add(due_at=2.5)
+        self.clock.advance(2.499)
+        self.assertEqual(hook.times, [])
+        self.clock.advance(0.001)
+        self.assertEqual(hook.times, [2.5])
+
+    def test_earlier_task_moves_the_timer_forward(self):
+        hook = Hook(self.clock)
+        self.start(hook)
+        self.add("late", due_at=10.0)
+        self.add("early", due_at=3.0)
+        self.clock.advance(3.0)
+        self.assertEqual(hook.times, [3.0])
+        self.clock.advance(7.0)
+        self.assertEqual(hook.times, [3.0, 10.0])
+
+    def test_retries_follow_the_backoff_to_the_millisecond(self):
+        hook = Hook(self.clock, 503, 503, 503, 200)
+        self.start(hook)
+        self.add()
+        for attempts, gap in enumerate((1.0, 2.0, 4.0), start=1):
+            self.clock.advance(gap - 0.001)
+            self.assertEqual(len(hook.times), attempts, "an attempt came early")
+            self.clock.advance(0.001)
+            self.assertEqual(len(hook.times), attempts + 1, "an attempt came late")
+        self.assertEqual(hook.times, [0.0, 1.0, 3.0, 7.0])
+        self.assertEqual(self.status(), "delivered")
+
+    def test_jitter_only_ever_delays_a_retry(self):
+        hook = Hook(self.clock, 500, 200)
+        self.start(hook, rng=lambda: 1.0)
+        self.add()
+        self.assertEqual(self.store.due["q"], {"t1": 1.1})
+        self.clock.advance(1.09)
+        self.assertEqual(hook.times, [0.0])
+        self.clock.advance(0.02)
+        self.assertEqual(len(hook.times), 2)
+
+    def test_retry_after_is_honoured(self):
+        hook = Hook(self.clock, 429, 200, headers={"Retry-After": "7"})
+        self.start(hook)
+        self.add()
+        self.clock.advance(6.999)
+        self.assertEqual(hook.times, [0.0])
+        self.clock.advance(0.001)
+        self.assertEqual(hook.times, [0.0, 7.0])
+
+    def test_task_dies_after_max_errors_attempts(self):
+        hook = Hook(self.clock, 500)
+        self.start(hook, max_errors=3)
+        self.add()
+        self.clock.pump([1.0, 2.0, 4.0, 8.0, 16.0])
+        self.assertEqual(hook.times, [0.0, 1.0, 3.0])
+        info = self.successResultOf(self.store.describe("t1"))
+        self.assertEqual((info["status"], info["last_status"]), ("dead", "500"))
+        self.assertIn("gave up after 3 attempts", info["last_error"])
+
+    def test_refusal_goes_straight_to_the_dead_letters(self):
+        hook = Hook(self.clock, 404)
+        self.start(hook)
+        self.add()
+        self.clock.pump([1.0] * 10)
+        self.assertEqual(hook.times, [0.0])
+        self.assertEqual(self.status(), "dead")
+
+    def test_requests_in_flight_never_exceed_concurrency(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook, poll_interval=1.0, concurrency=2)
+        for i in range(5):
+            self.add(f"t{i}")
+        self.clock.pump([1.0] * 5)
+        self.assertEqual(len(hook.held), 2)
+        self.assertTrue(all(limit <= 2 for _, _, limit in self.store.claims))
+        for request in hook.held[:2]:
+            request.finish()
+        self.stub.flush()
+        self.assertEqual(len(hook.held), 4)
+
+    def test_safety_tick_finds_tasks_nobody_announced(self):
+        hook = Hook(self.clock)
+        self.start(hook, poll_interval=1.0)
+        task = Task(id="quiet", queue="q", url="http://hook.test/do", due_at=0.5)
+        self.successResultOf(self.store.add(task))  # no wake-up
+        self.clock.advance(0.999)
+        self.assertEqual(hook.times, [])
+        self.clock.advance(0.001)
+        self.assertEqual(hook.times, [1.0])
+
+    def test_ticks_never_overlap_a_slow_claim(self):
+        pending = []
+        self.store.claim = lambda *args: pending.append(defer.Deferred()) or pending[-1]
+        self.start(Hook(self.clock), poll_interval=1.0)
+        self.clock.pump([1.0] * 5)
+        self.assertEqual(len(pending), 1)
+        pending[0].callback(Claim([], None))
+        self.clock.advance(1.0)
+        self.assertEqual(len(pending), 2)
+        pending[1].callback(Claim([], None))
+
+    def test_a_failing_tick_does_not_stop_the_loop(self):
+        calls = []
+        real_claim = self.store.claim
+
+        def claim(*args):
+            calls.append(args)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            return real_claim(*args)
+
+        self.store.claim = claim
+        hook = Hook(self.clock)
+        self.start(hook, poll_interval=1.0)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        task = Task(id="t1", queue="q", url="http://hook.test/do", due_at=0.0)
+        self.successResultOf(self.store.add(task))
+        self.clock.advance(1.0)
+        self.assertEqual(hook.times, [1.0])
+
+    def test_redis_outage_pauses_claims_and_delivery_resumes(self):
+        hook = Hook(self.clock)
+        self.start(hook, poll_interval=1.0)
+        task = Task(id="t1", queue="q", url="http://hook.test/do", due_at=0.5)
+        self.successResultOf(self.store.add(task))
+        tries = []
+        real_claim = self.store.claim
+        self.store.claim = lambda *args: tries.append(args) or real_claim(*args)
+        self.store.available = False
+        self.clock.pump([0.25] * 40)
+        self.assertEqual(hook.times, [])
+        self.assertEqual(len(tries), 10, "one claim per tick, no spinning")
+        self.store.available = True
+        self.clock.advance(1.0)
+        self.assertEqual(hook.times, [11.0])
+        self.assertEqual(self.status(), "delivered")
+
+    def test_outcome_waits_for_redis_and_is_then_recorded(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook, poll_interval=1.0)
+        self.add()
+        self.store.available = False
+        hook.held[0].finish()
+        self.stub.flush()
+        self.assertEqual(self.status_when_back(), "running")
+        self.clock.advance(1.0)
+        self.assertEqual(self.status(), "delivered")
+
+    def status_when_back(self):
+        self.store.available = True
+        return self.status()
+
+    def test_stop_waits_for_requests_in_flight_and_records_them(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)
+        self.add()
+        stopped = self.scheduler.stopService()
+        self.assertNoResult(stopped)
+        hook.held[0].finish()
+        self.stub.flush()
+        self.successResultOf(stopped)
+        self.assertEqual(self.status(), "delivered")
+
+    def test_stopped_scheduler_claims_nothing(self):
+        hook = Hook(self.clock)
+        self.start(hook, poll_interval=1.0)
+        self.successResultOf(self.scheduler.stopService())
+        self.add()
+        self.clock.pump([1.0] * 3)
+        self.assertEqual(hook.times, [])
