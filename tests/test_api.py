@@ -179,7 +179,6 @@ class NodeTests(APITestCase):
         self.assertEqual(response.headers.getRawHeaders("allow"), ["POST"])
 
 
-
 class TaskTests(APITestCase):
     def test_get_shows_a_scheduled_task(self):
         self.add(data={"url": HOOK, "delay": "5"})

@@ -148,7 +148,6 @@ class DispatchTests(unittest.TestCase):
         self.stub.flush()
         self.assertEqual(self.successResultOf(d).retry_after, 6.0)
 
-
     def test_detail_is_cut_at_detail_bytes(self):
         d = self.dispatch(Handler(status=500, body=b"x" * 500), detail_bytes=200)
         self.assertEqual(self.successResultOf(d).detail, "x" * 200)
@@ -210,7 +209,6 @@ class DescribeFailureTests(unittest.TestCase):
             describe_failure(self.dns_failure),
             "DNS lookup failed: no results for hostname lookup: app.test.",
         )
-
 
     def test_connection_lost_inside_response_never_received(self):
         failure = Failure(ResponseNeverReceived([Failure(ConnectionLost())]))

@@ -104,7 +104,6 @@ class ParseRetryAfterTests(unittest.TestCase):
         self.assertIsNone(parse_retry_after("²", NOW))
 
 
-
 class NextStepTests(unittest.TestCase):
     def assertDecision(self, case, decision, expected):
         """``expected`` is a Delivered, or ``(Retry, at, status, error

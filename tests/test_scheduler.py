@@ -4,12 +4,12 @@ The web hook is a twisted.web resource behind ``StubTreq``; the store is the
 in-memory double (held to the Redis store's contract in test_store.py).
 """
 
+from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from treq.testing import StubTreq
 
 from tests.memory_store import MemoryStore
 from torque.dispatch import Dispatcher

@@ -246,10 +246,8 @@ class ParseRedisUrlTests(unittest.TestCase):
         # unix://var/run/redis.sock reads as host "var" and path /run/redis.sock.
         self.assertRaises(ValueError, parse_redis_url, "unix://var/run/redis.sock")
 
-
     def test_negative_db_is_refused(self):
         self.assertRaises(ValueError, parse_redis_url, "redis://localhost/-1")
-
 
     def test_address_prints_without_its_password(self):
         address = parse_redis_url("redis://alice:s3cret@cache:6380/2")

@@ -187,7 +187,6 @@ class PayloadTests(SubmissionTestCase):
         self.assertEqual(task.url, HOOK + "?a=1#top")
 
 
-
 class DueTimeTests(SubmissionTestCase):
     def test_delay_counts_from_now(self):
         cases = [
@@ -379,7 +378,6 @@ class HeadersTests(SubmissionTestCase):
     def test_nul_in_a_header_value_is_refused(self):
         # RFC 9110 §5.5: CR, LF and NUL are all invalid in a field value.
         self.assertInvalid("NUL in a value", {"url": HOOK, "headers": {"X-A": "a\x00b"}}, "headers")
-
 
 
 class LimitsTests(SubmissionTestCase):

@@ -104,6 +104,7 @@ class QueueScheduler(Service):
     def tick(self) -> defer.Deferred:
         """The safety net: claim and record whatever is pending.  Never
         fails, or the ``LoopingCall`` would stop for good."""
+
         def failed(failure):
             log.failure("tick of queue {queue} failed", failure, queue=self.queue)
 
