@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ log = Logger()
 # Seconds to wait for the server to answer; loading a big append-only file
 # takes a while.
 START_TIMEOUT = 60.0
+MAX_SOCKET_PATH = 100
 
 
 def find_redis_server() -> str | None:
@@ -72,10 +75,10 @@ class EmbeddedRedis(Service):
         self.data_dir = Path(data_dir).absolute()
         self.executable = executable
         self.process: subprocess.Popen | None = None
-
-    @property
-    def socket_path(self) -> str:
-        return str(self.data_dir / "redis.sock")
+        self.socket_path = str(self.data_dir / "redis.sock")
+        if len(self.socket_path) > MAX_SOCKET_PATH:
+            # A unix socket's path has room for about 100 bytes.
+            self.socket_path = os.path.join(tempfile.mkdtemp(prefix="torque-"), "redis.sock")
 
     @property
     def address(self) -> RedisAddress:

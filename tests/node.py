@@ -1,0 +1,278 @@
+"""End-to-end fixtures: a real HTTP receiver, and a real ``twistd`` node.
+
+The node runs as a subprocess from a scratch directory (so ``twistd`` finds
+the plugin through the installed package, not the checkout), against the
+test run's redis-server under a fresh key prefix, or against its own
+embedded Redis.  Tests wait with :func:`wait_for`, which polls a condition
+with a generous bound instead of sleeping a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from typing import NamedTuple
+
+import treq
+from twisted.internet import defer, protocol, reactor, task
+from twisted.web import resource, server
+
+from tests.redis_server import fresh_keys, redis_url
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@defer.inlineCallbacks
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02, what: str = ""):
+    """Poll ``predicate()`` until it is truthy; fail after ``timeout`` s.
+    The predicate may return a Deferred (of a truthy value or not)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = yield defer.maybeDeferred(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout} s waiting for {what or predicate}")
+        yield task.deferLater(reactor, interval, lambda: None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Received(NamedTuple):
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    form: dict[str, str]
+    at: float  # wall-clock time of arrival
+
+
+class Receiver(resource.Resource):
+    """A web hook that records every request and answers scripted statuses
+    per path (the last one repeats; 200 by default)."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.requests: list[Received] = []
+        self.scripts: dict[str, list[int]] = {}
+        self.url = ""
+
+    def respond(self, path: str, *statuses: int) -> None:
+        self.scripts[path] = list(statuses)
+
+    def to(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    def render(self, request):
+        body = request.content.read()
+        path = request.path.decode()
+        form = {}
+        content_type = request.getHeader(b"content-type") or b""
+        if content_type.startswith(b"application/x-www-form-urlencoded"):
+            form = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        headers = {
+            k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()
+        }
+        self.requests.append(
+            Received(request.method.decode(), path, headers, body, form, time.time())
+        )
+        statuses = self.scripts.get(path) or [200]
+        status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+        request.setResponseCode(status)
+        return b"ok" if status < 300 else b"handler says no"
+
+
+class _TrackingSite(server.Site):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.channels = set()
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        self.channels.add(channel)
+        return channel
+
+    def log(self, request):
+        pass
+
+
+def start_receiver(testcase) -> Receiver:
+    """A real receiver on 127.0.0.1; closed (connections too) at cleanup."""
+    receiver = Receiver()
+    site = _TrackingSite(receiver)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    receiver.url = f"http://127.0.0.1:{port.getHost().port}"
+
+    def close():
+        for channel in site.channels:
+            transport = getattr(channel, "transport", None)
+            if transport is not None and transport.connected:
+                transport.abortConnection()
+        return port.stopListening()
+
+    testcase.addCleanup(close)
+    return receiver
+
+
+class _NodeProcess(protocol.ProcessProtocol):
+    def __init__(self):
+        self.ended = defer.Deferred()
+        self.output = bytearray()
+
+    def outReceived(self, data):
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
+
+
+class Node:
+    """A ``twistd -n torque`` subprocess."""
+
+    def __init__(self, workdir: str, argv: list[str], env: dict[str, str], port: int):
+        self.workdir = workdir
+        self.argv = argv
+        self.env = env
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = None
+        self.exit_code = None
+
+    def spawn(self) -> None:
+        self.protocol = _NodeProcess()
+        self.process = reactor.spawnProcess(
+            self.protocol, self.argv[0], self.argv, env=self.env, path=self.workdir
+        )
+        self.protocol.ended.addCallback(self._ended)
+
+    def _ended(self, code):
+        self.exit_code = code
+        self.process = None
+        return code
+
+    @property
+    def output(self) -> str:
+        return self.protocol.output.decode("utf-8", "replace")
+
+    @defer.inlineCallbacks
+    def wait_healthy(self, timeout: float = 30.0, health: int = 200):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is None:
+                raise AssertionError(f"the node exited ({self.exit_code}):\n{self.output}")
+            try:
+                response = yield treq.get(self.url + "/health", persistent=False)
+                yield response.content()
+                if response.code == health:
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the node never became healthy:\n{self.output}")
+            yield task.deferLater(reactor, 0.05, lambda: None)
+
+    def signal(self, signum: int) -> defer.Deferred:
+        """Send ``signum``; fires with the exit code once the node is gone."""
+        if self.process is None:
+            return defer.succeed(self.exit_code)
+        ended = self.protocol.ended
+        self.process.signalProcess(signum)
+        waiter = defer.Deferred()
+        ended.addBoth(lambda code: (waiter.callback(code), code)[1])
+        return waiter
+
+    def stop(self) -> defer.Deferred:
+        """SIGTERM: a graceful stop.  Safe to call more than once."""
+        return self.signal(signal.SIGTERM)
+
+    def kill(self) -> defer.Deferred:
+        return self.signal(signal.SIGKILL)
+
+    @defer.inlineCallbacks
+    def post(self, path: str = "/hooks/add", data=None, json_body=None, headers=None):
+        """POST to the node; fires with ``(status, parsed JSON body, response)``."""
+        kwargs = {"headers": headers, "persistent": False}
+        if json_body is not None:
+            kwargs["json"] = json_body
+        else:
+            kwargs["data"] = data
+        response = yield treq.post(self.url + path, **kwargs)
+        content = yield response.content()
+        return response.code, json.loads(content) if content else None, response
+
+    @defer.inlineCallbacks
+    def get(self, path: str):
+        response = yield treq.get(self.url + path, persistent=False)
+        content = yield response.content()
+        return response.code, json.loads(content) if content else None
+
+    def has_status(self, task_id: str, status: str) -> defer.Deferred:
+        """Fires with whether ``GET /tasks/<id>`` says ``status``."""
+        d = self.get(f"/tasks/{task_id}")
+        return d.addCallback(lambda answer: (answer[1] or {}).get("status") == status)
+
+    @defer.inlineCallbacks
+    def restart(self, timeout: float = 30.0):
+        self.spawn()
+        yield self.wait_healthy(timeout)
+        return self
+
+
+@defer.inlineCallbacks
+def start_node(
+    testcase,
+    *args: str,
+    env=None,
+    embedded: bool = False,
+    tac: bool = False,
+    redis: str | None = None,
+    prefix: str | None = None,
+    health: int = 200,
+):
+    """Start a node and wait until ``/health`` answers 200.
+
+    :param args: extra ``twistd torque`` options.
+    :param env: extra environment variables.
+    :param embedded: run the node on its own embedded Redis in its workdir.
+    :param tac: run ``twistd -y torque.tac``, configured by ``TORQUE_*``
+        variables (``args`` must then be empty).
+    :param redis: a Redis URL (default: the test run's redis-server).
+    :param prefix: the Redis key prefix (default: a fresh one).
+    :param health: the ``/health`` status to wait for (503: Redis is down).
+    """
+    workdir = os.path.abspath(testcase.mktemp())
+    os.makedirs(workdir)
+    port = free_port()
+    prefix = prefix or fresh_keys().prefix
+    common = ["-n", "--pidfile=", "--logfile=-"]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    redis_url_ = None if embedded else (redis or redis_url())
+    if tac:
+        full_env.update(TORQUE_PORT=f"tcp:{port}:interface=127.0.0.1", TORQUE_REDIS_PREFIX=prefix)
+        if redis_url_:
+            full_env["TORQUE_REDIS_URL"] = redis_url_
+        argv = [TWISTD, *common, "-y", os.path.join(ROOT, "torque.tac")]
+    else:
+        argv = [TWISTD, *common, "torque", "--port", f"tcp:{port}:interface=127.0.0.1",
+                "--redis-prefix", prefix, *args]  # fmt: skip
+        if redis_url_:
+            argv += ["--redis", redis_url_]
+    node = Node(workdir, argv, full_env, port)
+    node.prefix = prefix
+    node.spawn()
+    testcase.addCleanup(node.stop)
+    yield node.wait_healthy(health=health)
+    return node
