@@ -58,12 +58,18 @@ class Options(usage.Options):
     def __init__(self):
         super().__init__()
         self["queues"] = []
+        self["api-tokens"] = []
 
     def opt_queue(self, name: str) -> None:
         """a queue this node processes (repeatable; 'none': API only) [default: default]"""
         self["queues"].append(name)
 
     opt_q = opt_queue
+
+    def opt_api_token(self, token: str) -> None:
+        """every API call needs Authorization: Bearer <token> (repeatable, for rotation;
+        also TORQUE_API_TOKEN, comma-separated)"""
+        self["api-tokens"].append(token)
 
     def postOptions(self) -> None:
         queues = self["queues"] or ["default"]
@@ -114,9 +120,10 @@ def options_from_environ(environ: Mapping[str, str]) -> Options:
             value = environ.get("TORQUE_REDIS_URL", value)
         if value:
             argv += [f"--{name}", value]
-    for queue in environ.get("TORQUE_QUEUES", "").split(","):
-        if queue.strip():
-            argv += ["--queue", queue.strip()]
+    for variable, option in (("TORQUE_QUEUES", "--queue"), ("TORQUE_API_TOKEN", "--api-token")):
+        for value in environ.get(variable, "").split(","):
+            if value.strip():
+                argv += [option, value.strip()]
     options = Options()
     options.parseOptions(argv)
     return options
@@ -155,6 +162,7 @@ class TorqueNode(MultiService):
         from twisted.web.client import Agent, HTTPConnectionPool
 
         from torque.api import TorqueAPI
+        from torque.auth import RequireToken
         from torque.dispatch import Dispatcher
         from torque.scheduler import QueueScheduler
         from torque.site import QuietSite
@@ -191,7 +199,8 @@ class TorqueNode(MultiService):
             self.subscriber.start(reactor)
         if o["endpoint"]:
             api = TorqueAPI(store, reactor, base_url=o["base-task-url"], wake=self.wake)
-            strports.service(o["endpoint"], QuietSite(api.resource())).setServiceParent(self)
+            root = RequireToken(api.resource(), o["api-tokens"])
+            strports.service(o["endpoint"], QuietSite(root)).setServiceParent(self)
         log.info(
             "torque node: queues {queues}, API on {endpoint}, Redis at {redis}",
             queues=",".join(o["queues"]) or "none",
