@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from twisted.application import strports
 from twisted.application.service import MultiService
-from twisted.internet import defer
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -50,6 +49,9 @@ class Options(usage.Options):
         ["task-timeout", None, 60.0, "per-request timeout, seconds", float],
         ["concurrency", None, 100, "requests in flight per queue on this node", int],
         ["redis-prefix", None, "torque:", "prefix of every Redis key torque uses"],
+        ["lease-margin", None, 30.0,
+         "seconds a claimed task's lease outlasts its timeout: how long after a node "
+         "dies its tasks wait, beyond their timeout, to be delivered again", float],
         ["poll-interval", None, 1.0,
          "seconds between safety-net polls (due tasks are claimed on wake-up, "
          "not by polling)", float],
@@ -89,7 +91,13 @@ class Options(usage.Options):
         for name in ("max-task-errors", "concurrency"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
-        for name in ("min-task-delay", "max-task-delay", "task-timeout", "poll-interval"):
+        for name in (
+            "min-task-delay",
+            "max-task-delay",
+            "task-timeout",
+            "poll-interval",
+            "lease-margin",
+        ):
             if not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
         if self["min-task-delay"] > self["max-task-delay"]:
@@ -165,13 +173,13 @@ class TorqueNode(MultiService):
         from torque.auth import RequireToken
         from torque.dispatch import Dispatcher
         from torque.scheduler import QueueScheduler
-        from torque.site import QuietSite
+        from torque.site import ApiService, QuietSite
         from torque.store import RedisStore
 
         o, reactor = self.options, self.reactor
         address = self._redis_address()
         self.redis = connect_pool(address)
-        store = RedisStore(self.redis, reactor, self.keys)
+        store = RedisStore(self.redis, reactor, self.keys, lease_margin=o["lease-margin"])
         self.http_pool = HTTPConnectionPool(reactor, persistent=True)
         self.http_pool.maxPersistentPerHost = o["concurrency"]
         # Below the idle timeout of most servers, so a reused connection is
@@ -200,7 +208,8 @@ class TorqueNode(MultiService):
         if o["endpoint"]:
             api = TorqueAPI(store, reactor, base_url=o["base-task-url"], wake=self.wake)
             root = RequireToken(api.resource(), o["api-tokens"])
-            strports.service(o["endpoint"], QuietSite(root)).setServiceParent(self)
+            endpoint = endpoints.serverFromString(reactor, o["endpoint"])
+            ApiService(endpoint, QuietSite(root)).setServiceParent(self)
         log.info(
             "torque node: queues {queues}, API on {endpoint}, Redis at {redis}",
             queues=",".join(o["queues"]) or "none",
