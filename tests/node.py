@@ -66,10 +66,29 @@ class Receiver(resource.Resource):
         super().__init__()
         self.requests: list[Received] = []
         self.scripts: dict[str, list[int]] = {}
+        self.holding: set[str] = set()
+        self.held: list = []
         self.url = ""
 
     def respond(self, path: str, *statuses: int) -> None:
         self.scripts[path] = list(statuses)
+
+    def hold(self, path: str) -> None:
+        """Hold requests to ``path`` open (a slow handler) until released."""
+        self.holding.add(path)
+
+    def release(self, status: int = 200) -> int:
+        """Answer every held request that is still connected; how many."""
+        answered = 0
+        for request in self.held:
+            if not request._disconnected and not request.finished:
+                request.setResponseCode(status)
+                request.write(b"ok")
+                request.finish()
+                answered += 1
+        self.held = []
+        self.holding.clear()
+        return answered
 
     def to(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
@@ -87,6 +106,9 @@ class Receiver(resource.Resource):
         self.requests.append(
             Received(request.method.decode(), path, headers, body, form, time.time())
         )
+        if path in self.holding:
+            self.held.append(request)
+            return server.NOT_DONE_YET
         statuses = self.scripts.get(path) or [200]
         status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
         request.setResponseCode(status)
@@ -136,6 +158,7 @@ class _NodeProcess(protocol.ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason):
+        self.signal = reason.value.signal
         self.ended.callback(reason.value.exitCode)
 
 
@@ -160,6 +183,7 @@ class Node:
 
     def _ended(self, code):
         self.exit_code = code
+        self.exit_signal = self.protocol.signal
         self.process = None
         return code
 
@@ -168,11 +192,16 @@ class Node:
         return self.protocol.output.decode("utf-8", "replace")
 
     @defer.inlineCallbacks
-    def wait_healthy(self, timeout: float = 30.0, health: int = 200):
+    def wait_healthy(self, timeout: float = 30.0, health: int | None = 200):
         deadline = time.monotonic() + timeout
         while True:
             if self.process is None:
                 raise AssertionError(f"the node exited ({self.exit_code}):\n{self.output}")
+            if health is None:  # a node without an API: wait for its start-up line
+                if "torque node:" in self.output:
+                    return
+                yield task.deferLater(reactor, 0.05, lambda: None)
+                continue
             try:
                 response = yield treq.get(self.url + "/health", persistent=False)
                 yield response.content()
@@ -240,7 +269,7 @@ def start_node(
     tac: bool = False,
     redis: str | None = None,
     prefix: str | None = None,
-    health: int = 200,
+    health: int | None = 200,
 ):
     """Start a node and wait until ``/health`` answers 200.
 

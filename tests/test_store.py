@@ -7,6 +7,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
+from tests.node import wait_for
 from tests.redis_server import fresh_keys, redis_address
 from torque.connection import RedisAddress, connect_pool
 from torque.retry import Dead, Delivered, Retry
@@ -265,21 +266,14 @@ class RedisStoreTests(StoreContract, unittest.TestCase):
         from torque.connection import WakeSubscriber
 
         heard = []
-        ready = defer.Deferred()
-
-        class Subscriber(WakeSubscriber):
-            def addConnection(self, conn):
-                super().addConnection(conn)
-                conn.subscribe(self.channels).addCallback(lambda _: ready.callback(None))
-
-        sub = Subscriber(redis_address(), [self.keys.wake("q")], lambda *m: heard.append(m))
+        sub = WakeSubscriber(redis_address(), [self.keys.wake("q")], lambda *m: heard.append(m))
         sub.start(reactor)
         self.addCleanup(sub.disconnect)
-        yield ready
+        yield wait_for(lambda: heard, what="the subscription")
+        self.assertEqual(heard, [(self.keys.wake("q"), None)], "a 'look now' on subscribing")
         yield self.store.add(make_task(due_at=NOW + 5))
-        while not heard:
-            yield self.store.ping()
-        self.assertEqual(heard, [(self.keys.wake("q"), repr(NOW + 5))])
+        yield wait_for(lambda: len(heard) == 2)
+        self.assertEqual(heard[1], (self.keys.wake("q"), repr(NOW + 5)))
 
     @defer.inlineCallbacks
     def test_stats_count_deliveries_and_failures(self):

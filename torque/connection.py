@@ -17,6 +17,15 @@ from twisted.internet import endpoints, ssl
 
 # Seconds to wait for a TCP or TLS connection to Redis.
 CONNECT_TIMEOUT = 5
+# Reconnection backoff after an outage: txredisapi's default grows to 10 s,
+# which would leave a node idle that long after Redis is back.
+RECONNECT_INITIAL_DELAY = 0.5
+RECONNECT_MAX_DELAY = 2.0
+
+
+def _quick_reconnects(factory) -> None:
+    factory.initialDelay = RECONNECT_INITIAL_DELAY
+    factory.maxDelay = RECONNECT_MAX_DELAY
 
 
 @attrs.frozen
@@ -85,13 +94,13 @@ def connect_pool(address: RedisAddress, poolsize: int = 2):
         convertNumbers=False,
     )
     if address.path:
-        return txredisapi.lazyUnixConnectionPool(address.path, **common)
-    return txredisapi.lazyConnectionPool(
-        address.host,
-        address.port,
-        ssl_context_factory=_tls(address),
-        **common,
-    )
+        pool = txredisapi.lazyUnixConnectionPool(address.path, **common)
+    else:
+        pool = txredisapi.lazyConnectionPool(
+            address.host, address.port, ssl_context_factory=_tls(address), **common
+        )
+    _quick_reconnects(pool._factory)
+    return pool
 
 
 def _tls(address: RedisAddress):
@@ -107,9 +116,16 @@ class _WakeProtocol(txredisapi.SubscriberProtocol):
 
 class WakeSubscriber(txredisapi.RedisFactory):
     """Subscribes to ``channels`` and calls ``on_message(channel, message)``
-    for each message, subscribing again after every reconnection."""
+    for each message, subscribing again after every reconnection.
+
+    Messages published while the connection was down are lost, so every
+    (re)connection also calls ``on_message(channel, None)`` for each channel:
+    "look now", in case something was added meanwhile.
+    """
 
     protocol = _WakeProtocol
+    initialDelay = RECONNECT_INITIAL_DELAY
+    maxDelay = RECONNECT_MAX_DELAY
 
     def __init__(
         self,
@@ -146,4 +162,6 @@ class WakeSubscriber(txredisapi.RedisFactory):
     def addConnection(self, conn):
         super().addConnection(conn)
         if conn.connected and not self.disconnectCalled and self.channels:
-            conn.subscribe(self.channels).addErrback(lambda _: None)
+            d = conn.subscribe(self.channels)
+            d.addCallback(lambda _: [self.on_message(channel, None) for channel in self.channels])
+            d.addErrback(lambda _: None)

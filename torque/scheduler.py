@@ -170,6 +170,9 @@ class QueueScheduler(Service):
 
     def _claim_failed(self, failure) -> None:
         failure.trap(StoreUnavailable)
+        # Try again soon even if the safety tick is far off: a wake-up or a
+        # timer that found Redis down would otherwise be lost.
+        self._arm(self.clock.seconds() + min(self.poll_interval, 1.0))
         if not self._redis_down:
             self._redis_down = True
             log.warn(

@@ -223,11 +223,11 @@ class TorqueNode(MultiService):
         if scheduler is not None:
             scheduler.wake(due_at)
 
-    def _woken(self, channel: str, message: str) -> None:
+    def _woken(self, channel: str, message: str | None) -> None:
         queue = channel[len(self.keys.wake("")) :]
         try:
             self.wake(queue, float(message))
-        except ValueError:
+        except (TypeError, ValueError):
             self.wake(queue)
 
     @defer.inlineCallbacks

@@ -1,0 +1,266 @@
+"""Fault injection, end to end: real nodes killed, stopped and multiplied, a
+real redis-server stopped and started, receivers that misbehave.
+
+The promise under test: an accepted task (201) is delivered at least once,
+and under normal operation exactly once, whatever happens to nodes,
+connections or Redis.
+"""
+
+import collections
+import shutil
+import signal
+import tempfile
+import time
+
+from twisted.internet import defer, protocol, reactor
+from twisted.trial import unittest
+
+from tests.node import start_node, start_receiver, wait_for
+from tests.redis_server import fresh_keys, redis_address
+from torque.connection import connect_pool
+from torque.embedded import EmbeddedRedis
+from torque.store import RedisStore
+from torque.task import Task
+
+
+def arrivals(receiver, path=None) -> collections.Counter:
+    """How many times each task id arrived (at ``path``, if given)."""
+    requests = receiver.to(path) if path else receiver.requests
+    return collections.Counter(r.headers["x-torque-task-id"] for r in requests)
+
+
+@defer.inlineCallbacks
+def add_many(node, url: str, count: int, **fields):
+    """Add ``count`` tasks through the node's API, 16 at a time."""
+    sem = defer.DeferredSemaphore(16)
+    answers = yield defer.gatherResults(
+        [sem.run(node.post, data={"url": url, **fields}) for _ in range(count)]
+    )
+    assert all(status == 201 for status, _, _ in answers), answers[:3]
+    return [body["id"] for _, body, _ in answers]
+
+
+class CrashTests(unittest.TestCase):
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_kill_9_mid_request_redelivers_after_the_lease(self):
+        receiver = start_receiver(self)
+        receiver.hold("/slow")
+        options = ("--task-timeout", "2", "--lease-margin", "1")
+        first = yield start_node(self, *options)
+        _, body, _ = yield first.post(data={"url": receiver.url + "/slow"})
+        yield wait_for(lambda: receiver.to("/slow"), what="the first attempt")
+        yield first.kill()
+        killed_at = time.monotonic()
+        receiver.holding.clear()
+        second = yield start_node(self, *options, prefix=first.prefix)
+        yield wait_for(lambda: len(receiver.to("/slow")) == 2, what="the redelivery")
+        self.assertGreaterEqual(time.monotonic() - killed_at, 2.0, "redelivered before the lease")
+        self.assertEqual(arrivals(receiver, "/slow"), {body["id"]: 2})
+        yield wait_for(lambda: second.has_status(body["id"], "delivered"))
+        _, task = yield second.get(f"/tasks/{body['id']}")
+        self.assertEqual(task["attempts"], 2)
+
+    @defer.inlineCallbacks
+    def test_sigterm_lets_the_request_in_flight_finish_and_records_it(self):
+        receiver = start_receiver(self)
+        receiver.hold("/slow")
+        node = yield start_node(self, "--task-timeout", "20")
+        _, body, _ = yield node.post(data={"url": receiver.url + "/slow"})
+        yield wait_for(lambda: receiver.to("/slow"))
+        stopped = node.stop()
+        try:
+            yield wait_for(lambda: not self.listening(node), what="the API to stop listening")
+        except AssertionError:
+            print(node.output)
+            raise
+        self.assertFalse(stopped.called, "the node exited with a request in flight")
+        self.assertEqual(receiver.release(200), 1)
+        yield stopped
+        # twistd ends itself with the signal that stopped it, after a clean stop.
+        self.assertEqual(node.exit_signal, signal.SIGTERM)
+        self.assertIn("Server Shut Down", node.output)
+        yield node.restart()
+        yield wait_for(lambda: node.has_status(body["id"], "delivered"))
+        self.assertEqual(arrivals(receiver), {body["id"]: 1})
+
+    def listening(self, node) -> bool:
+        import socket
+
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", node.port)) == 0
+
+    @defer.inlineCallbacks
+    def test_backlog_survives_a_restart_of_node_and_embedded_redis(self):
+        receiver = start_receiver(self)
+        node = yield start_node(self, embedded=True)
+        ids = yield add_many(node, receiver.url + "/backlog", 300, delay="2")
+        yield node.stop()
+        self.assertEqual(receiver.requests, [])
+        yield node.restart()
+        yield wait_for(lambda: len(receiver.requests) >= 300, what="300 deliveries")
+        yield wait_for(lambda: node.has_status(ids[-1], "delivered"))
+        self.assertEqual(arrivals(receiver), dict.fromkeys(ids, 1))
+
+
+class ManyNodesTests(unittest.TestCase):
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_nodes_sharing_a_queue_deliver_each_task_exactly_once(self):
+        receiver = start_receiver(self)
+        keys = fresh_keys()
+        nodes = yield defer.gatherResults(
+            [start_node(self, "--concurrency", "20", prefix=keys.prefix) for _ in range(3)]
+        )
+        redis = connect_pool(redis_address())
+        self.addCleanup(redis.disconnect)
+        store = RedisStore(redis, reactor, keys)
+        now = time.time()
+        ids = [f"many-{i}" for i in range(3000)]
+        yield defer.gatherResults(
+            [
+                store.add(Task(id=i, queue="default", url=receiver.url + "/many", due_at=now))
+                for i in ids
+            ]
+        )
+        yield wait_for(lambda: len(receiver.requests) >= 3000, timeout=120, what="3000 arrivals")
+        counts = arrivals(receiver)
+        self.assertEqual(set(counts), set(ids), "lost tasks")
+        self.assertEqual([i for i, n in counts.items() if n > 1], [], "duplicates")
+        self.assertEqual(len(nodes), 3)
+
+
+class RedisOutageTests(unittest.TestCase):
+    timeout = 180
+
+    def start_redis(self, directory):
+        server = EmbeddedRedis(directory)
+        server.startService()
+        self.addCleanup(server.stopService)
+        return server
+
+    @defer.inlineCallbacks
+    def test_outage_gives_503s_then_everything_resumes_by_itself(self):
+        receiver = start_receiver(self)
+        directory = tempfile.mkdtemp(prefix="torque-outage-")  # short: a socket path
+        self.addCleanup(shutil.rmtree, directory, True)
+        redis = self.start_redis(directory)
+        url = f"unix://{redis.socket_path}"
+        # Delivery after the outage can only come from a wake-up message
+        # (the poll is an hour away), so this also proves re-subscription.
+        worker = yield start_node(self, "--port", "none", "--poll-interval", "3600",
+                                  "--min-task-delay", "0.2", redis=url, health=None)  # fmt: skip
+        api = yield start_node(self, "--queue", "none", redis=url, prefix=worker.prefix)
+        _, before, _ = yield api.post(data={"url": receiver.url + "/before", "delay": "4"})
+        redis.stopService()
+        started = time.monotonic()
+        status, answer, _ = yield api.post(data={"url": receiver.url + "/during"})
+        self.assertEqual((status, answer["error"]["code"]), (503, "unavailable"))
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual((yield api.get("/health"))[0], 503)
+        yield wait_for(lambda: time.monotonic() - started > 10, timeout=20)
+        self.start_redis(directory)
+        yield wait_for(lambda: api.get("/health").addCallback(lambda r: r[0] == 200))
+        yield wait_for(lambda: receiver.to("/before"), what="the task accepted before")
+        _, after, _ = yield api.post(data={"url": receiver.url + "/after"})
+        yield wait_for(lambda: receiver.to("/after"), what="a wake-up after the outage")
+        self.assertEqual(arrivals(receiver, "/before"), {before["id"]: 1})
+        self.assertEqual(receiver.to("/during"), [])
+        waits = worker.output.count("waiting for Redis")
+        self.assertEqual(waits, 1, "the scheduler should log the outage once, not spin")
+
+
+class _Hang(protocol.Protocol):
+    def dataReceived(self, data):
+        pass
+
+
+class _Reset(protocol.Protocol):
+    def dataReceived(self, data):
+        self.transport.abortConnection()
+
+
+class _Garbage(protocol.Protocol):
+    def dataReceived(self, data):
+        self.transport.write(b"this is not HTTP\r\n\r\n")
+        self.transport.loseConnection()
+
+
+class _HugeBody(protocol.Protocol):
+    """Answers 200 with a 100 MB body, sent slowly."""
+
+    sent = 0
+
+    def dataReceived(self, data):
+        if self.sent:
+            return
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+        self.send()
+
+    def send(self):
+        if self.transport.connected and self.sent < 100_000_000:
+            self.transport.write(b"x" * 65536)
+            type(self).sent = self.sent + 65536
+            reactor.callLater(0.001, self.send)
+
+
+class _Redirect(protocol.Protocol):
+    def dataReceived(self, data):
+        self.transport.write(
+            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 0\r\n\r\n"
+        )
+
+
+class MisbehavingReceiverTests(unittest.TestCase):
+    timeout = 180
+
+    def serve(self, kind) -> str:
+        factory = protocol.Factory.forProtocol(kind)
+        factory.connections = []
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}/"
+
+    @defer.inlineCallbacks
+    def outcome(self, node, url):
+        _, body, _ = yield node.post(data={"url": url})
+        yield wait_for(
+            lambda: node.get(f"/tasks/{body['id']}").addCallback(
+                lambda r: r[1]["status"] in ("delivered", "dead") and r[1]
+            ),
+            what=f"the outcome for {url}",
+        )
+        _, task = yield node.get(f"/tasks/{body['id']}")
+        return task
+
+    @defer.inlineCallbacks
+    def test_each_misbehaviour_ends_as_spec_section_4_says(self):
+        node = yield start_node(
+            self, "--task-timeout", "1", "--max-task-errors", "2", "--min-task-delay", "0.1"
+        )
+        hang, reset, garbage, huge, redirect = yield defer.gatherResults(
+            [
+                self.outcome(node, self.serve(kind))
+                for kind in (_Hang, _Reset, _Garbage, _HugeBody, _Redirect)
+            ]
+        )
+        self.assertEqual((hang["status"], hang["attempts"]), ("dead", 2))
+        self.assertIn("timed out", hang["last_error"])
+        self.assertEqual((reset["status"], reset["attempts"]), ("dead", 2))
+        self.assertEqual((garbage["status"], garbage["attempts"]), ("dead", 2))
+        self.assertEqual((huge["status"], huge["last_status"]), ("delivered", 200))
+        self.assertLess(_HugeBody.sent, 100_000_000, "the node read the whole body")
+        self.assertEqual((redirect["status"], redirect["last_status"]), ("dead", 302))
+        self.assertEqual(redirect["attempts"], 1)
+        rss_kb = _rss_kb(node)
+        self.assertLess(rss_kb, 200_000, "the node's memory grew with the body")
+
+
+def _rss_kb(node) -> int:
+    with open(f"/proc/{node.process.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
