@@ -16,6 +16,7 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from torque import __version__
 from torque.retry import NoResponse, Outcome, Response, parse_retry_after
+from torque.signing import Signer
 from torque.task import Task
 
 USER_AGENT = f"torque/{__version__}"
@@ -35,6 +36,7 @@ class Dispatcher:
         exhaust the node's memory or hold its connection.
     :param detail_bytes: how much of a failing answer goes into
         ``last_error``.
+    :param signer: signs each attempt (``--signing-secret``), if given.
     """
 
     def __init__(
@@ -43,14 +45,16 @@ class Dispatcher:
         clock: IReactorTime,
         max_body: int = 64 * 1024,
         detail_bytes: int = 200,
+        signer: Signer | None = None,
     ):
         self.http = http
         self.clock = clock
         self.max_body = max_body
         self.detail_bytes = detail_bytes
+        self.signer = signer
 
-    def headers(self, task: Task) -> dict[str, str]:
-        """The task's own headers plus torque's (SPEC §4)."""
+    def headers(self, task: Task, body: bytes = b"") -> dict[str, str]:
+        """The task's own headers plus torque's (SPEC §4 and §5)."""
         headers = {
             **task.headers,
             "User-Agent": USER_AGENT,
@@ -63,6 +67,8 @@ class Dispatcher:
             headers["X-Torque-Task-Name"] = task.name
         if task.content_type:
             headers["Content-Type"] = task.content_type
+        if self.signer is not None:
+            headers.update(self.signer.headers(task.id, int(self.clock.seconds()), body))
         return headers
 
     def dispatch(self, task: Task, timeout: float) -> defer.Deferred:
@@ -72,12 +78,13 @@ class Dispatcher:
         """
         started = self.clock.seconds()
         timed_out = []
+        body = task.body.encode()
         d = defer.maybeDeferred(
             self.http.request,
             task.method,
             task.url,
-            headers=self.headers(task),
-            data=task.body.encode() if task.body else None,
+            headers=self.headers(task, body),
+            data=body or None,
             allow_redirects=False,
             unbuffered=True,
         )

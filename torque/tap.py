@@ -18,6 +18,7 @@ from twisted.python import usage
 from torque.connection import RedisAddress, WakeSubscriber, connect_pool, parse_redis_url
 from torque.keys import Keys
 from torque.retry import RetryPolicy
+from torque.signing import Signer, decode_secret
 from torque.task import QUEUE_RE
 
 log = Logger()
@@ -61,6 +62,7 @@ class Options(usage.Options):
         super().__init__()
         self["queues"] = []
         self["api-tokens"] = []
+        self["signing-secrets"] = []
 
     def opt_queue(self, name: str) -> None:
         """a queue this node processes (repeatable; 'none': API only) [default: default]"""
@@ -72,6 +74,15 @@ class Options(usage.Options):
         """every API call needs Authorization: Bearer <token> (repeatable, for rotation;
         also TORQUE_API_TOKEN, comma-separated)"""
         self["api-tokens"].append(token)
+
+    def opt_signing_secret(self, secret: str) -> None:
+        """sign every delivery, Standard Webhooks style, with this whsec_... secret
+        (repeatable, for rotation; also TORQUE_SIGNING_SECRET, comma-separated)"""
+        try:
+            decode_secret(secret)
+        except ValueError as e:
+            raise usage.UsageError(f"--signing-secret: {e}") from None
+        self["signing-secrets"].append(secret)
 
     def postOptions(self) -> None:
         queues = self["queues"] or ["default"]
@@ -128,7 +139,11 @@ def options_from_environ(environ: Mapping[str, str]) -> Options:
             value = environ.get("TORQUE_REDIS_URL", value)
         if value:
             argv += [f"--{name}", value]
-    for variable, option in (("TORQUE_QUEUES", "--queue"), ("TORQUE_API_TOKEN", "--api-token")):
+    for variable, option in (
+        ("TORQUE_QUEUES", "--queue"),
+        ("TORQUE_API_TOKEN", "--api-token"),
+        ("TORQUE_SIGNING_SECRET", "--signing-secret"),
+    ):
         for value in environ.get(variable, "").split(","):
             if value.strip():
                 argv += [option, value.strip()]
@@ -186,7 +201,8 @@ class TorqueNode(MultiService):
         # rarely one the server is closing (a POST on it would fail).
         self.http_pool.cachedConnectionTimeout = 30
         http = HTTPClient(Agent(reactor, pool=self.http_pool, connectTimeout=10))
-        dispatcher = Dispatcher(http, reactor)
+        signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
+        dispatcher = Dispatcher(http, reactor, signer=signer)
         policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
         for queue in o["queues"]:
             scheduler = QueueScheduler(
