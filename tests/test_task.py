@@ -7,6 +7,7 @@ every assertion carries that name so a failure says which case broke.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -578,3 +579,35 @@ class HorizonTests(unittest.TestCase):
         with self.assertRaises(InvalidTask) as caught:
             parse({"url": HOOK, "eta": NOW + 30 * 86400 + 1})
         self.assertEqual(caught.exception.field, "eta")
+
+
+class LimitTests(unittest.TestCase):
+    """Each limit is refused with a 4xx-worthy error naming it."""
+
+    def refused(self, fields, field, code):
+        with self.assertRaises(InvalidTask) as caught:
+            parse({"url": HOOK, **fields})
+        self.assertEqual((caught.exception.field, caught.exception.code), (field, code))
+        return caught.exception
+
+    def test_params_nested_past_the_limit(self):
+        deep = {}
+        for _ in range(40):
+            deep = {"a": deep}
+        error = self.refused({"params": json.dumps(deep)}, "params", "too_deep")
+        self.assertIn("32", error.message)
+
+    def test_json_nested_past_what_python_can_parse(self):
+        self.refused({"params": "[" * 100_000 + "]" * 100_000}, "params", "invalid_field")
+
+    def test_params_at_the_limit_are_fine(self):
+        deep = "x"
+        for _ in range(31):
+            deep = {"a": deep}
+        parse({"url": HOOK, "params": json.dumps(deep)})
+
+    def test_too_many_or_too_large_headers(self):
+        many = {f"X-H{i}": "v" for i in range(101)}
+        self.refused({"headers": json.dumps(many)}, "headers", "too_many")
+        large = {"X-Big": "v" * (80 * 1024)}
+        self.refused({"headers": json.dumps(large)}, "headers", "too_large")

@@ -27,6 +27,11 @@ NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,500}")
 MAX_URL_LENGTH = 2083
 # How far ahead a task may be scheduled, as Cloud Tasks and App Engine allow.
 MAX_AHEAD = 30 * 86400
+# How deeply params, json and headers may nest.
+MAX_DEPTH = 32
+# Extra headers on a task, as Cloud Tasks allows: count, and total bytes.
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 80 * 1024
 # Headers that describe the request itself: torque sets them, a task can't.
 RESERVED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "content-type"}
@@ -251,10 +256,20 @@ def _method(value: Any) -> str:
 def _json_field(name: str, value: Any, is_form: bool) -> Any:
     if is_form or isinstance(value, str) and name != "json":
         try:
-            return json.loads(value)
-        except (TypeError, ValueError):
+            value = json.loads(value)
+        except (TypeError, ValueError, RecursionError):
             raise InvalidTask(name, f"{name} must be JSON") from None
+    if _depth(value) > MAX_DEPTH:
+        raise InvalidTask(name, f"{name} is nested more than {MAX_DEPTH} levels deep", "too_deep")
     return value
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    """How deeply a JSON value nests (stops counting past the limit)."""
+    if level > MAX_DEPTH or not isinstance(value, dict | list):
+        return level
+    items = value.values() if isinstance(value, dict) else value
+    return max((_depth(item, level + 1) for item in items), default=level)
 
 
 def _payload(fields: Mapping[str, Any], method: str, is_form: bool) -> tuple[str, str, str]:
@@ -284,6 +299,13 @@ def _headers(value: Any, is_form: bool) -> dict[str, str]:
     headers = _json_field("headers", value, is_form)
     if not isinstance(headers, dict):
         raise InvalidTask("headers", "headers must be a JSON object of strings")
+    if len(headers) > MAX_HEADERS:
+        raise InvalidTask("headers", f"at most {MAX_HEADERS} headers", "too_many")
+    size = sum(len(str(k)) + len(str(v)) for k, v in headers.items())
+    if size > MAX_HEADER_BYTES:
+        raise InvalidTask(
+            "headers", f"headers total more than {MAX_HEADER_BYTES} bytes", "too_large"
+        )
     for key, item in headers.items():
         if not isinstance(item, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", key):
             raise InvalidTask("headers", f"header {key!r} must be a token with a string value")
