@@ -40,6 +40,7 @@ class RedisAddress:
     password: str | None = attrs.field(default=None, repr=False)
     username: str | None = None
     tls: bool = False
+    ca_certs: str | None = None  # a PEM file to trust instead of the system's roots
 
     def __str__(self) -> str:
         """The address without its password, for logs."""
@@ -51,7 +52,8 @@ class RedisAddress:
 
 def parse_redis_url(url: str) -> RedisAddress:
     """Read ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…``
-    or ``unix:///path/redis.sock[?db=N][&password=…]``.
+    (``?ssl_ca_certs=/path/ca.pem`` to trust a private CA) or
+    ``unix:///path/redis.sock[?db=N][&password=…]``.
 
     :raises ValueError: with a message fit for a usage error.
     """
@@ -76,6 +78,7 @@ def parse_redis_url(url: str) -> RedisAddress:
             password=password,
             username=username,
             tls=parts.scheme == "rediss",
+            ca_certs=query.get("ssl_ca_certs"),
         )
     except ValueError as e:
         raise ValueError(f"bad Redis URL {url!r}: {e}") from None
@@ -105,8 +108,14 @@ def connect_pool(address: RedisAddress, poolsize: int = 2):
 
 def _tls(address: RedisAddress):
     # txredisapi's own ``True`` verifies nothing; this checks the certificate
-    # against the system's trust roots and the host name.
-    return ssl.optionsForClientTLS(address.host) if address.tls else False
+    # against the trust roots (the system's, or ``ssl_ca_certs``) and the host.
+    if not address.tls:
+        return False
+    roots = None
+    if address.ca_certs:
+        with open(address.ca_certs, "rb") as pem:
+            roots = ssl.Certificate.loadPEM(pem.read())
+    return ssl.optionsForClientTLS(address.host, trustRoot=roots)
 
 
 class _WakeProtocol(txredisapi.SubscriberProtocol):
