@@ -19,6 +19,7 @@ setup(
         "klein>=24.8",
         "hiredis>=2",
         "attrs>=23.1",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         # A private redis-server for `twistd -n torque` with no --redis.

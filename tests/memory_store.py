@@ -6,22 +6,48 @@ as dicts of scores) so that the real ``Task.from_fields`` reads it, and
 Scheduler and API unit tests use it to run on a ``Clock`` with no I/O.
 """
 
+import math
+from collections import defaultdict
+
 from twisted.internet import defer
 
 from torque.retry import Delivered, Retry
-from torque.store import DELIVERED_TTL, Claim, StoreUnavailable
+from torque.store import (
+    DEAD_MAX,
+    DEAD_TTL,
+    DELIVERED_TTL,
+    HISTORY_LENGTH,
+    Claim,
+    DeadPage,
+    Minute,
+    QueueStats,
+    StoreUnavailable,
+    history_entry,
+    minute_buckets,
+    settled_entry,
+)
 from torque.task import Task
+
+LEASE_LOST = "lease expired: the node died or lost Redis mid-request"
 
 
 class MemoryStore:
-    def __init__(self, lease_margin: float = 30.0):
+    def __init__(
+        self, lease_margin: float = 30.0, dead_max: int = DEAD_MAX, dead_ttl: float = DEAD_TTL
+    ):
         self.lease_margin = lease_margin
+        self.dead_max = dead_max
+        self.dead_ttl = dead_ttl
         self.tasks: dict[str, dict[str, str]] = {}
+        self.history: dict[str, list[dict]] = {}
         self.due: dict[str, dict[str, float]] = {}
         self.running: dict[str, dict[str, float]] = {}
         self.dead: dict[str, dict[str, float]] = {}
         self.names: dict[tuple[str, str], str] = {}
         self.paused: set[str] = set()
+        self.queues: set[str] = set()
+        self.stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.minutes: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.expires: dict[str, float] = {}
         self.available = True
         self.claims: list[tuple[str, float, int]] = []  # (queue, now, limit), for assertions
@@ -29,7 +55,7 @@ class MemoryStore:
 
     def _answer(self, result=None) -> defer.Deferred:
         if not self.available:
-            return defer.fail(StoreUnavailable("Redis did not answer: test outage"))
+            return defer.fail(StoreUnavailable("Redis did not answer in time"))
         return defer.succeed(result)
 
     def _sets(self, queue: str):
@@ -38,6 +64,22 @@ class MemoryStore:
             self.running.setdefault(queue, {}),
             self.dead.setdefault(queue, {}),
         )
+
+    def _count(self, queue, now, outcome, stat):
+        self.stats[queue][stat] += 1
+        self.minutes[(queue, int(math.floor(now / 60) * 60))][outcome] += 1
+
+    def _remember(self, task_id, entry):
+        history = self.history.setdefault(task_id, [])
+        history.insert(0, entry)
+        del history[HISTORY_LENGTH:]
+
+    def _forget(self, queue, task_id):
+        fields = self.tasks.pop(task_id, None) or {}
+        self.history.pop(task_id, None)
+        name = fields.get("name", "")
+        if name and self.names.get((queue, name)) == task_id:
+            del self.names[(queue, name)]
 
     def ping(self):
         return self._answer("PONG")
@@ -53,6 +95,7 @@ class MemoryStore:
         flat = task.to_fields()
         self.tasks[task.id] = dict(zip(flat[::2], flat[1::2], strict=True))
         self._sets(task.queue)[0][task.id] = task.due_at
+        self.queues.add(task.queue)
         return self._answer((task.id, True))
 
     def _bury(self, queue, task_id, now, status, error):
@@ -64,6 +107,20 @@ class MemoryStore:
         fields.update(dead_at=repr(now), last_status=str(status), last_error=error)
         if self.names.get((queue, fields.get("name", ""))) == task_id:
             del self.names[(queue, fields["name"])]
+        self._count(queue, now, "dead", "failed")
+        self._trim_dead(queue, now)
+
+    def _trim_dead(self, queue, now):
+        dead = self._sets(queue)[2]
+        by_age = sorted(dead.items(), key=_score)
+        old = [i for i, at in by_age if at < now - self.dead_ttl][:100]
+        for task_id in old:
+            del dead[task_id]
+            self._forget(queue, task_id)
+        over = len(dead) - self.dead_max
+        for task_id, _ in sorted(dead.items(), key=_score)[: min(max(over, 0), 100)]:
+            del dead[task_id]
+            self._forget(queue, task_id)
 
     def claim(self, queue, now, limit, timeout, max_errors):
         if not self.available:
@@ -72,15 +129,19 @@ class MemoryStore:
         due, running, _ = self._sets(queue)
         for task_id in [i for i, end in sorted(running.items(), key=_score) if end <= now]:
             fields = self.tasks.get(task_id)
-            error = "lease expired: the node died or lost Redis mid-request"
             if fields is None:
                 del running[task_id]
-            elif int(fields.get("attempts", 0)) >= int(fields.get("max_errors", max_errors)):
-                self._bury(queue, task_id, now, "", error)
+                continue
+            attempts = int(fields.get("attempts", 0))
+            if attempts >= int(fields.get("max_errors", max_errors)):
+                self._remember(task_id, history_entry(now, "dead", attempts, error=LEASE_LOST))
+                self._bury(queue, task_id, now, "", LEASE_LOST)
             else:
+                self._remember(task_id, history_entry(now, "retried", attempts, error=LEASE_LOST))
                 del running[task_id]
                 due[task_id] = now
-                fields.update(due_at=repr(now), last_error=error)
+                fields.update(due_at=repr(now), last_error=LEASE_LOST)
+                self._count(queue, now, "retried", "failed")
         tasks = []
         if queue not in self.paused:
             for task_id, _ in sorted(due.items(), key=_score)[:limit]:
@@ -103,11 +164,12 @@ class MemoryStore:
         self.settled.append(list(outcomes))
         due, running, dead = self._sets(queue)
         applied = 0
-        for task, decision in outcomes:
+        for task, decision, *duration in outcomes:
             fields = self.tasks.get(task.id)
             if fields is None or fields.get("attempts") != str(task.attempts):
                 continue
             applied += 1
+            self._remember(task.id, settled_entry(task, decision, now, *duration))
             status = "" if decision.status is None else str(decision.status)
             if isinstance(decision, Delivered):
                 for s in (due, running, dead):
@@ -116,6 +178,7 @@ class MemoryStore:
                 fields.pop("body", None)
                 fields.pop("headers", None)
                 self.expires[task.id] = now + DELIVERED_TTL
+                self._count(queue, now, "delivered", "delivered")
             elif isinstance(decision, Retry):
                 running.pop(task.id, None)
                 due[task.id] = decision.at
@@ -125,6 +188,7 @@ class MemoryStore:
                     last_error=decision.error,
                     last_attempt_at=repr(now),
                 )
+                self._count(queue, now, "retried", "failed")
             else:
                 fields["last_attempt_at"] = repr(now)
                 self._bury(queue, task.id, now, status, decision.error)
@@ -145,27 +209,136 @@ class MemoryStore:
         fields = self.tasks.get(task_id)
         if fields is None:
             return self._answer(None)
-        return self._answer({"status": self._status(task_id, fields), **fields})
+        history = [dict(entry) for entry in self.history.get(task_id, [])]
+        return self._answer({"status": self._status(task_id, fields), "history": history, **fields})
 
     def cancel(self, task_id):
-        fields = self.tasks.pop(task_id, None)
+        if not self.available:
+            return self._answer()
+        fields = self.tasks.get(task_id)
         if fields is None:
             return self._answer("")
         status = self._status(task_id, fields)
-        for s in self._sets(fields.get("queue", "default")):
+        queue = fields.get("queue", "default")
+        for s in self._sets(queue):
             s.pop(task_id, None)
-        queue, name = fields.get("queue", "default"), fields.get("name", "")
-        if self.names.get((queue, name)) == task_id:
-            del self.names[(queue, name)]
+        self._forget(queue, task_id)
         return self._answer(status)
 
+    def run_now(self, task_id, now):
+        if not self.available:
+            return self._answer()
+        fields = self.tasks.get(task_id)
+        if fields is None:
+            return self._answer(("", None, None))
+        queue = fields.get("queue", "default")
+        status = self._status(task_id, fields)
+        if status != "scheduled":
+            return self._answer((status, queue, None))
+        due = self._sets(queue)[0]
+        due_at = min(due.get(task_id, now), now)
+        due[task_id] = due_at
+        fields["due_at"] = repr(due_at)
+        return self._answer(("scheduled", queue, due_at))
+
     def pause(self, queue):
+        if not self.available:
+            return self._answer()
         self.paused.add(queue)
+        self.queues.add(queue)
         return self._answer()
 
     def resume(self, queue):
+        if not self.available:
+            return self._answer()
         self.paused.discard(queue)
         return self._answer()
+
+    def queue_stats(self, queues, now):
+        if not self.available:
+            return self._answer()
+        rows = []
+        for queue in queues or sorted(self.queues):
+            due, running, dead = self._sets(queue)
+            head = min(due.values()) if due else None
+            recent = tuple(
+                Minute(at, **self.minutes.get((queue, at), {})) for at in minute_buckets(now)
+            )
+            stats = self.stats.get(queue, {})
+            rows.append(
+                QueueStats(
+                    name=queue,
+                    scheduled=len(due),
+                    due=sum(1 for at in due.values() if at <= now),
+                    running=len(running),
+                    dead=len(dead),
+                    delivered=stats.get("delivered", 0),
+                    failed=stats.get("failed", 0),
+                    oldest_due_age=now - head if head is not None and head <= now else 0.0,
+                    paused=queue in self.paused,
+                    known=queue in self.queues or bool(due or running or dead),
+                    recent=recent,
+                )
+            )
+        return self._answer(rows)
+
+    def purge(self, queue):
+        if not self.available:
+            return self._answer()
+        due = self._sets(queue)[0]
+        purged = len(due)
+        for task_id in list(due):
+            del due[task_id]
+            self._forget(queue, task_id)
+        return self._answer(purged)
+
+    def dead_letters(self, queue, offset=0, limit=50):
+        if not self.available:
+            return self._answer()
+        dead = self._sets(queue)[2]
+        newest = sorted(dead.items(), key=_score, reverse=True)[offset : offset + limit]
+        letters = []
+        for task_id, at in newest:
+            fields = dict(self.tasks.get(task_id, {}))
+            fields["dead_at"] = fields.get("dead_at") or repr(at)
+            letters.append((task_id, fields))
+        return self._answer(DeadPage(len(dead), letters))
+
+    def _dead_ids(self, queue, ids):
+        dead = self._sets(queue)[2]
+        if ids is None:
+            return [task_id for task_id, _ in sorted(dead.items(), key=_score)]
+        return [task_id for task_id in dict.fromkeys(ids) if task_id in dead]
+
+    def retry_dead(self, queue, ids, now):
+        if not self.available:
+            return self._answer()
+        due, _, dead = self._sets(queue)
+        moved = 0
+        for task_id in self._dead_ids(queue, ids):
+            del dead[task_id]
+            fields = self.tasks.get(task_id)
+            if fields is None:
+                continue
+            moved += 1
+            due[task_id] = now
+            fields.update(due_at=repr(now), attempts="0")
+            fields.pop("dead_at", None)
+            name = fields.get("name", "")
+            if name and self.names.get((queue, name)) not in self.tasks:
+                self.names[(queue, name)] = task_id
+            self._remember(task_id, history_entry(now, "requeued"))
+        return self._answer(moved)
+
+    def delete_dead(self, queue, ids):
+        if not self.available:
+            return self._answer()
+        dead = self._sets(queue)[2]
+        doomed = self._dead_ids(queue, ids)
+        for task_id in doomed:
+            del dead[task_id]
+            self._forget(queue, task_id)
+        return self._answer(len(doomed))
 
 
 def _score(item):

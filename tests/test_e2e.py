@@ -160,6 +160,13 @@ class BadInputTests(unittest.TestCase):
         self.assertEqual((status, body["error"]["code"]), (400, "invalid_json"))
 
     @defer.inlineCallbacks
+    def test_max_body_is_configurable(self):
+        node = yield start_node(self, "--max-body", "1000")
+        status, body, _ = yield node.post(data={"url": "http://x.test/", "params": "x" * 1000})
+        self.assertEqual((status, body["error"]["code"]), (413, "too_large"))
+        self.assertIn("1000 bytes", body["error"]["message"])
+
+    @defer.inlineCallbacks
     def test_body_over_one_mebibyte_gets_413(self):
         node = yield start_node(self)
         status, body, _ = yield node.post(data={"url": "http://x.test/", "params": "x" * 2**20})

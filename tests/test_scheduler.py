@@ -230,6 +230,22 @@ class SchedulerTests(unittest.TestCase):
         self.assertEqual(hook.times, [11.0])
         self.assertEqual(self.status(), "delivered")
 
+    def test_with_a_far_safety_tick_a_failed_claim_is_retried_each_second(self):
+        hook = Hook(self.clock)
+        self.start(hook, poll_interval=3600.0)
+        tries = []
+        real_claim = self.store.claim
+        self.store.claim = lambda *args: tries.append(args) or real_claim(*args)
+        task = Task(id="t1", queue="q", url="http://hook.test/do", due_at=0.0)
+        self.successResultOf(self.store.add(task))
+        self.store.available = False
+        self.scheduler.wake(0.0)  # the wake-up finds Redis down
+        self.clock.pump([0.25] * 20)
+        self.assertEqual(len(tries), 6, "the wake-up, then one a second")
+        self.store.available = True
+        self.clock.advance(1.0)
+        self.assertEqual(hook.times, [6.0])
+
     def test_outcome_waits_for_redis_and_is_then_recorded(self):
         hook = Hook(self.clock, hold=True)
         self.start(hook, poll_interval=1.0)

@@ -11,7 +11,7 @@ from tests.node import wait_for
 from tests.redis_server import fresh_keys, redis_address
 from torque.connection import RedisAddress, connect_pool
 from torque.retry import Dead, Delivered, Retry
-from torque.store import RedisStore, StoreUnavailable
+from torque.store import Minute, RedisStore, StoreUnavailable, history_entry
 from torque.task import Task
 
 NOW = 1_800_000_000.0
@@ -34,6 +34,14 @@ def make_task(task_id="t1", queue="q", due_at=NOW, **kw) -> Task:
 
 def claim(store, now=NOW, limit=10, queue="q"):
     return store.claim(queue, now, limit, TIMEOUT, MAX_ERRORS)
+
+
+@defer.inlineCallbacks
+def bury(store, task_id, now=NOW, queue="q", **kw):
+    """Add a task and have its first attempt refused: a dead letter."""
+    yield store.add(make_task(task_id, queue=queue, due_at=now, **kw))
+    (task,) = (yield claim(store, now=now, queue=queue)).tasks
+    yield store.settle(queue, [(task, Dead(410, f"refused {task_id}"))], now)
 
 
 class StoreContract:
@@ -217,10 +225,261 @@ class StoreContract:
     def test_cancel_of_unknown_task(self):
         self.assertEqual((yield self.store.cancel("nope")), "")
 
+    # -- attempt history ---------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_history_has_each_attempt_newest_first(self):
+        yield self.store.add(make_task())
+        (first,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(first, Retry(NOW + 4, 503, "HTTP 503"), 0.25)], NOW + 1)
+        (second,) = (yield claim(self.store, now=NOW + 4)).tasks
+        yield self.store.settle("q", [(second, Delivered(200), 0.5)], NOW + 5)
+        info = yield self.store.describe("t1")
+        self.assertEqual(
+            info["history"],
+            [
+                history_entry(NOW + 5, "delivered", 2, 0.5, 200),
+                history_entry(NOW + 1, "retried", 1, 0.25, 503, "HTTP 503"),
+            ],
+        )
+
+    @defer.inlineCallbacks
+    def test_history_of_an_outcome_without_duration(self):
+        yield self.store.add(make_task())
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(task, Dead(None, "connection refused"))], NOW + 1)
+        info = yield self.store.describe("t1")
+        expected = history_entry(NOW + 1, "dead", 1, None, None, "connection refused")
+        self.assertEqual(info["history"], [expected])
+
+    @defer.inlineCallbacks
+    def test_history_keeps_the_last_ten_attempts(self):
+        yield self.store.add(make_task())
+        for n in range(12):
+            (task,) = (yield claim(self.store, now=NOW + n)).tasks
+            yield self.store.settle("q", [(task, Retry(NOW + n + 1, 500, f"try {n}"))], NOW + n)
+        history = (yield self.store.describe("t1"))["history"]
+        self.assertEqual([e["attempt"] for e in history], list(range(12, 2, -1)))
+
+    @defer.inlineCallbacks
+    def test_lost_lease_is_in_the_history(self):
+        yield self.store.add(make_task())
+        yield claim(self.store)
+        yield claim(self.store, now=NOW + self.lease)
+        (entry,) = (yield self.store.describe("t1"))["history"]
+        self.assertEqual(
+            (entry["attempt"], entry["outcome"], entry["at"]), (1, "retried", NOW + self.lease)
+        )
+        self.assertIn("lease expired", entry["error"])
+
+    @defer.inlineCallbacks
+    def test_new_task_has_no_history(self):
+        yield self.store.add(make_task())
+        self.assertEqual((yield self.store.describe("t1"))["history"], [])
+
+    # -- run now -----------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_run_now_makes_a_later_task_due(self):
+        yield self.store.add(make_task(due_at=NOW + 600))
+        self.assertEqual((yield self.store.run_now("t1", NOW + 1)), ("scheduled", "q", NOW + 1))
+        got = yield claim(self.store, now=NOW + 1)
+        self.assertEqual([t.id for t in got.tasks], ["t1"])
+
+    @defer.inlineCallbacks
+    def test_run_now_leaves_an_overdue_task_in_its_place(self):
+        yield self.store.add(make_task(due_at=NOW))
+        self.assertEqual((yield self.store.run_now("t1", NOW + 9)), ("scheduled", "q", NOW))
+        self.assertEqual(float((yield self.store.describe("t1"))["due_at"]), NOW)
+
+    @defer.inlineCallbacks
+    def test_run_now_of_a_running_dead_or_unknown_task_changes_nothing(self):
+        yield self.store.add(make_task("t1"))
+        yield claim(self.store)
+        yield bury(self.store, "t2", now=NOW + 1)
+        self.assertEqual((yield self.store.run_now("t1", NOW + 2)), ("running", "q", None))
+        self.assertEqual((yield self.store.run_now("t2", NOW + 2)), ("dead", "q", None))
+        self.assertEqual((yield self.store.run_now("t3", NOW + 2)), ("", None, None))
+        self.assertEqual((yield self.store.describe("t2"))["status"], "dead")
+
+    # -- queue counts ------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_queue_stats_count_each_state(self):
+        yield bury(self.store, "gone", now=NOW - 50)
+        yield self.store.add(make_task("run", due_at=NOW - 40))
+        yield claim(self.store, now=NOW - 40)
+        yield self.store.add(make_task("early", due_at=NOW - 30))
+        yield self.store.add(make_task("now", due_at=NOW))
+        yield self.store.add(make_task("later", due_at=NOW + 60))
+        (stats,) = yield self.store.queue_stats(["q"], NOW)
+        self.assertEqual(
+            (stats.name, stats.scheduled, stats.due, stats.running, stats.dead),
+            ("q", 3, 2, 1, 1),
+        )
+        self.assertEqual((stats.delivered, stats.failed), (0, 1))
+        self.assertEqual((stats.oldest_due_age, stats.paused, stats.known), (30.0, False, True))
+
+    @defer.inlineCallbacks
+    def test_oldest_due_age_is_zero_when_nothing_is_due(self):
+        yield self.store.add(make_task(due_at=NOW + 5))
+        (stats,) = yield self.store.queue_stats(["q"], NOW)
+        self.assertEqual((stats.scheduled, stats.due, stats.oldest_due_age), (1, 0, 0.0))
+
+    @defer.inlineCallbacks
+    def test_queue_stats_of_every_queue_sorted(self):
+        yield self.store.add(make_task("t1", queue="b"))
+        yield self.store.add(make_task("t2", queue="a"))
+        yield self.store.pause("c")
+        stats = yield self.store.queue_stats(None, NOW)
+        self.assertEqual([(s.name, s.scheduled, s.paused) for s in stats],
+                         [("a", 1, False), ("b", 1, False), ("c", 0, True)])  # fmt: skip
+
+    @defer.inlineCallbacks
+    def test_unknown_queue_is_empty_and_not_known(self):
+        (stats,) = yield self.store.queue_stats(["nothing"], NOW)
+        self.assertEqual((stats.scheduled, stats.dead, stats.known), (0, 0, False))
+        self.assertEqual((yield self.store.queue_stats(None, NOW)), [])
+
+    @defer.inlineCallbacks
+    def test_queue_stats_count_outcomes_per_minute(self):
+        for i in range(4):
+            yield self.store.add(make_task(f"t{i}"))
+        t0, t1, t2, t3 = (yield claim(self.store)).tasks
+        minute = 1_800_000_000 - 1_800_000_000 % 60
+        yield self.store.settle("q", [(t0, Delivered(200)), (t1, Delivered(204))], minute + 5)
+        yield self.store.settle("q", [(t2, Retry(NOW + 999, 500, "x"))], minute - 55)
+        yield self.store.settle("q", [(t3, Dead(400, "y"))], minute + 59)
+        (stats,) = yield self.store.queue_stats(["q"], minute + 70)
+        self.assertEqual(len(stats.recent), 15)
+        self.assertEqual(
+            stats.recent[-3:],
+            (Minute(minute - 60, 0, 1, 0), Minute(minute, 2, 0, 1), Minute(minute + 60)),
+        )
+        self.assertEqual((stats.delivered, stats.failed), (2, 2))
+
+    @defer.inlineCallbacks
+    def test_pause_shows_in_stats_and_resume_clears_it(self):
+        yield self.store.pause("q")
+        (stats,) = yield self.store.queue_stats(["q"], NOW)
+        self.assertEqual((stats.paused, stats.known), (True, True))
+        yield self.store.resume("q")
+        (stats,) = yield self.store.queue_stats(["q"], NOW)
+        self.assertFalse(stats.paused)
+
+    # -- purge -------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_purge_deletes_scheduled_tasks_only(self):
+        for i in range(5):
+            yield self.store.add(make_task(f"t{i}", due_at=NOW + i, name=f"n{i}"))
+        yield claim(self.store, now=NOW, limit=1)
+        yield bury(self.store, "dead1", now=NOW)
+        self.assertEqual((yield self.store.purge("q")), 4)
+        (stats,) = yield self.store.queue_stats(["q"], NOW)
+        self.assertEqual((stats.scheduled, stats.running, stats.dead), (0, 1, 1))
+        self.assertIsNone((yield self.store.describe("t4")))
+        self.assertEqual((yield self.store.describe("t0"))["status"], "running")
+        again = yield self.store.add(make_task("t9", name="n4"))
+        self.assertEqual(again, ("t9", True), "a purged task frees its name")
+
+    @defer.inlineCallbacks
+    def test_purge_of_an_empty_queue(self):
+        self.assertEqual((yield self.store.purge("q")), 0)
+
+    # -- dead letters ------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_dead_letters_newest_first_in_pages(self):
+        for i in range(5):
+            yield bury(self.store, f"d{i}", now=NOW + i)
+        page = yield self.store.dead_letters("q", 0, 2)
+        self.assertEqual((page.total, [i for i, _ in page.letters]), (5, ["d4", "d3"]))
+        _, fields = page.letters[0]
+        self.assertEqual(
+            (float(fields["dead_at"]), fields["last_status"], fields["last_error"]),
+            (NOW + 4, "410", "refused d4"),
+        )
+        self.assertEqual(fields["url"], "http://example.com/hook")
+        rest = yield self.store.dead_letters("q", 4, 2)
+        self.assertEqual([i for i, _ in rest.letters], ["d0"])
+
+    @defer.inlineCallbacks
+    def test_retry_dead_makes_them_due_with_fresh_attempts(self):
+        yield bury(self.store, "d1")
+        yield bury(self.store, "d2")
+        self.assertEqual((yield self.store.retry_dead("q", None, NOW + 5)), 2)
+        info = yield self.store.describe("d1")
+        self.assertEqual((info["status"], info["attempts"], float(info["due_at"])),
+                         ("scheduled", "0", NOW + 5))  # fmt: skip
+        self.assertEqual(info["history"][0], history_entry(NOW + 5, "requeued"))
+        got = yield claim(self.store, now=NOW + 5)
+        self.assertEqual(sorted((t.id, t.attempts) for t in got.tasks), [("d1", 1), ("d2", 1)])
+        self.assertEqual((yield self.store.dead_letters("q")).total, 0)
+
+    @defer.inlineCallbacks
+    def test_retry_dead_by_id_passes_over_others(self):
+        yield bury(self.store, "d1")
+        yield bury(self.store, "d2")
+        yield self.store.add(make_task("live"))
+        moved = yield self.store.retry_dead("q", ["d2", "live", "nope", "d2"], NOW)
+        self.assertEqual(moved, 1)
+        self.assertEqual([i for i, _ in (yield self.store.dead_letters("q")).letters], ["d1"])
+        self.assertEqual((yield self.store.describe("d2"))["status"], "scheduled")
+
+    @defer.inlineCallbacks
+    def test_retried_dead_letter_takes_its_name_back_when_free(self):
+        yield bury(self.store, "d1", name="job")
+        yield self.store.retry_dead("q", ["d1"], NOW)
+        again = yield self.store.add(make_task("t2", name="job"))
+        self.assertEqual(again, ("d1", False))
+
+    @defer.inlineCallbacks
+    def test_retried_dead_letter_leaves_a_taken_name(self):
+        yield bury(self.store, "d1", name="job")
+        yield self.store.add(make_task("t2", name="job"))
+        yield self.store.retry_dead("q", ["d1"], NOW)
+        (d1, t2) = sorted((yield claim(self.store)).tasks, key=lambda t: t.id)
+        yield self.store.settle("q", [(d1, Delivered(200))], NOW)
+        again = yield self.store.add(make_task("t3", name="job"))
+        self.assertEqual(again, ("t2", False), "the name stays with the live task")
+
+    @defer.inlineCallbacks
+    def test_delete_dead_by_id_and_all(self):
+        for i in range(3):
+            yield bury(self.store, f"d{i}")
+        self.assertEqual((yield self.store.delete_dead("q", ["d1", "nope"])), 1)
+        self.assertIsNone((yield self.store.describe("d1")))
+        self.assertEqual((yield self.store.delete_dead("q", None)), 2)
+        self.assertEqual((yield self.store.dead_letters("q")).total, 0)
+        self.assertIsNone((yield self.store.describe("d0")))
+
+    @defer.inlineCallbacks
+    def test_dead_letters_are_capped_by_count_oldest_first(self):
+        store = self.make_store(dead_max=3)
+        for i in range(5):
+            yield bury(store, f"d{i}", now=NOW + i)
+        page = yield store.dead_letters("q")
+        self.assertEqual([i for i, _ in page.letters], ["d4", "d3", "d2"])
+        self.assertIsNone((yield store.describe("d0")))
+
+    @defer.inlineCallbacks
+    def test_dead_letters_are_capped_by_age(self):
+        store = self.make_store(dead_ttl=100.0)
+        yield bury(store, "old", now=NOW)
+        yield bury(store, "edge", now=NOW + 1)
+        yield bury(store, "new", now=NOW + 101)
+        page = yield store.dead_letters("q")
+        self.assertEqual([i for i, _ in page.letters], ["new", "edge"])
+        self.assertIsNone((yield store.describe("old")))
+
 
 class MemoryStoreTests(StoreContract, unittest.TestCase):
     def setUp(self):
-        self.store = MemoryStore()
+        self.store = self.make_store()
+
+    def make_store(self, **kw):
+        return MemoryStore(**kw)
 
 
 class RedisStoreTests(StoreContract, unittest.TestCase):
@@ -230,7 +489,10 @@ class RedisStoreTests(StoreContract, unittest.TestCase):
         self.redis = connect_pool(redis_address())
         self.addCleanup(self.redis.disconnect)
         self.keys = fresh_keys()
-        self.store = RedisStore(self.redis, reactor, self.keys)
+        self.store = self.make_store()
+
+    def make_store(self, **kw):
+        return RedisStore(self.redis, reactor, self.keys, **kw)
 
     @defer.inlineCallbacks
     def test_concurrent_claimers_never_share_a_task(self):
@@ -285,6 +547,57 @@ class RedisStoreTests(StoreContract, unittest.TestCase):
         )
         stats = yield self.redis.hgetall(self.keys.stats("q"))
         self.assertEqual(stats, {"delivered": "1", "failed": "2"})
+
+    @defer.inlineCallbacks
+    def test_history_is_a_capped_list_removed_with_the_task(self):
+        yield self.store.add(make_task())
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(task, Retry(NOW + 1, 500, "x"), 0.1)], NOW)
+        entries = yield self.redis.lrange(self.keys.attempts("t1"), 0, -1)
+        self.assertEqual(len(entries), 1)
+        yield self.store.cancel("t1")
+        self.assertEqual((yield self.redis.exists(self.keys.attempts("t1"))), 0)
+
+    @defer.inlineCallbacks
+    def test_delivery_record_and_history_expire_together(self):
+        yield self.store.add(make_task())
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(task, Delivered(200), 0.1)], NOW)
+        ttls = yield defer.gatherResults(
+            [self.redis.ttl(self.keys.task("t1")), self.redis.ttl(self.keys.attempts("t1"))]
+        )
+        self.assertTrue(all(3590 < ttl <= 3600 for ttl in ttls), ttls)
+
+    @defer.inlineCallbacks
+    def test_purge_and_dead_letter_work_go_in_batches(self):
+        store = self.make_store(batch=2)
+        calls = []
+        real_eval = store._eval
+        store._eval = lambda script, *a: calls.append(script) or real_eval(script, *a)
+        for i in range(5):
+            yield bury(store, f"d{i}")
+        for i in range(5):
+            yield store.add(make_task(f"t{i}"))
+        del calls[:]
+        self.assertEqual((yield store.purge("q")), 5)
+        self.assertEqual(len(calls), 3)
+        self.assertEqual((yield store.retry_dead("q", ["d0", "d1", "d2"], NOW)), 3)
+        self.assertEqual(len(calls), 5)
+        self.assertEqual((yield store.delete_dead("q", None)), 2)
+        self.assertEqual(len(calls), 6)
+        keys = yield self.redis.keys(self.keys.prefix + "task:t*")
+        self.assertEqual(keys, [])
+
+    @defer.inlineCallbacks
+    def test_queue_stats_cost_no_task_reads(self):
+        """GET /queues must stay cheap: one script, and only counting commands."""
+        yield defer.gatherResults([self.store.add(make_task(f"t{i}")) for i in range(50)])
+        calls = []
+        real_call = self.store._call
+        self.store._call = lambda *a: calls.append(a) or real_call(*a)
+        (stats,) = yield self.store.queue_stats(["q"], NOW)
+        self.assertEqual((stats.scheduled, len(calls)), (50, 1))
+        self.assertNotIn("HGETALL", calls[0][1])
 
 
 class UnavailableRedisTests(unittest.TestCase):

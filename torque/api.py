@@ -3,7 +3,9 @@
 Each handler parses, builds, makes one store call and answers JSON.  Errors
 become status codes in one place, the ``handle_errors`` methods at the end:
 bad input is a 400 naming the field, a Redis that doesn't answer is a 503
-(never a false 201), a missing task a 404.
+(never a false 201), a missing task a 404.  How tasks and queues look in
+JSON is :mod:`torque.views`; ``/openapi.json`` (:mod:`torque.openapi`)
+describes every route here.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from torque import dashboard, openapi
+from torque.metrics import CONTENT_TYPE, Metrics
 from torque.store import RedisStore, StoreUnavailable
-from torque.task import InvalidTask, parse_submission
+from torque.targets import TargetGuard, TargetRefused
+from torque.task import QUEUE_RE, InvalidTask, parse_submission
+from torque.views import public_queue, public_task
 
 log = Logger()
 
@@ -62,34 +68,55 @@ def read_fields(request) -> tuple[dict[str, Any], bool]:
         raise InvalidTask("body", "form fields must be UTF-8", "invalid_encoding") from None
 
 
-def _number(value: str | None, kind: type = float):
-    return kind(value) if value not in (None, "") else None
+# Ids one retry or delete of dead letters may name.
+MAX_IDS = 10_000
+MAX_PAGE = 500
 
 
-def public_task(task_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    """A task as the API shows it: numbers as numbers, unset as null."""
-    headers = fields.get("headers")
-    return {
-        "id": task_id,
-        "queue": fields.get("queue", "default"),
-        "name": fields.get("name") or None,
-        "url": fields.get("url"),
-        "method": fields.get("method") or "POST",
-        "status": fields["status"],
-        "attempts": int(fields.get("attempts") or 0),
-        "due_at": _number(fields.get("due_at")),
-        "created_at": _number(fields.get("created_at")),
-        "last_attempt_at": _number(fields.get("last_attempt_at")),
-        "last_status": _number(fields.get("last_status"), int),
-        "last_error": fields.get("last_error") or None,
-        "delivered_at": _number(fields.get("delivered_at")),
-        "dead_at": _number(fields.get("dead_at")),
-        "timeout": _number(fields.get("timeout")),
-        "max_errors": _number(fields.get("max_errors"), int),
-        "content_type": fields.get("content_type") or None,
-        "body": fields.get("body"),
-        "headers": json.loads(headers) if headers else {},
-    }
+def queue_name(queue: str) -> str:
+    """A queue named in a path, held to the same rule as a submission's."""
+    if not QUEUE_RE.fullmatch(queue):
+        raise InvalidTask("queue", f"queue must match {QUEUE_RE.pattern}")
+    return queue
+
+
+def int_arg(request, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within ``[low, high]``."""
+    values = request.args.get(name.encode())
+    if not values:
+        return default
+    try:
+        number = int(values[0])
+    except ValueError:
+        raise InvalidTask(name, f"{name} must be a whole number") from None
+    if not low <= number <= high:
+        raise InvalidTask(name, f"{name} must be from {low} to {high}")
+    return number
+
+
+def read_ids(request) -> list[str] | None:
+    """The ``{"ids": [...]}`` body of a dead-letter action; ``None`` for
+    no body at all, which means every dead letter of the queue."""
+    raw = request.content.read() if request.content is not None else b""
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise InvalidTask("body", f"the body is not valid JSON: {e}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidTask("body", 'the body must be a JSON object: {"ids": [...]}', "invalid_json")
+    unknown = sorted(set(body) - {"ids"})
+    if unknown:
+        raise InvalidTask(unknown[0], f"unknown field {unknown[0]!r}; known: ids", "unknown_field")
+    ids = body.get("ids")
+    if ids is None:
+        raise InvalidTask("ids", "give ids, or send no body to act on every one", "missing_field")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise InvalidTask("ids", "ids must be a list of task ids (non-empty strings)")
+    if len(ids) > MAX_IDS:
+        raise InvalidTask("ids", f"at most {MAX_IDS} ids at once")
+    return list(dict.fromkeys(ids))
 
 
 class TorqueAPI:
@@ -99,6 +126,7 @@ class TorqueAPI:
         scheduler on this node claims the task without waiting for Redis
         pub/sub to come round.
     :param base_url: ``--base-task-url``, the prefix for path-only task URLs.
+    :param metrics: the node's metrics (a fresh set by default).
     """
 
     app = Klein()
@@ -110,12 +138,16 @@ class TorqueAPI:
         base_url: str | None = None,
         wake: Callable[[str, float], object] = lambda queue, due_at: None,
         new_id: Callable[[], str] = new_task_id,
+        metrics: Metrics | None = None,
+        targets: TargetGuard | None = None,
     ):
+        self.targets = targets
         self.store = store
         self.clock = clock
         self.base_url = base_url
         self.wake = wake
         self.new_id = new_id
+        self.metrics = metrics if metrics is not None else Metrics(clock)
 
     def resource(self):
         return self.app.resource()
@@ -141,11 +173,17 @@ class TorqueAPI:
             queue=queue,
             is_form=is_form,
         )
+        if self.targets is not None:
+            try:
+                await self.targets.check_url(task.url)
+            except TargetRefused as e:
+                raise InvalidTask("url", str(e), "target_not_allowed") from None
         task_id, created = await self.store.add(task)
         if not created:
             existing = await self.store.describe(task_id)
             shown = public_task(task_id, existing) if existing else {"id": task_id}
             return json_body(request, 200, {**shown, "duplicate": True})
+        self.metrics.task_added(task.queue)
         self.wake(task.queue, task.due_at)
         request.setHeader(b"Location", f"/tasks/{task_id}".encode())
         return json_body(
@@ -176,12 +214,105 @@ class TorqueAPI:
         was = await self.store.cancel(task_id)
         if not was:
             return error_body(request, 404, "not_found", f"no task {task_id!r}", "id")
-        body = {"id": task_id, "cancelled": True, "status": was}
+        body = {
+            "id": task_id,
+            "cancelled": True,
+            "status": was,
+            "running_attempt_finishes": was == "running",
+        }
         if was == "running":
             body["note"] = "the attempt in flight finishes, but is never retried"
         return json_body(request, 200, body)
 
+    @app.route("/tasks/<task_id>/run", methods=["POST"])
+    async def run_task(self, request, task_id):
+        state, queue, due_at = await self.store.run_now(task_id, self.clock.seconds())
+        if not state:
+            return error_body(request, 404, "not_found", f"no task {task_id!r}", "id")
+        if state != "scheduled":
+            hint = f"; retry it with POST /queues/{queue}/dead/retry" if state == "dead" else ""
+            message = f"task {task_id!r} is {state}: only a scheduled task can be run now{hint}"
+            return error_body(request, 409, "conflict", message, "id")
+        self.wake(queue, due_at)
+        return json_body(
+            request, 200, {"id": task_id, "queue": queue, "status": state, "due_at": due_at}
+        )
+
+    # -- queues ------------------------------------------------------------
+
+    @app.route("/queues", methods=["GET"])
+    async def list_queues(self, request):
+        stats = await self.store.queue_stats(None, self.clock.seconds())
+        return json_body(request, 200, {"queues": [public_queue(q) for q in stats]})
+
+    @app.route("/queues/<queue>", methods=["GET"])
+    async def get_queue(self, request, queue):
+        (stats,) = await self.store.queue_stats([queue_name(queue)], self.clock.seconds())
+        if not stats.known:
+            return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
+        return json_body(request, 200, public_queue(stats))
+
+    @app.route("/queues/<queue>/pause", methods=["POST"])
+    async def pause(self, request, queue):
+        await self.store.pause(queue_name(queue))
+        return json_body(request, 200, {"name": queue, "paused": True})
+
+    @app.route("/queues/<queue>/resume", methods=["POST"])
+    async def resume(self, request, queue):
+        await self.store.resume(queue_name(queue))
+        self.wake(queue, self.clock.seconds())
+        return json_body(request, 200, {"name": queue, "paused": False})
+
+    @app.route("/queues/<queue>/tasks", methods=["DELETE"])
+    async def purge(self, request, queue):
+        purged = await self.store.purge(queue_name(queue))
+        return json_body(request, 200, {"queue": queue, "purged": purged})
+
+    # -- dead letters ------------------------------------------------------
+
+    @app.route("/queues/<queue>/dead", methods=["GET"])
+    async def dead_letters(self, request, queue):
+        queue_name(queue)
+        offset = int_arg(request, "offset", 0, 0, 10**9)
+        limit = int_arg(request, "limit", 50, 1, MAX_PAGE)
+        page = await self.store.dead_letters(queue, offset, limit)
+        tasks = [public_task(i, {"status": "dead", **f}, full=False) for i, f in page.letters]
+        body = {"queue": queue, "total": page.total, "offset": offset, "limit": limit}
+        return json_body(request, 200, {**body, "tasks": tasks})
+
+    @app.route("/queues/<queue>/dead/retry", methods=["POST"])
+    async def retry_dead(self, request, queue):
+        queue_name(queue)
+        now = self.clock.seconds()
+        retried = await self.store.retry_dead(queue, read_ids(request), now)
+        if retried:
+            self.wake(queue, now)
+        return json_body(request, 200, {"queue": queue, "retried": retried})
+
+    @app.route("/queues/<queue>/dead", methods=["DELETE"])
+    async def delete_dead(self, request, queue):
+        queue_name(queue)
+        deleted = await self.store.delete_dead(queue, read_ids(request))
+        return json_body(request, 200, {"queue": queue, "deleted": deleted})
+
     # -- the node ----------------------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    def show_dashboard(self, request):
+        return dashboard.render(request)
+
+    @app.route("/openapi.json", methods=["GET"])
+    def show_openapi(self, request):
+        return json_body(request, 200, openapi.document())
+
+    @app.route("/metrics", methods=["GET"])
+    async def metrics_text(self, request):
+        try:
+            stats = await self.store.queue_stats(None, self.clock.seconds())
+        except StoreUnavailable:
+            stats = None  # the node's own metrics still count
+        request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+        return self.metrics.render(stats)
 
     @app.route("/health", methods=["GET"])
     async def health(self, request):

@@ -16,7 +16,8 @@ from twisted.web import resource
 
 log = Logger()
 
-OPEN_PATHS = frozenset({b"/health"})
+# The dashboard page asks for the token itself; the API description is public.
+OPEN_PATHS = frozenset({b"/health", b"/", b"/openapi.json"})
 
 
 def bearer_token(request) -> bytes | None:

@@ -17,6 +17,7 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from torque import __version__
 from torque.retry import NoResponse, Outcome, Response, parse_retry_after
 from torque.signing import Signer
+from torque.targets import TargetRefused
 from torque.task import Task
 
 USER_AGENT = f"torque/{__version__}"
@@ -103,6 +104,8 @@ class Dispatcher:
             if isinstance(result, Failure):
                 if timed_out:
                     return NoResponse(f"timed out after {timeout:g} s", duration)
+                if result.check(TargetRefused):
+                    return NoResponse(result.getErrorMessage(), duration, permanent=True)
                 return NoResponse(describe_failure(result), duration)
             return attrs.evolve(result, duration=duration)
 

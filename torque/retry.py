@@ -49,10 +49,12 @@ class Response:
 
 @attrs.frozen
 class NoResponse:
-    """No HTTP answer: a timeout, a refused or reset connection, DNS..."""
+    """No HTTP answer: a timeout, a refused or reset connection, DNS...
+    ``permanent`` when asking again can't help (a forbidden target)."""
 
     error: str
     duration: float = 0.0
+    permanent: bool = False
 
 
 Outcome = Response | NoResponse
@@ -143,6 +145,8 @@ def next_step(
         if kind == "refused":
             return Dead(status, f"refused by the handler: {describe(outcome)}")
     error = describe(outcome)
+    if isinstance(outcome, NoResponse) and outcome.permanent:
+        return Dead(None, error)
     max_errors = task.max_errors or policy.max_errors
     if task.attempts >= max_errors:
         return Dead(status, f"gave up after {task.attempts} attempts: {error}")

@@ -21,7 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from torque.dispatch import Dispatcher
-from torque.retry import Dead, Decision, Delivered, Retry, RetryPolicy, next_step
+from torque.retry import Dead, Decision, Delivered, Outcome, Retry, RetryPolicy, next_step
 from torque.store import Claim, RedisStore, StoreUnavailable
 from torque.task import Task
 
@@ -36,6 +36,8 @@ class QueueScheduler(Service):
     :param concurrency: requests in flight at most, for this queue.
     :param poll_interval: seconds between safety-net ticks.
     :param rng: jitter source for the retry rule.
+    :param on_attempt: called with ``(task, outcome, decision)`` after each
+        attempt (the node's metrics).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class QueueScheduler(Service):
         concurrency: int = 100,
         poll_interval: float = 1.0,
         rng: Callable[[], float] = random.random,
+        on_attempt: Callable[[Task, Outcome, Decision], object] | None = None,
     ):
         self.queue = queue
         self.store = store
@@ -59,11 +62,12 @@ class QueueScheduler(Service):
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.rng = rng
+        self.on_attempt = on_attempt
         self.in_flight: dict[str, defer.Deferred] = {}
         self._claiming: defer.Deferred | None = None
         self._more = False  # there may be due tasks that no claim took yet
         self._timer: IDelayedCall | None = None
-        self._outcomes: list[tuple[Task, Decision]] = []
+        self._outcomes: list[tuple[Task, Decision, float]] = []  # and the duration
         self._settling: defer.Deferred | None = None
         self._redis_down = False
         self._loop = LoopingCall(self.tick)
@@ -170,9 +174,11 @@ class QueueScheduler(Service):
 
     def _claim_failed(self, failure) -> None:
         failure.trap(StoreUnavailable)
-        # Try again soon even if the safety tick is far off: a wake-up or a
-        # timer that found Redis down would otherwise be lost.
-        self._arm(self.clock.seconds() + min(self.poll_interval, 1.0))
+        # A wake-up or a timer that found Redis down would be lost until the
+        # next safety tick: when that is far off, try again in a second.  A
+        # tick every second or sooner already does, and two would spin.
+        if self.poll_interval > 1.0:
+            self._arm(self.clock.seconds() + 1.0)
         if not self._redis_down:
             self._redis_down = True
             log.warn(
@@ -199,7 +205,9 @@ class QueueScheduler(Service):
         del self.in_flight[task.id]
         decision = next_step(task, outcome, self.clock.seconds(), self.policy, self.rng)
         _log_attempt(task, outcome, decision)
-        self._outcomes.append((task, decision))
+        if self.on_attempt is not None:
+            self.on_attempt(task, outcome, decision)
+        self._outcomes.append((task, decision, outcome.duration))
         self.flush()
         if self._more:
             self.pump()
@@ -222,7 +230,7 @@ class QueueScheduler(Service):
 
         def recorded(_):
             self._settling = None
-            retries = [decision.at for _, decision in batch if isinstance(decision, Retry)]
+            retries = [decision.at for _, decision, _ in batch if isinstance(decision, Retry)]
             if retries:
                 self._arm(min(retries))
             if self._outcomes:

@@ -81,8 +81,9 @@ class QuietSite(server.Site):
     requestFactory = LimitedRequest
     displayTracebacks = False
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, resource, max_body: int = MAX_BODY, **kwargs):
+        super().__init__(resource, **kwargs)
+        self.requestFactory = type("Request", (LimitedRequest,), {"max_body": max_body})
         self.channels: weakref.WeakSet = weakref.WeakSet()
         self.active: set = set()
         self._idle: list[defer.Deferred] = []

@@ -7,7 +7,10 @@ wait for Redis forever, and a node must answer 503 instead.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import txredisapi
@@ -22,6 +25,17 @@ from torque.task import Task
 # How long a delivery's record (and its task name) outlives it.
 DELIVERED_TTL = 3600
 DEFAULT_KEYS = Keys()
+# Attempts kept in a task's history, newest first.
+HISTORY_LENGTH = 10
+# Dead letters kept per queue, and for how long (Sidekiq keeps 10,000 for
+# 180 days; a web hook's payload goes stale sooner).
+DEAD_MAX = 10_000
+DEAD_TTL = 7 * 86400.0
+# Minutes of per-minute delivery counts that queue stats carry.
+RECENT_MINUTES = 15
+# Tasks one script call purges, retries or deletes: each call holds Redis
+# for about a millisecond, so other clients go on between them.
+BATCH = 1000
 
 
 class StoreUnavailable(Exception):
@@ -37,6 +51,81 @@ class Claim:
     next_at: float | None
 
 
+@attrs.frozen
+class Minute:
+    """Attempts' outcomes recorded in the minute starting at ``at``."""
+
+    at: int
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+@attrs.frozen
+class QueueStats:
+    """One queue, counted in Redis (so true across every node).
+
+    :param scheduled: tasks waiting, due or not (their status is
+        ``scheduled``); ``due`` of them are due already.
+    :param delivered: running total of delivered attempts.
+    :param failed: running total of failed attempts (retried or dead).
+    :param oldest_due_age: seconds the earliest due task has been waiting,
+        0 when none is due.
+    :param known: the queue was ever added to or paused.
+    :param recent: per-minute outcome counts, oldest minute first.
+    """
+
+    name: str
+    scheduled: int = 0
+    due: int = 0
+    running: int = 0
+    dead: int = 0
+    delivered: int = 0
+    failed: int = 0
+    oldest_due_age: float = 0.0
+    paused: bool = False
+    known: bool = False
+    recent: tuple[Minute, ...] = ()
+
+
+@attrs.frozen
+class DeadPage:
+    """A page of dead letters, newest first: ``(id, fields)`` pairs, the
+    fields as the task hash holds them (``dead_at`` always set)."""
+
+    total: int
+    letters: list[tuple[str, dict[str, str]]]
+
+
+def history_entry(
+    at: float,
+    outcome: str,
+    attempt: int | None = None,
+    duration: float | None = None,
+    status: int | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """One entry of a task's attempt history, as both stores return it.
+
+    :param outcome: ``delivered``, ``retried``, ``dead``, or ``requeued``
+        (taken back from the dead letters: not an attempt).
+    """
+    return {
+        "attempt": attempt,
+        "at": at,
+        "duration": duration,
+        "outcome": outcome,
+        "status": status,
+        "error": error,
+    }
+
+
+def minute_buckets(now: float, minutes: int = RECENT_MINUTES) -> list[int]:
+    """The starts of the last ``minutes`` minutes, ``now``'s last."""
+    last = int(math.floor(now / 60) * 60)
+    return [last - 60 * (minutes - 1 - i) for i in range(minutes)]
+
+
 class RedisStore:
     """Tasks and queues in Redis.
 
@@ -45,6 +134,10 @@ class RedisStore:
     :param timeout: seconds a call may take before it fails with
         :class:`StoreUnavailable`.
     :param lease_margin: seconds a lease outlasts its task's timeout.
+    :param dead_max: dead letters kept per queue; past it the oldest go.
+    :param dead_ttl: seconds a dead letter is kept.
+    :param batch: tasks per script call when purging, retrying or deleting
+        many, so one call never holds Redis for long.
     """
 
     def __init__(
@@ -54,12 +147,18 @@ class RedisStore:
         keys: Keys = DEFAULT_KEYS,
         timeout: float = 5.0,
         lease_margin: float = 30.0,
+        dead_max: int = DEAD_MAX,
+        dead_ttl: float = DEAD_TTL,
+        batch: int = BATCH,
     ):
         self.redis = redis
         self.clock = clock
         self.keys = keys
         self.timeout = timeout
         self.lease_margin = lease_margin
+        self.dead_max = dead_max
+        self.dead_ttl = dead_ttl
+        self.batch = batch
 
     def _call(self, method: str, *args) -> defer.Deferred:
         d = defer.maybeDeferred(getattr(self.redis, method), *args)
@@ -72,8 +171,10 @@ class RedisStore:
 
     @staticmethod
     def _unavailable(failure):
-        failure.trap(defer.TimeoutError, txredisapi.ConnectionError, ConnectionError)
-        raise StoreUnavailable(f"Redis did not answer: {failure.getErrorMessage()}")
+        if failure.check(defer.TimeoutError):
+            raise StoreUnavailable("Redis did not answer in time")
+        failure.trap(txredisapi.ConnectionError, ConnectionError)
+        raise StoreUnavailable(f"Redis is unreachable: {failure.getErrorMessage()}")
 
     def ping(self) -> defer.Deferred:
         return self._call("ping")
@@ -123,38 +224,147 @@ class RedisStore:
                 timeout,
                 self.lease_margin,
                 max_errors,
+                k.prefix,
+                HISTORY_LENGTH,
+                self.dead_max,
+                self.dead_ttl,
             ],
         )
         return d.addCallback(_claimed)
 
-    def settle(self, queue: str, outcomes: Sequence[tuple[Task, Decision]], now: float):
+    def settle(self, queue: str, outcomes: Sequence[tuple], now: float):
         """Record decisions on claimed tasks in one round trip.
 
+        :param outcomes: ``(task, decision)`` or ``(task, decision,
+            duration)``: the attempt's duration goes into its history.
         :returns: a Deferred firing with how many were applied; a decision
             on an attempt that is no longer the task's latest is dropped.
         """
         k = self.keys
-        args = [repr(now), k.task_prefix, k.queue_prefix(queue), DELIVERED_TTL]
-        for task, decision in outcomes:
-            args += [task.id, task.attempts, *_settle_args(decision)]
+        args = [
+            repr(now),
+            k.prefix,
+            k.queue_prefix(queue),
+            DELIVERED_TTL,
+            HISTORY_LENGTH,
+            self.dead_max,
+            self.dead_ttl,
+        ]
+        for task, decision, *duration in outcomes:
+            entry = settled_entry(task, decision, now, *duration)
+            args += [task.id, task.attempts, *_settle_args(decision), json.dumps(entry)]
         return self._eval(scripts.SETTLE, [k.due(queue), k.running(queue)], args)
 
     def describe(self, task_id: str) -> defer.Deferred:
-        """A task's fields plus ``status``, or ``None`` if there's no such
-        task (or its delivery record has expired)."""
+        """A task's fields plus ``status`` and ``history`` (its last
+        attempts, newest first: see :func:`history_entry`), or ``None`` if
+        there's no such task (or its delivery record has expired)."""
         d = self._eval(scripts.DESCRIBE, [self.keys.task(task_id)], [task_id, self.keys.prefix])
         return d.addCallback(_described)
 
     def pause(self, queue: str) -> defer.Deferred:
         """Stop every node from claiming the queue's tasks; adds go on."""
-        return self._call("set", self.keys.paused(queue), "1")
+        k = self.keys
+        return self._eval(scripts.PAUSE, [k.paused(queue), k.queues], [queue])
 
     def resume(self, queue: str) -> defer.Deferred:
-        return self._call("delete", self.keys.paused(queue))
+        """Let nodes claim the queue's tasks again, and wake them."""
+        k = self.keys
+        now = self.clock.seconds()
+        return self._eval(scripts.RESUME, [k.paused(queue)], [k.wake(queue), repr(now)])
 
     def cancel(self, task_id: str) -> defer.Deferred:
         """Delete a task; fires with the state it was in, ``""`` if none."""
         return self._eval(scripts.CANCEL, [self.keys.task(task_id)], [task_id, self.keys.prefix])
+
+    def run_now(self, task_id: str, now: float) -> defer.Deferred:
+        """Make a scheduled task due at ``now`` (an overdue one keeps its
+        place) and wake its queue's schedulers.
+
+        :returns: a Deferred firing with ``(state, queue, due_at)``: state
+            ``""`` when there is no such task, and the task moved only when
+            it is ``"scheduled"`` (``due_at`` is ``None`` otherwise).
+        """
+        d = self._eval(
+            scripts.RUN_NOW, [self.keys.task(task_id)], [task_id, self.keys.prefix, repr(now)]
+        )
+        return d.addCallback(lambda r: (r[0], r[1] or None, float(r[2]) if r[2] else None))
+
+    def queue_stats(self, queues: Sequence[str] | None, now: float) -> defer.Deferred:
+        """Counts of ``queues`` (``None``: every known queue, sorted by
+        name) in one round trip, each O(1) or O(log n) in Redis: a list of
+        :class:`QueueStats`."""
+        d = self._eval(
+            scripts.QUEUE_STATS, [], [self.keys.prefix, repr(now), RECENT_MINUTES, *(queues or [])]
+        )
+        return d.addCallback(lambda rows: [_queue_stats(row, now) for row in rows])
+
+    @defer.inlineCallbacks
+    def purge(self, queue: str):
+        """Delete every scheduled task of ``queue``, ``batch`` at a time;
+        running ones finish, dead letters stay.  Fires with how many."""
+        k = self.keys
+        purged = 0
+        while True:
+            removed, left = yield self._eval(
+                scripts.PURGE, [k.due(queue)], [k.prefix, k.queue_prefix(queue), self.batch]
+            )
+            purged += removed
+            if removed < self.batch or not left:
+                return purged
+
+    def dead_letters(self, queue: str, offset: int = 0, limit: int = 50) -> defer.Deferred:
+        """A :class:`DeadPage` of ``queue``'s dead letters, newest first."""
+        k = self.keys
+        d = self._eval(scripts.DEAD_PAGE, [k.dead(queue)], [k.task_prefix, offset, limit])
+        return d.addCallback(_dead_page)
+
+    def retry_dead(self, queue: str, ids: Sequence[str] | None, now: float):
+        """Make dead letters (``None``: all of them) due at ``now`` with a
+        fresh budget of attempts, and wake the queue's schedulers.  Ids that
+        aren't dead letters of ``queue`` are passed over.  Fires with how
+        many moved."""
+        k = self.keys
+        args = [k.prefix, k.queue_prefix(queue), repr(now), k.wake(queue), HISTORY_LENGTH]
+        return self._in_batches(scripts.RETRY_DEAD, [k.dead(queue), k.due(queue)], args, ids)
+
+    def delete_dead(self, queue: str, ids: Sequence[str] | None):
+        """Delete dead letters (``None``: all of them); fires with how
+        many.  Ids that aren't dead letters of ``queue`` are passed over."""
+        k = self.keys
+        args = [k.prefix, k.queue_prefix(queue)]
+        return self._in_batches(scripts.DELETE_DEAD, [k.dead(queue)], args, ids)
+
+    @defer.inlineCallbacks
+    def _in_batches(self, script: str, keys: list[str], args: list, ids: Sequence[str] | None):
+        """Run a dead-letter script on ``ids`` a batch at a time, or with
+        ``None`` on the whole set, oldest first.  Every call may leave fewer
+        dead letters, but tasks may die meanwhile: the work is bounded by
+        the size of the set at the start."""
+        done = 0
+        if ids is not None:
+            for start in range(0, len(ids), self.batch):
+                chunk = list(ids[start : start + self.batch])
+                moved, _ = yield self._eval(script, keys, [*args, self.batch, *chunk])
+                done += moved
+            return done
+        bound = None
+        while True:
+            moved, left = yield self._eval(script, keys, [*args, self.batch])
+            bound = moved + left if bound is None else bound
+            done += moved
+            if moved < self.batch or not left or done >= bound:
+                return done
+
+
+def settled_entry(task: Task, decision: Decision, now: float, duration: float | None = None):
+    """The history entry of an attempt that ended in ``decision``."""
+    if isinstance(decision, Delivered):
+        outcome, error = "delivered", None
+    else:
+        outcome = "retried" if isinstance(decision, Retry) else "dead"
+        error = decision.error
+    return history_entry(now, outcome, task.attempts, duration, decision.status, error)
 
 
 def _settle_args(decision: Decision) -> list:
@@ -179,4 +389,50 @@ def _claimed(reply) -> Claim:
 def _described(reply) -> dict | None:
     if not reply:
         return None
-    return {"status": reply[0], **_pairs(reply[1:])}
+    history = [_history(text) for text in reply[1]]
+    return {"status": reply[0], "history": history, **_pairs(reply[2:])}
+
+
+def _history(text: str) -> dict[str, Any]:
+    """An entry as the scripts wrote it (Lua's cjson leaves out what is
+    nil), with every key of :func:`history_entry`."""
+    entry = json.loads(text)
+    return history_entry(
+        entry.get("at"),
+        entry.get("outcome"),
+        entry.get("attempt"),
+        entry.get("duration"),
+        entry.get("status"),
+        entry.get("error"),
+    )
+
+
+def _queue_stats(row, now: float) -> QueueStats:
+    name, scheduled, due, running, dead, delivered, failed, paused, head, known, recent = row
+    oldest = now - float(head) if head != "" and float(head) <= now else 0.0
+    minutes = tuple(
+        Minute(int(recent[i]), int(recent[i + 1]), int(recent[i + 2]), int(recent[i + 3]))
+        for i in range(0, len(recent), 4)
+    )
+    return QueueStats(
+        name=name,
+        scheduled=int(scheduled),
+        due=int(due),
+        running=int(running),
+        dead=int(dead),
+        delivered=int(delivered),
+        failed=int(failed),
+        oldest_due_age=oldest,
+        paused=bool(int(paused)),
+        known=bool(int(known)) or bool(int(scheduled) or int(running) or int(dead)),
+        recent=minutes,
+    )
+
+
+def _dead_page(reply) -> DeadPage:
+    letters = []
+    for item in reply[1:]:
+        fields = _pairs(item[2:])
+        fields["dead_at"] = fields.get("dead_at") or item[1]
+        letters.append((item[0], fields))
+    return DeadPage(int(reply[0]), letters)

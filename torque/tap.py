@@ -19,6 +19,7 @@ from torque.connection import RedisAddress, WakeSubscriber, connect_pool, parse_
 from torque.keys import Keys
 from torque.retry import RetryPolicy
 from torque.signing import Signer, decode_secret
+from torque.targets import GuardedEndpoints, TargetGuard, TargetRules
 from torque.task import QUEUE_RE
 
 log = Logger()
@@ -50,12 +51,16 @@ class Options(usage.Options):
         ["task-timeout", None, 60.0, "per-request timeout, seconds", float],
         ["concurrency", None, 100, "requests in flight per queue on this node", int],
         ["redis-prefix", None, "torque:", "prefix of every Redis key torque uses"],
+        ["max-body", None, 1024 * 1024, "largest request body the API takes, bytes", int],
         ["lease-margin", None, 30.0,
          "seconds a claimed task's lease outlasts its timeout: how long after a node "
          "dies its tasks wait, beyond their timeout, to be delivered again", float],
         ["poll-interval", None, 1.0,
          "seconds between safety-net polls (due tasks are claimed on wake-up, "
          "not by polling)", float],
+        ["dead-letter-max", None, 10000,
+         "dead letters kept per queue; past it the oldest are deleted", int],
+        ["dead-letter-ttl", None, 7 * 86400.0, "seconds a dead letter is kept", float],
     ]  # fmt: skip
 
     def __init__(self):
@@ -63,6 +68,7 @@ class Options(usage.Options):
         self["queues"] = []
         self["api-tokens"] = []
         self["signing-secrets"] = []
+        self["allow-targets"] = []
 
     def opt_queue(self, name: str) -> None:
         """a queue this node processes (repeatable; 'none': API only) [default: default]"""
@@ -84,6 +90,11 @@ class Options(usage.Options):
             raise usage.UsageError(f"--signing-secret: {e}") from None
         self["signing-secrets"].append(secret)
 
+    def opt_allow_target(self, rule: str) -> None:
+        """only send tasks to this host name (*.example.com for any name under it) or
+        address range (10.0.0.0/8); repeatable [default: anywhere]"""
+        self["allow-targets"].append(rule)
+
     def postOptions(self) -> None:
         queues = self["queues"] or ["default"]
         self["queues"] = [] if queues == ["none"] else list(dict.fromkeys(queues))
@@ -91,6 +102,10 @@ class Options(usage.Options):
             if not QUEUE_RE.fullmatch(queue):
                 raise usage.UsageError(f"--queue {queue!r} must match {QUEUE_RE.pattern}")
         self["endpoint"] = _endpoint(self["port"])
+        try:
+            self["targets"] = TargetRules.parse(self["allow-targets"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         if self["redis"]:
             try:
                 parse_redis_url(self["redis"])
@@ -99,7 +114,7 @@ class Options(usage.Options):
         base = self["base-task-url"]
         if base and urlsplit(base).scheme not in ("http", "https"):
             raise usage.UsageError("--base-task-url must start with http:// or https://")
-        for name in ("max-task-errors", "concurrency"):
+        for name in ("max-task-errors", "concurrency", "dead-letter-max", "max-body"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
         for name in (
@@ -108,6 +123,7 @@ class Options(usage.Options):
             "task-timeout",
             "poll-interval",
             "lease-margin",
+            "dead-letter-ttl",
         ):
             if not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
@@ -187,6 +203,7 @@ class TorqueNode(MultiService):
         from torque.api import TorqueAPI
         from torque.auth import RequireToken
         from torque.dispatch import Dispatcher
+        from torque.metrics import Metrics
         from torque.scheduler import QueueScheduler
         from torque.site import ApiService, QuietSite
         from torque.store import RedisStore
@@ -194,13 +211,27 @@ class TorqueNode(MultiService):
         o, reactor = self.options, self.reactor
         address = self._redis_address()
         self.redis = connect_pool(address)
-        store = RedisStore(self.redis, reactor, self.keys, lease_margin=o["lease-margin"])
+        store = RedisStore(
+            self.redis,
+            reactor,
+            self.keys,
+            lease_margin=o["lease-margin"],
+            dead_max=o["dead-letter-max"],
+            dead_ttl=o["dead-letter-ttl"],
+        )
+        metrics = Metrics(reactor)  # this node's own registry, never the global one
         self.http_pool = HTTPConnectionPool(reactor, persistent=True)
         self.http_pool.maxPersistentPerHost = o["concurrency"]
         # Below the idle timeout of most servers, so a reused connection is
         # rarely one the server is closing (a POST on it would fail).
         self.http_pool.cachedConnectionTimeout = 30
-        http = HTTPClient(Agent(reactor, pool=self.http_pool, connectTimeout=10))
+        guard = TargetGuard(o["targets"]) if o["targets"] else None
+        if guard is None:
+            agent = Agent(reactor, pool=self.http_pool, connectTimeout=10)
+        else:
+            endpoints_ = GuardedEndpoints(reactor, guard, connect_timeout=10)
+            agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
+        http = HTTPClient(agent)
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
         dispatcher = Dispatcher(http, reactor, signer=signer)
         policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
@@ -214,6 +245,7 @@ class TorqueNode(MultiService):
                 timeout=o["task-timeout"],
                 concurrency=o["concurrency"],
                 poll_interval=o["poll-interval"],
+                on_attempt=metrics.attempt_finished,
             )
             scheduler.setServiceParent(self)
             self.schedulers[queue] = scheduler
@@ -222,10 +254,18 @@ class TorqueNode(MultiService):
             self.subscriber = WakeSubscriber(address, channels, self._woken)
             self.subscriber.start(reactor)
         if o["endpoint"]:
-            api = TorqueAPI(store, reactor, base_url=o["base-task-url"], wake=self.wake)
+            api = TorqueAPI(
+                store,
+                reactor,
+                base_url=o["base-task-url"],
+                wake=self.wake,
+                metrics=metrics,
+                targets=guard,
+            )
             root = RequireToken(api.resource(), o["api-tokens"])
             endpoint = endpoints.serverFromString(reactor, o["endpoint"])
-            ApiService(endpoint, QuietSite(root)).setServiceParent(self)
+            site = QuietSite(root, max_body=o["max-body"])
+            ApiService(endpoint, site).setServiceParent(self)
         log.info(
             "torque node: queues {queues}, API on {endpoint}, Redis at {redis}",
             queues=",".join(o["queues"]) or "none",

@@ -1,0 +1,170 @@
+"""The dashboard in a real headless Chromium, against a real node.
+
+Needs Debian's ``chromium`` (``/usr/bin/chromium``) and the ``playwright``
+Python package; the browser always comes from Debian (``executable_path``),
+never from Playwright's downloads.  Without either, the test is skipped:
+
+    apt-get update && apt-get install -y chromium
+    .venv/bin/pip install playwright
+
+Playwright's synchronous API runs in a thread, so the reactor (and the
+receiver on it) keeps running while the browser waits.  Set
+``TORQUE_SCREENSHOT=docs/dashboard.png`` to keep the screenshot it takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+
+from twisted.internet import defer, threads
+from twisted.trial import unittest
+
+from tests.node import start_node, start_receiver
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "dashboard-test-token"
+SECRET = "Bearer do-not-show-this"
+
+
+def playwright_or_skip():
+    if not os.access(CHROMIUM, os.X_OK):
+        raise unittest.SkipTest(f"no {CHROMIUM}: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        raise unittest.SkipTest("no playwright: pip install playwright") from None
+    return sync_playwright, expect
+
+
+class Scenario:
+    """What a person does on the dashboard; runs in a thread."""
+
+    def __init__(self, node_url: str, hook_url: str, screenshot: str):
+        self.node_url = node_url
+        self.hook_url = hook_url
+        self.screenshot = screenshot
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            self.node_url + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def add(self, path: str, queue: str = "default", **fields) -> str:
+        return self.api(
+            "POST", "/hooks/add", {"url": self.hook_url + path, "queue": queue, **fields}
+        )["id"]
+
+    def run(self, sync_playwright, expect) -> None:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1360, "height": 1000})
+                page.set_default_timeout(20_000)
+                expect.set_options(timeout=20_000)
+                page.on("dialog", lambda dialog: dialog.accept())
+                self.browse(page, expect)
+            finally:
+                browser.close()
+
+    def browse(self, page, expect) -> None:
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(self.node_url + "/")
+
+        # The node has --api-token: the page asks for it once.
+        expect(page.locator("#login")).to_be_visible()
+        page.fill("#token", TOKEN)
+        page.click("#login button[type=submit]")
+        expect(page.locator("#app")).to_be_visible()
+        expect(page.locator("#no-queues")).to_be_visible()
+
+        # Counts change as tasks are added.
+        later = self.add("/later", queue="mail", delay=600)
+        scheduled = page.locator('tr[data-queue="mail"] td[data-field="scheduled"]')
+        expect(scheduled).to_have_text("1")
+        self.add("/later", queue="mail", delay=600)
+        expect(scheduled).to_have_text("2")
+
+        # Deliveries show in the chart; a refused task becomes a dead letter.
+        for _ in range(3):
+            self.add("/ok")
+        delivered = page.locator('tr[data-queue="default"] td[data-field="delivered"]')
+        expect(delivered).to_have_text("3")
+        flip = self.add("/flip", headers={"Authorization": SECRET, "X-Request-Id": "r-1"})
+        page.select_option("#dead-queue", "default")
+        row = page.locator(f'#dead tr[data-task-id="{flip}"]')
+        expect(row).to_contain_text("refused by the handler: HTTP 404")
+        bars = page.locator('tr[data-queue="default"] svg.chart rect.delivered')
+        expect(bars.first).to_be_attached()
+
+        # Looking it up shows its history, with the secret header redacted.
+        row.locator("button.link").click()
+        expect(page.locator('#task dd[data-field="status"]')).to_have_text("dead")
+        expect(page.locator("#history tbody tr")).to_have_count(1)
+        expect(page.locator('#task dd[data-field="headers"]')).to_contain_text(
+            "Authorization: [redacted]"
+        )
+        assert SECRET not in page.content(), "the token header leaked into the page"
+        page.screenshot(path=self.screenshot, full_page=True)
+
+        # Retry: the dead letter goes, and the task is delivered.
+        row.locator("button.retry").click()
+        expect(row).to_have_count(0)
+        expect(page.locator('#task dd[data-field="status"]')).to_have_text("delivered")
+        expect(page.locator("#history tbody tr")).to_have_count(3)
+
+        # Pause and resume a queue.
+        mail = page.locator('tr[data-queue="mail"]')
+        mail.get_by_role("button", name="Pause").click()
+        expect(mail.locator(".badge")).to_have_text("paused")
+        assert self.api("GET", "/queues/mail")["paused"] is True
+        mail.get_by_role("button", name="Resume").click()
+        expect(mail.locator(".badge")).to_have_text("active")
+
+        # Cancel a task found by id.
+        page.fill("#task-id", later)
+        page.click("#lookup button[type=submit]")
+        expect(page.locator('#task dd[data-field="status"]')).to_have_text("scheduled")
+        page.click("#cancel")
+        expect(page.locator("#flash")).to_contain_text(f"Cancelled task {later}")
+        expect(scheduled).to_have_text("1")
+        assert errors == [], errors
+
+
+class DashboardBrowserTests(unittest.TestCase):
+    timeout = 240
+
+    @defer.inlineCallbacks
+    def test_dashboard_counts_dead_letters_retry_pause_and_cancel(self):
+        sync_playwright, expect = playwright_or_skip()
+        receiver = start_receiver(self)
+        receiver.respond("/flip", 404, 200)
+        node = yield start_node(self, "--api-token", TOKEN, "--queue", "default", "--queue", "mail")
+        screenshot = os.path.abspath(self.mktemp() + ".png")
+        scenario = Scenario(node.url, receiver.url, screenshot)
+        started = time.monotonic()
+        yield threads.deferToThread(scenario.run, sync_playwright, expect)
+        self.assertLess(time.monotonic() - started, 200)
+        self.assertEqual([r.headers["authorization"] for r in receiver.to("/flip")], [SECRET] * 2)
+        self.assertEqual(len(receiver.to("/ok")), 3)
+        keep = os.environ.get("TORQUE_SCREENSHOT")
+        if keep:
+            shutil.copyfile(screenshot, keep)

@@ -1,0 +1,165 @@
+"""Operating torque end to end: real ``twistd`` nodes, a real receiver, real
+Redis.  Pause holds every node, metrics answer for the whole cluster from
+any node, dead letters are retried and capped, history is recorded."""
+
+from __future__ import annotations
+
+import json
+
+import treq
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from tests.node import start_node, start_receiver, wait_for
+
+
+@defer.inlineCallbacks
+def call(node, method: str, path: str, body=None):
+    """Any request to a node; fires with ``(status, parsed JSON)``."""
+    kwargs = {"persistent": False}
+    if body is not None:
+        kwargs["data"] = json.dumps(body).encode()
+    response = yield treq.request(method, node.url + path, **kwargs)
+    content = yield response.content()
+    return response.code, json.loads(content) if content else None
+
+
+@defer.inlineCallbacks
+def scrape(node) -> dict:
+    response = yield treq.get(node.url + "/metrics", persistent=False)
+    text = (yield response.content()).decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+class PauseTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_pause_holds_every_node_until_resumed(self):
+        receiver = start_receiver(self)
+        first = yield start_node(self, "--poll-interval", "0.2")
+        second = yield start_node(self, "--poll-interval", "0.2", prefix=first.prefix)
+        status, body = yield call(first, "POST", "/queues/default/pause")
+        self.assertEqual((status, body), (200, {"name": "default", "paused": True}))
+        _, added, _ = yield second.post(data={"url": receiver.url + "/held"})
+        _, queue = yield second.get("/queues/default")
+        self.assertEqual((queue["paused"], queue["scheduled"]), (True, 1))
+        yield sleep(1.0)  # five safety ticks on each node, and the add's wake-up
+        self.assertEqual(receiver.requests, [], "a paused queue dispatches nothing")
+        status, _ = yield call(second, "POST", "/queues/default/resume")
+        self.assertEqual(status, 200)
+        yield wait_for(lambda: receiver.to("/held"), what="the delivery after resume")
+        yield wait_for(lambda: first.has_status(added["id"], "delivered"))
+
+
+class MetricsTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_any_node_answers_for_the_queues_and_each_for_its_own_work(self):
+        receiver = start_receiver(self)
+        worker = yield start_node(self)
+        api_only = yield start_node(self, "--queue", "none", prefix=worker.prefix)
+        _, added, _ = yield worker.post(data={"url": receiver.url + "/m"})
+        yield wait_for(lambda: worker.has_status(added["id"], "delivered"))
+        yield worker.post(data={"url": receiver.url + "/m", "delay": "600"})
+        mine = yield scrape(worker)
+        q = ("queue", "default")
+        self.assertEqual(mine[("torque_tasks_added_total", (q,))], 2)
+        self.assertEqual(mine[("torque_deliveries_total", (("outcome", "delivered"), q))], 1)
+        self.assertEqual(mine[("torque_delivery_duration_seconds_count", (q,))], 1)
+        self.assertEqual(mine[("torque_delivery_lag_seconds_count", (q,))], 1)
+        theirs = yield scrape(api_only)
+        self.assertNotIn(("torque_deliveries_total", (("outcome", "delivered"), q)), theirs)
+        for samples in (mine, theirs):
+            self.assertEqual(samples[("torque_redis_up", ())], 1)
+            self.assertEqual(samples[("torque_queue_tasks", (q, ("state", "scheduled")))], 1)
+            delivered = ("torque_queue_attempts_total", (("outcome", "delivered"), q))
+            self.assertEqual(samples[delivered], 1)
+
+
+class DeadLetterTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_history_then_retry_from_the_dead_letters(self):
+        receiver = start_receiver(self)
+        receiver.respond("/flip", 503, 404, 200)
+        node = yield start_node(self, "--min-task-delay", "0.1")
+        _, added, _ = yield node.post(data={"url": receiver.url + "/flip"})
+        task_id = added["id"]
+        yield wait_for(lambda: node.has_status(task_id, "dead"))
+        _, got = yield node.get(f"/tasks/{task_id}")
+        history = got["history"]
+        self.assertEqual(
+            [(h["attempt"], h["outcome"], h["status"]) for h in history],
+            [(2, "dead", 404), (1, "retried", 503)],
+        )
+        self.assertTrue(all(h["duration"] > 0 for h in history), history)
+        self.assertIn("HTTP 503", history[1]["error"])
+        _, dead = yield node.get("/queues/default/dead")
+        self.assertEqual([t["id"] for t in dead["tasks"]], [task_id])
+        self.assertEqual(dead["tasks"][0]["last_status"], 404)
+        status, body = yield call(node, "POST", "/queues/default/dead/retry", {"ids": [task_id]})
+        self.assertEqual((status, body["retried"]), (200, 1))
+        yield wait_for(lambda: node.has_status(task_id, "delivered"))
+        _, got = yield node.get(f"/tasks/{task_id}")
+        self.assertEqual(
+            [(h["attempt"], h["outcome"]) for h in got["history"]],
+            [(1, "delivered"), (None, "requeued"), (2, "dead"), (1, "retried")],
+        )
+        self.assertEqual(len(receiver.to("/flip")), 3)
+
+    @defer.inlineCallbacks
+    def test_dead_letters_are_capped_and_dropped(self):
+        receiver = start_receiver(self)
+        receiver.respond("/no", 400)
+        node = yield start_node(self, "--dead-letter-max", "2")
+        ids = []
+        for _ in range(3):
+            _, added, _ = yield node.post(data={"url": receiver.url + "/no"})
+            ids.append(added["id"])
+            yield wait_for(lambda: node.has_status(ids[-1], "dead"))
+        _, dead = yield node.get("/queues/default/dead")
+        self.assertEqual((dead["total"], [t["id"] for t in dead["tasks"]]), (2, ids[:0:-1]))
+        status, _ = yield node.get(f"/tasks/{ids[0]}")
+        self.assertEqual(status, 404, "the oldest dead letter went with the cap")
+        status, body = yield call(node, "DELETE", "/queues/default/dead")
+        self.assertEqual((status, body["deleted"]), (200, 2))
+
+
+class TaskAndQueueTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_run_now_delivers_a_later_task_at_once(self):
+        receiver = start_receiver(self)
+        node = yield start_node(self)
+        _, added, _ = yield node.post(data={"url": receiver.url + "/soon", "delay": "600"})
+        status, body = yield call(node, "POST", f"/tasks/{added['id']}/run")
+        self.assertEqual((status, body["status"]), (200, "scheduled"))
+        yield wait_for(lambda: receiver.to("/soon"), timeout=10, what="the run-now delivery")
+
+    @defer.inlineCallbacks
+    def test_purge_and_queue_counts(self):
+        receiver = start_receiver(self)
+        node = yield start_node(self, "--queue", "jobs")
+        for _ in range(3):
+            yield node.post("/queues/jobs/tasks", data={"url": receiver.url + "/x", "delay": "60"})
+        status, queues = yield node.get("/queues")
+        self.assertEqual(status, 200)
+        (jobs,) = queues["queues"]
+        self.assertEqual((jobs["name"], jobs["scheduled"], jobs["due"]), ("jobs", 3, 0))
+        status, body = yield call(node, "DELETE", "/queues/jobs/tasks")
+        self.assertEqual((status, body), (200, {"queue": "jobs", "purged": 3}))
+        _, jobs = yield node.get("/queues/jobs")
+        self.assertEqual(jobs["scheduled"], 0)

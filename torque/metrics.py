@@ -1,0 +1,155 @@
+"""Prometheus metrics: what this node did, and what Redis holds.
+
+Two kinds, with different sources:
+
+* **This node's counters and histograms** (tasks added through its API,
+  attempts it made by outcome, their duration, the time from add to
+  delivery) live in a :class:`~prometheus_client.CollectorRegistry` of the
+  node's own, never the process-global one, so that two nodes in one process
+  (tests, an embedding application) don't mix their numbers.  Sum them over
+  nodes in PromQL.
+* **The queues' gauges** (tasks by state, the backlog, the age of the oldest
+  due task, paused) are read from Redis at scrape time, so any node answers
+  for the whole cluster and a node that processes nothing still reports
+  them.  Don't sum those over nodes: every node reports the same numbers.
+
+Rendering is synchronous (:func:`prometheus_client.generate_latest`), on the
+reactor thread, after the one Redis round trip: no thread pool, unlike
+``prometheus_client.twisted.MetricsResource``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.internet.interfaces import IReactorTime
+
+from torque.retry import Dead, Decision, Delivered, Outcome
+from torque.store import QueueStats
+from torque.task import Task
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# A request's duration: most web hooks answer in milliseconds, the timeout
+# is a minute by default.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# From add to delivery, delays and retries included: seconds to days.
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400)
+
+
+def outcome_of(decision: Decision) -> str:
+    """``delivered``, ``retried`` or ``dead``: the label of an attempt."""
+    if isinstance(decision, Delivered):
+        return "delivered"
+    return "dead" if isinstance(decision, Dead) else "retried"
+
+
+class Metrics:
+    """One node's metrics.
+
+    :param clock: for the add-to-delivery lag (``now - created_at``).
+    """
+
+    def __init__(self, clock: IReactorTime):
+        self.clock = clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.added = Counter(
+            "torque_tasks_added",
+            "Tasks added through this node's API (duplicates of a name not counted)",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.attempts = Counter(
+            "torque_deliveries",
+            "Delivery attempts this node made, by outcome: delivered, retried or dead",
+            ["queue", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "torque_delivery_duration_seconds",
+            "Seconds an attempt took, from request to answer (or failure)",
+            ["queue"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.lag = Histogram(
+            "torque_delivery_lag_seconds",
+            "Seconds from a task's add to its delivery, delay and retries included",
+            ["queue"],
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+
+    def task_added(self, queue: str) -> None:
+        self.added.labels(queue).inc()
+
+    def attempt_finished(self, task: Task, outcome: Outcome, decision: Decision) -> None:
+        """A scheduler's ``on_attempt`` hook: called once per attempt."""
+        kind = outcome_of(decision)
+        self.attempts.labels(task.queue, kind).inc()
+        self.duration.labels(task.queue).observe(max(outcome.duration, 0.0))
+        if kind == "delivered" and task.created_at:
+            self.lag.labels(task.queue).observe(max(self.clock.seconds() - task.created_at, 0.0))
+
+    def render(self, queues: Sequence[QueueStats] | None) -> bytes:
+        """The exposition text: this node's metrics, then the queues'
+        gauges (``None``: Redis didn't answer, so ``torque_redis_up 0``)."""
+        snapshot = CollectorRegistry(auto_describe=False)
+        snapshot.register(QueueCollector(queues))
+        return generate_latest(self.registry) + generate_latest(snapshot)
+
+
+class QueueCollector:
+    """Gauges of the queues, from one :meth:`RedisStore.queue_stats`."""
+
+    def __init__(self, queues: Sequence[QueueStats] | None):
+        self.queues = queues
+
+    def collect(self):
+        yield GaugeMetricFamily(
+            "torque_redis_up",
+            "1 when Redis answered this scrape, else 0 (and no queue metrics)",
+            value=0 if self.queues is None else 1,
+        )
+        if self.queues is None:
+            return
+        tasks = GaugeMetricFamily(
+            "torque_queue_tasks",
+            "Tasks in the queue by state (scheduled includes due), every node's",
+            labels=["queue", "state"],
+        )
+        due = GaugeMetricFamily(
+            "torque_queue_due_tasks",
+            "Scheduled tasks already due and not yet claimed: the backlog",
+            labels=["queue"],
+        )
+        age = GaugeMetricFamily(
+            "torque_queue_oldest_due_age_seconds",
+            "Seconds the earliest due task has waited to be claimed (0: none due)",
+            labels=["queue"],
+        )
+        paused = GaugeMetricFamily(
+            "torque_queue_paused", "1 while the queue is paused", labels=["queue"]
+        )
+        totals = CounterMetricFamily(
+            "torque_queue_attempts",
+            "Attempts' outcomes recorded in Redis by every node: delivered or failed",
+            labels=["queue", "outcome"],
+        )
+        for q in self.queues:
+            for state in ("scheduled", "running", "dead"):
+                tasks.add_metric([q.name, state], getattr(q, state))
+            due.add_metric([q.name], q.due)
+            age.add_metric([q.name], q.oldest_due_age)
+            paused.add_metric([q.name], 1 if q.paused else 0)
+            totals.add_metric([q.name, "delivered"], q.delivered)
+            totals.add_metric([q.name, "failed"], q.failed)
+        yield from (tasks, due, age, paused, totals)

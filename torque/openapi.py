@@ -1,0 +1,542 @@
+"""The OpenAPI 3.0 description of the API, served at ``GET /openapi.json``.
+
+Written by hand, next to the routes it describes; ``tests/test_openapi.py``
+checks that every Klein route is here with its methods (and nothing else
+is), and validates real answers of every endpoint against these schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+from torque import __version__
+from torque.task import METHODS, QUEUE_RE
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str, **more) -> dict[str, Any]:
+    return {"type": kind, "nullable": True, **more}
+
+
+def _object(properties: dict, required=(), extra: bool = False, **more) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "additionalProperties": extra}
+    if required:
+        schema["required"] = list(required)
+    return {**schema, **more}
+
+
+def _json(schema: dict, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: {"$ref": f"#/components/responses/{_ERROR_NAMES[code]}"} for code in codes}
+
+
+_ERROR_NAMES = {
+    "400": "BadRequest",
+    "401": "Unauthorized",
+    "404": "NotFound",
+    "405": "MethodNotAllowed",
+    "409": "Conflict",
+    "413": "TooLarge",
+    "503": "Unavailable",
+}
+
+TASK_STATUSES = ["scheduled", "running", "delivered", "dead"]
+QUEUE_PATTERN = f"^{QUEUE_RE.pattern}$"
+
+_TASK_PROPERTIES = {
+    "id": {"type": "string"},
+    "queue": {"type": "string"},
+    "name": _nullable("string"),
+    "url": {"type": "string"},
+    "method": {"type": "string", "enum": sorted(METHODS)},
+    "status": {"type": "string", "enum": TASK_STATUSES},
+    "attempts": {"type": "integer", "minimum": 0},
+    "due_at": _nullable("number"),
+    "created_at": _nullable("number"),
+    "last_attempt_at": _nullable("number"),
+    "last_status": _nullable("integer", description="HTTP status of the last answer"),
+    "last_error": _nullable("string"),
+    "delivered_at": _nullable("number"),
+    "dead_at": _nullable("number"),
+    "timeout": _nullable("number"),
+    "max_errors": _nullable("integer"),
+    "content_type": _nullable("string"),
+    "headers": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "the task's extra headers; credentials show as [redacted]",
+    },
+}
+_TASK_REQUIRED = list(_TASK_PROPERTIES)
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _object(
+        {
+            "error": _object(
+                {
+                    "code": {"type": "string", "example": "invalid_field"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string", "description": "the field at fault"},
+                },
+                ["code", "message"],
+            )
+        },
+        ["error"],
+    ),
+    "Submission": _object(
+        {
+            "url": {"type": "string", "description": "http(s) URL, or a path with --base-task-url"},
+            "params": {
+                "description": "a JSON object (or its JSON text), delivered form-encoded",
+                "oneOf": [{"type": "object"}, {"type": "string"}],
+            },
+            "json": {"description": "any JSON value, delivered as an application/json body"},
+            "delay": {"type": "number", "minimum": 0, "maximum": 2592000},
+            "eta": {"type": "number", "description": "absolute Unix time, seconds"},
+            "queue": {"type": "string", "pattern": QUEUE_PATTERN},
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,500}$"},
+            "method": {"type": "string", "enum": sorted(METHODS)},
+            "headers": {
+                "description": "extra request headers: an object of strings (or its JSON text)",
+                "oneOf": [
+                    {"type": "object", "additionalProperties": {"type": "string"}},
+                    {"type": "string"},
+                ],
+            },
+            "timeout": {
+                "type": "number",
+                "exclusiveMinimum": True,
+                "minimum": 0,
+                "maximum": 86400,
+            },
+            "max_errors": {"type": "integer", "minimum": 1, "maximum": 10000},
+        },
+        ["url"],
+    ),
+    "FormSubmission": _object(
+        {
+            name: {"type": "string"}
+            for name in ("url", "params", "json", "delay", "eta", "queue", "name", "method")
+            + ("headers", "timeout", "max_errors")
+        },
+        ["url"],
+        description="the fields of Submission as form fields; params, json and headers "
+        "as JSON text",
+    ),
+    "Added": _object(
+        {
+            "id": {"type": "string"},
+            "queue": {"type": "string"},
+            "name": _nullable("string"),
+            "url": {"type": "string"},
+            "status": {"type": "string", "enum": ["scheduled"]},
+            "due_at": {"type": "number"},
+            "created_at": {"type": "number"},
+        },
+        ["id", "queue", "name", "url", "status", "due_at", "created_at"],
+    ),
+    "Duplicate": _object(
+        {
+            **_TASK_PROPERTIES,
+            "body": _nullable("string"),
+            "history": {"type": "array", "items": _ref("Attempt")},
+            "duplicate": {"type": "boolean", "enum": [True]},
+        },
+        ["id", "duplicate"],
+        description="the task that already has this name",
+    ),
+    "Attempt": _object(
+        {
+            "attempt": _nullable("integer", description="null for a requeue"),
+            "at": {"type": "number", "description": "when it ended (Unix seconds)"},
+            "duration": _nullable("number"),
+            "outcome": {"type": "string", "enum": ["delivered", "retried", "dead", "requeued"]},
+            "status": _nullable("integer"),
+            "error": _nullable("string"),
+        },
+        ["attempt", "at", "duration", "outcome", "status", "error"],
+    ),
+    "Task": _object(
+        {
+            **_TASK_PROPERTIES,
+            "body": _nullable("string", description="the request body (gone once delivered)"),
+            "history": {
+                "type": "array",
+                "items": _ref("Attempt"),
+                "description": "the last attempts, newest first",
+            },
+        },
+        [*_TASK_REQUIRED, "body", "history"],
+    ),
+    "DeadLetter": _object(_TASK_PROPERTIES, _TASK_REQUIRED),
+    "Cancelled": _object(
+        {
+            "id": {"type": "string"},
+            "cancelled": {"type": "boolean", "enum": [True]},
+            "status": {"type": "string", "enum": TASK_STATUSES},
+            "running_attempt_finishes": {"type": "boolean"},
+            "note": {"type": "string"},
+        },
+        ["id", "cancelled", "status", "running_attempt_finishes"],
+    ),
+    "RunNow": _object(
+        {
+            "id": {"type": "string"},
+            "queue": {"type": "string"},
+            "status": {"type": "string", "enum": ["scheduled"]},
+            "due_at": {"type": "number"},
+        },
+        ["id", "queue", "status", "due_at"],
+    ),
+    "Minute": _object(
+        {
+            "at": {"type": "integer", "description": "start of the minute, Unix seconds"},
+            "delivered": {"type": "integer", "minimum": 0},
+            "retried": {"type": "integer", "minimum": 0},
+            "dead": {"type": "integer", "minimum": 0},
+        },
+        ["at", "delivered", "retried", "dead"],
+    ),
+    "Queue": _object(
+        {
+            "name": {"type": "string"},
+            "scheduled": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "tasks waiting, due or not",
+            },
+            "due": {"type": "integer", "minimum": 0, "description": "of those, due already"},
+            "running": {"type": "integer", "minimum": 0},
+            "dead": {"type": "integer", "minimum": 0},
+            "delivered": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "running total of delivered attempts",
+            },
+            "failed": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "running total of failed attempts",
+            },
+            "oldest_due_age": {
+                "type": "number",
+                "minimum": 0,
+                "description": "seconds the earliest due task has waited; 0 when none is due",
+            },
+            "paused": {"type": "boolean"},
+            "recent": {
+                "type": "array",
+                "items": _ref("Minute"),
+                "description": "outcomes per minute, the last 15 minutes, oldest first",
+            },
+        },
+        [
+            "name",
+            "scheduled",
+            "due",
+            "running",
+            "dead",
+            "delivered",
+            "failed",
+            "oldest_due_age",
+            "paused",
+            "recent",
+        ],
+    ),
+    "Queues": _object({"queues": {"type": "array", "items": _ref("Queue")}}, ["queues"]),
+    "Paused": _object(
+        {"name": {"type": "string"}, "paused": {"type": "boolean"}}, ["name", "paused"]
+    ),
+    "Purged": _object(
+        {"queue": {"type": "string"}, "purged": {"type": "integer", "minimum": 0}},
+        ["queue", "purged"],
+    ),
+    "DeadPage": _object(
+        {
+            "queue": {"type": "string"},
+            "total": {"type": "integer", "minimum": 0},
+            "offset": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer", "minimum": 1},
+            "tasks": {"type": "array", "items": _ref("DeadLetter")},
+        },
+        ["queue", "total", "offset", "limit", "tasks"],
+    ),
+    "Ids": _object(
+        {"ids": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 10000}},
+        ["ids"],
+    ),
+    "Retried": _object(
+        {"queue": {"type": "string"}, "retried": {"type": "integer", "minimum": 0}},
+        ["queue", "retried"],
+    ),
+    "Deleted": _object(
+        {"queue": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0}},
+        ["queue", "deleted"],
+    ),
+    "Health": _object(
+        {"status": {"type": "string", "enum": ["ok", "unavailable"]}, "error": {"type": "string"}},
+        ["status"],
+    ),
+}
+
+_ERROR_DESCRIPTIONS = {
+    "BadRequest": "invalid input; error.field names the field",
+    "Unauthorized": "missing or wrong bearer token (nodes run with --api-token)",
+    "NotFound": "no such task, queue or endpoint",
+    "MethodNotAllowed": "the path exists, not with this method; Allow lists the methods",
+    "Conflict": "the task is not in a state that allows this",
+    "TooLarge": "the request body is over the node's --max-body (1 MiB by default)",
+}
+RESPONSES: dict[str, Any] = {
+    name: _json(_ref("Error"), description) for name, description in _ERROR_DESCRIPTIONS.items()
+}
+RESPONSES["Unavailable"] = {
+    **_json(_ref("Error"), "Redis did not answer in time: nothing was changed; retry"),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+}
+
+_QUEUE = {
+    "name": "queue",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": QUEUE_PATTERN},
+}
+_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_IDS_BODY = {
+    "required": False,
+    "description": 'no body: every dead letter of the queue; {"ids": [...]}: those',
+    "content": {JSON: {"schema": _ref("Ids")}},
+}
+
+
+def _add_operation(summary: str, operation_id: str, parameters=()) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "parameters": list(parameters),
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": _ref("Submission")},
+                "application/x-www-form-urlencoded": {"schema": _ref("FormSubmission")},
+            },
+        },
+        "responses": {
+            "201": {
+                **_json(_ref("Added"), "the task is stored"),
+                "headers": {"Location": {"schema": {"type": "string"}}},
+            },
+            "200": _json(_ref("Duplicate"), "a live task already has this name: nothing added"),
+            **_errors("400", "401", "413", "503"),
+        },
+    }
+
+
+PATHS: dict[str, Any] = {
+    "/hooks/add": {"post": _add_operation("Add a task", "addTask")},
+    "/add_task": {"post": _add_operation("Add a task (the older spelling)", "addTaskAlias")},
+    "/queues/{queue}/tasks": {
+        "post": _add_operation("Add a task to this queue", "addTaskToQueue", [_QUEUE]),
+        "delete": {
+            "summary": "Purge the queue's scheduled tasks (running ones finish)",
+            "operationId": "purgeQueue",
+            "parameters": [_QUEUE],
+            "responses": {
+                "200": _json(_ref("Purged"), "how many were deleted"),
+                **_errors("400", "401", "503"),
+            },
+        },
+    },
+    "/tasks/{task_id}": {
+        "get": {
+            "summary": "A task, with its last attempts",
+            "operationId": "getTask",
+            "parameters": [_TASK_ID],
+            "responses": {"200": _json(_ref("Task"), "the task"), **_errors("401", "404", "503")},
+        },
+        "delete": {
+            "summary": "Cancel a task (a running attempt finishes, never retried)",
+            "operationId": "cancelTask",
+            "parameters": [_TASK_ID],
+            "responses": {
+                "200": _json(_ref("Cancelled"), "cancelled; status is the state it was in"),
+                **_errors("401", "404", "503"),
+            },
+        },
+    },
+    "/tasks/{task_id}/run": {
+        "post": {
+            "summary": "Make a scheduled task due now",
+            "operationId": "runTask",
+            "parameters": [_TASK_ID],
+            "responses": {
+                "200": _json(_ref("RunNow"), "due now"),
+                **_errors("401", "404", "409", "503"),
+            },
+        }
+    },
+    "/queues": {
+        "get": {
+            "summary": "Every queue with its counts",
+            "operationId": "listQueues",
+            "responses": {"200": _json(_ref("Queues"), "the queues"), **_errors("401", "503")},
+        }
+    },
+    "/queues/{queue}": {
+        "get": {
+            "summary": "One queue's counts",
+            "operationId": "getQueue",
+            "parameters": [_QUEUE],
+            "responses": {
+                "200": _json(_ref("Queue"), "the queue"),
+                **_errors("400", "401", "404", "503"),
+            },
+        }
+    },
+    "/queues/{queue}/pause": {
+        "post": {
+            "summary": "Stop dispatching the queue, on every node (adds go on)",
+            "operationId": "pauseQueue",
+            "parameters": [_QUEUE],
+            "responses": {"200": _json(_ref("Paused"), "paused"), **_errors("400", "401", "503")},
+        }
+    },
+    "/queues/{queue}/resume": {
+        "post": {
+            "summary": "Dispatch the queue again",
+            "operationId": "resumeQueue",
+            "parameters": [_QUEUE],
+            "responses": {"200": _json(_ref("Paused"), "resumed"), **_errors("400", "401", "503")},
+        }
+    },
+    "/queues/{queue}/dead": {
+        "get": {
+            "summary": "The queue's dead letters, newest first",
+            "operationId": "listDeadLetters",
+            "parameters": [
+                _QUEUE,
+                {
+                    "name": "offset",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                },
+            ],
+            "responses": {
+                "200": _json(_ref("DeadPage"), "a page of dead letters"),
+                **_errors("400", "401", "503"),
+            },
+        },
+        "delete": {
+            "summary": "Delete dead letters (all, or the ids given)",
+            "operationId": "deleteDeadLetters",
+            "parameters": [_QUEUE],
+            "requestBody": _IDS_BODY,
+            "responses": {
+                "200": _json(_ref("Deleted"), "how many were deleted"),
+                **_errors("400", "401", "413", "503"),
+            },
+        },
+    },
+    "/queues/{queue}/dead/retry": {
+        "post": {
+            "summary": "Make dead letters due now with fresh attempts (all, or the ids given)",
+            "operationId": "retryDeadLetters",
+            "parameters": [_QUEUE],
+            "requestBody": _IDS_BODY,
+            "responses": {
+                "200": _json(_ref("Retried"), "how many were re-queued"),
+                **_errors("400", "401", "413", "503"),
+            },
+        }
+    },
+    "/health": {
+        "get": {
+            "summary": "200 when Redis answers, else 503 (no token needed)",
+            "operationId": "health",
+            "security": [],
+            "responses": {
+                "200": _json(_ref("Health"), "Redis answers"),
+                "503": _json(_ref("Health"), "Redis does not answer"),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics: this node's counters, every queue's gauges",
+            "operationId": "metrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors("401"),
+            },
+        }
+    },
+    "/": {
+        "get": {
+            "summary": "The dashboard page (no token needed: it asks for one)",
+            "operationId": "dashboard",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "an HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document (no token needed)",
+            "operationId": "openapi",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+        }
+    },
+}
+
+
+@cache
+def _document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "torque",
+            "version": __version__,
+            "description": (
+                "A web-hook task queue.  Every time is Unix seconds (a float).  Errors are "
+                '{"error": {"code", "message", "field"?}}; a method a path does not list '
+                "answers 405 with an Allow header, and a body over --max-body (1 MiB) 413.  "
+                "With --api-token, every endpoint but /health, / and /openapi.json needs "
+                "Authorization: Bearer <token>."
+            ),
+        },
+        "security": [{"bearer": []}, {}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": RESPONSES,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_document())

@@ -1,0 +1,94 @@
+"""How the API shows tasks and queues: JSON shapes, and secrets redacted.
+
+A task's headers are stored as given (the web hook needs them), but headers
+that carry credentials are never shown: not in ``GET /tasks/<id>``, not in
+the dead letters, not on the dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from torque.store import QueueStats
+
+REDACTED = "[redacted]"
+# Authorization, Cookie, *-Token, *-Key, *Secret*, and their usual cousins.
+SECRET_HEADER = re.compile(
+    r"authorization|cookie|token|(^|[-_])key$|api-?key|secret|password|passwd|signature",
+    re.IGNORECASE,
+)
+
+
+def redact(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with the values of credential-carrying ones replaced."""
+    return {
+        name: REDACTED if SECRET_HEADER.search(name) else value for name, value in headers.items()
+    }
+
+
+def _number(value: str | None, kind: type = float):
+    return kind(value) if value not in (None, "") else None
+
+
+def _headers(text: str | None) -> dict[str, str]:
+    try:
+        headers = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return redact(headers) if isinstance(headers, dict) else {}
+
+
+def public_task(task_id: str, fields: Mapping[str, Any], full: bool = True) -> dict[str, Any]:
+    """A task as the API shows it: numbers as numbers, unset as null.
+
+    :param fields: the store's description (hash fields, ``status``, and
+        ``history`` when ``full``).
+    :param full: include the body and the attempt history (``False`` for
+        lists such as the dead letters).
+    """
+    task = {
+        "id": task_id,
+        "queue": fields.get("queue", "default"),
+        "name": fields.get("name") or None,
+        "url": fields.get("url"),
+        "method": fields.get("method") or "POST",
+        "status": fields["status"],
+        "attempts": int(fields.get("attempts") or 0),
+        "due_at": _number(fields.get("due_at")),
+        "created_at": _number(fields.get("created_at")),
+        "last_attempt_at": _number(fields.get("last_attempt_at")),
+        "last_status": _number(fields.get("last_status"), int),
+        "last_error": fields.get("last_error") or None,
+        "delivered_at": _number(fields.get("delivered_at")),
+        "dead_at": _number(fields.get("dead_at")),
+        "timeout": _number(fields.get("timeout")),
+        "max_errors": _number(fields.get("max_errors"), int),
+        "content_type": fields.get("content_type") or None,
+        "headers": _headers(fields.get("headers")),
+    }
+    if full:
+        task["body"] = fields.get("body")
+        task["history"] = list(fields.get("history", []))
+    return task
+
+
+def public_queue(stats: QueueStats) -> dict[str, Any]:
+    """A queue as ``GET /queues`` shows it."""
+    return {
+        "name": stats.name,
+        "scheduled": stats.scheduled,
+        "due": stats.due,
+        "running": stats.running,
+        "dead": stats.dead,
+        "delivered": stats.delivered,
+        "failed": stats.failed,
+        "oldest_due_age": stats.oldest_due_age,
+        "paused": stats.paused,
+        "recent": [
+            {"at": m.at, "delivered": m.delivered, "retried": m.retried, "dead": m.dead}
+            for m in stats.recent
+        ],
+    }
