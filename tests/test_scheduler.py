@@ -7,6 +7,7 @@ in-memory double (held to the Redis store's contract in test_store.py).
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -245,6 +246,51 @@ class SchedulerTests(unittest.TestCase):
         self.store.available = True
         self.clock.advance(1.0)
         self.assertEqual(hook.times, [6.0])
+
+    def attempt_events(self) -> list[dict]:
+        """The log events about attempts, from now on (filled as they come)."""
+        events = []
+
+        def observe(event):
+            if "task_id" in event:
+                events.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return events
+
+    def test_each_failed_attempt_is_one_structured_log_event(self):
+        attempts = self.attempt_events()
+        hook = Hook(self.clock, 503, 404)
+        self.start(hook)
+        self.add()
+        self.clock.advance(1.0)
+        fields = [
+            {k: e[k] for k in ("task_id", "queue", "attempt", "status", "log_level")}
+            for e in attempts
+        ]
+        self.assertEqual(
+            fields,
+            [
+                {"task_id": "t1", "queue": "q", "attempt": 1, "status": 503,
+                 "log_level": LogLevel.info},
+                {"task_id": "t1", "queue": "q", "attempt": 2, "status": 404,
+                 "log_level": LogLevel.warn},
+            ],
+        )  # fmt: skip
+        self.assertEqual(
+            [e["error"] for e in attempts], ["HTTP 503: ok", "refused by the handler: HTTP 404: ok"]
+        )
+        self.assertTrue(all(e["duration"] >= 0 for e in attempts))
+
+    def test_deliveries_are_logged_only_when_asked(self):
+        attempts = self.attempt_events()
+        self.start(Hook(self.clock))
+        self.add("quiet")
+        self.scheduler.log_deliveries = True
+        self.add("told")
+        logged = [(e["task_id"], e["status"]) for e in attempts]
+        self.assertEqual(logged, [("told", 200)])
 
     def test_outcome_waits_for_redis_and_is_then_recorded(self):
         hook = Hook(self.clock, hold=True)

@@ -135,6 +135,11 @@ class EnvironTests(unittest.TestCase):
              ["--min-task-delay", "2", "--max-task-delay", "60"]),
             ("timeout", {"TORQUE_TASK_TIMEOUT": "30"}, ["--task-timeout", "30"]),
             ("concurrency", {"TORQUE_CONCURRENCY": "7"}, ["--concurrency", "7"]),
+            ("allow targets", {"TORQUE_ALLOW_TARGET": "*.app.internal,10.0.0.0/8"},
+             ["--allow-target", "*.app.internal", "--allow-target", "10.0.0.0/8"]),
+            ("flag on", {"TORQUE_LOG_DELIVERIES": "yes"}, ["--log-deliveries"]),
+            ("flag on, 1", {"TORQUE_LOG_DELIVERIES": "1"}, ["--log-deliveries"]),
+            ("flag off", {"TORQUE_LOG_DELIVERIES": "0"}, []),
             ("empty value ignored", {"TORQUE_PORT": ""}, []),
             ("other variables ignored", {"PATH": "/bin", "TORQUE_URL": "http://torque:8090"}, []),
         ]  # fmt: skip

@@ -62,6 +62,10 @@ class Options(usage.Options):
          "dead letters kept per queue; past it the oldest are deleted", int],
         ["dead-letter-ttl", None, 7 * 86400.0, "seconds a dead letter is kept", float],
     ]  # fmt: skip
+    optFlags = [
+        ["log-deliveries", None,
+         "log a line for every delivered task too, not only for failed attempts"],
+    ]  # fmt: skip
 
     def __init__(self):
         super().__init__()
@@ -146,7 +150,8 @@ _ENV_RENAMES = {"TORQUE_REDIS_URL": "redis"}
 def options_from_environ(environ: Mapping[str, str]) -> Options:
     """Parse ``TORQUE_*`` variables with the same :class:`Options` as the
     command line: ``TORQUE_PORT``, ``TORQUE_MAX_TASK_ERRORS``…, plus
-    ``TORQUE_QUEUES`` (comma-separated) and ``TORQUE_REDIS_URL``."""
+    ``TORQUE_QUEUES`` (comma-separated) and ``TORQUE_REDIS_URL``.  A flag
+    is on when its variable is ``1``, ``true``, ``yes`` or ``on``."""
     argv = []
     for name, *_ in Options.optParameters:
         var = "TORQUE_" + name.upper().replace("-", "_")
@@ -159,10 +164,15 @@ def options_from_environ(environ: Mapping[str, str]) -> Options:
         ("TORQUE_QUEUES", "--queue"),
         ("TORQUE_API_TOKEN", "--api-token"),
         ("TORQUE_SIGNING_SECRET", "--signing-secret"),
+        ("TORQUE_ALLOW_TARGET", "--allow-target"),
     ):
         for value in environ.get(variable, "").split(","):
             if value.strip():
                 argv += [option, value.strip()]
+    for name, *_ in Options.optFlags:
+        var = "TORQUE_" + name.upper().replace("-", "_")
+        if environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            argv.append(f"--{name}")
     options = Options()
     options.parseOptions(argv)
     return options
@@ -246,6 +256,7 @@ class TorqueNode(MultiService):
                 concurrency=o["concurrency"],
                 poll_interval=o["poll-interval"],
                 on_attempt=metrics.attempt_finished,
+                log_deliveries=o["log-deliveries"],
             )
             scheduler.setServiceParent(self)
             self.schedulers[queue] = scheduler
