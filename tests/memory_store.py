@@ -126,6 +126,7 @@ class MemoryStore:
         if not self.available:
             return self._answer()
         self.claims.append((queue, now, limit))
+        self._trim_dead(queue, now)
         due, running, _ = self._sets(queue)
         for task_id in [i for i, end in sorted(running.items(), key=_score) if end <= now]:
             fields = self.tasks.get(task_id)

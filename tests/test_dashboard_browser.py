@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 
 from twisted.internet import defer, threads
@@ -67,6 +68,14 @@ class Scenario:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
+    def status(self, path: str) -> int:
+        """The status of a GET with the token."""
+        try:
+            self.api("GET", path)
+        except urllib.error.HTTPError as e:
+            return e.code
+        return 200
+
     def add(self, path: str, queue: str = "default", **fields) -> str:
         return self.api(
             "POST", "/hooks/add", {"url": self.hook_url + path, "queue": queue, **fields}
@@ -89,8 +98,13 @@ class Scenario:
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(self.node_url + "/")
 
-        # The node has --api-token: the page asks for it once.
+        # The node has --api-token: the page asks for it, and says so when
+        # the token is refused.
         expect(page.locator("#login")).to_be_visible()
+        page.fill("#token", "not-the-token")
+        page.click("#login button[type=submit]")
+        expect(page.locator("#login-error")).to_have_text("That token was refused.")
+        expect(page.locator("#app")).to_be_hidden()
         page.fill("#token", TOKEN)
         page.click("#login button[type=submit]")
         expect(page.locator("#app")).to_be_visible()
@@ -100,7 +114,7 @@ class Scenario:
         later = self.add("/later", queue="mail", delay=600)
         scheduled = page.locator('tr[data-queue="mail"] td[data-field="scheduled"]')
         expect(scheduled).to_have_text("1")
-        self.add("/later", queue="mail", delay=600)
+        soon = self.add("/soon", queue="mail", delay=600)
         expect(scheduled).to_have_text("2")
 
         # Deliveries show in the chart; a refused task becomes a dead letter.
@@ -131,6 +145,15 @@ class Scenario:
         expect(page.locator('#task dd[data-field="status"]')).to_have_text("delivered")
         expect(page.locator("#history tbody tr")).to_have_count(3)
 
+        # Delete: the dead letter and its task are gone.
+        refused = self.add("/refuse")
+        gone = page.locator(f'#dead tr[data-task-id="{refused}"]')
+        expect(gone).to_contain_text("refused by the handler: HTTP 410")
+        gone.locator("button.delete").click()
+        expect(gone).to_have_count(0)
+        expect(page.locator("#flash")).to_have_text("Deleted 1")
+        assert self.status(f"/tasks/{refused}") == 404
+
         # Pause and resume a queue.
         mail = page.locator('tr[data-queue="mail"]')
         mail.get_by_role("button", name="Pause").click()
@@ -146,6 +169,14 @@ class Scenario:
         page.click("#cancel")
         expect(page.locator("#flash")).to_contain_text(f"Cancelled task {later}")
         expect(scheduled).to_have_text("1")
+        assert self.status(f"/tasks/{later}") == 404
+
+        # Run now: a task due in ten minutes is delivered at once.
+        page.fill("#task-id", soon)
+        page.click("#lookup button[type=submit]")
+        page.click("#run-now")
+        expect(page.locator('#task dd[data-field="status"]')).to_have_text("delivered")
+        expect(scheduled).to_have_text("0")
         assert errors == [], errors
 
 
@@ -153,10 +184,11 @@ class DashboardBrowserTests(unittest.TestCase):
     timeout = 240
 
     @defer.inlineCallbacks
-    def test_dashboard_counts_dead_letters_retry_pause_and_cancel(self):
+    def test_dashboard_counts_dead_letters_retry_delete_pause_cancel_run(self):
         sync_playwright, expect = playwright_or_skip()
         receiver = start_receiver(self)
         receiver.respond("/flip", 404, 200)
+        receiver.respond("/refuse", 410)
         node = yield start_node(self, "--api-token", TOKEN, "--queue", "default", "--queue", "mail")
         screenshot = os.path.abspath(self.mktemp() + ".png")
         scenario = Scenario(node.url, receiver.url, screenshot)
@@ -165,6 +197,8 @@ class DashboardBrowserTests(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 200)
         self.assertEqual([r.headers["authorization"] for r in receiver.to("/flip")], [SECRET] * 2)
         self.assertEqual(len(receiver.to("/ok")), 3)
+        self.assertEqual((len(receiver.to("/refuse")), len(receiver.to("/soon"))), (1, 1))
+        self.assertEqual(receiver.to("/later"), [], "the cancelled task never ran")
         keep = os.environ.get("TORQUE_SCREENSHOT")
         if keep:
             shutil.copyfile(screenshot, keep)

@@ -114,6 +114,28 @@ class MetricsTests(unittest.TestCase):
         text = self.metrics.render([QueueStats("a")])
         self.assertTrue(all(name.startswith("torque_") for name in families(text)))
 
+    def test_families_and_their_types(self):
+        """The families README.rst lists, with the types Prometheus sees
+        (besides prometheus_client's ``*_created`` timestamp gauges)."""
+        self.metrics.task_added("a")
+        self.metrics.attempt_finished(task(), Response(200, 0.1), Delivered(200))
+        found = families(self.metrics.render([QueueStats("a")]))
+        self.assertEqual(
+            {name: kind for name, kind in found.items() if not name.endswith("_created")},
+            {
+                "torque_tasks_added": "counter",
+                "torque_deliveries": "counter",
+                "torque_delivery_duration_seconds": "histogram",
+                "torque_delivery_lag_seconds": "histogram",
+                "torque_redis_up": "gauge",
+                "torque_queue_tasks": "gauge",
+                "torque_queue_due_tasks": "gauge",
+                "torque_queue_oldest_due_age_seconds": "gauge",
+                "torque_queue_paused": "gauge",
+                "torque_queue_attempts": "counter",
+            },
+        )
+
     def test_each_node_has_its_own_registry(self):
         self.metrics.task_added("a")
         other = Metrics(self.clock)
@@ -175,6 +197,20 @@ class MetricsEndpointTests(APITestCase):
         self.assertEqual(samples[scheduled], 1)
         self.assertEqual(samples[("torque_queue_due_tasks", (("queue", "mail"),))], 0)
         self.assertEqual(samples[("torque_queue_due_tasks", (("queue", "default"),))], 1)
+
+    def test_gauges_are_read_at_scrape_time_whoever_changed_the_queue(self):
+        """A task another node added (straight into the store, not through
+        this API) is in this node's gauges, and not in its own counter."""
+        before = parse(self.scrape()[1])
+        self.assertNotIn(("torque_queue_tasks", (("queue", "q"), ("state", "scheduled"))), before)
+        self.store.add(Task(id="elsewhere", queue="q", url=HOOK, due_at=990.0))
+        self.clock.advance(5)
+        samples = parse(self.scrape()[1])
+        self.assertEqual(
+            samples[("torque_queue_tasks", (("queue", "q"), ("state", "scheduled")))], 1
+        )
+        self.assertEqual(samples[("torque_queue_oldest_due_age_seconds", (("queue", "q"),))], 15.0)
+        self.assertNotIn(("torque_tasks_added_total", (("queue", "q"),)), samples)
 
     def test_a_duplicate_name_is_not_counted_as_added(self):
         self.add(json={"url": HOOK, "name": "once"})

@@ -8,10 +8,13 @@ import json
 
 import treq
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from tests.node import start_node, start_receiver, wait_for
+from tests.redis_server import redis_address
+from torque.connection import connect_pool
+from torque.keys import Keys
 
 
 @defer.inlineCallbacks
@@ -36,8 +39,21 @@ def scrape(node) -> dict:
     return samples
 
 
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
+@defer.inlineCallbacks
+def lost_lease(testcase, prefix: str, task_id: str, url: str):
+    """Write a task that a node died holding (its lease ran out long ago)
+    straight into Redis, the way a dead node leaves it.  The next claim on
+    the queue, by any node, recovers it: paused or not, so its recovery
+    shows that a claim ran, and a paused queue's claim took nothing else."""
+    redis = connect_pool(redis_address())
+    testcase.addCleanup(redis.disconnect)
+    keys = Keys(prefix)
+    now = str(reactor.seconds())
+    yield redis.execute_command(
+        "HSET", keys.task(task_id), "queue", "default", "url", url, "attempts", "1",
+        "created_at", now, "due_at", now,
+    )  # fmt: skip
+    yield redis.execute_command("ZADD", keys.running("default"), "0", task_id)
 
 
 class PauseTests(unittest.TestCase):
@@ -47,18 +63,27 @@ class PauseTests(unittest.TestCase):
     def test_pause_holds_every_node_until_resumed(self):
         receiver = start_receiver(self)
         first = yield start_node(self, "--poll-interval", "0.2")
-        second = yield start_node(self, "--poll-interval", "0.2", prefix=first.prefix)
         status, body = yield call(first, "POST", "/queues/default/pause")
         self.assertEqual((status, body), (200, {"name": "default", "paused": True}))
-        _, added, _ = yield second.post(data={"url": receiver.url + "/held"})
+        _, added, _ = yield first.post(data={"url": receiver.url + "/held"})
+        held = added["id"]
+        # A claim by the first node after the add: it took nothing.
+        yield lost_lease(self, first.prefix, "lost-1", receiver.url + "/lost")
+        yield wait_for(lambda: first.has_status("lost-1", "scheduled"), what="a claim by first")
+        self.assertTrue((yield first.has_status(held, "scheduled")))
+        # A second node that never saw the pause request holds too.
+        second = yield start_node(self, "--poll-interval", "0.2", prefix=first.prefix)
+        yield first.stop()
+        yield lost_lease(self, first.prefix, "lost-2", receiver.url + "/lost")
+        yield wait_for(lambda: second.has_status("lost-2", "scheduled"), what="a claim by second")
         _, queue = yield second.get("/queues/default")
-        self.assertEqual((queue["paused"], queue["scheduled"]), (True, 1))
-        yield sleep(1.0)  # five safety ticks on each node, and the add's wake-up
+        self.assertEqual((queue["paused"], queue["scheduled"], queue["running"]), (True, 3, 0))
         self.assertEqual(receiver.requests, [], "a paused queue dispatches nothing")
         status, _ = yield call(second, "POST", "/queues/default/resume")
         self.assertEqual(status, 200)
         yield wait_for(lambda: receiver.to("/held"), what="the delivery after resume")
-        yield wait_for(lambda: first.has_status(added["id"], "delivered"))
+        yield wait_for(lambda: len(receiver.to("/lost")) == 2, what="the recovered tasks")
+        yield wait_for(lambda: second.has_status(held, "delivered"))
 
 
 class MetricsTests(unittest.TestCase):
@@ -135,6 +160,18 @@ class DeadLetterTests(unittest.TestCase):
         self.assertEqual(status, 404, "the oldest dead letter went with the cap")
         status, body = yield call(node, "DELETE", "/queues/default/dead")
         self.assertEqual((status, body["deleted"]), (200, 2))
+
+    @defer.inlineCallbacks
+    def test_dead_letters_older_than_the_ttl_go_though_nothing_else_dies(self):
+        receiver = start_receiver(self)
+        receiver.respond("/no", 400)
+        node = yield start_node(self, "--dead-letter-ttl", "1", "--poll-interval", "0.2")
+        _, added, _ = yield node.post(data={"url": receiver.url + "/no"})
+        yield wait_for(lambda: node.has_status(added["id"], "dead"))
+        yield wait_for(lambda: node.get(f"/tasks/{added['id']}").addCallback(
+            lambda answer: answer[0] == 404), what="the dead letter to age out")  # fmt: skip
+        _, dead = yield node.get("/queues/default/dead")
+        self.assertEqual((dead["total"], dead["tasks"]), (0, []))
 
 
 class TaskAndQueueTests(unittest.TestCase):

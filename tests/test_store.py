@@ -9,6 +9,7 @@ from twisted.trial import unittest
 from tests.memory_store import MemoryStore
 from tests.node import wait_for
 from tests.redis_server import fresh_keys, redis_address
+from torque import keys as scripts
 from torque.connection import RedisAddress, connect_pool
 from torque.retry import Dead, Delivered, Retry
 from torque.store import Minute, RedisStore, StoreUnavailable, history_entry
@@ -473,6 +474,17 @@ class StoreContract:
         self.assertEqual([i for i, _ in page.letters], ["new", "edge"])
         self.assertIsNone((yield store.describe("old")))
 
+    @defer.inlineCallbacks
+    def test_old_dead_letters_go_at_the_next_claim_when_nothing_else_dies(self):
+        store = self.make_store(dead_ttl=100.0)
+        yield bury(store, "old", now=NOW)
+        yield store.pause("q")
+        yield claim(store, now=NOW + 100)
+        self.assertEqual((yield store.dead_letters("q")).total, 1, "exactly 100 s old: kept")
+        yield claim(store, now=NOW + 100.5)
+        self.assertEqual((yield store.dead_letters("q")).total, 0, "a paused queue trims too")
+        self.assertIsNone((yield store.describe("old")))
+
 
 class MemoryStoreTests(StoreContract, unittest.TestCase):
     def setUp(self):
@@ -589,15 +601,59 @@ class RedisStoreTests(StoreContract, unittest.TestCase):
         self.assertEqual(keys, [])
 
     @defer.inlineCallbacks
-    def test_queue_stats_cost_no_task_reads(self):
-        """GET /queues must stay cheap: one script, and only counting commands."""
+    def test_queue_stats_is_one_round_trip(self):
         yield defer.gatherResults([self.store.add(make_task(f"t{i}")) for i in range(50)])
         calls = []
         real_call = self.store._call
         self.store._call = lambda *a: calls.append(a) or real_call(*a)
         (stats,) = yield self.store.queue_stats(["q"], NOW)
         self.assertEqual((stats.scheduled, len(calls)), (50, 1))
-        self.assertNotIn("HGETALL", calls[0][1])
+
+    @defer.inlineCallbacks
+    def traced_stats(self, *queues: str):
+        """Every Redis command QUEUE_STATS runs for ``queues`` (none: every
+        queue), with its arguments: the script runs as it is, with
+        ``redis.call`` recording."""
+        wrapped = (
+            "local trace, real = {}, redis.call\n"
+            "local redis = setmetatable({call = function(...)\n"
+            "  trace[#trace + 1] = {...}; return real(...) end}, {__index = redis})\n"
+            f"local function stats()\n{scripts.QUEUE_STATS}\nend\n"
+            "stats()\nreturn trace\n"
+        )
+        return (yield self.redis.eval(wrapped, [], [self.keys.prefix, repr(NOW), "15", *queues]))
+
+    @defer.inlineCallbacks
+    def test_queue_stats_cost_does_not_grow_with_the_queue(self):
+        """GET /queues stays cheap: O(1) and O(log n) commands, no task read,
+        and the same commands for 3 tasks as for 600, due or dead or not."""
+        for i in range(3):
+            yield self.store.add(make_task(f"s{i}", queue="small", due_at=NOW - i))
+        for i in range(5):
+            yield bury(self.store, f"d{i}", queue="big")
+        adds = [self.store.add(make_task(f"b{i}", queue="big", due_at=NOW - 300 + i))
+                for i in range(600)]  # fmt: skip
+        yield defer.gatherResults(adds)
+        yield claim(self.store, limit=100, queue="big")
+        small, big = yield defer.gatherResults([self.traced_stats("small"),
+                                                self.traced_stats("big")])  # fmt: skip
+
+        def commands(trace, queue):  # each command and its arguments, the key left out
+            return [[c[0].upper(), *(a for a in c[2:] if a != queue)] for c in trace]
+
+        shape = commands(small, "small")
+        self.assertEqual(commands(big, "big"), shape)
+        cheap = {"HMGET", "ZCARD", "ZCOUNT", "ZRANGE", "EXISTS", "SISMEMBER"}
+        self.assertLessEqual({c[0] for c in shape}, cheap)
+        self.assertEqual(
+            [c[1:] for c in shape if c[0] == "ZRANGE"], [[0, 0, "WITHSCORES"]],
+            "only the head of the due set is read",
+        )  # fmt: skip
+        self.assertLess(len(shape), 25)
+        every = yield self.traced_stats()
+        self.assertEqual([c[0].upper() for c in every], ["SMEMBERS"] + [c[0] for c in shape] * 2)
+        (stats,) = yield self.store.queue_stats(["big"], NOW)
+        self.assertEqual((stats.scheduled, stats.running, stats.dead), (500, 100, 5))
 
 
 class UnavailableRedisTests(unittest.TestCase):

@@ -139,8 +139,8 @@ local function drop_dead(cfg, qp, ids)
 end
 
 -- The cap on dead letters, oldest first.  At most 100 go per call, so even
--- a lowered cap never blocks Redis for long; every burial trims, so the set
--- converges on the cap.
+-- a lowered cap never blocks Redis for long; every burial and every claim
+-- trims, so the set converges on the cap.
 local function trim_dead(cfg, qp, now)
   local dead = qp .. 'dead'
   drop_dead(cfg, qp, redis.call('ZRANGEBYSCORE', dead, '-inf',
@@ -206,6 +206,10 @@ CLAIM = (
 local now = tonumber(ARGV[1])
 local cfg = {pfx = ARGV[8], history = tonumber(ARGV[9]),
              dead_max = tonumber(ARGV[10]), dead_age = tonumber(ARGV[11])}
+-- Dead letters past their age go here too, not only when another task dies:
+-- a queue where nothing dies any more still sheds its old ones.  Paused or
+-- not, every claim does it; it costs O(log n) when nothing is that old.
+trim_dead(cfg, ARGV[4], now)
 -- A lease that ran out belongs to a node that died mid-request: that attempt
 -- counts, and the task is due again (or dead, if it was the last one).
 local lost = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)

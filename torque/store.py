@@ -135,7 +135,8 @@ class RedisStore:
         :class:`StoreUnavailable`.
     :param lease_margin: seconds a lease outlasts its task's timeout.
     :param dead_max: dead letters kept per queue; past it the oldest go.
-    :param dead_ttl: seconds a dead letter is kept.
+    :param dead_ttl: seconds a dead letter is kept: older ones go at the
+        queue's next claim (every node's claims, paused or not) or death.
     :param batch: tasks per script call when purging, retrying or deleting
         many, so one call never holds Redis for long.
     """
