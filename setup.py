@@ -11,7 +11,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=["torque", "twisted.plugins"],
-    package_data={"twisted.plugins": ["torque_plugin.py"]},
+    package_data={"twisted.plugins": ["torque_plugin.py"], "torque": ["static/*"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "treq>=24.9",
