@@ -267,6 +267,16 @@ class ConnectionTests(IsolatedTestCase):
         with self.assertRaises(TypeError):
             client.add_many([HOOK], torque_url=self.torque.url)
 
+    def test_add_many_sends_nothing_when_a_task_is_misspelled(self) -> None:
+        tasks = [{"url": HOOK}, {"url": HOOK, "param": {"a": 1}}]
+        with self.assertRaises(TypeError):
+            client.add_many(tasks, torque_url=self.torque.url)
+        self.assertEqual(self.torque.requests, [])
+
+    def test_add_many_takes_any_iterable(self) -> None:
+        results = client.add_many(({"url": HOOK} for _ in range(2)), torque_url=self.torque.url)
+        self.assertEqual([r.id for r in results], ["t-1", "t-2"])
+
     def test_client_keeps_its_connection(self) -> None:
         c = self.make_client()
         c.add(HOOK)
@@ -460,11 +470,27 @@ class ParseAnswerTests(unittest.TestCase):
 
 
 class ImportTests(unittest.TestCase):
-    def test_no_twisted(self) -> None:
-        """Django and Flask users must not pay for Twisted."""
+    """Django and Flask users must not pay for Twisted, nor for anything
+    else outside the standard library."""
+
+    def imported_by_the_client(self) -> list[str]:
+        """The top-level packages that importing ``torque.client`` brings
+        in, in a fresh interpreter."""
         check = (
-            "import torque.client, sys; "
-            "assert not any(m.startswith('twisted') for m in sys.modules)"
+            "import sys; before = set(sys.modules); import torque.client; "
+            "print(' '.join(sorted({m.partition('.')[0] for m in set(sys.modules) - before})))"
         )
         root = os.path.dirname(os.path.dirname(os.path.abspath(torque.__file__)))
-        subprocess.run([sys.executable, "-c", check], cwd=root, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", check], cwd=root, check=True, capture_output=True, text=True
+        )
+        return result.stdout.split()
+
+    def test_no_twisted(self) -> None:
+        packages = self.imported_by_the_client()
+        self.assertIn("torque", packages)
+        self.assertNotIn("twisted", packages)
+
+    def test_standard_library_only(self) -> None:
+        outside = set(self.imported_by_the_client()) - set(sys.stdlib_module_names)
+        self.assertEqual(outside, {"torque"})

@@ -7,6 +7,7 @@ which serves the receiver, keeps running while it waits.
 
 from __future__ import annotations
 
+import http.client
 import os
 import time
 import uuid
@@ -92,9 +93,19 @@ class SeedSpellingTests(NodeTestCase):
 
     @inlineCallbacks
     def test_add_many(self):
+        """Over one connection: the node keeps it alive between adds."""
+        connects = []
+        connect = http.client.HTTPConnection.connect
+
+        def counting_connect(connection):
+            connects.append(connection)
+            return connect(connection)
+
+        self.patch(http.client.HTTPConnection, "connect", counting_connect)
         tasks = [{"url": f"/hooks/do/many/{n}", "params": {"n": n}} for n in range(3)]
         results = yield deferToThread(client.add_many, tasks)
         self.assertEqual(len({added.id for added in results}), 3)
+        self.assertEqual(len(connects), 1)
         for n, added in enumerate(results):
             yield self.assert_delivered(f"/hooks/do/many/{n}", added, {"n": str(n)})
 
@@ -140,6 +151,14 @@ class AnswerTests(NodeTestCase):
         unavailable = yield self.assertFailure(d, TorqueUnavailable)
         self.assertLess(time.monotonic() - started, timeout)
         self.assertIsNone(unavailable.status)
+
+    @inlineCallbacks
+    def test_stopped_node_txclient(self):
+        yield self.node.stop()
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        tx = txclient.Client(self.node.url, http=HTTPClient(Agent(reactor, pool=pool)))
+        unavailable = yield self.assertFailure(tx.add("/hooks/do/never"), TorqueUnavailable)
+        self.assertEqual((unavailable.code, unavailable.status), ("connection_failed", None))
 
 
 class TokenTests(NodeTestCase):

@@ -58,6 +58,34 @@ class DeliveryTests(unittest.TestCase):
         self.assertEqual(receiver.to("/b")[0].form, {"a": "1"})
 
     @defer.inlineCallbacks
+    def test_seed_params_through_json_the_queue_route_and_the_alias(self):
+        """The seed's task, three more ways: a JSON body with ``params`` as
+        an object, ``POST /queues/<q>/tasks``, and a form post to the
+        ``/add_task`` alias; each delivers the seed's form body."""
+        receiver = start_receiver(self)
+        node = yield start_node(self)
+        as_object = json.loads(SEED_PARAMS)
+        adds = [
+            ("/hooks/add", {"json_body": {"url": receiver.url + "/json", "params": as_object}}),
+            # In a JSON body, params may also be the object as JSON text.
+            (
+                "/queues/default/tasks",
+                {"json_body": {"url": receiver.url + "/route", "params": SEED_PARAMS}},
+            ),
+            ("/add_task", {"data": {"url": receiver.url + "/alias", "params": SEED_PARAMS}}),
+        ]
+        for path, kwargs in adds:
+            status, body, response = yield node.post(path, **kwargs)
+            self.assertEqual(status, 201, body)
+            self.assertEqual(response.headers.getRawHeaders("location"), [f"/tasks/{body['id']}"])
+        paths = ["/json", "/route", "/alias"]
+        yield wait_for(lambda: all(receiver.to(p) for p in paths), what="three deliveries")
+        for path in paths:
+            (got,) = receiver.to(path)
+            self.assertEqual((got.method, got.body), ("POST", b"foo=somevalue&baz=99"))
+            self.assertEqual(got.headers["content-type"], "application/x-www-form-urlencoded")
+
+    @defer.inlineCallbacks
     def test_delayed_task_arrives_after_its_delay(self):
         receiver = start_receiver(self)
         node = yield start_node(self)

@@ -10,11 +10,13 @@ from typing import Any
 import treq
 from treq.testing import StubTreq
 from twisted.internet.defer import CancelledError, fail
-from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError, DNSLookupError
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial import unittest
-from twisted.web.client import ResponseNeverReceived
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from torque import client, txclient
 from torque.client import Added, TaskRejected, TorqueUnavailable
@@ -144,6 +146,11 @@ class SpellingTests(TxClientTestCase):
         self.failureResultOf(self.client.add(HOOK, param={}), TypeError)
         self.assertEqual(self.torque.requests, [])
 
+    def test_add_many_sends_nothing_when_a_task_is_misspelled(self) -> None:
+        d = self.client.add_many([{"url": HOOK}, {"url": HOOK, "param": {"a": 1}}])
+        self.failureResultOf(d, TypeError)
+        self.assertEqual(self.torque.requests, [])
+
     def test_one_set_of_rules(self) -> None:
         """The twin reuses the blocking client's types, so one ``except``
         serves both."""
@@ -230,6 +237,7 @@ class TransportTests(unittest.TestCase):
             (DNSLookupError("torque.test"), "connection_failed"),
             (CancelledError(), "timeout"),
             (ResponseNeverReceived([Failure(CancelledError())]), "timeout"),
+            (ResponseFailed([Failure(ConnectionDone())]), "connection_failed"),
         ]
         for error, code in cases:
             with self.subTest(error=error):
@@ -239,15 +247,89 @@ class TransportTests(unittest.TestCase):
                 self.assertEqual(failure.value.code, code)
                 self.assertIsNone(failure.value.status)
                 self.assertIs(failure.value.__cause__, error)
+                self.assertNotIn("Failure", failure.value.message)
 
-    def test_timeout_is_passed_to_treq(self) -> None:
+    def test_lost_answer_names_its_reason(self) -> None:
+        error = ResponseFailed([Failure(ConnectionDone()), Failure(RuntimeError())])
+        c = txclient.Client(TORQUE, http=FailingHTTP(error))
+        failure = self.failureResultOf(c.add(HOOK), TorqueUnavailable)
+        self.assertEqual(
+            failure.value.message,
+            "cannot reach torque: the connection was lost before a complete answer "
+            "(ConnectionDone: Connection was closed cleanly.)",
+        )
+
+    def test_posts_to_the_add_endpoint(self) -> None:
         http = FailingHTTP(ConnectionRefusedError())
         txclient.Client(TORQUE, http=http, timeout=3).add(HOOK).addErrback(lambda _: None)
         [(url, kwargs)] = http.calls
         self.assertEqual(url, TORQUE + "/hooks/add")
-        self.assertEqual(kwargs["timeout"], 3)
+        self.assertEqual(json.loads(kwargs["data"]), {"url": HOOK})
 
     def test_other_errors_are_not_hidden(self) -> None:
         """A bug is not an outage: it is not dressed up as one."""
         c = txclient.Client(TORQUE, http=FailingHTTP(ZeroDivisionError()))
         self.failureResultOf(c.add(HOOK), ZeroDivisionError)
+
+
+class SilentTorque(Resource):
+    """A node that takes the request and never finishes its answer: nothing
+    at all, or the headers and ``partial`` of the body.
+
+    :ivar lost: the requests whose connection was closed, in order.
+    """
+
+    isLeaf = True
+
+    def __init__(self, partial: bytes = b"") -> None:
+        super().__init__()
+        self.partial = partial
+        self.lost: list[Any] = []
+
+    def render_POST(self, request: Any) -> Any:
+        request.notifyFinish().addErrback(lambda _: self.lost.append(request))
+        if self.partial:
+            request.setResponseCode(201)
+            request.write(self.partial)
+        return NOT_DONE_YET
+
+
+class DeadlineTests(unittest.TestCase):
+    """``timeout`` bounds the whole exchange on the injected clock: the
+    request, and the answer's body too (treq's own ``timeout`` stops at the
+    headers), and gives the connection up."""
+
+    TIMEOUT = 3.0
+
+    def add(self, torque: SilentTorque):
+        self.clock = Clock()
+        self.stub = StubTreq(torque)
+        c = txclient.Client(TORQUE, http=self.stub, timeout=self.TIMEOUT, clock=self.clock)
+        d = c.add(HOOK)
+        self.stub.flush()
+        return d
+
+    def assert_times_out(self, torque: SilentTorque, d) -> None:
+        self.clock.advance(self.TIMEOUT - 0.001)
+        self.stub.flush()
+        self.assertNoResult(d)
+        self.clock.advance(0.001)
+        self.stub.flush()
+        failure = self.failureResultOf(d, TorqueUnavailable)
+        self.assertEqual((failure.value.code, failure.value.status), ("timeout", None))
+        self.assertIn("3 s", failure.value.message)
+        self.assertEqual(len(torque.lost), 1)
+
+    def test_no_answer(self) -> None:
+        torque = SilentTorque()
+        self.assert_times_out(torque, self.add(torque))
+
+    def test_answer_stalls_after_its_headers(self) -> None:
+        torque = SilentTorque(partial=b'{"id": "t-1", ')
+        self.assert_times_out(torque, self.add(torque))
+
+    def test_a_prompt_answer_leaves_no_timer(self) -> None:
+        self.clock = Clock()
+        c = txclient.Client(TORQUE, http=StubTreq(FakeTorque()), clock=self.clock)
+        self.assertEqual(self.successResultOf(c.add(HOOK)).id, "t-1")
+        self.assertEqual(self.clock.getDelayedCalls(), [])

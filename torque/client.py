@@ -327,13 +327,15 @@ class Client:
     def add_many(self, tasks: Iterable[Task | Mapping[str, Any]]) -> list[Added]:
         """Add tasks one after another over this one connection.
 
-        Stops at the first error: the tasks before it were added, those
-        after it were not.
+        Every task is built first, so a misspelled field raises
+        ``TypeError`` before anything is sent.  Then it stops at the first
+        error: the tasks before it were added, those after it were not.
 
         :param tasks: :class:`Task` objects or dicts of their fields.
         :returns: an :class:`Added` per task, in order.
         """
-        return [self.send(task) for task in map(as_task, list(tasks))]
+        built = [as_task(task) for task in tasks]
+        return [self.send(task) for task in built]
 
     def send(self, task: Task) -> Added:
         """Add a built :class:`Task`."""

@@ -23,7 +23,11 @@ from twisted.internet.error import (
     ConnectionLost,
     DNSLookupError,
 )
-from twisted.web.client import RequestTransmissionFailed, ResponseFailed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import RequestTransmissionFailed, ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
 
 from torque import client as _rules
 from torque.client import (
@@ -84,8 +88,11 @@ class Client:
         (the ``treq`` module, a ``treq.client.HTTPClient`` with its own
         pool, ``treq.testing.StubTreq`` in tests); default ``treq``, whose
         shared pool keeps connections alive.
-    :param timeout: seconds to wait for torque's answer, after which the
-        Deferred fails with :class:`TorqueUnavailable`.
+    :param timeout: seconds for the whole exchange, the answer's body
+        included, after which the request is given up, its connection
+        closed, and the Deferred fails with :class:`TorqueUnavailable`.
+    :param clock: what times ``timeout``; default the global reactor
+        (``treq``'s own), imported at the first add.
     """
 
     def __init__(
@@ -94,10 +101,12 @@ class Client:
         api_token: str | None = None,
         http: Any = None,
         timeout: float = DEFAULT_TIMEOUT,
+        clock: IReactorTime | None = None,
     ):
         self.url = _rules.add_endpoint(_rules.resolve_url(torque_url))
         self.timeout = timeout
         self._http = treq if http is None else http
+        self._clock = clock
         self._headers = _rules.request_headers(_rules.resolve_token(api_token))
 
     def add(self, url: str, **fields: Any) -> Deferred[Added]:
@@ -113,41 +122,87 @@ class Client:
     def add_many(self, tasks: Iterable[_rules.Task | Mapping[str, Any]]):
         """Add tasks one after another, each once the previous one is in.
 
-        Sequential, like the blocking client: the order of the answers is
-        the order of the adds, and the first error stops the rest.
+        Sequential, like the blocking client: every task is built first (a
+        misspelled field fails the Deferred with ``TypeError`` before
+        anything is sent), the order of the answers is the order of the
+        adds, and the first error stops the rest.
 
         :param tasks: :class:`Task` objects or dicts of their fields.
         :returns: a Deferred firing with a list of :class:`Added`, in order.
         """
+        built = [_rules.as_task(task) for task in tasks]
         results = []
-        for task in map(_rules.as_task, list(tasks)):
+        for task in built:
             results.append((yield self.send(task)))
         return results
 
-    @inlineCallbacks
-    def send(self, task: _rules.Task):
+    def send(self, task: _rules.Task) -> Deferred[Added]:
         """Add a built :class:`Task`; a Deferred firing with an
         :class:`Added`."""
+        # One deadline for the request and the body: treq's own ``timeout``
+        # stops at the answer's headers, and a node that sent them and then
+        # stalled would hold the Deferred (and its connection) forever.
+        d = self._exchange(_rules.encode_task(task))
+        d.addTimeout(self.timeout, self._clock or _global_reactor())
+        return d.addCallback(lambda answer: _rules.parse_answer(*answer))
+
+    @inlineCallbacks
+    def _exchange(self, body: bytes):
+        """POST ``body``; ``(status, answer body)``.  Cancelled by the
+        deadline, it fails with :class:`TorqueUnavailable` (``timeout``)."""
         try:
-            response = yield self._http.post(
-                self.url,
-                data=_rules.encode_task(task),
-                headers=self._headers,
-                timeout=self.timeout,
-            )
-            body = yield response.content()
+            response = yield self._http.post(self.url, data=body, headers=self._headers)
+            reader = _BodyReader()
+            response.deliverBody(reader)
+            content = yield reader.done
         except TRANSPORT_ERRORS as error:
             raise _unavailable(error, self.timeout) from error
-        return _rules.parse_answer(response.code, body)
+        return response.code, content
+
+
+class _BodyReader(Protocol):
+    """Reads an answer's body into :attr:`done`, a Deferred whose
+    cancellation closes the connection (``treq.content()``'s can't be
+    cancelled that way: the connection would stay open)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.done: Deferred[bytes] = Deferred(self._cancel)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:  # cancelled: it failed already
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+    def _cancel(self, _: Deferred) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+def _global_reactor() -> IReactorTime:
+    from twisted.internet import reactor
+
+    return reactor
 
 
 def _unavailable(error: Exception, timeout: float) -> TorqueUnavailable:
-    # treq's timeout cancels the request: say "timeout", not "cancelled".
+    # The deadline cancels the request: say "timeout", not "cancelled".
     if isinstance(error, CancelledError | ConnectingCancelledError) or (
         isinstance(error, ResponseFailed)
         and any(reason.check(CancelledError) for reason in error.reasons)
     ):
         error = TimeoutError()
+    elif isinstance(error, ResponseFailed):
+        # Its str() is a list of Failure reprs: name the first reason instead.
+        reason = error.reasons[0] if error.reasons else None
+        why = f" ({reason.type.__name__}: {reason.getErrorMessage()})" if reason else ""
+        error = ConnectionError(f"the connection was lost before a complete answer{why}")
     return _rules.unavailable(error, timeout)
 
 
