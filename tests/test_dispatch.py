@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from email.utils import formatdate
 
+from treq.client import HTTPClient
 from treq.testing import StubTreq
+from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError, DNSLookupError
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial import unittest
-from twisted.web.client import ResponseNeverReceived
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from tests.node import wait_for
 from torque import __version__
 from torque.dispatch import Dispatcher, describe_failure
 from torque.retry import NoResponse, Response
@@ -213,3 +217,61 @@ class DescribeFailureTests(unittest.TestCase):
     def test_connection_lost_inside_response_never_received(self):
         failure = Failure(ResponseNeverReceived([Failure(ConnectionLost())]))
         self.assertEqual(describe_failure(failure), "connection lost before a complete answer")
+
+
+class _Stalls(Protocol):
+    """Sends the head of a 200 and part of its body, then nothing."""
+
+    def dataReceived(self, data):
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf")
+
+    def connectionLost(self, reason):
+        self.factory.closed.append(reason)
+
+
+class _Streams(_Stalls):
+    """Answers 200 with a body that never ends."""
+
+    def dataReceived(self, data):
+        self.transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.send()
+
+    def send(self):
+        self.transport.write(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
+        self.sending = reactor.callLater(0.001, self.send)
+
+    def connectionLost(self, reason):
+        self.sending.cancel()
+        super().connectionLost(reason)
+
+
+class RealConnectionTests(unittest.TestCase):
+    """Over a real socket: an attempt that ends early drops its connection
+    (a handler that stalls or streams can't hold one)."""
+
+    def serve(self, kind) -> str:
+        factory = Factory.forProtocol(kind)
+        factory.closed = []
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.factory = factory
+        return f"http://127.0.0.1:{port.getHost().port}/"
+
+    def dispatcher(self) -> Dispatcher:
+        pool = HTTPConnectionPool(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        return Dispatcher(HTTPClient(Agent(reactor, pool=pool)), reactor, max_body=1024)
+
+    @defer.inlineCallbacks
+    def test_a_timed_out_answer_closes_its_connection(self):
+        url = self.serve(_Stalls)
+        outcome = yield self.dispatcher().dispatch(make_task(url=url), 0.2)
+        self.assertEqual(outcome.error, "timed out after 0.2 s")
+        yield wait_for(lambda: self.factory.closed, timeout=10, what="the connection to close")
+
+    @defer.inlineCallbacks
+    def test_an_endless_answer_is_cut_at_max_body_and_its_status_stands(self):
+        url = self.serve(_Streams)
+        outcome = yield self.dispatcher().dispatch(make_task(url=url), 10)
+        self.assertEqual(outcome.status, 200)
+        yield wait_for(lambda: self.factory.closed, timeout=10, what="the connection to close")
