@@ -207,3 +207,69 @@ class TaskTests(APITestCase):
         self.assertEqual(body["cancelled"], True)
         self.assertError(*self.call("GET", "/tasks/t1"), 404, "id")
         self.assertEqual(self.store.due, {"default": {}})
+
+
+class HostileInputTests(APITestCase):
+    """Bodies and URLs that used to crash a handler (a 500) or were taken
+    although no web hook could be sent them: each is a 400 naming the part
+    at fault, and nothing is stored."""
+
+    def assertRefused(self, status_field, method, path, **kwargs):
+        response, body = self.call(method, path, **kwargs)
+        self.assertError(response, body, 400, status_field)
+        self.assertEqual(self.store.tasks, {})
+        return body["error"]
+
+    def raw_json(self, text: str) -> dict:
+        return {"data": text.encode(), "headers": {"Content-Type": "application/json"}}
+
+    def test_json_nested_too_deeply_to_parse(self):
+        deep = "[" * 100_000 + "]" * 100_000
+        for path in ["/hooks/add", "/queues/default/dead/retry"]:
+            error = self.assertRefused("body", "POST", path, **self.raw_json(deep))
+            self.assertEqual(error["code"], "invalid_json", path)
+        self.assertRefused("body", "DELETE", "/queues/default/dead", **self.raw_json(deep))
+
+    def test_nan_and_infinity_are_not_json(self):
+        # json.dumps would pass them on to the web hook as a body that is not JSON.
+        for text in [
+            f'{{"url": "{HOOK}", "json": NaN}}',
+            f'{{"url": "{HOOK}", "json": [Infinity]}}',
+            f'{{"url": "{HOOK}", "json": 1e999}}',
+        ]:
+            error = self.assertRefused("body", "POST", "/hooks/add", **self.raw_json(text))
+            self.assertEqual(error["code"], "invalid_json", text)
+
+    def test_lone_surrogates_are_refused_naming_the_field(self):
+        for field, text in [
+            ("url", f'{{"url": "{HOOK}\\ud800"}}'),
+            ("params", f'{{"url": "{HOOK}", "params": {{"\\udfff": 1}}}}'),
+            ("headers", f'{{"url": "{HOOK}", "headers": {{"X-A": "\\ud800"}}}}'),
+        ]:
+            error = self.assertRefused(field, "POST", "/hooks/add", **self.raw_json(text))
+            self.assertEqual(error["code"], "invalid_encoding", field)
+        for method, path in [("POST", "/dead/retry"), ("DELETE", "/dead")]:
+            body = self.raw_json('{"ids": ["\\ud800"]}')
+            error = self.assertRefused("ids", method, "/queues/default" + path, **body)
+            self.assertEqual(error["code"], "invalid_encoding", path)
+
+    def test_url_treq_can_not_request(self):
+        self.assertRefused("url", "POST", "/hooks/add", json={"url": "http://my_app:8000/x"})
+        self.assertRefused("url", "POST", "/hooks/add", json={"url": "http://app:/x"})
+
+    def test_path_that_is_not_utf8(self):
+        for path in ["/tasks/%ff", "/queues/%ed%a0%80", "/queues/%c3/dead"]:
+            error = self.assertRefused("path", "GET", path)
+            self.assertEqual(error["code"], "invalid_encoding", path)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_page_numbers_are_ascii_digits(self):
+        for query in ["limit=5_0", "limit=%205", "limit=%D9%A5", "limit=%2B5", "offset=1e3"]:
+            field = query.partition("=")[0]
+            self.assertRefused(field, "GET", f"/queues/default/dead?{query}")
+
+    def test_page_number_with_more_digits_than_int_takes(self):
+        # int() refuses a string of over 4,300 digits with a ValueError.
+        for digits in ["9" * 5000, "-" + "9" * 5000]:
+            error = self.assertRefused("offset", "GET", f"/queues/default/dead?offset={digits}")
+            self.assertIn("from 0 to", error["message"])

@@ -15,6 +15,7 @@ from torque import openapi
 from torque.api import TorqueAPI
 from torque.auth import RequireToken
 from torque.retry import Dead
+from torque.task import MAX_AHEAD, InvalidTask, parse_submission
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -35,6 +36,10 @@ def problems(value, schema: dict, doc: dict, path: str = "$") -> list[str]:
     if "oneOf" in schema:
         matches = [s for s in schema["oneOf"] if not problems(value, s, doc, path)]
         return [] if len(matches) == 1 else [f"{path}: matches {len(matches)} of oneOf"]
+    if "anyOf" in schema:
+        if any(not problems(value, s, doc, path) for s in schema["anyOf"]):
+            return []
+        return [f"{path}: matches none of anyOf"]
     kind = schema.get("type")
     checks = {
         "object": lambda v: isinstance(v, dict),
@@ -51,6 +56,12 @@ def problems(value, schema: dict, doc: dict, path: str = "$") -> list[str]:
         found.append(f"{path}: {value!r} not in {schema['enum']}")
     if "minimum" in schema and value < schema["minimum"]:
         found.append(f"{path}: {value!r} < {schema['minimum']}")
+    if schema.get("exclusiveMinimum") and value == schema["minimum"]:
+        found.append(f"{path}: {value!r} is the exclusive minimum")
+    if "minLength" in schema and len(value) < schema["minLength"]:
+        found.append(f"{path}: shorter than {schema['minLength']}")
+    if "maxLength" in schema and len(value) > schema["maxLength"]:
+        found.append(f"{path}: longer than {schema['maxLength']}")
     if "maximum" in schema and value > schema["maximum"]:
         found.append(f"{path}: {value!r} > {schema['maximum']}")
     if "pattern" in schema and not re.search(schema["pattern"], value):
@@ -248,3 +259,121 @@ class ConformanceTests(APITestCase):
         self.assertEqual(response.code, 401)
         body = self.successResultOf(response.json())
         self.assertEqual(problems(body, self.doc["components"]["schemas"]["Error"], self.doc), [])
+
+
+class TokenTests(unittest.TestCase):
+    def test_a_node_with_api_tokens_says_the_token_is_required(self):
+        self.assertEqual(openapi.document(token_required=True)["security"], [{"bearer": []}])
+        self.assertEqual(openapi.document()["security"], [{"bearer": []}, {}])
+
+    def test_the_served_document_is_the_node_s(self):
+        for token_required, security in [(True, [{"bearer": []}]), (False, [{"bearer": []}, {}])]:
+            api = TorqueAPI(None, None, token_required=token_required)
+            response = self.successResultOf(StubTreq(api.resource()).get("http://t/openapi.json"))
+            served = self.successResultOf(response.json())
+            self.assertEqual(served["security"], security)
+            self.assertEqual(served["paths"]["/health"]["get"]["security"], [])
+
+
+class LinkTests(unittest.TestCase):
+    def test_an_added_task_s_id_leads_to_the_task_operations(self):
+        doc = openapi.document()
+        operations = {
+            op["operationId"]: (path, op)
+            for path, item in doc["paths"].items()
+            for op in item.values()
+        }
+        for add in ["addTask", "addTaskAlias", "addTaskToQueue"]:
+            links = operations[add][1]["responses"]["201"]["links"]
+            self.assertEqual(
+                {link["operationId"] for link in links.values()},
+                {"getTask", "cancelTask", "runTask"},
+            )
+            for link in links.values():
+                path, _ = operations[link["operationId"]]
+                self.assertEqual(set(link["parameters"]), set(re.findall(r"{(\w+)}", path)))
+                self.assertEqual(link["parameters"]["task_id"], "$response.body#/id")
+
+
+class SubmissionSchemaTests(unittest.TestCase):
+    """What the document says of a submission is never looser than the
+    node: what it forbids is refused (schemathesis's negative_data_rejection
+    check, here for chosen cases), and what the node takes it allows."""
+
+    def setUp(self):
+        self.doc = openapi.document()
+        self.json = self.doc["components"]["schemas"]["Submission"]
+        self.form = self.doc["components"]["schemas"]["FormSubmission"]
+
+    def taken(self, fields, is_form=False, base_url=None) -> bool:
+        try:
+            parse_submission(fields, task_id="t", now=0.0, is_form=is_form, base_url=base_url)
+        except InvalidTask:
+            return False
+        return True
+
+    def test_null_or_empty_is_as_if_not_given_and_documented_so(self):
+        optional = set(self.json["properties"]) - {"url", "json"}
+        self.assertEqual(
+            optional,
+            {
+                "params",
+                "delay",
+                "eta",
+                "queue",
+                "name",
+                "method",
+                "headers",
+                "timeout",
+                "max_errors",
+            },
+        )
+        for field in sorted(optional):
+            for value in (None, ""):
+                fields = {"url": HOOK, field: value}
+                self.assertEqual(problems(fields, self.json, self.doc), [], (field, value))
+                self.assertTrue(self.taken(fields), (field, value))
+
+    def test_what_the_node_takes_the_document_allows(self):
+        for fields, base_url in [
+            ({"url": HOOK, "method": "post", "delay": "2.5", "max_errors": "3"}, None),
+            ({"url": "HTTPS://Example.com", "timeout": 0.5, "eta": 10}, None),
+            ({"url": "http://[::1]:8080/x", "headers": '{"X-A": "b"}'}, None),
+            ({"url": "http://bücher.example/é?q=ü#x", "params": {"a": 1}}, None),
+            ({"url": "/hooks/do/foo", "queue": "emails", "name": "n-1"}, "http://app:8000"),
+        ]:
+            self.assertTrue(self.taken(fields, base_url=base_url), fields)
+            self.assertEqual(problems(fields, self.json, self.doc), [], fields)
+
+    def test_what_the_document_forbids_the_node_refuses(self):
+        for fields in [
+            {},
+            {"url": ""},
+            {"url": None},
+            {"url": "ftp://app.test/x"},
+            {"url": " " + HOOK},
+            {"url": HOOK + " x"},
+            {"url": "http:///x"},
+            {"url": "http://"},
+            {"url": "hooks/do/foo"},
+            {"url": "http://app.test/" + "a" * 2083},
+            {"url": HOOK, "method": "BREW"},
+            {"url": HOOK, "method": "po\u017ft"},
+            {"url": HOOK, "name": "a b"},
+            {"url": HOOK, "queue": "a.b"},
+            {"url": HOOK, "delay": -1},
+            {"url": HOOK, "delay": MAX_AHEAD + 1},
+            {"url": HOOK, "timeout": 0},
+            {"url": HOOK, "timeout": 86401},
+            {"url": HOOK, "max_errors": 0},
+            {"url": HOOK, "max_errors": True},
+            {"url": HOOK, "headers": ["X-A"]},
+            {"url": HOOK, "nope": 1},
+        ]:
+            self.assertNotEqual(problems(fields, self.json, self.doc), [], fields)
+            self.assertFalse(self.taken(fields), fields)
+
+    def test_a_form_without_a_url_is_refused_and_documented_so(self):
+        for fields in [{}, {"url": ""}, {"url": "ftp://x"}]:
+            self.assertNotEqual(problems(fields, self.form, self.doc), [], fields)
+            self.assertFalse(self.taken(fields, is_form=True), fields)

@@ -20,6 +20,8 @@ from torque.task import (
     Task,
     encode_params,
     parse_submission,
+    require_text,
+    strict_json,
 )
 
 NOW = 1_700_000_000.0
@@ -611,3 +613,106 @@ class LimitTests(unittest.TestCase):
         self.refused({"headers": json.dumps(many)}, "headers", "too_many")
         large = {"X-Big": "v" * (80 * 1024)}
         self.refused({"headers": json.dumps(large)}, "headers", "too_large")
+
+
+class HostileInputTests(SubmissionTestCase):
+    """Input that used to be taken and then crash the node (a 500 from the
+    API, or a delivery failing at every attempt until the task was dead)."""
+
+    def test_lone_surrogates_are_refused_naming_the_field(self):
+        # What JSON's "\\ud800" parses to: no UTF-8 form, so Redis, the
+        # URL or the request headers could never carry it.
+        lone = "\ud800"
+        for name, fields, field, kwargs in [
+            ("in the url", {"url": HOOK + lone}, "url", {}),
+            ("in a params key", {"url": HOOK, "params": {lone: 1}}, "params", {}),
+            ("in a params value", {"url": HOOK, "params": {"a": [lone]}}, "params", {}),
+            ("in params' JSON text", {"url": HOOK, "params": '{"a": "\\ud800"}'}, "params", {}),
+            ("in a header value", {"url": HOOK, "headers": {"X-A": lone}}, "headers", {}),
+            ("in the json", {"url": HOOK, "json": {"a": lone}}, "json", {}),
+            (
+                "in the json's form text",
+                {"url": HOOK, "json": '"\\ud800"'},
+                "json",
+                {"is_form": True},
+            ),
+            ("in the queue", {"url": HOOK, "queue": lone}, "queue", {}),
+        ]:
+            self.assertInvalid(name, fields, field, "invalid_encoding", **kwargs)
+
+    def test_urls_treq_can_not_request_are_refused(self):
+        self.assertInvalidCases(
+            [
+                (name, {"url": url}, "url")
+                for name, url in [
+                    ("empty port", "http://app:/x"),
+                    ("empty port, upper-case scheme", "HTTP://app:"),
+                    ("underscore in the host", "http://my_app/x"),
+                    ("host label starting with a hyphen", "http://-app/x"),
+                    ("empty host label", "http://app..test/x"),
+                    ("host label over 63 characters", f"http://{'a' * 64}.test/"),
+                    ("%-escape in the host", "http://a%41.test/"),
+                ]
+            ]
+        )
+
+    def test_urls_treq_can_request_are_kept_as_given(self):
+        for url in ["http://bücher.example/é?q=ü", "http://app.test./x", "http://[::1]:80/"]:
+            self.assertEqual(parse({"url": url}).url, url, url)
+
+    def test_numbers_too_large_for_a_float_are_refused(self):
+        huge = 10**400
+        self.assertInvalidCases(
+            [(field, {"url": HOOK, field: huge}, field) for field in ["delay", "eta", "timeout"]]
+        )
+
+    def test_method_must_be_ascii_text(self):
+        self.assertInvalidCases(
+            [
+                (name, {"url": HOOK, "method": method}, "method")
+                for name, method in [
+                    ("long s, which upper-cases to S", "po\u017ft"),
+                    ("st ligature, which upper-cases to ST", "po\ufb06"),
+                    ("a number", 1),
+                    ("true", True),
+                    ("a list", ["POST"]),
+                ]
+            ]
+        )
+
+    def test_form_json_text_must_be_strict_json(self):
+        for name, fields in [
+            ("NaN in params", {"url": HOOK, "params": '{"a": NaN}'}),
+            ("Infinity in json", {"url": HOOK, "json": "Infinity"}),
+            ("1e999 in json", {"url": HOOK, "json": "[1e999]"}),
+            ("-Infinity in headers", {"url": HOOK, "headers": '{"X-A": -Infinity}'}),
+        ]:
+            field = name.split()[-1]
+            self.assertInvalid(name, fields, field, is_form=True)
+
+
+class RequireTextTests(unittest.TestCase):
+    def test_text_is_returned(self):
+        value = {"a": ["é", 1, None]}
+        self.assertIs(require_text("params", value), value)
+
+    def test_a_value_too_deep_to_check_is_refused(self):
+        # json.loads may just manage a nesting that json.dumps, called a few
+        # frames further down, can't.
+        deep: list = []
+        for _ in range(100_000):
+            deep = [deep]
+        with self.assertRaises(InvalidTask) as caught:
+            require_text("params", deep)
+        self.assertEqual((caught.exception.field, caught.exception.code), ("params", "too_deep"))
+
+
+class StrictJsonTests(unittest.TestCase):
+    def test_json_is_parsed(self):
+        self.assertEqual(strict_json('{"a": [1, 2.5, null, "x"]}'), {"a": [1, 2.5, None, "x"]})
+        self.assertEqual(strict_json(b"1e308"), 1e308)
+
+    def test_what_is_not_json_is_a_value_error(self):
+        for text in ["NaN", "[Infinity]", '{"a": -Infinity}', "1e999", "-1e999", "[" * 100_000]:
+            with self.assertRaises(ValueError, msg=text[:20]):
+                strict_json(text)

@@ -11,6 +11,7 @@ describes every route here.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -18,13 +19,14 @@ from typing import Any
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web import resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from torque import dashboard, openapi
 from torque.metrics import CONTENT_TYPE, Metrics
 from torque.store import RedisStore, StoreUnavailable
 from torque.targets import TargetGuard, TargetRefused
-from torque.task import QUEUE_RE, InvalidTask, parse_submission
+from torque.task import QUEUE_RE, InvalidTask, parse_submission, require_text, strict_json
 from torque.views import public_queue, public_task
 
 log = Logger()
@@ -48,18 +50,23 @@ def error_body(request, status: int, code: str, message: str, field: str | None 
     return json_body(request, status, {"error": error})
 
 
+def json_object(raw: bytes, what: str = "a JSON object") -> dict[str, Any]:
+    """A request body that must be a JSON object (RFC 8259 JSON: no NaN)."""
+    try:
+        body = strict_json(raw)
+    except ValueError as e:  # UnicodeDecodeError too: the body isn't UTF-8
+        raise InvalidTask("body", f"the body is not valid JSON: {e}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidTask("body", f"the body must be {what}", "invalid_json")
+    return body
+
+
 def read_fields(request) -> tuple[dict[str, Any], bool]:
     """The submitted fields, and whether they came from a form (so their
     values are strings, JSON-valued ones as JSON text)."""
     content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
     if content_type.split(";")[0].strip().lower() == "application/json":
-        try:
-            fields = json.loads(request.content.read())
-        except ValueError as e:
-            raise InvalidTask("body", f"the body is not valid JSON: {e}", "invalid_json") from None
-        if not isinstance(fields, dict):
-            raise InvalidTask("body", "the body must be a JSON object", "invalid_json")
-        return fields, False
+        return json_object(request.content.read()), False
     try:
         return {
             key.decode(): values[0].decode() for key, values in request.args.items() if values
@@ -85,10 +92,11 @@ def int_arg(request, name: str, default: int, low: int, high: int) -> int:
     values = request.args.get(name.encode())
     if not values:
         return default
-    try:
-        number = int(values[0])
-    except ValueError:
-        raise InvalidTask(name, f"{name} must be a whole number") from None
+    # Only ASCII digits: int() would also take " 5", "5_0" and "٥", and
+    # raise a ValueError past 4,300 digits (out of range well before that).
+    if not re.fullmatch(rb"-?[0-9]+", values[0]):
+        raise InvalidTask(name, f"{name} must be a whole number")
+    number = int(values[0]) if len(values[0]) <= 20 else high + 1
     if not low <= number <= high:
         raise InvalidTask(name, f"{name} must be from {low} to {high}")
     return number
@@ -100,12 +108,7 @@ def read_ids(request) -> list[str] | None:
     raw = request.content.read() if request.content is not None else b""
     if not raw.strip():
         return None
-    try:
-        body = json.loads(raw)
-    except ValueError as e:
-        raise InvalidTask("body", f"the body is not valid JSON: {e}", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidTask("body", 'the body must be a JSON object: {"ids": [...]}', "invalid_json")
+    body = json_object(raw, 'a JSON object: {"ids": [...]}')
     unknown = sorted(set(body) - {"ids"})
     if unknown:
         raise InvalidTask(unknown[0], f"unknown field {unknown[0]!r}; known: ids", "unknown_field")
@@ -116,7 +119,32 @@ def read_ids(request) -> list[str] | None:
         raise InvalidTask("ids", "ids must be a list of task ids (non-empty strings)")
     if len(ids) > MAX_IDS:
         raise InvalidTask("ids", f"at most {MAX_IDS} ids at once")
-    return list(dict.fromkeys(ids))
+    return list(dict.fromkeys(require_text("ids", ids)))
+
+
+class Utf8Only(resource.Resource):
+    """Answers a URL that isn't UTF-8 once %-decoded (``/tasks/%ff``) as
+    any other bad input: Klein would answer it before routing, so out of
+    reach of ``handle_errors``, with an HTML 400 and a traceback in the log.
+    """
+
+    isLeaf = True
+
+    def __init__(self, wrapped: resource.IResource):
+        super().__init__()
+        self.wrapped = wrapped
+
+    def render(self, request):
+        for field, raw in [
+            ("path", b"/".join(request.prepath + request.postpath)),
+            ("host", request.getRequestHostname()),
+        ]:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                message = f"the {field} is not UTF-8 (once %-decoded)"
+                return error_body(request, 400, "invalid_encoding", message, field)
+        return self.wrapped.render(request)
 
 
 class TorqueAPI:
@@ -127,6 +155,9 @@ class TorqueAPI:
         pub/sub to come round.
     :param base_url: ``--base-task-url``, the prefix for path-only task URLs.
     :param metrics: the node's metrics (a fresh set by default).
+    :param token_required: the node takes only requests with a bearer token
+        (``--api-token``; :class:`torque.auth.RequireToken` enforces it),
+        as ``/openapi.json`` then says.
     """
 
     app = Klein()
@@ -140,8 +171,10 @@ class TorqueAPI:
         new_id: Callable[[], str] = new_task_id,
         metrics: Metrics | None = None,
         targets: TargetGuard | None = None,
+        token_required: bool = False,
     ):
         self.targets = targets
+        self.token_required = token_required
         self.store = store
         self.clock = clock
         self.base_url = base_url
@@ -150,7 +183,7 @@ class TorqueAPI:
         self.metrics = metrics if metrics is not None else Metrics(clock)
 
     def resource(self):
-        return self.app.resource()
+        return Utf8Only(self.app.resource())
 
     # -- adding tasks ------------------------------------------------------
 
@@ -303,7 +336,7 @@ class TorqueAPI:
 
     @app.route("/openapi.json", methods=["GET"])
     def show_openapi(self, request):
-        return json_body(request, 200, openapi.document())
+        return json_body(request, 200, openapi.document(self.token_required))
 
     @app.route("/metrics", methods=["GET"])
     async def metrics_text(self, request):

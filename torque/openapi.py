@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from torque import __version__
-from torque.task import METHODS, QUEUE_RE
+from torque.task import MAX_AHEAD, MAX_URL_LENGTH, METHODS, NAME_RE, QUEUE_RE
 
 JSON = "application/json"
 
@@ -79,6 +79,39 @@ _TASK_PROPERTIES = {
 }
 _TASK_REQUIRED = list(_TASK_PROPERTIES)
 
+# What every accepted url looks like; the node checks more (no whitespace
+# at all, a host it can request, a valid port, the length once joined to
+# --base-task-url).  ASCII ranges, not \s: that differs between regex dialects.
+_URL = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_URL_LENGTH,
+    "pattern": r"^([Hh][Tt][Tt][Pp][Ss]?://[^/?#\x00-\x20]|/)[^\x00-\x20]*$",
+    "description": "an http(s) URL, or a path when the node has --base-task-url; "
+    "no whitespace or control characters",
+}
+
+# A method, in any case (ASCII only).
+_METHOD_PATTERN = "^({})$".format(
+    "|".join("".join(f"[{c}{c.lower()}]" for c in method) for method in sorted(METHODS))
+)
+
+
+def _optional(schema: dict, description: str) -> dict[str, Any]:
+    """A submission field that may also be null or "", meaning not given,
+    as an empty field of a form post is."""
+    return {
+        "anyOf": [schema, {"type": "string", "maxLength": 0}],
+        "nullable": True,
+        "description": description,
+    }
+
+
+def _number_or_text(schema: dict) -> dict[str, Any]:
+    """A number that may also come as its text, as in a form post."""
+    return {"anyOf": [schema, {"type": "string"}]}
+
+
 SCHEMAS: dict[str, Any] = {
     "Error": _object(
         {
@@ -95,39 +128,56 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Submission": _object(
         {
-            "url": {"type": "string", "description": "http(s) URL, or a path with --base-task-url"},
-            "params": {
-                "description": "a JSON object (or its JSON text), delivered form-encoded",
-                "oneOf": [{"type": "object"}, {"type": "string"}],
-            },
+            "url": _URL,
+            "params": _optional(
+                {"oneOf": [{"type": "object"}, {"type": "string"}]},
+                "a JSON object (or its JSON text), delivered form-encoded",
+            ),
             "json": {"description": "any JSON value, delivered as an application/json body"},
-            "delay": {"type": "number", "minimum": 0, "maximum": 2592000},
-            "eta": {"type": "number", "description": "absolute Unix time, seconds"},
-            "queue": {"type": "string", "pattern": QUEUE_PATTERN},
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,500}$"},
-            "method": {"type": "string", "enum": sorted(METHODS)},
-            "headers": {
-                "description": "extra request headers: an object of strings (or its JSON text)",
-                "oneOf": [
-                    {"type": "object", "additionalProperties": {"type": "string"}},
-                    {"type": "string"},
-                ],
-            },
-            "timeout": {
-                "type": "number",
-                "exclusiveMinimum": True,
-                "minimum": 0,
-                "maximum": 86400,
-            },
-            "max_errors": {"type": "integer", "minimum": 1, "maximum": 10000},
+            "delay": _optional(
+                _number_or_text({"type": "number", "minimum": 0, "maximum": MAX_AHEAD}),
+                "seconds from now",
+            ),
+            "eta": _optional(_number_or_text({"type": "number"}), "absolute Unix time, seconds"),
+            "queue": _optional({"type": "string", "pattern": QUEUE_PATTERN}, "default: default"),
+            "name": _optional(
+                {"type": "string", "pattern": f"^{NAME_RE.pattern}$"}, "an idempotency key"
+            ),
+            "method": _optional(
+                {"type": "string", "pattern": _METHOD_PATTERN},
+                f"{', '.join(sorted(METHODS))}, in any case; default: POST",
+            ),
+            "headers": _optional(
+                {
+                    "oneOf": [
+                        {"type": "object", "additionalProperties": {"type": "string"}},
+                        {"type": "string"},
+                    ]
+                },
+                "extra request headers: an object of strings (or its JSON text)",
+            ),
+            "timeout": _optional(
+                _number_or_text(
+                    {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 86400}
+                ),
+                "seconds; default: the node's --task-timeout",
+            ),
+            "max_errors": _optional(
+                _number_or_text({"type": "integer", "minimum": 1, "maximum": 10000}),
+                "default: the node's --max-task-errors",
+            ),
         },
         ["url"],
+        description='a task to add; a field that is null or "" is as if not given',
     ),
     "FormSubmission": _object(
         {
-            name: {"type": "string"}
-            for name in ("url", "params", "json", "delay", "eta", "queue", "name", "method")
-            + ("headers", "timeout", "max_errors")
+            "url": _URL,
+            **{
+                name: {"type": "string"}
+                for name in ("params", "json", "delay", "eta", "queue", "name", "method")
+                + ("headers", "timeout", "max_errors")
+            },
         },
         ["url"],
         description="the fields of Submission as form fields; params, json and headers "
@@ -319,6 +369,17 @@ _IDS_BODY = {
 }
 
 
+# Where the id of an added task leads.
+_TASK_LINKS = {
+    name: {"operationId": operation, "parameters": {"task_id": "$response.body#/id"}}
+    for name, operation in [
+        ("GetTask", "getTask"),
+        ("CancelTask", "cancelTask"),
+        ("RunTask", "runTask"),
+    ]
+}
+
+
 def _add_operation(summary: str, operation_id: str, parameters=()) -> dict[str, Any]:
     return {
         "summary": summary,
@@ -335,6 +396,7 @@ def _add_operation(summary: str, operation_id: str, parameters=()) -> dict[str, 
             "201": {
                 **_json(_ref("Added"), "the task is stored"),
                 "headers": {"Location": {"schema": {"type": "string"}}},
+                "links": _TASK_LINKS,
             },
             "200": _json(_ref("Duplicate"), "a live task already has this name: nothing added"),
             **_errors("400", "401", "413", "503"),
@@ -346,7 +408,10 @@ PATHS: dict[str, Any] = {
     "/hooks/add": {"post": _add_operation("Add a task", "addTask")},
     "/add_task": {"post": _add_operation("Add a task (the older spelling)", "addTaskAlias")},
     "/queues/{queue}/tasks": {
-        "post": _add_operation("Add a task to this queue", "addTaskToQueue", [_QUEUE]),
+        "post": {
+            **_add_operation("Add a task to this queue", "addTaskToQueue", [_QUEUE]),
+            "description": "The body's queue, if it names one, must be this one (else 400).",
+        },
         "delete": {
             "summary": "Purge the queue's scheduled tasks (running ones finish)",
             "operationId": "purgeQueue",
@@ -513,7 +578,7 @@ PATHS: dict[str, Any] = {
 
 
 @cache
-def _document() -> dict[str, Any]:
+def _document(token_required: bool) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
@@ -527,7 +592,8 @@ def _document() -> dict[str, Any]:
                 "Authorization: Bearer <token>."
             ),
         },
-        "security": [{"bearer": []}, {}],
+        # A node without --api-token takes a request with or without one.
+        "security": [{"bearer": []}] if token_required else [{"bearer": []}, {}],
         "paths": PATHS,
         "components": {
             "schemas": SCHEMAS,
@@ -537,6 +603,10 @@ def _document() -> dict[str, Any]:
     }
 
 
-def document() -> dict[str, Any]:
-    """The OpenAPI document (a fresh copy: callers may change it)."""
-    return copy.deepcopy(_document())
+def document(token_required: bool = False) -> dict[str, Any]:
+    """The OpenAPI document (a fresh copy: callers may change it).
+
+    :param token_required: the node was started with ``--api-token``, so
+        the bearer token is not optional.
+    """
+    return copy.deepcopy(_document(token_required))

@@ -272,6 +272,7 @@ class TorqueNode(MultiService):
                 wake=self.wake,
                 metrics=metrics,
                 targets=guard,
+                token_required=bool(o["api-tokens"]),
             )
             root = RequireToken(api.resource(), o["api-tokens"])
             endpoint = endpoints.serverFromString(reactor, o["endpoint"])

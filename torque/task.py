@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attrs
+from hyperlink import EncodedURL
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -133,6 +134,48 @@ class Task:
         )
 
 
+def strict_json(text: str | bytes) -> Any:
+    """Parse what RFC 8259 calls JSON, and only that.
+
+    :func:`json.loads` also takes ``NaN`` and ``Infinity`` (and turns
+    ``1e999`` into infinity), which :func:`json.dumps` would then pass on to
+    a web hook as a body that isn't JSON; and it raises ``RecursionError``,
+    not ``ValueError``, on an array nested some thousand levels deep.
+
+    :raises ValueError: for all of those, as for any text that isn't JSON.
+    """
+    try:
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None
+
+
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number
+
+
+def require_text(field: str, value: Any) -> Any:
+    """Refuse strings that aren't Unicode text: a JSON ``"\\ud800"`` escape
+    parses to a lone surrogate, which has no UTF-8 form, so Redis, the URL
+    and the request headers could never carry it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidTask(
+            field, f"{field} holds a lone surrogate, which is not text", "invalid_encoding"
+        ) from None
+    except RecursionError:  # parsed a little higher up the stack than this
+        raise InvalidTask(field, f"{field} is nested too deeply", "too_deep") from None
+    return value
+
+
 def _number(value: float | int | None) -> str:
     return "" if value is None else repr(value)
 
@@ -190,6 +233,8 @@ def parse_submission(
             f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(FIELDS))}",
             "unknown_field",
         )
+    for name, value in fields.items():
+        require_text(name, value)
     method = _method(fields.get("method"))
     url = _url(fields.get("url"), base_url)
     content_type, body, query = _payload(fields, method, is_form)
@@ -241,13 +286,32 @@ def _url(value: Any, base_url: str | None) -> str:
         raise InvalidTask("url", f"url is malformed: {e}") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise InvalidTask("url", "url must be an http:// or https:// URL, or a path")
+    _requestable(value, parts.hostname)
     return value
+
+
+def _requestable(url: str, host: str) -> None:
+    """Refuse a URL that treq can't turn into a request, as it would do at
+    every attempt until the task is dead: treq parses it with hyperlink,
+    which wants a port after a ``:`` (``http://app:/``) and IDNA-encodes the
+    host, refusing names such as ``my_app``, ``-app`` or ``a..b``.
+
+    IPv6 literals are left alone: hyperlink 21 IDNA-encodes them too, and
+    fails, but that is for the dispatcher to work around, not a bad URL.
+    """
+    try:
+        parsed = EncodedURL.from_text(url)
+        if ":" not in host:
+            parsed.to_uri()
+    except ValueError as e:  # hyperlink's URLParseError, idna's IDNAError
+        raise InvalidTask("url", f"url can't be requested: {e}") from None
 
 
 def _method(value: Any) -> str:
     if not _present(value):
         return "POST"
-    method = str(value).upper()
+    # ASCII only: "poſt".upper() is "POST" too.
+    method = value.upper() if isinstance(value, str) and value.isascii() else ""
     if method not in METHODS:
         raise InvalidTask("method", f"method must be one of {', '.join(sorted(METHODS))}")
     return method
@@ -256,9 +320,10 @@ def _method(value: Any) -> str:
 def _json_field(name: str, value: Any, is_form: bool) -> Any:
     if is_form or isinstance(value, str) and name != "json":
         try:
-            value = json.loads(value)
-        except (TypeError, ValueError, RecursionError):
-            raise InvalidTask(name, f"{name} must be JSON") from None
+            value = strict_json(value)
+        except (TypeError, ValueError) as e:
+            raise InvalidTask(name, f"{name} must be JSON: {e}") from None
+        require_text(name, value)
     if _depth(value) > MAX_DEPTH:
         raise InvalidTask(name, f"{name} is nested more than {MAX_DEPTH} levels deep", "too_deep")
     return value
@@ -337,7 +402,7 @@ def _number_field(field: str, value: Any, kind: type) -> float:
         raise InvalidTask(field, f"{field} must be a {'whole ' if kind is int else ''}number")
     try:
         number = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # float(10**400) overflows
         raise InvalidTask(field, f"{field} must be a number") from None
     if not math.isfinite(number):
         raise InvalidTask(field, f"{field} must be finite")
