@@ -338,7 +338,7 @@ class SubmissionSchemaTests(unittest.TestCase):
         for fields, base_url in [
             ({"url": HOOK, "method": "post", "delay": "2.5", "max_errors": "3"}, None),
             ({"url": "HTTPS://Example.com", "timeout": 0.5, "eta": 10}, None),
-            ({"url": "http://[::1]:8080/x", "headers": '{"X-A": "b"}'}, None),
+            ({"url": "http://127.0.0.1:8080/x", "headers": '{"X-A": "b"}'}, None),
             ({"url": "http://bücher.example/é?q=ü#x", "params": {"a": 1}}, None),
             ({"url": "/hooks/do/foo", "queue": "emails", "name": "n-1"}, "http://app:8000"),
         ]:

@@ -294,15 +294,13 @@ def _requestable(url: str, host: str) -> None:
     """Refuse a URL that treq can't turn into a request, as it would do at
     every attempt until the task is dead: treq parses it with hyperlink,
     which wants a port after a ``:`` (``http://app:/``) and IDNA-encodes the
-    host, refusing names such as ``my_app``, ``-app`` or ``a..b``.
-
-    IPv6 literals are left alone: hyperlink 21 IDNA-encodes them too, and
-    fails, but that is for the dispatcher to work around, not a bad URL.
+    host, refusing names such as ``my_app``, ``-app`` or ``a..b``, and IPv6
+    literals (``[::1]``) too.
     """
+    if ":" in host:
+        raise InvalidTask("url", "url can't be an IPv6 literal; give a host name for it")
     try:
-        parsed = EncodedURL.from_text(url)
-        if ":" not in host:
-            parsed.to_uri()
+        EncodedURL.from_text(url).to_uri()
     except ValueError as e:  # hyperlink's URLParseError, idna's IDNAError
         raise InvalidTask("url", f"url can't be requested: {e}") from None
 
