@@ -81,13 +81,11 @@ class Options(usage.Options):
     opt_q = opt_queue
 
     def opt_api_token(self, token: str) -> None:
-        """every API call needs Authorization: Bearer <token> (repeatable, for rotation;
-        also TORQUE_API_TOKEN, comma-separated)"""
+        """API calls need Authorization: Bearer <token> (repeatable; TORQUE_API_TOKEN)"""
         self["api-tokens"].append(token)
 
     def opt_signing_secret(self, secret: str) -> None:
-        """sign every delivery, Standard Webhooks style, with this whsec_... secret
-        (repeatable, for rotation; also TORQUE_SIGNING_SECRET, comma-separated)"""
+        """sign deliveries (Standard Webhooks) with this whsec_... secret (repeatable)"""
         try:
             decode_secret(secret)
         except ValueError as e:
@@ -95,8 +93,7 @@ class Options(usage.Options):
         self["signing-secrets"].append(secret)
 
     def opt_allow_target(self, rule: str) -> None:
-        """only send tasks to this host name (*.example.com for any name under it) or
-        address range (10.0.0.0/8); repeatable [default: anywhere]"""
+        """only send tasks to this host, *.domain or address range (10.0.0.0/8); repeatable"""
         self["allow-targets"].append(rule)
 
     def postOptions(self) -> None:
