@@ -541,19 +541,25 @@ class TaskFieldsTests(unittest.TestCase):
         ]:
             self.assertEqual(Task.from_fields("t1", fields_to_hash(task.to_fields())), task, name)
 
-    def test_unset_fields_are_left_out(self):
+    def test_unset_and_default_fields_are_left_out(self):
         task = Task(id="t1", queue="default", url=HOOK, due_at=NOW, created_at=NOW)
         self.assertEqual(
             fields_to_hash(task.to_fields()),
-            {
-                "queue": "default",
-                "url": HOOK,
-                "method": "POST",
-                "created_at": repr(NOW),
-                "due_at": repr(NOW),
-                "attempts": "0",
-            },
+            {"queue": "default", "url": HOOK, "created_at": repr(NOW), "due_at": repr(NOW)},
         )
+        form = attrs.evolve(task, body="a=1", content_type=FORM)
+        self.assertEqual(fields_to_hash(form.to_fields())["body"], "a=1")
+        self.assertNotIn("content_type", fields_to_hash(form.to_fields()))
+
+    def test_what_is_left_out_reads_back_the_same(self):
+        for task in [
+            Task(id="t1", queue="q", url=HOOK, due_at=NOW, created_at=NOW),
+            Task(id="t1", queue="q", url=HOOK, body="a=1", content_type=FORM, due_at=NOW),
+            Task(id="t1", queue="q", url=HOOK, body="[1]", content_type=JSON, method="PUT"),
+            Task(id="t1", queue="q", url=HOOK, method="GET", attempts=3),
+        ]:
+            fields = fields_to_hash(task.to_fields())
+            self.assertEqual(Task.from_fields("t1", fields), task, fields)
 
     def test_minimal_hand_written_hash(self):
         task = Task.from_fields("x1", {"url": HOOK, "queue": "emails"})

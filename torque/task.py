@@ -90,20 +90,23 @@ class Task:
     attempts: int = 0
 
     def to_fields(self) -> list[str]:
-        """Flatten into HSET arguments, leaving out what is unset."""
+        """Flatten into HSET arguments, leaving out what is unset or the
+        default that :meth:`from_fields` reads back (a ``POST``, a form
+        body, no attempt yet): a scheduled task costs Redis less memory."""
+        form_body = self.content_type == FORM and self.body
         fields = {
             "queue": self.queue,
             "url": self.url,
-            "method": self.method,
+            "method": "" if self.method == "POST" else self.method,
             "body": self.body,
-            "content_type": self.content_type,
+            "content_type": "" if form_body else self.content_type,
             "headers": json.dumps(dict(self.headers)) if self.headers else "",
             "name": self.name,
             "timeout": _number(self.timeout),
             "max_errors": _number(self.max_errors),
             "created_at": repr(self.created_at),
             "due_at": repr(self.due_at),
-            "attempts": str(self.attempts),
+            "attempts": str(self.attempts) if self.attempts else "",
         }
         flat = []
         for key, value in fields.items():

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torque.store import QueueStats
+from torque.task import FORM
 
 REDACTED = "[redacted]"
 # Authorization, Cookie, *-Token, *-Key, *Secret*, and their usual cousins.
@@ -66,7 +67,7 @@ def public_task(task_id: str, fields: Mapping[str, Any], full: bool = True) -> d
         "dead_at": _number(fields.get("dead_at")),
         "timeout": _number(fields.get("timeout")),
         "max_errors": _number(fields.get("max_errors"), int),
-        "content_type": fields.get("content_type") or None,
+        "content_type": fields.get("content_type") or (FORM if fields.get("body") else None),
         "headers": _headers(fields.get("headers")),
     }
     if full:
