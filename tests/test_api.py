@@ -7,11 +7,13 @@ import json
 
 import treq
 from treq.testing import StubTreq
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
 from torque.api import TorqueAPI
+from torque.site import QuietSite
 
 TORQUE = "http://torque.test"
 HOOK = "http://app.test/hooks/do/foo"
@@ -273,3 +275,37 @@ class HostileInputTests(APITestCase):
         for digits in ["9" * 5000, "-" + "9" * 5000]:
             error = self.assertRefused("offset", "GET", f"/queues/default/dead?offset={digits}")
             self.assertIn("from 0 to", error["message"])
+
+
+class SiteTests(unittest.TestCase):
+    """Through torque's own ``QuietSite`` over a real socket: the site leaves
+    form bodies to the API, which must read them itself."""
+
+    def setUp(self):
+        self.store = MemoryStore()
+        api = TorqueAPI(self.store, Clock(), new_id=lambda: "t1")
+        port = reactor.listenTCP(0, QuietSite(api.resource()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}/hooks/add"
+
+    @defer.inlineCallbacks
+    def post(self, **kwargs):
+        response = yield treq.post(self.url, persistent=False, **kwargs)
+        return response.code, json.loads((yield response.content()))
+
+    @defer.inlineCallbacks
+    def test_form_body_and_query_string_fields(self):
+        status, body = yield self.post(params={"queue": "emails"}, data=SEED)
+        self.assertEqual((status, body["queue"]), (201, "emails"))
+        self.assertEqual(self.store.tasks["t1"]["body"], "foo=somevalue&baz=99")
+
+    @defer.inlineCallbacks
+    def test_another_media_type_is_refused_naming_the_body(self):
+        status, body = yield self.post(
+            data=b"url=" + HOOK.encode(), headers={"Content-Type": "text/plain"}
+        )
+        self.assertEqual(status, 400)
+        self.assertEqual(
+            (body["error"]["code"], body["error"]["field"]), ("unsupported_media_type", "body")
+        )
+        self.assertEqual(self.store.tasks, {})

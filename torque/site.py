@@ -76,13 +76,14 @@ class LimitedRequest(server.Request):
 class QuietSite(server.Site):
     """A Site without an access log (at thousands of adds a second the log
     line costs more than the add, and twistd's log file rotates without
-    bound) that knows its connections and requests in flight."""
+    bound) that knows its connections and requests in flight.  It leaves
+    form bodies to the API (:func:`torque.api.read_fields`)."""
 
     requestFactory = LimitedRequest
     displayTracebacks = False
 
     def __init__(self, resource, max_body: int = MAX_BODY, **kwargs):
-        super().__init__(resource, **kwargs)
+        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self.requestFactory = type("Request", (LimitedRequest,), {"max_body": max_body})
         self.channels: weakref.WeakSet = weakref.WeakSet()
         self.active: set = set()
