@@ -1,5 +1,5 @@
-"""The HTTP server around the API: a body-size limit, no access log, and a
-graceful stop.
+"""The HTTP server around the API: limits on the request head and body, no
+access log, and a graceful stop.
 
 twisted.web buffers a request body of any size (to a temporary file past
 100 kB) before the handler sees it; :class:`LimitedRequest` refuses an
@@ -18,9 +18,11 @@ import weakref
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
-from twisted.web import server
+from twisted.web import http, server
 
 MAX_BODY = 1024 * 1024
+MAX_HEADERS = 100
+MAX_HEAD_BYTES = 16 * 1024
 
 
 class LimitedRequest(server.Request):
@@ -54,23 +56,58 @@ class LimitedRequest(server.Request):
 
     def _reject(self):
         self._too_large = True
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "too_large",
-                    "message": f"the request body is over {self.max_body} bytes",
-                    "field": "body",
-                }
-            }
-        ).encode()
-        transport = self.channel.transport
-        transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Connection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        refuse(
+            self.channel.transport,
+            b"413 Payload Too Large",
+            "too_large",
+            f"the request body is over {self.max_body} bytes",
+            "body",
         )
-        transport.loseConnection()
+
+
+class LimitedChannel(http.HTTPChannel):
+    """An HTTP channel that refuses an oversized request head with a JSON
+    ``431`` naming the limit, where twisted.web would answer a bare 400 (or
+    just hang up, for one over-long line)."""
+
+    maxHeaders = MAX_HEADERS
+    totalHeadersSize = MAX_HEAD_BYTES
+    _head_bytes = 0
+    _head_lines = 0
+
+    def lineReceived(self, line: bytes) -> None:
+        if not line:  # the end of this request's head
+            self._head_bytes = self._head_lines = 0
+            return super().lineReceived(line)
+        self._head_bytes += len(line)
+        self._head_lines += 1
+        if self._head_bytes > self.totalHeadersSize:
+            return self._refuse_head(
+                f"the request line and headers are over {self.totalHeadersSize} bytes"
+            )
+        if self._head_lines > self.maxHeaders + 1:  # the request line, then headers
+            return self._refuse_head(f"more than {self.maxHeaders} headers")
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuse_head(f"a header line is over {self.MAX_LENGTH} bytes")
+
+    def _refuse_head(self, message: str) -> None:
+        # Hanging up stops the reading, and LineReceiver parses no more lines.
+        refuse(self.transport, b"431 Request Header Fields Too Large", "too_large", message,
+               "headers")  # fmt: skip
+
+
+def refuse(transport, status: bytes, code: str, message: str, field: str) -> None:
+    """Answer a request torque won't read with a JSON error, and hang up."""
+    body = json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
+    transport.write(
+        b"HTTP/1.1 %s\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Connection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body)
+    )
+    transport.loseConnection()
 
 
 class QuietSite(server.Site):
@@ -80,6 +117,7 @@ class QuietSite(server.Site):
     form bodies to the API (:func:`torque.api.read_fields`)."""
 
     requestFactory = LimitedRequest
+    protocol = LimitedChannel  # HTTP/1.1 only: the API serves no TLS, so no HTTP/2
     displayTracebacks = False
 
     def __init__(self, resource, max_body: int = MAX_BODY, **kwargs):
