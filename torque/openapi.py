@@ -587,7 +587,8 @@ def _document(token_required: bool) -> dict[str, Any]:
             "description": (
                 "A web-hook task queue.  Every time is Unix seconds (a float).  Errors are "
                 '{"error": {"code", "message", "field"?}}; a method a path does not list '
-                "answers 405 with an Allow header, and a body over --max-body (1 MiB) 413.  "
+                "answers 405 with an Allow header, a body over --max-body (1 MiB) 413, and a "
+                "request head of over 100 headers or 16 KiB 431, on any path.  "
                 "With --api-token, every endpoint but /health, / and /openapi.json needs "
                 "Authorization: Bearer <token>."
             ),
