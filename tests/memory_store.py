@@ -220,6 +220,8 @@ class MemoryStore:
         if fields is None:
             return self._answer("")
         status = self._status(task_id, fields)
+        if status == "delivered":
+            return self._answer(status)
         queue = fields.get("queue", "default")
         for s in self._sets(queue):
             s.pop(task_id, None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.test_api import HOOK, APITestCase
-from torque.retry import Dead, Retry
+from torque.retry import Dead, Delivered, Retry
 
 SECRETS = {
     "Authorization": "Bearer live-secret",
@@ -96,6 +96,13 @@ class TaskHistoryTests(OpsTestCase):
 
     def test_cancel_of_an_unknown_task_is_404(self):
         self.assertError(*self.call("DELETE", "/tasks/nope"), 404, "id")
+
+    def test_a_delivered_task_can_not_be_cancelled(self):
+        self.add(data={"url": HOOK})
+        (task,) = self.claim()
+        self.settle(task, Delivered(200))
+        self.assertError(*self.call("DELETE", "/tasks/t1"), 409, "id")
+        self.assertEqual(self.call("GET", "/tasks/t1")[1]["status"], "delivered")
 
 
 class RunNowTests(OpsTestCase):

@@ -223,6 +223,15 @@ class StoreContract:
         self.assertEqual((yield claim(self.store, now=NOW + 10)).tasks, [])
 
     @defer.inlineCallbacks
+    def test_cancel_leaves_a_delivered_task_and_its_name_alone(self):
+        yield self.store.add(make_task(name="once"))
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(task, Delivered(200), 0.1)], NOW)
+        self.assertEqual((yield self.store.cancel("t1")), "delivered")
+        self.assertEqual((yield self.store.describe("t1"))["status"], "delivered")
+        self.assertEqual((yield self.store.add(make_task("t2", name="once"))), ("t1", False))
+
+    @defer.inlineCallbacks
     def test_cancel_of_unknown_task(self):
         self.assertEqual((yield self.store.cancel("nope")), "")
 

@@ -261,6 +261,9 @@ class TorqueAPI:
         was = await self.store.cancel(task_id)
         if not was:
             return error_body(request, 404, "not_found", f"no task {task_id!r}", "id")
+        if was == "delivered":
+            message = f"task {task_id!r} is delivered: there is nothing left to cancel"
+            return error_body(request, 409, "conflict", message, "id")
         body = {
             "id": task_id,
             "cancelled": True,

@@ -344,17 +344,18 @@ return task
 
 CANCEL = """
 -- Delete a task wherever it is.  A running attempt finishes, but its outcome
--- finds no task and is dropped, so it is never retried.
+-- finds no task and is dropped, so it is never retried.  A delivered task is
+-- left alone: its record keeps its name (idempotency) for its hour.
 -- KEYS[1] task hash   ARGV[1] id   ARGV[2] key prefix
 -- Returns the state the task was in, or '' if there was no such task.
 local queue = redis.call('HGET', KEYS[1], 'queue')
 if not queue then return '' end
+if redis.call('HEXISTS', KEYS[1], 'delivered_at') == 1 then return 'delivered' end
 local qp = ARGV[2] .. 'queue:' .. queue .. ':'
 local state = 'scheduled'
 if redis.call('ZREM', qp .. 'running', ARGV[1]) == 1 then state = 'running' end
 if redis.call('ZREM', qp .. 'dead', ARGV[1]) == 1 then state = 'dead' end
 redis.call('ZREM', qp .. 'due', ARGV[1])
-if redis.call('HEXISTS', KEYS[1], 'delivered_at') == 1 then state = 'delivered' end
 local name = redis.call('HGET', KEYS[1], 'name')
 if name and name ~= '' and redis.call('GET', qp .. 'name:' .. name) == ARGV[1] then
   redis.call('DEL', qp .. 'name:' .. name)

@@ -430,12 +430,13 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("Task"), "the task"), **_errors("401", "404", "503")},
         },
         "delete": {
-            "summary": "Cancel a task (a running attempt finishes, never retried)",
+            "summary": "Cancel a task (a running attempt finishes, never retried; 409 if "
+            "delivered)",
             "operationId": "cancelTask",
             "parameters": [_TASK_ID],
             "responses": {
                 "200": _json(_ref("Cancelled"), "cancelled; status is the state it was in"),
-                **_errors("401", "404", "503"),
+                **_errors("401", "404", "409", "503"),
             },
         },
     },
