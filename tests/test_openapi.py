@@ -14,7 +14,7 @@ from tests.test_api import HOOK, APITestCase
 from torque import openapi
 from torque.api import TorqueAPI
 from torque.auth import RequireToken
-from torque.retry import Dead
+from torque.retry import Dead, Delivered
 from torque.task import MAX_AHEAD, InvalidTask, parse_submission
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
@@ -209,6 +209,11 @@ class ConformanceTests(APITestCase):
         self.check("DELETE", "/queues/default/dead", q + "/dead", 400, data=b"{}")
         self.check("DELETE", "/queues/default/dead", q + "/dead", 200)
         self.check("DELETE", f"/tasks/{later['id']}", t, 200)
+        delivered = self.check("POST", "/hooks/add", "/hooks/add", 201, json={"url": HOOK})
+        claimed = self.successResultOf(self.store.claim("default", 1000.0, 100, 60.0, 20)).tasks
+        (task,) = [c for c in claimed if c.id == delivered["id"]]
+        self.successResultOf(self.store.settle("default", [(task, Delivered(200), 0.1)], 1000.0))
+        self.check("DELETE", f"/tasks/{delivered['id']}", t, 409)
         self.check("DELETE", "/queues/default/tasks", q + "/tasks", 200)
         self.check("DELETE", "/queues/a.b/tasks", q + "/tasks", 400)
         self.check("DELETE", "/tasks/nope", t, 404)
