@@ -33,16 +33,10 @@ import sys
 # bench's modules, nor (through the environment) for the node's.
 sys.dont_write_bytecode = True
 
-import argparse
 import math
-import os
-import shutil
-import signal
 import statistics
-import tempfile
-from pathlib import Path
 
-from procs import Processes, ensure_tools
+import oneshot
 from scenarios import Bench, _arrivals_by_n, _paced_adds, percentile
 from workload import QUEUE
 
@@ -81,35 +75,7 @@ def describe(values: list[float]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=200, help="tasks measured (default 200)")
-    parser.add_argument("--warmup", type=int, default=10, help="tasks first, not counted")
-    parser.add_argument("--redis-server", help="the redis-server binary [default: a node's]")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    options = parser.parse_args()
-    if not (1 <= options.count <= 100_000 and 1 <= options.warmup <= 1_000):
-        parser.error("--count must be 1 to 100000 and --warmup 1 to 1000")
-    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # for the node
-    # Ctrl-C and SIGTERM both end in the finally below, which stops every child.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    ensure_tools()
-    processes = Processes()
-    tmp = tempfile.mkdtemp(prefix="torque-a2a-")
-    try:
-        # No sizes and no concurrency: Bench.node passes only our arguments.
-        bench = Bench(processes, Path(tmp), {}, 0, options.redis_server)
-        print(
-            f"redis-server {bench.redis.version} on a unix socket, {bench.nginx.version}; "
-            "one node: twistd -n torque --queue default, defaults otherwise",
-            flush=True,
-        )
-        figures = measure(bench, options.count, options.warmup)
-    finally:
-        processes.stop_all()
-        if options.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    options, figures = oneshot.run(__doc__, 200, 10, "tasks measured", measure)
     print(
         f"{options.count} tasks added one after another, no delay "
         f"(after {options.warmup} warm-up tasks, not counted)"

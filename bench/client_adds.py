@@ -36,18 +36,13 @@ import sys
 # bench's modules, nor (through the environment) for the node's.
 sys.dont_write_bytecode = True
 
-import argparse
-import os
-import shutil
-import signal
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from torque import client
 
-from procs import Processes, ensure_tools, wait_until
+import oneshot
+from procs import wait_until
 from scenarios import Bench, percentile
 from workload import PARAMS, QUEUE, hook_url
 
@@ -116,35 +111,7 @@ def describe(each: list[float], total: float) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=1000, help="adds each way (default 1000)")
-    parser.add_argument("--warmup", type=int, default=20, help="adds first, not counted")
-    parser.add_argument("--redis-server", help="the redis-server binary [default: a node's]")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    options = parser.parse_args()
-    if not (1 <= options.count <= 100_000 and 1 <= options.warmup <= 1_000):
-        parser.error("--count must be 1 to 100000 and --warmup 1 to 1000")
-    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # for the node
-    # Ctrl-C and SIGTERM both end in the finally below, which stops every child.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    ensure_tools()
-    processes = Processes()
-    tmp = tempfile.mkdtemp(prefix="torque-client-")
-    try:
-        # No sizes and no concurrency: Bench.node passes only our arguments.
-        bench = Bench(processes, Path(tmp), {}, 0, options.redis_server)
-        print(
-            f"redis-server {bench.redis.version} on a unix socket, {bench.nginx.version}; "
-            "one node: twistd -n torque --queue default, defaults otherwise",
-            flush=True,
-        )
-        figures = measure(bench, options.count, options.warmup)
-    finally:
-        processes.stop_all()
-        if options.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    options, figures = oneshot.run(__doc__, 1000, 20, "adds each way", measure)
     n = options.count
     print(f"{n:,} adds in a row each way, no delay (after {options.warmup} warm-up adds)")
     print(f"  client.add(), one-off:   {describe(figures['add_each'], figures['add_total'])}")
