@@ -9,7 +9,7 @@ from twisted.trial import unittest
 from tests.memory_store import MemoryStore
 from tests.node import wait_for
 from tests.redis_server import fresh_keys, redis_address
-from torque import keys as scripts
+from torque import scripts
 from torque.connection import RedisAddress, connect_pool
 from torque.retry import Dead, Delivered, Retry
 from torque.store import Minute, RedisStore, StoreUnavailable, history_entry

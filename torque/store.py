@@ -17,7 +17,7 @@ import txredisapi
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from torque import keys as scripts
+from torque import scripts
 from torque.keys import Keys
 from torque.retry import Decision, Delivered, Retry
 from torque.task import Task
