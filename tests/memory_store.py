@@ -45,6 +45,7 @@ class MemoryStore:
         self.dead: dict[str, dict[str, float]] = {}
         self.names: dict[tuple[str, str], str] = {}
         self.paused: set[str] = set()
+        self.buckets: dict[str, tuple[float, float]] = {}  # --rate: (tokens, at)
         self.queues: set[str] = set()
         self.stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.minutes: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -122,10 +123,15 @@ class MemoryStore:
             del dead[task_id]
             self._forget(queue, task_id)
 
-    def claim(self, queue, now, limit, timeout, max_errors):
+    def claim(self, queue, now, limit, timeout, max_errors, rate=0.0):
         if not self.available:
             return self._answer()
         self.claims.append((queue, now, limit))
+        if rate > 0:
+            capacity = max(rate, 1)
+            tokens, at = self.buckets.get(queue, (capacity, now))
+            tokens = min(capacity, tokens + max(0, now - at) * rate)
+            limit = min(limit, math.floor(tokens))
         self._trim_dead(queue, now)
         due, running, _ = self._sets(queue)
         for task_id in [i for i, end in sorted(running.items(), key=_score) if end <= now]:
@@ -144,7 +150,7 @@ class MemoryStore:
                 fields.update(due_at=repr(now), last_error=LEASE_LOST)
                 self._count(queue, now, "retried", "failed")
         tasks = []
-        if queue not in self.paused:
+        if queue not in self.paused and limit > 0:
             for task_id, _ in sorted(due.items(), key=_score)[:limit]:
                 if due[task_id] > now:
                     break
@@ -157,6 +163,11 @@ class MemoryStore:
                 running[task_id] = now + lease
                 tasks.append(Task.from_fields(task_id, fields))
         heads = [min(s.values()) for s in (due, running) if s]
+        if rate > 0:
+            tokens -= len(tasks)
+            self.buckets[queue] = (tokens, now)
+            if due and min(due.values()) <= now and tokens < 1:
+                heads[0] = now + (1 - tokens) / rate
         return self._answer(Claim(tasks, min(heads) if heads else None))
 
     def settle(self, queue, outcomes, now):

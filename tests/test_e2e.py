@@ -95,6 +95,21 @@ class DeliveryTests(unittest.TestCase):
         self.assertEqual(body["due_at"], body["created_at"] + 1.5)
 
     @defer.inlineCallbacks
+    def test_rate_is_shared_by_two_nodes(self):
+        """``--rate 5`` on two nodes of one queue: a second's worth goes at
+        once, then five a second between them, so 15 tasks take 2 s at
+        least (not 1 s, as two separate limits would allow)."""
+        receiver = start_receiver(self)
+        first = yield start_node(self, "--rate", "5")
+        yield start_node(self, "--rate", "5", prefix=first.prefix)
+        for _ in range(15):
+            status, _, _ = yield first.post(data={"url": receiver.url + "/rated"})
+            self.assertEqual(status, 201)
+        yield wait_for(lambda: len(receiver.to("/rated")) == 15, what="15 deliveries")
+        times = sorted(r.at for r in receiver.to("/rated"))
+        self.assertGreaterEqual(times[-1] - times[0], 1.8)
+
+    @defer.inlineCallbacks
     def test_flaky_handler_is_retried_until_it_succeeds(self):
         receiver = start_receiver(self)
         receiver.respond("/flaky", 503, 500, 200)

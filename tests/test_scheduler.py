@@ -52,7 +52,9 @@ class SchedulerTests(unittest.TestCase):
         self.clock = Clock()
         self.store = MemoryStore()
 
-    def start(self, hook, poll_interval=3600.0, concurrency=10, rng=lambda: 0.0, **policy):
+    def start(
+        self, hook, poll_interval=3600.0, concurrency=10, rng=lambda: 0.0, rate=0.0, **policy
+    ):
         self.stub = StubTreq(hook)
         self.scheduler = QueueScheduler(
             "q",
@@ -64,6 +66,7 @@ class SchedulerTests(unittest.TestCase):
             concurrency=concurrency,
             poll_interval=poll_interval,
             rng=rng,
+            rate=rate,
         )
         self.scheduler.startService()
         self.addCleanup(self.stop)
@@ -173,6 +176,14 @@ class SchedulerTests(unittest.TestCase):
             request.finish()
         self.stub.flush()
         self.assertEqual(len(hook.held), 4)
+
+    def test_rate_spaces_dispatches_after_a_seconds_worth(self):
+        hook = Hook(self.clock)
+        self.start(hook, rate=2.0)
+        for i in range(6):
+            self.add(f"t{i}")
+        self.clock.pump([0.25] * 12)
+        self.assertEqual(hook.times, [0.0, 0.0, 0.5, 1.0, 1.5, 2.0])
 
     def test_safety_tick_finds_tasks_nobody_announced(self):
         hook = Hook(self.clock)

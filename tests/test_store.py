@@ -33,8 +33,8 @@ def make_task(task_id="t1", queue="q", due_at=NOW, **kw) -> Task:
     )
 
 
-def claim(store, now=NOW, limit=10, queue="q"):
-    return store.claim(queue, now, limit, TIMEOUT, MAX_ERRORS)
+def claim(store, now=NOW, limit=10, queue="q", rate=0.0):
+    return store.claim(queue, now, limit, TIMEOUT, MAX_ERRORS, rate)
 
 
 @defer.inlineCallbacks
@@ -204,6 +204,39 @@ class StoreContract:
         self.assertEqual((yield claim(self.store)).tasks, [])
         yield self.store.resume("q")
         self.assertEqual([t.id for t in (yield claim(self.store)).tasks], ["t1"])
+
+    # -- --rate ------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_rate_lets_a_seconds_worth_through_then_one_per_interval(self):
+        for i in range(6):
+            yield self.store.add(make_task(f"t{i}"))
+        first = yield claim(self.store, rate=2.0)
+        self.assertEqual([t.id for t in first.tasks], ["t0", "t1"])
+        held = yield claim(self.store, now=NOW + 0.1, rate=2.0)
+        self.assertEqual(held.tasks, [])
+        self.assertAlmostEqual(held.next_at, NOW + 0.5, places=6)
+        self.assertEqual(len((yield claim(self.store, now=NOW + 0.5, rate=2.0)).tasks), 1)
+        self.assertEqual(len((yield claim(self.store, now=NOW + 1.5, rate=2.0)).tasks), 2)
+
+    @defer.inlineCallbacks
+    def test_rate_is_shared_by_every_claimer_of_the_queue_only(self):
+        for i in range(4):
+            yield self.store.add(make_task(f"t{i}"))
+            yield self.store.add(make_task(f"o{i}", queue="other"))
+        one = yield claim(self.store, limit=1, rate=2.0)
+        two = yield claim(self.store, limit=5, rate=2.0)  # another node, same instant
+        other = yield claim(self.store, queue="other", rate=2.0)
+        self.assertEqual((len(one.tasks), len(two.tasks), len(other.tasks)), (1, 1, 2))
+
+    @defer.inlineCallbacks
+    def test_slow_rate_and_no_rate(self):
+        for i in range(3):
+            yield self.store.add(make_task(f"t{i}"))
+        self.assertEqual(len((yield claim(self.store, rate=0.5)).tasks), 1)
+        held = yield claim(self.store, now=NOW + 1, rate=0.5)
+        self.assertEqual((held.tasks, held.next_at), ([], NOW + 2))
+        self.assertEqual(len((yield claim(self.store, now=NOW + 1)).tasks), 2)  # rate 0
 
     @defer.inlineCallbacks
     def test_cancel_removes_a_scheduled_task(self):

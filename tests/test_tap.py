@@ -25,6 +25,7 @@ DEFAULTS = {
     "max-task-delay": 3600.0,
     "task-timeout": 60.0,
     "concurrency": 100,
+    "rate": 0.0,
 }
 
 
@@ -67,6 +68,7 @@ class OptionsTests(unittest.TestCase):
              {"min-task-delay": 5.0, "max-task-delay": 5.0}),
             ("timeout", ["--task-timeout", "30"], {"task-timeout": 30.0}),
             ("concurrency", ["--concurrency", "1"], {"concurrency": 1}),
+            ("rate", ["--rate", "2.5"], {"rate": 2.5}),
             ("everything else default", ["-q", "a"], {**DEFAULTS, "queues": ["a"]}),
         ]  # fmt: skip
         for name, argv, expected in cases:
@@ -83,6 +85,9 @@ class OptionsTests(unittest.TestCase):
             ("Redis URL, bad db", ["--redis", "redis://localhost/cache"]),
             ("Redis URL, bad port", ["--redis", "redis://localhost:99999/0"]),
             ("zero concurrency", ["--concurrency", "0"]),
+            ("negative rate", ["--rate", "-1"]),
+            ("NaN rate", ["--rate", "nan"]),
+            ("infinite rate", ["--rate", "inf"]),
             ("concurrency not a number", ["--concurrency", "many"]),
             ("zero max errors", ["--max-task-errors", "0"]),
             ("negative max errors", ["--max-task-errors", "-1"]),
@@ -135,6 +140,7 @@ class EnvironTests(unittest.TestCase):
              ["--min-task-delay", "2", "--max-task-delay", "60"]),
             ("timeout", {"TORQUE_TASK_TIMEOUT": "30"}, ["--task-timeout", "30"]),
             ("concurrency", {"TORQUE_CONCURRENCY": "7"}, ["--concurrency", "7"]),
+            ("rate", {"TORQUE_RATE": "10"}, ["--rate", "10"]),
             ("allow targets", {"TORQUE_ALLOW_TARGET": "*.app.internal,10.0.0.0/8"},
              ["--allow-target", "*.app.internal", "--allow-target", "10.0.0.0/8"]),
             ("flag on", {"TORQUE_LOG_DELIVERIES": "yes"}, ["--log-deliveries"]),

@@ -13,6 +13,8 @@ tasks by writing it directly.  With the default prefix ``torque:``:
 ``torque:queue:<q>:name:<name>``   string: the id of the task named <name>
 ``torque:queue:<q>:paused``        string: present while the queue is paused
 ``torque:queue:<q>:stats``         hash: running totals ``delivered``, ``failed``
+``torque:queue:<q>:rate``          hash: the ``--rate`` token bucket, ``tokens``
+                                   and ``at``
 ``torque:queue:<q>:minute:<t>``    hash: ``delivered``, ``retried``, ``dead``
                                    in the minute starting at <t>; expires
 ``torque:queues``                  set: every queue ever added to or paused
@@ -85,6 +87,9 @@ class Keys:
 
     def paused(self, queue: str) -> str:
         return self.queue_prefix(queue) + "paused"
+
+    def rate(self, queue: str) -> str:
+        return self.queue_prefix(queue) + "rate"
 
     def stats(self, queue: str) -> str:
         return self.queue_prefix(queue) + "stats"

@@ -38,6 +38,8 @@ class QueueScheduler(Service):
     :param rng: jitter source for the retry rule.
     :param on_attempt: called with ``(task, outcome, decision)`` after each
         attempt (the node's metrics).
+    :param rate: dispatches per second at most (``--rate``), shared with
+        every node that processes the queue; 0 for no limit.
     :param log_deliveries: log successful attempts too, not only failures
         (off by default: formatting a line per delivery is a cost on the
         hot path that a busy queue rarely wants).
@@ -55,6 +57,7 @@ class QueueScheduler(Service):
         poll_interval: float = 1.0,
         rng: Callable[[], float] = random.random,
         on_attempt: Callable[[Task, Outcome, Decision], object] | None = None,
+        rate: float = 0.0,
         log_deliveries: bool = False,
     ):
         self.queue = queue
@@ -67,6 +70,7 @@ class QueueScheduler(Service):
         self.poll_interval = poll_interval
         self.rng = rng
         self.on_attempt = on_attempt
+        self.rate = rate
         self.log_deliveries = log_deliveries
         self.in_flight: dict[str, defer.Deferred] = {}
         self._claiming: defer.Deferred | None = None
@@ -159,7 +163,7 @@ class QueueScheduler(Service):
             return defer.succeed(None)
         self._more = False
         d = self.store.claim(
-            self.queue, self.clock.seconds(), free, self.timeout, self.policy.max_errors
+            self.queue, self.clock.seconds(), free, self.timeout, self.policy.max_errors, self.rate
         )
         self._claiming = d
         d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free,))

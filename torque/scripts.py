@@ -104,13 +104,29 @@ CLAIM = (
     + """
 -- Lease up to ARGV[2] due tasks of one queue to the caller.
 -- KEYS[1] due zset   KEYS[2] running zset   KEYS[3] paused flag
+-- KEYS[4] rate bucket (hash: tokens, at)
 -- ARGV[1] now   ARGV[2] limit   ARGV[3] task key prefix
 -- ARGV[4] queue key prefix   ARGV[5] default timeout   ARGV[6] lease margin
 -- ARGV[7] default max_errors   ARGV[8] key prefix   ARGV[9] history length
 -- ARGV[10] dead letters kept at most   ARGV[11] their maximum age
+-- ARGV[12] dispatches per second for the queue, 0 for no limit: a token
+-- bucket in KEYS[4], so every node claiming from the queue shares it
 -- Returns {next due, next lease end, {id, field, value, ...}, ...}; the
--- first two are scores ('' when the set is empty), for the caller's timer.
+-- first two are scores ('' when the set is empty), for the caller's timer:
+-- when the rate holds back due tasks, "next due" is the next token's time.
 local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local rate = tonumber(ARGV[12])
+local tokens = 0
+if rate > 0 then
+  -- A second's worth of dispatches at most (one, below one a second).
+  local bucket = redis.call('HMGET', KEYS[4], 'tokens', 'at')
+  local capacity = math.max(rate, 1)
+  tokens = tonumber(bucket[1]) or capacity
+  local elapsed = math.max(0, now - (tonumber(bucket[2]) or now))
+  tokens = math.min(capacity, tokens + elapsed * rate)
+  limit = math.min(limit, math.floor(tokens))
+end
 local cfg = {pfx = ARGV[8], history = tonumber(ARGV[9]),
              dead_max = tonumber(ARGV[10]), dead_age = tonumber(ARGV[11])}
 -- Dead letters past their age go here too, not only when another task dies:
@@ -142,9 +158,8 @@ for _, id in ipairs(lost) do
   end
 end
 local out = {'', ''}
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now,
-                         'LIMIT', 0, tonumber(ARGV[2]))
+if redis.call('EXISTS', KEYS[3]) == 0 and limit > 0 then
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
     local key = ARGV[3] .. id
@@ -164,6 +179,14 @@ local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local lease = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 out[1] = head[2] or ''
 out[2] = lease[2] or ''
+if rate > 0 then
+  tokens = tokens - (#out - 2)
+  redis.call('HSET', KEYS[4], 'tokens', string.format('%.17g', tokens), 'at', ARGV[1])
+  redis.call('EXPIRE', KEYS[4], 3600)
+  if head[2] and tonumber(head[2]) <= now and tokens < 1 then
+    out[1] = string.format('%.17g', now + (1 - tokens) / rate)
+  end
+end
 return out
 """
 )

@@ -204,7 +204,13 @@ class RedisStore:
         return d.addCallback(lambda reply: (reply[0], bool(reply[1])))
 
     def claim(
-        self, queue: str, now: float, limit: int, timeout: float, max_errors: int
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        timeout: float,
+        max_errors: int,
+        rate: float = 0.0,
     ) -> defer.Deferred:
         """Lease up to ``limit`` due tasks of ``queue``; a :class:`Claim`.
 
@@ -212,11 +218,14 @@ class RedisStore:
             own; a lease lasts a task's timeout plus ``lease_margin``.
         :param max_errors: the node's limit, for tasks without their own:
             a lost lease on the last attempt buries the task.
+        :param rate: dispatches per second for the queue (``--rate``),
+            shared by every claimer through Redis; 0 for no limit.  While it
+            holds due tasks back, the claim's ``next_at`` is when it won't.
         """
         k = self.keys
         d = self._eval(
             scripts.CLAIM,
-            [k.due(queue), k.running(queue), k.paused(queue)],
+            [k.due(queue), k.running(queue), k.paused(queue), k.rate(queue)],
             [
                 repr(now),
                 limit,
@@ -229,6 +238,7 @@ class RedisStore:
                 HISTORY_LENGTH,
                 self.dead_max,
                 self.dead_ttl,
+                repr(float(rate)),
             ],
         )
         return d.addCallback(_claimed)

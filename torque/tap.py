@@ -51,6 +51,9 @@ class Options(usage.Options):
         ["max-task-delay", None, 3600.0, "cap on a retry delay, seconds", float],
         ["task-timeout", None, 60.0, "per-request timeout, seconds", float],
         ["concurrency", None, 100, "requests in flight per queue on this node", int],
+        ["rate", None, 0.0,
+         "dispatches per second per queue, shared by every node of the cluster "
+         "(give them all the same); 0 for no limit", float],
         ["redis-prefix", None, "torque:", "prefix of every Redis key torque uses"],
         ["max-body", None, 1024 * 1024, "largest request body the API takes, bytes", int],
         ["lease-margin", None, 30.0,
@@ -129,6 +132,8 @@ class Options(usage.Options):
         ):
             if not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
+        if not 0 <= self["rate"] < float("inf"):
+            raise usage.UsageError("--rate must be 0 (no limit) or more")
         if self["min-task-delay"] > self["max-task-delay"]:
             raise usage.UsageError("--min-task-delay must not exceed --max-task-delay")
 
@@ -253,6 +258,7 @@ class TorqueNode(MultiService):
                 timeout=o["task-timeout"],
                 concurrency=o["concurrency"],
                 poll_interval=o["poll-interval"],
+                rate=o["rate"],
                 on_attempt=metrics.attempt_finished,
                 log_deliveries=o["log-deliveries"],
             )
