@@ -2,7 +2,8 @@
 
 Written by hand, next to the routes it describes; ``tests/test_openapi.py``
 checks that every Klein route is here with its methods (and nothing else
-is), and validates real answers of every endpoint against these schemas.
+is), and validates real answers of every endpoint against the schemas of
+:mod:`torque.schemas`.
 """
 
 from __future__ import annotations
@@ -12,348 +13,15 @@ from functools import cache
 from typing import Any
 
 from torque import __version__
-from torque.task import MAX_AHEAD, MAX_URL_LENGTH, METHODS, NAME_RE, QUEUE_RE
-
-JSON = "application/json"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(kind: str, **more) -> dict[str, Any]:
-    return {"type": kind, "nullable": True, **more}
-
-
-def _object(properties: dict, required=(), extra: bool = False, **more) -> dict[str, Any]:
-    schema = {"type": "object", "properties": properties, "additionalProperties": extra}
-    if required:
-        schema["required"] = list(required)
-    return {**schema, **more}
-
-
-def _json(schema: dict, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
-
-
-def _errors(*codes: str) -> dict[str, Any]:
-    return {code: {"$ref": f"#/components/responses/{_ERROR_NAMES[code]}"} for code in codes}
-
-
-_ERROR_NAMES = {
-    "400": "BadRequest",
-    "401": "Unauthorized",
-    "404": "NotFound",
-    "405": "MethodNotAllowed",
-    "409": "Conflict",
-    "413": "TooLarge",
-    "503": "Unavailable",
-}
-
-TASK_STATUSES = ["scheduled", "running", "delivered", "dead"]
-QUEUE_PATTERN = f"^{QUEUE_RE.pattern}$"
-
-_TASK_PROPERTIES = {
-    "id": {"type": "string"},
-    "queue": {"type": "string"},
-    "name": _nullable("string"),
-    "url": {"type": "string"},
-    "method": {"type": "string", "enum": sorted(METHODS)},
-    "status": {"type": "string", "enum": TASK_STATUSES},
-    "attempts": {"type": "integer", "minimum": 0},
-    "due_at": _nullable("number"),
-    "created_at": _nullable("number"),
-    "last_attempt_at": _nullable("number"),
-    "last_status": _nullable("integer", description="HTTP status of the last answer"),
-    "last_error": _nullable("string"),
-    "delivered_at": _nullable("number"),
-    "dead_at": _nullable("number"),
-    "timeout": _nullable("number"),
-    "max_errors": _nullable("integer"),
-    "content_type": _nullable("string"),
-    "headers": {
-        "type": "object",
-        "additionalProperties": {"type": "string"},
-        "description": "the task's extra headers; credentials show as [redacted]",
-    },
-}
-_TASK_REQUIRED = list(_TASK_PROPERTIES)
-
-# What every accepted url looks like; the node checks more (no whitespace
-# at all, a host it can request, a valid port, the length once joined to
-# --base-task-url).  ASCII ranges, not \s: that differs between regex dialects.
-_URL = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": MAX_URL_LENGTH,
-    "pattern": r"^([Hh][Tt][Tt][Pp][Ss]?://[^/?#\x00-\x20]|/)[^\x00-\x20]*$",
-    "description": "an http(s) URL, or a path when the node has --base-task-url; "
-    "no whitespace or control characters",
-}
-
-# A method, in any case (ASCII only).
-_METHOD_PATTERN = "^({})$".format(
-    "|".join("".join(f"[{c}{c.lower()}]" for c in method) for method in sorted(METHODS))
+from torque.schemas import (
+    JSON,
+    QUEUE_PATTERN,
+    RESPONSES,
+    SCHEMAS,
+    error_responses,
+    json_response,
+    ref,
 )
-
-
-def _optional(schema: dict, description: str) -> dict[str, Any]:
-    """A submission field that may also be null or "", meaning not given,
-    as an empty field of a form post is."""
-    return {
-        "anyOf": [schema, {"type": "string", "maxLength": 0}],
-        "nullable": True,
-        "description": description,
-    }
-
-
-def _number_or_text(schema: dict) -> dict[str, Any]:
-    """A number that may also come as its text, as in a form post."""
-    return {"anyOf": [schema, {"type": "string"}]}
-
-
-SCHEMAS: dict[str, Any] = {
-    "Error": _object(
-        {
-            "error": _object(
-                {
-                    "code": {"type": "string", "example": "invalid_field"},
-                    "message": {"type": "string"},
-                    "field": {"type": "string", "description": "the field at fault"},
-                },
-                ["code", "message"],
-            )
-        },
-        ["error"],
-    ),
-    "Submission": _object(
-        {
-            "url": _URL,
-            "params": _optional(
-                {"oneOf": [{"type": "object"}, {"type": "string"}]},
-                "a JSON object (or its JSON text), delivered form-encoded",
-            ),
-            "json": {"description": "any JSON value, delivered as an application/json body"},
-            "delay": _optional(
-                _number_or_text({"type": "number", "minimum": 0, "maximum": MAX_AHEAD}),
-                "seconds from now",
-            ),
-            "eta": _optional(_number_or_text({"type": "number"}), "absolute Unix time, seconds"),
-            "queue": _optional({"type": "string", "pattern": QUEUE_PATTERN}, "default: default"),
-            "name": _optional(
-                {"type": "string", "pattern": f"^{NAME_RE.pattern}$"}, "an idempotency key"
-            ),
-            "method": _optional(
-                {"type": "string", "pattern": _METHOD_PATTERN},
-                f"{', '.join(sorted(METHODS))}, in any case; default: POST",
-            ),
-            "headers": _optional(
-                {
-                    "oneOf": [
-                        {"type": "object", "additionalProperties": {"type": "string"}},
-                        {"type": "string"},
-                    ]
-                },
-                "extra request headers: an object of strings (or its JSON text)",
-            ),
-            "timeout": _optional(
-                _number_or_text(
-                    {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 86400}
-                ),
-                "seconds; default: the node's --task-timeout",
-            ),
-            "max_errors": _optional(
-                _number_or_text({"type": "integer", "minimum": 1, "maximum": 10000}),
-                "default: the node's --max-task-errors",
-            ),
-        },
-        ["url"],
-        description='a task to add; a field that is null or "" is as if not given',
-    ),
-    "FormSubmission": _object(
-        {
-            "url": _URL,
-            **{
-                name: {"type": "string"}
-                for name in ("params", "json", "delay", "eta", "queue", "name", "method")
-                + ("headers", "timeout", "max_errors")
-            },
-        },
-        ["url"],
-        description="the fields of Submission as form fields; params, json and headers "
-        "as JSON text",
-    ),
-    "Added": _object(
-        {
-            "id": {"type": "string"},
-            "queue": {"type": "string"},
-            "name": _nullable("string"),
-            "url": {"type": "string"},
-            "status": {"type": "string", "enum": ["scheduled"]},
-            "due_at": {"type": "number"},
-            "created_at": {"type": "number"},
-        },
-        ["id", "queue", "name", "url", "status", "due_at", "created_at"],
-    ),
-    "Duplicate": _object(
-        {
-            **_TASK_PROPERTIES,
-            "body": _nullable("string"),
-            "history": {"type": "array", "items": _ref("Attempt")},
-            "duplicate": {"type": "boolean", "enum": [True]},
-        },
-        ["id", "duplicate"],
-        description="the task that already has this name",
-    ),
-    "Attempt": _object(
-        {
-            "attempt": _nullable("integer", description="null for a requeue"),
-            "at": {"type": "number", "description": "when it ended (Unix seconds)"},
-            "duration": _nullable("number"),
-            "outcome": {"type": "string", "enum": ["delivered", "retried", "dead", "requeued"]},
-            "status": _nullable("integer"),
-            "error": _nullable("string"),
-        },
-        ["attempt", "at", "duration", "outcome", "status", "error"],
-    ),
-    "Task": _object(
-        {
-            **_TASK_PROPERTIES,
-            "body": _nullable("string", description="the request body (gone once delivered)"),
-            "history": {
-                "type": "array",
-                "items": _ref("Attempt"),
-                "description": "the last attempts, newest first",
-            },
-        },
-        [*_TASK_REQUIRED, "body", "history"],
-    ),
-    "DeadLetter": _object(_TASK_PROPERTIES, _TASK_REQUIRED),
-    "Cancelled": _object(
-        {
-            "id": {"type": "string"},
-            "cancelled": {"type": "boolean", "enum": [True]},
-            "status": {"type": "string", "enum": TASK_STATUSES},
-            "running_attempt_finishes": {"type": "boolean"},
-            "note": {"type": "string"},
-        },
-        ["id", "cancelled", "status", "running_attempt_finishes"],
-    ),
-    "RunNow": _object(
-        {
-            "id": {"type": "string"},
-            "queue": {"type": "string"},
-            "status": {"type": "string", "enum": ["scheduled"]},
-            "due_at": {"type": "number"},
-        },
-        ["id", "queue", "status", "due_at"],
-    ),
-    "Minute": _object(
-        {
-            "at": {"type": "integer", "description": "start of the minute, Unix seconds"},
-            "delivered": {"type": "integer", "minimum": 0},
-            "retried": {"type": "integer", "minimum": 0},
-            "dead": {"type": "integer", "minimum": 0},
-        },
-        ["at", "delivered", "retried", "dead"],
-    ),
-    "Queue": _object(
-        {
-            "name": {"type": "string"},
-            "scheduled": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "tasks waiting, due or not",
-            },
-            "due": {"type": "integer", "minimum": 0, "description": "of those, due already"},
-            "running": {"type": "integer", "minimum": 0},
-            "dead": {"type": "integer", "minimum": 0},
-            "delivered": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "running total of delivered attempts",
-            },
-            "failed": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "running total of failed attempts",
-            },
-            "oldest_due_age": {
-                "type": "number",
-                "minimum": 0,
-                "description": "seconds the earliest due task has waited; 0 when none is due",
-            },
-            "paused": {"type": "boolean"},
-            "recent": {
-                "type": "array",
-                "items": _ref("Minute"),
-                "description": "outcomes per minute, the last 15 minutes, oldest first",
-            },
-        },
-        [
-            "name",
-            "scheduled",
-            "due",
-            "running",
-            "dead",
-            "delivered",
-            "failed",
-            "oldest_due_age",
-            "paused",
-            "recent",
-        ],
-    ),
-    "Queues": _object({"queues": {"type": "array", "items": _ref("Queue")}}, ["queues"]),
-    "Paused": _object(
-        {"name": {"type": "string"}, "paused": {"type": "boolean"}}, ["name", "paused"]
-    ),
-    "Purged": _object(
-        {"queue": {"type": "string"}, "purged": {"type": "integer", "minimum": 0}},
-        ["queue", "purged"],
-    ),
-    "DeadPage": _object(
-        {
-            "queue": {"type": "string"},
-            "total": {"type": "integer", "minimum": 0},
-            "offset": {"type": "integer", "minimum": 0},
-            "limit": {"type": "integer", "minimum": 1},
-            "tasks": {"type": "array", "items": _ref("DeadLetter")},
-        },
-        ["queue", "total", "offset", "limit", "tasks"],
-    ),
-    "Ids": _object(
-        {"ids": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 10000}},
-        ["ids"],
-    ),
-    "Retried": _object(
-        {"queue": {"type": "string"}, "retried": {"type": "integer", "minimum": 0}},
-        ["queue", "retried"],
-    ),
-    "Deleted": _object(
-        {"queue": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0}},
-        ["queue", "deleted"],
-    ),
-    "Health": _object(
-        {"status": {"type": "string", "enum": ["ok", "unavailable"]}, "error": {"type": "string"}},
-        ["status"],
-    ),
-}
-
-_ERROR_DESCRIPTIONS = {
-    "BadRequest": "invalid input; error.field names the field",
-    "Unauthorized": "missing or wrong bearer token (nodes run with --api-token)",
-    "NotFound": "no such task, queue or endpoint",
-    "MethodNotAllowed": "the path exists, not with this method; Allow lists the methods",
-    "Conflict": "the task is not in a state that allows this",
-    "TooLarge": "the request body is over the node's --max-body (1 MiB by default)",
-}
-RESPONSES: dict[str, Any] = {
-    name: _json(_ref("Error"), description) for name, description in _ERROR_DESCRIPTIONS.items()
-}
-RESPONSES["Unavailable"] = {
-    **_json(_ref("Error"), "Redis did not answer in time: nothing was changed; retry"),
-    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-}
 
 _QUEUE = {
     "name": "queue",
@@ -365,7 +33,7 @@ _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type"
 _IDS_BODY = {
     "required": False,
     "description": 'no body: every dead letter of the queue; {"ids": [...]}: those',
-    "content": {JSON: {"schema": _ref("Ids")}},
+    "content": {JSON: {"schema": ref("Ids")}},
 }
 
 
@@ -388,18 +56,20 @@ def _add_operation(summary: str, operation_id: str, parameters=()) -> dict[str, 
         "requestBody": {
             "required": True,
             "content": {
-                JSON: {"schema": _ref("Submission")},
-                "application/x-www-form-urlencoded": {"schema": _ref("FormSubmission")},
+                JSON: {"schema": ref("Submission")},
+                "application/x-www-form-urlencoded": {"schema": ref("FormSubmission")},
             },
         },
         "responses": {
             "201": {
-                **_json(_ref("Added"), "the task is stored"),
+                **json_response(ref("Added"), "the task is stored"),
                 "headers": {"Location": {"schema": {"type": "string"}}},
                 "links": _TASK_LINKS,
             },
-            "200": _json(_ref("Duplicate"), "a live task already has this name: nothing added"),
-            **_errors("400", "401", "413", "503"),
+            "200": json_response(
+                ref("Duplicate"), "a live task already has this name: nothing added"
+            ),
+            **error_responses("400", "401", "413", "503"),
         },
     }
 
@@ -417,8 +87,8 @@ PATHS: dict[str, Any] = {
             "operationId": "purgeQueue",
             "parameters": [_QUEUE],
             "responses": {
-                "200": _json(_ref("Purged"), "how many were deleted"),
-                **_errors("400", "401", "503"),
+                "200": json_response(ref("Purged"), "how many were deleted"),
+                **error_responses("400", "401", "503"),
             },
         },
     },
@@ -427,7 +97,10 @@ PATHS: dict[str, Any] = {
             "summary": "A task, with its last attempts",
             "operationId": "getTask",
             "parameters": [_TASK_ID],
-            "responses": {"200": _json(_ref("Task"), "the task"), **_errors("401", "404", "503")},
+            "responses": {
+                "200": json_response(ref("Task"), "the task"),
+                **error_responses("401", "404", "503"),
+            },
         },
         "delete": {
             "summary": "Cancel a task (a running attempt finishes, never retried; 409 if "
@@ -435,8 +108,8 @@ PATHS: dict[str, Any] = {
             "operationId": "cancelTask",
             "parameters": [_TASK_ID],
             "responses": {
-                "200": _json(_ref("Cancelled"), "cancelled; status is the state it was in"),
-                **_errors("401", "404", "409", "503"),
+                "200": json_response(ref("Cancelled"), "cancelled; status is the state it was in"),
+                **error_responses("401", "404", "409", "503"),
             },
         },
     },
@@ -446,8 +119,8 @@ PATHS: dict[str, Any] = {
             "operationId": "runTask",
             "parameters": [_TASK_ID],
             "responses": {
-                "200": _json(_ref("RunNow"), "due now"),
-                **_errors("401", "404", "409", "503"),
+                "200": json_response(ref("RunNow"), "due now"),
+                **error_responses("401", "404", "409", "503"),
             },
         }
     },
@@ -455,7 +128,10 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Every queue with its counts",
             "operationId": "listQueues",
-            "responses": {"200": _json(_ref("Queues"), "the queues"), **_errors("401", "503")},
+            "responses": {
+                "200": json_response(ref("Queues"), "the queues"),
+                **error_responses("401", "503"),
+            },
         }
     },
     "/queues/{queue}": {
@@ -464,8 +140,8 @@ PATHS: dict[str, Any] = {
             "operationId": "getQueue",
             "parameters": [_QUEUE],
             "responses": {
-                "200": _json(_ref("Queue"), "the queue"),
-                **_errors("400", "401", "404", "503"),
+                "200": json_response(ref("Queue"), "the queue"),
+                **error_responses("400", "401", "404", "503"),
             },
         }
     },
@@ -474,7 +150,10 @@ PATHS: dict[str, Any] = {
             "summary": "Stop dispatching the queue, on every node (adds go on)",
             "operationId": "pauseQueue",
             "parameters": [_QUEUE],
-            "responses": {"200": _json(_ref("Paused"), "paused"), **_errors("400", "401", "503")},
+            "responses": {
+                "200": json_response(ref("Paused"), "paused"),
+                **error_responses("400", "401", "503"),
+            },
         }
     },
     "/queues/{queue}/resume": {
@@ -482,7 +161,10 @@ PATHS: dict[str, Any] = {
             "summary": "Dispatch the queue again",
             "operationId": "resumeQueue",
             "parameters": [_QUEUE],
-            "responses": {"200": _json(_ref("Paused"), "resumed"), **_errors("400", "401", "503")},
+            "responses": {
+                "200": json_response(ref("Paused"), "resumed"),
+                **error_responses("400", "401", "503"),
+            },
         }
     },
     "/queues/{queue}/dead": {
@@ -503,8 +185,8 @@ PATHS: dict[str, Any] = {
                 },
             ],
             "responses": {
-                "200": _json(_ref("DeadPage"), "a page of dead letters"),
-                **_errors("400", "401", "503"),
+                "200": json_response(ref("DeadPage"), "a page of dead letters"),
+                **error_responses("400", "401", "503"),
             },
         },
         "delete": {
@@ -513,8 +195,8 @@ PATHS: dict[str, Any] = {
             "parameters": [_QUEUE],
             "requestBody": _IDS_BODY,
             "responses": {
-                "200": _json(_ref("Deleted"), "how many were deleted"),
-                **_errors("400", "401", "413", "503"),
+                "200": json_response(ref("Deleted"), "how many were deleted"),
+                **error_responses("400", "401", "413", "503"),
             },
         },
     },
@@ -525,8 +207,8 @@ PATHS: dict[str, Any] = {
             "parameters": [_QUEUE],
             "requestBody": _IDS_BODY,
             "responses": {
-                "200": _json(_ref("Retried"), "how many were re-queued"),
-                **_errors("400", "401", "413", "503"),
+                "200": json_response(ref("Retried"), "how many were re-queued"),
+                **error_responses("400", "401", "413", "503"),
             },
         }
     },
@@ -536,8 +218,8 @@ PATHS: dict[str, Any] = {
             "operationId": "health",
             "security": [],
             "responses": {
-                "200": _json(_ref("Health"), "Redis answers"),
-                "503": _json(_ref("Health"), "Redis does not answer"),
+                "200": json_response(ref("Health"), "Redis answers"),
+                "503": json_response(ref("Health"), "Redis does not answer"),
             },
         }
     },
@@ -550,7 +232,7 @@ PATHS: dict[str, Any] = {
                     "description": "Prometheus text format",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
-                **_errors("401"),
+                **error_responses("401"),
             },
         }
     },
@@ -572,7 +254,7 @@ PATHS: dict[str, Any] = {
             "summary": "This document (no token needed)",
             "operationId": "openapi",
             "security": [],
-            "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+            "responses": {"200": json_response({"type": "object"}, "the OpenAPI document")},
         }
     },
 }
