@@ -146,10 +146,6 @@ def _endpoint(port: str) -> str | None:
     return port
 
 
-# Environment variables that don't follow TORQUE_<OPTION NAME>.
-_ENV_RENAMES = {"TORQUE_REDIS_URL": "redis"}
-
-
 def options_from_environ(environ: Mapping[str, str]) -> Options:
     """Parse ``TORQUE_*`` variables with the same :class:`Options` as the
     command line: ``TORQUE_PORT``, ``TORQUE_MAX_TASK_ERRORS``…, plus
