@@ -8,13 +8,13 @@ timeout, a refused connection) ends in a :class:`~torque.retry.Response` or
 from __future__ import annotations
 
 import attrs
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, error
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from torque import __version__
+from torque.body import BodyReader
 from torque.retry import NoResponse, Outcome, Response, parse_retry_after
 from torque.signing import Signer
 from torque.targets import TargetRefused
@@ -110,14 +110,14 @@ class Dispatcher:
     def _read(self, response) -> defer.Deferred:
         """Read a bounded part of the body: the connection goes back to the
         pool only once the body is read."""
-        body = _BoundedBody(self.detail_bytes, self.max_body)
-        response.deliverBody(body)
+        reader = BodyReader(keep=self.detail_bytes, limit=self.max_body)
+        response.deliverBody(reader)
 
-        def done(_):
+        def done(head: bytes) -> Response:
             status = response.code
             detail = ""
             if not 200 <= status < 300:
-                detail = " ".join(body.head.decode("utf-8", "replace").split())
+                detail = " ".join(head.decode("utf-8", "replace").split())
             raw = response.headers.getRawHeaders(b"retry-after", [b""])[-1]
             return Response(
                 status,
@@ -125,39 +125,7 @@ class Dispatcher:
                 detail=detail,
             )
 
-        return body.done.addCallback(done)
-
-
-class _BoundedBody(protocol.Protocol):
-    """Reads a handler's answer: keeps its first ``detail_bytes``, and drops
-    the connection once ``max_body`` bytes came, or when the attempt is
-    cancelled (it timed out), so that a handler that stalls or streams
-    forever never holds a connection or memory."""
-
-    def __init__(self, detail_bytes: int, max_body: int):
-        self.detail_bytes = detail_bytes
-        self.max_body = max_body
-        self.head = bytearray()
-        self.received = 0
-        self.done = defer.Deferred(lambda _: self.transport.stopProducing())
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        if len(self.head) < self.detail_bytes:
-            self.head.extend(data[: self.detail_bytes - len(self.head)])
-        self.received += len(data)
-        if self.received > self.max_body:
-            self.transport.stopProducing()
-            self.done.callback(None)
-
-    def connectionLost(self, reason: Failure) -> None:
-        if self.done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(None)
-        else:
-            self.done.errback(reason)
+        return reader.done.addCallback(done)
 
 
 def describe_failure(failure: Failure) -> str:

@@ -24,12 +24,10 @@ from twisted.internet.error import (
     DNSLookupError,
 )
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
-from twisted.web.client import RequestTransmissionFailed, ResponseDone, ResponseFailed
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
 from torque import client as _rules
+from torque.body import BodyReader
 from torque.client import (
     DEFAULT_TIMEOUT,
     Added,
@@ -152,37 +150,12 @@ class Client:
         deadline, it fails with :class:`TorqueUnavailable` (``timeout``)."""
         try:
             response = yield self._http.post(self.url, data=body, headers=self._headers)
-            reader = _BodyReader()
+            reader = BodyReader()
             response.deliverBody(reader)
             content = yield reader.done
         except TRANSPORT_ERRORS as error:
             raise _unavailable(error, self.timeout) from error
         return response.code, content
-
-
-class _BodyReader(Protocol):
-    """Reads an answer's body into :attr:`done`, a Deferred whose
-    cancellation closes the connection (``treq.content()``'s can't be
-    cancelled that way: the connection would stay open)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.done: Deferred[bytes] = Deferred(self._cancel)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.parts.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.done.called:  # cancelled: it failed already
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.parts))
-        else:
-            self.done.errback(reason)
-
-    def _cancel(self, _: Deferred) -> None:
-        if self.transport is not None:
-            self.transport.loseConnection()
 
 
 def _global_reactor() -> IReactorTime:
