@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
-from procs import Processes, ensure_tools
+from procs import ensure_tools, workspace
 from scenarios import Bench
 
 
@@ -35,21 +32,13 @@ def run(
     # Ctrl-C and SIGTERM both end in the finally below, which stops every child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ensure_tools()
-    processes = Processes()
-    tmp = tempfile.mkdtemp(prefix="torque-oneshot-")
-    try:
+    with workspace("torque-oneshot-", options.keep) as (processes, tmp):
         # No sizes and no concurrency: Bench.node passes only our arguments.
-        bench = Bench(processes, Path(tmp), {}, 0, options.redis_server)
+        bench = Bench(processes, tmp, {}, 0, options.redis_server)
         print(
             f"redis-server {bench.redis.version} on a unix socket, {bench.nginx.version}; "
             "one node: twistd -n torque --queue default, defaults otherwise",
             flush=True,
         )
         figures = measure(bench, options.count, options.warmup)
-    finally:
-        processes.stop_all()
-        if options.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
     return options, figures

@@ -23,6 +23,7 @@ should not grow with the queue: compare ``--tasks 1000``
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -165,7 +166,8 @@ def main(options):
         yield pool.closeCachedConnections()
     finally:
         yield redis.disconnect()
-        redis_server.stopService()
+        redis_server.stopService()  # waits for the server to exit
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def run(options) -> None:

@@ -9,6 +9,7 @@ temporary directory.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -83,6 +85,23 @@ class Processes:
     def stop_all(self) -> None:
         for process in reversed(list(self.children)):
             self.stop(process)
+
+
+@contextlib.contextmanager
+def workspace(prefix: str, keep: bool):
+    """``(processes, directory)`` for one bench command: on the way out,
+    whatever happened, every process is stopped and the temporary
+    directory removed (or, with ``keep``, kept and named)."""
+    processes = Processes()
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield processes, Path(tmp)
+    finally:
+        processes.stop_all()
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):

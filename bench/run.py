@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from procs import Processes, ensure_tools
+from procs import ensure_tools, workspace
 
 if TYPE_CHECKING:
     import scenarios
@@ -425,13 +425,9 @@ def _main(options, runs: int, sizes: dict) -> int:
     import scenarios
 
     ensure_tools()
-    processes = Processes()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    tmp = tempfile.mkdtemp(prefix="torque-bench-")
-    try:
-        bench = scenarios.Bench(
-            processes, Path(tmp), sizes, options.concurrency, options.redis_server
-        )
+    with workspace("torque-bench-", options.keep) as (processes, tmp):
+        bench = scenarios.Bench(processes, tmp, sizes, options.concurrency, options.redis_server)
         print(
             f"redis-server {bench.redis.version} at {bench.redis.path}, "
             f"{bench.nginx.version} at {bench.nginx.base}",
@@ -457,12 +453,6 @@ def _main(options, runs: int, sizes: dict) -> int:
             profiles[name] = {"raw": str(raw), "figures": figures}
             profiles[name]["summary"] = profile_summary(raw)
         info = machine(bench)
-    finally:
-        processes.stop_all()
-        if options.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
     table = summarise(results) if results else []
     if table:
         print()

@@ -202,13 +202,7 @@ def floor(bench: Bench, with_redis: bool) -> dict:
     if with_redis:
         argv += ["--redis", bench.redis.path]
     mark = bench.nginx.mark()
-    process = bench.processes.start(argv, stdout=subprocess.PIPE, text=True)
-    try:
-        out, _ = process.communicate(timeout=600)
-    finally:
-        bench.processes.stop(process)
-    if process.returncode != 0:
-        raise RuntimeError(f"floor.py failed ({process.returncode})")
+    out = _run(bench, argv, timeout=600)
     result = json.loads(out.strip().splitlines()[-1])
     arrivals = bench.nginx.since(mark, f"/{token}/")
     if len(arrivals) != count or result["failures"]:
@@ -359,14 +353,16 @@ def _wrk_rate(out: str) -> tuple[float, int]:
     return rate, bad
 
 
-def _run(bench: Bench, argv: list[str]) -> str:
+def _run(bench: Bench, argv: list[str], timeout: float = 120) -> str:
+    """Run ``argv`` to its end; its standard output."""
     process = bench.processes.start(argv, stdout=subprocess.PIPE, text=True)
     try:
-        out, _ = process.communicate(timeout=120)
+        out, _ = process.communicate(timeout=timeout)
     finally:
         bench.processes.stop(process)
     if process.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({process.returncode})")
+        name = Path(argv[1]).name if argv[0] == sys.executable else argv[0]
+        raise RuntimeError(f"{name} failed ({process.returncode})")
     return out
 
 
