@@ -126,7 +126,7 @@ class Task:
             url=fields.get("url", ""),
             method=(fields.get("method") or "POST").upper(),
             body=body,
-            content_type=fields.get("content_type") or (FORM if body else ""),
+            content_type=stored_content_type(fields),
             headers=json.loads(headers),
             name=fields.get("name", ""),
             due_at=float(fields.get("due_at") or 0),
@@ -135,6 +135,12 @@ class Task:
             max_errors=_int_or_none(fields.get("max_errors")),
             attempts=int(fields.get("attempts") or 0),
         )
+
+
+def stored_content_type(fields: Mapping[str, str]) -> str:
+    """A task hash's content type: left out for a form body (see
+    :meth:`Task.to_fields`), and by hand-written tasks."""
+    return fields.get("content_type") or (FORM if fields.get("body") else "")
 
 
 def strict_json(text: str | bytes) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torque.store import QueueStats
-from torque.task import FORM
+from torque.task import stored_content_type
 
 REDACTED = "[redacted]"
 # Authorization, Cookie, *-Token, *-Key, *Secret*, and their usual cousins.
@@ -67,7 +67,7 @@ def public_task(task_id: str, fields: Mapping[str, Any], full: bool = True) -> d
         "dead_at": _number(fields.get("dead_at")),
         "timeout": _number(fields.get("timeout")),
         "max_errors": _number(fields.get("max_errors"), int),
-        "content_type": fields.get("content_type") or (FORM if fields.get("body") else None),
+        "content_type": stored_content_type(fields) or None,
         "headers": _headers(fields.get("headers")),
     }
     if full:
