@@ -42,11 +42,11 @@ SECRET = "Bearer do-not-show-this"
 
 def playwright_or_skip():
     if not os.access(CHROMIUM, os.X_OK):
-        raise unittest.SkipTest(f"no {CHROMIUM}: apt-get install -y chromium")
+        raise unittest.FailTest(f"no {CHROMIUM}: apt-get install -y chromium")
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
-        raise unittest.SkipTest("no playwright: pip install playwright") from None
+        raise unittest.FailTest("no playwright: pip install -e '.[test]'") from None
     return sync_playwright, expect
 
 
