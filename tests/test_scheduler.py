@@ -242,6 +242,30 @@ class TimingTests:
             self.at(t0 + L, t0 + 2 * L, t0 + 0.5 + L, t0 + 1 + L, t0 + 1.5 + L, t0 + 2 + L),
         )
 
+    def test_failed_and_dead_attempts_free_their_slots(self):
+        hook = Hook(self.clock, 503, 404, 404, 404, 200)
+        self.start(hook, concurrency=2)
+        for i in range(5):
+            self.add(f"t{i}")
+        self.later(5)
+        # One retried, three refused, two delivered (t0 on its retry): two
+        # slots served six attempts, so every ending gave its slot back.
+        self.assertEqual(len(hook.times), 6)
+        statuses = [self.status(f"t{i}") for i in range(5)]
+        self.assertEqual(statuses, ["delivered", "dead", "dead", "dead", "delivered"])
+
+    def test_a_tasks_own_timeout_wins_over_the_nodes(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)  # the node's timeout: 10 s
+        t0 = self.clock.seconds()
+        self.add(timeout=2.0)
+        self.until(t0 + self.L + 2.0 - 0.001)
+        self.assertEqual(self.info()["attempts"], "1")
+        self.assertNotIn("last_error", self.info())
+        self.until(t0 + self.L + 2.0)
+        self.later(self.L)
+        self.assertEqual(self.info().get("last_error"), "timed out after 2 s")
+
     def test_safety_tick_finds_tasks_nobody_announced(self):
         hook = Hook(self.clock)
         self.start(hook, poll_interval=1.0)
@@ -452,3 +476,51 @@ class RoundTripTests(TimingTests, SchedulerCase):
         self.until(10.0)
         self.assertEqual(hook.times, [])
         self.assertEqual(len(self.store.claims), 2, "the start-up claim and the timer's")
+
+    # -- behaviours a deliberate bug once broke unnoticed (issue 11) --------
+
+    def test_a_batch_of_retries_arms_the_timer_for_the_earliest(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)
+        for task_id in ("a", "b", "c"):
+            self.add(task_id)
+        self.later(3 * self.L)  # claimed: one, then the two added during that claim
+        self.assertEqual(len(hook.held), 3)
+        first, late, soon = hook.held
+        first.finish()  # its outcome's write goes out alone ...
+        self.stub.flush()
+        for request, after in ((late, b"9"), (soon, b"2")):  # ... these two wait for it
+            request.setResponseCode(503)
+            request.setHeader(b"Retry-After", after)
+            request.finish()
+        self.stub.flush()
+        finished_at = self.clock.seconds()
+        self.later(2 * self.L)
+        self.assertEqual([len(batch) for batch in self.store.settled], [1, 2])
+        retry_at = finished_at + 2 + self.L  # the earlier retry, claimed then
+        self.until(retry_at - 0.001)
+        self.assertEqual(len(hook.times), 3, "the retry came early")
+        self.until(retry_at)
+        self.assertEqual(len(hook.times), 4, "the retry came late")
+        self.assertEqual(self.info("c")["attempts"], "2")
+
+    def test_stop_records_outcomes_queued_behind_a_write_in_flight(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)
+        for task_id in ("a", "b", "c"):
+            self.add(task_id)
+        self.later(3 * self.L)  # claimed: one, then the two added during that claim
+        self.assertEqual(len(hook.held), 3)
+        first, *others = hook.held
+        first.finish()  # its write goes out
+        self.stub.flush()
+        stopped = self.scheduler.stopService()  # SIGTERM
+        for request in others:  # these wait behind that write
+            request.finish()
+        self.stub.flush()
+        self.later(self.L)  # the first write is answered; the second goes out
+        self.assertNoResult(stopped)
+        self.later(self.L)
+        self.successResultOf(stopped)
+        self.assertEqual([len(batch) for batch in self.store.settled], [1, 2])
+        self.assertEqual([self.status(i) for i in ("a", "b", "c")], ["delivered"] * 3)
