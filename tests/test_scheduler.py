@@ -101,13 +101,14 @@ class SchedulerCase(unittest.TestCase):
         way, so that each runs at its own time (``Clock.advance`` runs
         them all at the end of the step, as a reactor late by that much
         would)."""
-        while True:
+        for _ in range(100_000):  # a scheduler that spins must fail, not hang
             times = [c.getTime() for c in self.clock.getDelayedCalls() if c.getTime() <= at]
             step = min([*times, at])
             self.clock.rightNow = max(self.clock.rightNow, step)
             self.clock.advance(0)
             if step >= at:
                 return
+        self.fail(f"still busy at {self.clock.seconds()}: a delayed call keeps coming back")
 
     def later(self, seconds: float) -> None:
         self.until(self.clock.seconds() + seconds)
