@@ -230,21 +230,32 @@ class Nginx:
 
 
 class Node:
-    """``twistd -n torque`` as a subprocess, with its own log file."""
+    """``twistd -n torque`` as a subprocess, with its own log file.
 
-    def __init__(self, processes: Processes, workdir: Path, name: str, args: list[str]):
+    :param api: serve the API on a free port (and wait for ``/health``);
+        without it the node runs with ``--port none`` and is ready when it
+        logs its start.
+    """
+
+    def __init__(
+        self, processes: Processes, workdir: Path, name: str, args: list[str], api: bool = True
+    ):
         self.processes = processes
         self.dir = workdir / name
         self.dir.mkdir()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = free_port() if api else None
+        self.url = f"http://127.0.0.1:{self.port}" if api else None
         self.logfile = self.dir / "twistd.log"
+        port = f"tcp:{self.port}:interface=127.0.0.1" if api else "none"
         argv = [TWISTD, "-n", "--pidfile=", f"--logfile={self.logfile}", "torque",
-                "--port", f"tcp:{self.port}:interface=127.0.0.1", *args]  # fmt: skip
+                "--port", port, *args]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = processes.start(argv, cwd=self.dir, env=env)
         self.pid = self.process.pid
-        wait_until(self._healthy, 30, f"the node {name} to answer /health ({self.logfile})")
+        if api:
+            wait_until(self._healthy, 30, f"the node {name} to answer /health ({self.logfile})")
+        else:
+            wait_until(self._started, 30, f"the node {name} to start ({self.logfile})")
 
     def _healthy(self) -> bool:
         if self.process.poll() is not None:
@@ -254,6 +265,11 @@ class Node:
                 return r.status == 200
         except OSError:
             return False
+
+    def _started(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the node exited; see {self.logfile}")
+        return self.logfile.exists() and b"torque node: queues" in self.logfile.read_bytes()
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)

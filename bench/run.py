@@ -46,6 +46,7 @@ SIZES = {
     "memory": 100_000,
     "latency": 500,
     "timer": 500,
+    "burst": 200,
     "add_seconds": 10,
 }
 QUICK_SIZES = {
@@ -54,6 +55,7 @@ QUICK_SIZES = {
     "memory": 20_000,
     "latency": 150,
     "timer": 150,
+    "burst": 200,
     "add_seconds": 4,
 }
 
@@ -70,6 +72,8 @@ def one_run(bench: scenarios.Bench, number: int, total: int) -> dict:
         ("add", lambda: scenarios.add(bench)),
         ("latency", lambda: scenarios.latency(bench)),
         ("timer", lambda: scenarios.timer(bench)),
+        ("burst", lambda: scenarios.burst(bench)),
+        ("burst_apart", lambda: scenarios.burst(bench, apart=True)),
         ("memory", lambda: scenarios.memory(bench)),
         ("calibrate", lambda: scenarios.calibrate(bench)),
     ]
@@ -193,6 +197,24 @@ ROWS = [
         "<= 20 ms",
         lambda value, ratio: value <= 20,
     ),
+    ("delay=2 burst, one node: p50", "ms", _get("burst", "p50_ms"), None, "", None),
+    (
+        "delay=2 burst, one node: p99",
+        "ms",
+        _get("burst", "p99_ms"),
+        None,
+        "<= 20 ms",
+        lambda value, ratio: value <= 20,
+    ),
+    ("delay=2 burst, API apart: p50", "ms", _get("burst_apart", "p50_ms"), None, "", None),
+    (
+        "delay=2 burst, API apart: p99",
+        "ms",
+        _get("burst_apart", "p99_ms"),
+        None,
+        "<= 20 ms",
+        lambda value, ratio: value <= 20,
+    ),
     (
         "backlog drain: deliveries/s",
         "/s",
@@ -221,10 +243,15 @@ ROWS = [
 
 
 def summarise(runs: list[dict]) -> list[dict]:
+    """The table's rows, over the runs; a row whose scenarios did not run
+    (``--only``) is left out."""
     table = []
     for label, unit, value, ratio, target, check in ROWS:
-        values = [value(f) for f in runs]
-        ratios = [ratio(f) for f in runs] if ratio else []
+        try:
+            values = [value(f) for f in runs]
+            ratios = [ratio(f) for f in runs] if ratio else []
+        except KeyError:
+            continue
         row = {
             "figure": label,
             "unit": unit,
@@ -402,7 +429,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         help="comma-separated scenarios (floor, floor_redis, drain, backlog, add, latency, "
-        "timer, memory; 'none' with --profile), run once each, for debugging: no table",
+        "timer, burst, burst_apart, memory, calibrate; 'none' with --profile), run once "
+        "each, for debugging: no table; with --runs N, N times and the table of their rows",
     )
     options = parser.parse_args()
     if options.ref and not os.environ.get(TREE_VARIABLE):
@@ -433,10 +461,19 @@ def _main(options, runs: int, sizes: dict) -> int:
             f"{bench.nginx.version} at {bench.nginx.base}",
             flush=True,
         )
-        if options.only:
-            for name in options.only.split(","):
-                if name not in ("", "none"):
-                    print(name, _run_one(bench, name), flush=True)
+        only = [name for name in (options.only or "").split(",") if name not in ("", "none")]
+        if only and options.runs:
+            # Those scenarios only, ``--runs`` times: the table's rows they make.
+            results = []
+            for n in range(runs):
+                figures = {}
+                for name in only:
+                    figures[name] = _run_one(bench, name)
+                    print(f"run {n + 1}/{runs}: {name} {figures[name]}", flush=True)
+                results.append(figures)
+        elif options.only:
+            for name in only:
+                print(name, _run_one(bench, name), flush=True)
             if not options.profile:
                 return 0
             results = []
@@ -518,6 +555,8 @@ def _run_one(bench: scenarios.Bench, name: str) -> dict:
         return scenarios.floor(bench, with_redis=False)
     if name == "backlog":
         return scenarios.drain(bench, backlog=True)
+    if name == "burst_apart":
+        return scenarios.burst(bench, apart=True)
     return getattr(scenarios, name)(bench)
 
 

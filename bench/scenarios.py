@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import secrets
 import signal
 import subprocess
@@ -58,12 +59,13 @@ class Bench:
         self._names += 1
         return f"{what}{self._names}x{secrets.token_hex(2)}"
 
-    def node(self, prefix: str, *args: str) -> Node:
+    def node(self, prefix: str, *args: str, api: bool = True) -> Node:
         return Node(
             self.processes,
             self.workdir,
             self.fresh("node-"),
             ["--redis", self.redis.url, "--redis-prefix", prefix, *args],
+            api=api,
         )
 
 
@@ -446,6 +448,42 @@ def timer(bench: Bench) -> dict:
         "p99_ms": percentile(ms, 99),
         "min_ms": min(ms),
         "max_ms": max(ms),
+    }
+
+
+def burst(bench: Bench, apart: bool = False) -> dict:
+    """Lateness of ``sizes["burst"]`` tasks with ``delay=2`` added back to
+    back, as fast as the API takes them (one keep-alive connection): they
+    fall due as densely as they came, many while a claim is on its way.
+
+    :param apart: the API on a node of its own (``--queue none``), the
+        queue processed by another (``--port none``), which hears of each
+        task through Redis's wake-up message.
+    """
+    count = bench.sizes["burst"]
+    token = bench.fresh("bst")
+    prefix = bench.fresh("bb")
+    processing = ["--queue", QUEUE, "--concurrency", str(bench.concurrency)]
+    nodes = []
+    try:
+        if apart:
+            nodes.append(bench.node(prefix, *processing, api=False))
+            nodes.append(bench.node(prefix, "--queue", "none"))
+        else:
+            nodes.append(bench.node(prefix, *processing))
+        mark = bench.nginx.mark()
+        sent = _paced_adds(nodes[-1], bench.nginx.base, token, count, math.inf, delay=2)
+        by_n = _arrivals_by_n(bench.nginx, mark, token, count, 60)
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+    ms = [(by_n[n] - answer["due_at"]) * 1000 for n, (_, _, answer) in enumerate(sent)]
+    return {
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "min_ms": min(ms),
+        "max_ms": max(ms),
+        "adds_per_s": (count - 1) / max(sent[-1][0] - sent[0][0], 1e-3),
     }
 
 

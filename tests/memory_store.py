@@ -4,8 +4,14 @@ It keeps the same data the Lua scripts keep (hashes of strings, sorted sets
 as dicts of scores) so that the real ``Task.from_fields`` reads it, and
 ``tests/test_store.py`` holds it to the same contract as the Redis store.
 Scheduler and API unit tests use it to run on a ``Clock`` with no I/O.
+
+It must not be kinder than Redis: given a ``clock`` and a ``latency``, every
+call changes the data at once (as a script runs whole) but its answer
+arrives ``latency`` seconds later on that clock, so a scheduler test sees
+the world move during a round trip, as it does against a real server.
 """
 
+import contextlib
 import math
 from collections import defaultdict
 
@@ -33,8 +39,22 @@ LEASE_LOST = "lease expired: the node died or lost Redis mid-request"
 
 class MemoryStore:
     def __init__(
-        self, lease_margin: float = 30.0, dead_max: int = DEAD_MAX, dead_ttl: float = DEAD_TTL
+        self,
+        lease_margin: float = 30.0,
+        dead_max: int = DEAD_MAX,
+        dead_ttl: float = DEAD_TTL,
+        clock=None,
+        latency: float = 0.0,
     ):
+        """
+        :param clock: where answers are delayed (an ``IReactorTime``);
+            needed when ``latency`` is not 0.
+        :param latency: seconds from a call to its answer (0: at once).
+        """
+        if latency and clock is None:
+            raise ValueError("a latency needs a clock")
+        self.clock = clock
+        self.latency = latency
         self.lease_margin = lease_margin
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
@@ -56,8 +76,24 @@ class MemoryStore:
 
     def _answer(self, result=None) -> defer.Deferred:
         if not self.available:
-            return defer.fail(StoreUnavailable("Redis did not answer in time"))
-        return defer.succeed(result)
+            answer = defer.fail(StoreUnavailable("Redis did not answer in time"))
+        else:
+            answer = defer.succeed(result)
+        if not self.latency:
+            return answer
+        late = defer.Deferred()
+        self.clock.callLater(self.latency, answer.chainDeferred, late)
+        return late
+
+    @contextlib.contextmanager
+    def at_once(self):
+        """Answer without latency inside the block: for a test's own look
+        at the data, which should not move the clock."""
+        latency, self.latency = self.latency, 0.0
+        try:
+            yield self
+        finally:
+            self.latency = latency
 
     def _sets(self, queue: str):
         return (

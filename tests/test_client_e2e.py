@@ -171,8 +171,10 @@ class TokenTests(NodeTestCase):
     def test_token(self):
         added = yield deferToThread(client.add, "/hooks/do/arg", api_token="s3cret")
         set_env(self, "TORQUE_API_TOKEN", "s3cret")
-        yield deferToThread(client.add, "/hooks/do/env")
+        from_env = yield deferToThread(client.add, "/hooks/do/env")
+        self.assertEqual((from_env.status, from_env.duplicate), ("scheduled", False))
         yield self.assert_delivered("/hooks/do/arg", added, {})
+        yield self.assert_delivered("/hooks/do/env", from_env, {})
 
     @inlineCallbacks
     def test_no_token(self):

@@ -1,7 +1,11 @@
 """The scheduler on a fake clock: when attempts happen, to the millisecond.
 
 The web hook is a twisted.web resource behind ``StubTreq``; the store is the
-in-memory double (held to the Redis store's contract in test_store.py).
+in-memory double (held to the Redis store's contract in test_store.py).  The
+timing tests run twice: with a store that answers at once, and with one
+whose answers arrive a round trip later on the same clock (``LATENCY``), as
+Redis's do; there every claim costs ``L`` seconds, and the expected times
+say so.
 """
 
 from treq.testing import StubTreq
@@ -33,10 +37,12 @@ class Hook(Resource):
         self.headers = headers or {}
         self.hold = hold
         self.times: list[float] = []  # to the microsecond
+        self.paths: list[str] = []  # in the same order
         self.held: list = []
 
     def render(self, request):
         self.times.append(round(self.clock.seconds(), 6))
+        self.paths.append(request.path.decode())
         if self.hold:
             self.held.append(request)
             return NOT_DONE_YET
@@ -47,10 +53,19 @@ class Hook(Resource):
         return b"ok"
 
 
-class SchedulerTests(unittest.TestCase):
+LATENCY = 0.004  # a Redis round trip on a busy machine
+
+
+class SchedulerCase(unittest.TestCase):
+    """Helpers; ``latency`` is the store's answer delay, ``L`` for short."""
+
+    latency = 0.0
+    timeout = 10  # a Clock test that hangs is a broken test: say so soon
+
     def setUp(self):
         self.clock = Clock()
-        self.store = MemoryStore()
+        self.L = self.latency
+        self.store = MemoryStore(clock=self.clock, latency=self.latency)
 
     def start(
         self, hook, poll_interval=3600.0, concurrency=10, rng=lambda: 0.0, rate=0.0, **policy
@@ -70,98 +85,134 @@ class SchedulerTests(unittest.TestCase):
         )
         self.scheduler.startService()
         self.addCleanup(self.stop)
+        self.until(self.L)  # the start-up claim has its answer: t0 = L
         return self.scheduler
 
     def stop(self):
-        """Stop, letting held requests reach their timeout."""
+        """Stop, letting held requests reach their timeout and the store
+        answer."""
         if self.scheduler.running:
             stopped = self.scheduler.stopService()
-            self.clock.advance(60)
+            self.until(self.clock.seconds() + 60)
             return stopped
+
+    def until(self, at: float) -> None:
+        """Move the clock to ``at``, stopping at every delayed call on the
+        way, so that each runs at its own time (``Clock.advance`` runs
+        them all at the end of the step, as a reactor late by that much
+        would)."""
+        for _ in range(100_000):  # a scheduler that spins must fail, not hang
+            times = [c.getTime() for c in self.clock.getDelayedCalls() if c.getTime() <= at]
+            step = min([*times, at])
+            self.clock.rightNow = max(self.clock.rightNow, step)
+            self.clock.advance(0)
+            if step >= at:
+                return
+        self.fail(f"still busy at {self.clock.seconds()}: a delayed call keeps coming back")
+
+    def later(self, seconds: float) -> None:
+        self.until(self.clock.seconds() + seconds)
 
     def add(self, task_id="t1", due_at=None, **kw):
         due_at = self.clock.seconds() if due_at is None else due_at
         task = Task(id=task_id, queue="q", url="http://hook.test/do", due_at=due_at, **kw)
-        self.successResultOf(self.store.add(task))
+        self.store.add(task)  # written at once; its answer may come later
         self.scheduler.wake(due_at)
 
+    def info(self, task_id="t1"):
+        with self.store.at_once():
+            return self.successResultOf(self.store.describe(task_id))
+
     def status(self, task_id="t1"):
-        return self.successResultOf(self.store.describe(task_id))["status"]
+        return self.info(task_id)["status"]
+
+    def at(self, *times):
+        """Times as ``Hook.times`` records them."""
+        return [round(t, 6) for t in times]
+
+
+class TimingTests:
+    """When attempts happen, at any store latency ``L``: an attempt starts
+    one claim's round trip after its task falls due (``+ L``), never later."""
+
+    def attempts_at(self, hook, expected, *, epsilon=0.001):
+        """Step to each expected attempt: none an instant before, one at it."""
+        for n, at in enumerate(expected):
+            if at - epsilon > self.clock.seconds():
+                self.until(at - epsilon)
+                self.assertEqual(len(hook.times), n, f"attempt {n + 1} came early")
+            self.until(at)
+            self.assertEqual(len(hook.times), n + 1, f"attempt {n + 1} came late")
+        self.assertEqual(hook.times, self.at(*expected))
 
     def test_due_task_is_dispatched_on_wake_up_not_on_the_next_tick(self):
         hook = Hook(self.clock)
         self.start(hook)
-        self.clock.advance(5)
+        self.until(5.0)
         self.add()
-        self.assertEqual(hook.times, [5.0])
+        self.later(self.L)
+        self.assertEqual(hook.times, self.at(5.0 + self.L))
         self.assertEqual(self.status(), "delivered")
 
     def test_delayed_task_waits_for_its_timer(self):
         hook = Hook(self.clock)
         self.start(hook)
         self.add(due_at=2.5)
-        self.clock.advance(2.499)
-        self.assertEqual(hook.times, [])
-        self.clock.advance(0.001)
-        self.assertEqual(hook.times, [2.5])
+        self.attempts_at(hook, [2.5 + self.L])
 
     def test_earlier_task_moves_the_timer_forward(self):
         hook = Hook(self.clock)
         self.start(hook)
         self.add("late", due_at=10.0)
         self.add("early", due_at=3.0)
-        self.clock.advance(3.0)
-        self.assertEqual(hook.times, [3.0])
-        self.clock.advance(7.0)
-        self.assertEqual(hook.times, [3.0, 10.0])
+        self.attempts_at(hook, [3.0 + self.L, 10.0 + self.L])
 
     def test_retries_follow_the_backoff_to_the_millisecond(self):
         hook = Hook(self.clock, 503, 503, 503, 200)
         self.start(hook)
+        t0, L = self.clock.seconds(), self.L
         self.add()
-        for attempts, gap in enumerate((1.0, 2.0, 4.0), start=1):
-            self.clock.advance(gap - 0.001)
-            self.assertEqual(len(hook.times), attempts, "an attempt came early")
-            self.clock.advance(0.001)
-            self.assertEqual(len(hook.times), attempts + 1, "an attempt came late")
-        self.assertEqual(hook.times, [0.0, 1.0, 3.0, 7.0])
+        # Each retry falls due ``backoff`` after the attempt, and is claimed
+        # then: a round trip later it starts.
+        self.attempts_at(hook, [t0 + L, t0 + 1 + 2 * L, t0 + 3 + 3 * L, t0 + 7 + 4 * L])
+        self.later(self.L)
         self.assertEqual(self.status(), "delivered")
 
     def test_jitter_only_ever_delays_a_retry(self):
         hook = Hook(self.clock, 500, 200)
         self.start(hook, rng=lambda: 1.0)
+        t0, L = self.clock.seconds(), self.L
         self.add()
-        self.assertEqual(self.store.due["q"], {"t1": 1.1})
-        self.clock.advance(1.09)
-        self.assertEqual(hook.times, [0.0])
-        self.clock.advance(0.02)
-        self.assertEqual(len(hook.times), 2)
+        self.later(self.L)
+        self.assertEqual(self.store.due["q"], {"t1": t0 + L + 1.1})
+        self.attempts_at(hook, [t0 + L, t0 + 1.1 + 2 * L], epsilon=0.01)
 
     def test_retry_after_is_honoured(self):
         hook = Hook(self.clock, 429, 200, headers={"Retry-After": "7"})
         self.start(hook)
+        t0, L = self.clock.seconds(), self.L
         self.add()
-        self.clock.advance(6.999)
-        self.assertEqual(hook.times, [0.0])
-        self.clock.advance(0.001)
-        self.assertEqual(hook.times, [0.0, 7.0])
+        self.attempts_at(hook, [t0 + L, t0 + 7 + 2 * L])
 
     def test_task_dies_after_max_errors_attempts(self):
         hook = Hook(self.clock, 500)
         self.start(hook, max_errors=3)
+        t0, L = self.clock.seconds(), self.L
         self.add()
-        self.clock.pump([1.0, 2.0, 4.0, 8.0, 16.0])
-        self.assertEqual(hook.times, [0.0, 1.0, 3.0])
-        info = self.successResultOf(self.store.describe("t1"))
+        self.attempts_at(hook, [t0 + L, t0 + 1 + 2 * L, t0 + 3 + 3 * L])
+        self.later(60)
+        self.assertEqual(len(hook.times), 3)
+        info = self.info()
         self.assertEqual((info["status"], info["last_status"]), ("dead", "500"))
         self.assertIn("gave up after 3 attempts", info["last_error"])
 
     def test_refusal_goes_straight_to_the_dead_letters(self):
         hook = Hook(self.clock, 404)
         self.start(hook)
+        t0 = self.clock.seconds()
         self.add()
-        self.clock.pump([1.0] * 10)
-        self.assertEqual(hook.times, [0.0])
+        self.later(10)
+        self.assertEqual(hook.times, self.at(t0 + self.L))
         self.assertEqual(self.status(), "dead")
 
     def test_requests_in_flight_never_exceed_concurrency(self):
@@ -169,12 +220,13 @@ class SchedulerTests(unittest.TestCase):
         self.start(hook, poll_interval=1.0, concurrency=2)
         for i in range(5):
             self.add(f"t{i}")
-        self.clock.pump([1.0] * 5)
+        self.later(5)
         self.assertEqual(len(hook.held), 2)
         self.assertTrue(all(limit <= 2 for _, _, limit in self.store.claims))
         for request in hook.held[:2]:
             request.finish()
         self.stub.flush()
+        self.later(2 * self.L)  # a claim for each slot, at worst one after the other
         self.assertEqual(len(hook.held), 4)
 
     def test_rate_spaces_dispatches_after_a_seconds_worth(self):
@@ -182,18 +234,50 @@ class SchedulerTests(unittest.TestCase):
         self.start(hook, rate=2.0)
         for i in range(6):
             self.add(f"t{i}")
-        self.clock.pump([0.25] * 12)
-        self.assertEqual(hook.times, [0.0, 0.0, 0.5, 1.0, 1.5, 2.0])
+        self.later(3)
+        # A second's worth at once (the second claimed by the claim after the
+        # first), then one each half second from the first claim on.
+        t0, L = self.L, self.L
+        self.assertEqual(
+            hook.times,
+            self.at(t0 + L, t0 + 2 * L, t0 + 0.5 + L, t0 + 1 + L, t0 + 1.5 + L, t0 + 2 + L),
+        )
+
+    def test_failed_and_dead_attempts_free_their_slots(self):
+        hook = Hook(self.clock, 503, 404, 404, 404, 200)
+        self.start(hook, concurrency=2)
+        for i in range(5):
+            self.add(f"t{i}")
+        self.later(5)
+        # One retried, three refused, two delivered (t0 on its retry): two
+        # slots served six attempts, so every ending gave its slot back.
+        self.assertEqual(len(hook.times), 6)
+        statuses = [self.status(f"t{i}") for i in range(5)]
+        self.assertEqual(statuses, ["delivered", "dead", "dead", "dead", "delivered"])
+
+    def test_a_tasks_own_timeout_wins_over_the_nodes(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)  # the node's timeout: 10 s
+        t0 = self.clock.seconds()
+        self.add(timeout=2.0)
+        self.until(t0 + self.L + 2.0 - 0.001)
+        self.assertEqual(self.info()["attempts"], "1")
+        self.assertNotIn("last_error", self.info())
+        self.until(t0 + self.L + 2.0)
+        self.later(self.L)
+        self.assertEqual(self.info().get("last_error"), "timed out after 2 s")
 
     def test_safety_tick_finds_tasks_nobody_announced(self):
         hook = Hook(self.clock)
         self.start(hook, poll_interval=1.0)
         task = Task(id="quiet", queue="q", url="http://hook.test/do", due_at=0.5)
-        self.successResultOf(self.store.add(task))  # no wake-up
-        self.clock.advance(0.999)
-        self.assertEqual(hook.times, [])
-        self.clock.advance(0.001)
-        self.assertEqual(hook.times, [1.0])
+        self.store.add(task)  # no wake-up
+        self.attempts_at(hook, [1.0 + self.L])
+
+
+class SchedulerTests(TimingTests, SchedulerCase):
+    """The store answers at once: the timing tests, and what needs no
+    round trip to show."""
 
     def test_ticks_never_overlap_a_slow_claim(self):
         pending = []
@@ -336,3 +420,108 @@ class SchedulerTests(unittest.TestCase):
         self.add()
         self.clock.pump([1.0] * 3)
         self.assertEqual(hook.times, [])
+
+
+class RoundTripTests(TimingTests, SchedulerCase):
+    """The store's answers arrive ``LATENCY`` seconds after each call."""
+
+    latency = LATENCY
+
+    def test_a_task_falling_due_during_a_claim_is_claimed_when_the_answer_comes(self):
+        hook = Hook(self.clock)
+        self.start(hook)
+        self.add("first", due_at=1.0)
+        self.add("second", due_at=1.0 + self.L / 2)  # due while the claim travels
+        self.until(1.0 + self.L)
+        self.assertEqual(hook.times, self.at(1.0 + self.L))
+        # The answer names 1.002 as the next due time, already past: a claim
+        # goes at once, not at the safety tick an hour later.
+        self.until(1.0 + 2 * self.L)
+        self.assertEqual(hook.times, self.at(1.0 + self.L, 1.0 + 2 * self.L))
+
+    def test_a_retry_due_before_its_outcome_is_recorded_is_claimed_then(self):
+        hook = Hook(self.clock, 429, 200, headers={"Retry-After": "0"})
+        self.start(hook)
+        t0, L = self.clock.seconds(), self.L
+        self.add()
+        # The attempt at t0+L says "again now"; the write of that outcome is
+        # answered at t0+2L, when the retry is already due: claimed then.
+        self.attempts_at(hook, [t0 + L, t0 + 3 * L])
+
+    def test_a_burst_of_tasks_falling_due_during_claims_is_each_on_time(self):
+        """200 tasks added 1.8 ms apart (the API's pace, about 550/s) with a
+        2 s delay: they fall due while claims are on their way, and each
+        starts within two round trips of its due time (the claim that was
+        out when it fell due, then its own)."""
+        hook = Hook(self.clock)
+        self.start(hook, concurrency=64, poll_interval=30.0)
+        due = {}
+        for n in range(200):
+            self.until(self.L + n * 0.0018)
+            due[f"/{n}"] = self.clock.seconds() + 2.0
+            task = Task(id=f"t{n}", queue="q", url=f"http://hook.test/{n}", due_at=due[f"/{n}"])
+            self.store.add(task)
+            self.scheduler.wake(task.due_at)
+        self.until(35.0)  # past the safety tick
+        self.assertEqual(sorted(hook.paths), sorted(due))
+        late = {path: at - due[path] for path, at in zip(hook.paths, hook.times, strict=True)}
+        worst = max(late, key=late.get)
+        self.assertLessEqual(late[worst], 2 * self.L + 1e-6, f"task {worst} was late")
+        self.assertGreaterEqual(min(late.values()), -1e-6, "a task went early")
+
+    def test_a_paused_queue_with_due_tasks_is_not_claimed_in_a_loop(self):
+        hook = Hook(self.clock)
+        self.start(hook)
+        self.store.paused.add("q")
+        self.add("held", due_at=1.0)
+        self.until(10.0)
+        self.assertEqual(hook.times, [])
+        self.assertEqual(len(self.store.claims), 2, "the start-up claim and the timer's")
+
+    # -- behaviours a deliberate bug once broke unnoticed (issue 11) --------
+
+    def test_a_batch_of_retries_arms_the_timer_for_the_earliest(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)
+        for task_id in ("a", "b", "c"):
+            self.add(task_id)
+        self.later(3 * self.L)  # claimed: one, then the two added during that claim
+        self.assertEqual(len(hook.held), 3)
+        first, late, soon = hook.held
+        first.finish()  # its outcome's write goes out alone ...
+        self.stub.flush()
+        for request, after in ((late, b"9"), (soon, b"2")):  # ... these two wait for it
+            request.setResponseCode(503)
+            request.setHeader(b"Retry-After", after)
+            request.finish()
+        self.stub.flush()
+        finished_at = self.clock.seconds()
+        self.later(2 * self.L)
+        self.assertEqual([len(batch) for batch in self.store.settled], [1, 2])
+        retry_at = finished_at + 2 + self.L  # the earlier retry, claimed then
+        self.until(retry_at - 0.001)
+        self.assertEqual(len(hook.times), 3, "the retry came early")
+        self.until(retry_at)
+        self.assertEqual(len(hook.times), 4, "the retry came late")
+        self.assertEqual(self.info("c")["attempts"], "2")
+
+    def test_stop_records_outcomes_queued_behind_a_write_in_flight(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)
+        for task_id in ("a", "b", "c"):
+            self.add(task_id)
+        self.later(3 * self.L)  # claimed: one, then the two added during that claim
+        self.assertEqual(len(hook.held), 3)
+        first, *others = hook.held
+        first.finish()  # its write goes out
+        self.stub.flush()
+        stopped = self.scheduler.stopService()  # SIGTERM
+        for request in others:  # these wait behind that write
+            request.finish()
+        self.stub.flush()
+        self.later(self.L)  # the first write is answered; the second goes out
+        self.assertNoResult(stopped)
+        self.later(self.L)
+        self.successResultOf(stopped)
+        self.assertEqual([len(batch) for batch in self.store.settled], [1, 2])
+        self.assertEqual([self.status(i) for i in ("a", "b", "c")], ["delivered"] * 3)

@@ -711,3 +711,13 @@ class UnavailableRedisTests(unittest.TestCase):
         self.assertNoResult(d)
         clock.advance(0.1)
         self.failureResultOf(d, StoreUnavailable)
+
+
+class LateMemoryStoreTests(StoreContract, unittest.TestCase):
+    """The double with latency keeps the contract: only answers are late."""
+
+    def setUp(self):
+        self.store = self.make_store()
+
+    def make_store(self, **kw):
+        return MemoryStore(clock=reactor, latency=0.001, **kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 import attrs
 from twisted.trial import unittest
@@ -611,7 +612,10 @@ class LimitTests(unittest.TestCase):
         deep = "x"
         for _ in range(31):
             deep = {"a": deep}
-        parse({"url": HOOK, "params": json.dumps(deep)})
+        task = parse({"url": HOOK, "params": json.dumps(deep)})  # 32 levels: taken whole
+        [(key, value)] = parse_qsl(task.body)
+        self.assertEqual((key, json.loads(value)), ("a", deep["a"]))
+        self.refused({"params": json.dumps({"a": deep})}, "params", "too_deep")
 
     def test_too_many_or_too_large_headers(self):
         many = {f"X-H{i}": "v" for i in range(101)}

@@ -137,9 +137,17 @@ class QueueScheduler(Service):
             self._arm(due_at)
 
     def _arm(self, at: float | None) -> None:
-        """Make sure a claim runs at ``at``; a timer only ever moves earlier."""
+        """Make sure a claim runs at ``at``; a timer only ever moves earlier.
+
+        A time already past means a claim at once: a Redis answer naming
+        the next due time arrives a round trip after the question, and a
+        task may have fallen due in between.
+        """
+        if at is None or not self.running:
+            return
         now = self.clock.seconds()
-        if at is None or at <= now or not self.running:
+        if at <= now:
+            self.pump()
             return
         if self._timer is not None and self._timer.active():
             if self._timer.getTime() <= at:
@@ -162,16 +170,15 @@ class QueueScheduler(Service):
             self._more = True
             return defer.succeed(None)
         self._more = False
-        d = self.store.claim(
-            self.queue, self.clock.seconds(), free, self.timeout, self.policy.max_errors, self.rate
-        )
+        now = self.clock.seconds()
+        d = self.store.claim(self.queue, now, free, self.timeout, self.policy.max_errors, self.rate)
         self._claiming = d
-        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free,))
+        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free, now))
         d.addBoth(self._claim_ended)
         d.addErrback(lambda f: log.failure("claim on queue {queue} failed", f, queue=self.queue))
         return d
 
-    def _claimed(self, claim: Claim, asked: int) -> None:
+    def _claimed(self, claim: Claim, asked: int, asked_at: float) -> None:
         if self._redis_down:
             self._redis_down = False
             log.info("queue {queue}: Redis answers again, resuming", queue=self.queue)
@@ -179,7 +186,13 @@ class QueueScheduler(Service):
             self._start(task)
         if len(claim.tasks) == asked:
             self._more = True
-        self._arm(claim.next_at)
+        # A next due time after the claim's ``now`` is a task this claim
+        # could not take yet: claim at that time, or at once if it passed
+        # while the answer travelled.  One at or before it was held back
+        # (the queue is paused, or the slots were full: ``_more`` covers
+        # those), and claiming again at once would only spin.
+        if claim.next_at is not None and claim.next_at > asked_at:
+            self._arm(claim.next_at)
 
     def _claim_failed(self, failure) -> None:
         failure.trap(StoreUnavailable)

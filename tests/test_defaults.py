@@ -1,0 +1,36 @@
+"""The defaults README.rst promises, held where the node takes them from.
+
+README's options table says: ``--lease-margin`` 30 (seconds), and
+``--dead-letter-ttl`` 604800 (7 days), ``--dead-letter-max`` 10000; its
+prose repeats "its timeout plus 30 seconds" and "for seven days".  A
+change to any of them must be a change to the README too.
+"""
+
+import inspect
+
+from twisted.trial import unittest
+
+from torque import store
+from torque.tap import Options
+
+DOCUMENTED = {
+    "lease-margin": 30.0,
+    "dead-letter-ttl": 7 * 86400.0,
+    "dead-letter-max": 10_000,
+}
+
+
+class DocumentedDefaultTests(unittest.TestCase):
+    def test_the_options_defaults_are_the_documented_ones(self):
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual({name: options[name] for name in DOCUMENTED}, DOCUMENTED)
+
+    def test_the_store_without_options_keeps_the_same_windows(self):
+        """What tests and embedders get when they build a store directly."""
+        defaults = inspect.signature(store.RedisStore).parameters
+        self.assertEqual(
+            (defaults["lease_margin"].default, store.DEAD_TTL, store.DEAD_MAX),
+            (DOCUMENTED["lease-margin"], DOCUMENTED["dead-letter-ttl"],
+             DOCUMENTED["dead-letter-max"]),
+        )  # fmt: skip
