@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from twisted.logger import Logger
 from twisted.web import resource
 
+from torque.logs import quoted
+
 log = Logger()
 
 # The dashboard page asks for the token itself; the API description is public.
@@ -56,8 +58,8 @@ class RequireToken(resource.Resource):
             return self.wrapped.render(request)
         log.info(
             "refused {method} {path} from {peer}: missing or wrong API token",
-            method=request.method.decode(),
-            path=request.path.decode("latin-1"),
+            method=quoted(request.method),
+            path=quoted(request.path),
             peer=getattr(request.getClientAddress(), "host", "?"),
         )
         request.setResponseCode(401)
