@@ -9,6 +9,7 @@ embedded Redis's data directory is logged as an absolute path.
 from __future__ import annotations
 
 import os
+from importlib import metadata
 
 import treq
 from twisted.internet import defer, reactor
@@ -76,6 +77,17 @@ class VersionTests(unittest.TestCase):
     def test_twistd_torque_version_prints_torques_version(self):
         code, output = yield run_twistd(self, "torque", "--version")
         self.assertEqual((code, output.strip()), (0, f"torque {torque.__version__}"))
+
+    def test_the_distribution_is_txtorque(self):
+        # ("torque" on PyPI is an unrelated project.)  After this rename an
+        # older checkout's install needs: pip uninstall torque, and install again.
+        try:
+            distribution = metadata.distribution("txtorque")
+        except metadata.PackageNotFoundError:
+            self.fail("no txtorque distribution installed: pip install -e . again")
+        self.assertEqual(
+            (distribution.metadata["Name"], distribution.version), ("txtorque", torque.__version__)
+        )
 
 
 class DataDirectoryTests(unittest.TestCase):

@@ -1,4 +1,7 @@
-"""API tokens: every endpoint but ``/health`` wants ``Authorization: Bearer``.
+"""API tokens: every endpoint but ``/health`` wants ``Authorization: Bearer``
+(and the dashboard page ``/``: a browser can't send a header when it opens a
+page, and the page holds no data: it asks for the token, and sends it with
+every API call it makes).
 
 Several tokens may be valid at once, so a token can be rotated without
 downtime: start nodes with the old and the new, move the clients, drop the
@@ -18,8 +21,8 @@ from torque.logs import quoted
 
 log = Logger()
 
-# The dashboard page asks for the token itself; the API description is public.
-OPEN_PATHS = frozenset({b"/health", b"/", b"/openapi.json"})
+#: The paths open without a token: health probes, and the dashboard's page.
+OPEN_PATHS = frozenset({b"/health", b"/"})
 
 
 def bearer_token(request) -> bytes | None:
