@@ -9,6 +9,7 @@ embedded Redis's data directory is logged as an absolute path.
 from __future__ import annotations
 
 import os
+import re
 from importlib import metadata
 
 import treq
@@ -98,3 +99,133 @@ class DataDirectoryTests(unittest.TestCase):
         node = yield start_node(self, embedded=True)
         expected = os.path.join(node.workdir, "torque-data")
         self.assertIn(f"embedded Redis keeps its data in {expected}", node.output)
+
+
+def help_defaults(text: str) -> dict[str, str | None]:
+    """Each option of a ``--help`` text, and the default it shows (``None``
+    for a flag, or an option that shows none)."""
+    entries: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        start = re.match(r"^\s+(?:-\w, )?--([\w-]+)=?(?:\s+(.*))?$", line)
+        if start:
+            current = entries.setdefault(start.group(1), [start.group(2) or ""])
+        elif current is not None and line.startswith(" " * 10):
+            current.append(line.strip())
+        elif not line.strip():
+            current = None
+    defaults = {}
+    for name, lines in entries.items():
+        found = re.search(r"\[default:\s*([^\]]+)\]", " ".join(lines))
+        defaults[name] = " ".join(found.group(1).split()) if found else None
+    return defaults
+
+
+def readme_defaults(text: str) -> dict[str, str]:
+    """Each option of README.rst's options table (the simple table whose
+    header is "option  meaning  default"), and its default column."""
+    lines = text.splitlines()
+    header = next(
+        i for i, line in enumerate(lines) if re.match(r"^option\s+meaning\s+default", line)
+    )
+    border = lines[header - 1]
+    starts = [m.start() for m in re.finditer(r"=+", border)]
+    defaults: dict[str, str] = {}
+    names: list[str] = []
+    for line in lines[header + 2 :]:
+        if line.startswith("="):
+            break
+        first, default = line[: starts[1]].strip(), line[starts[2] :].strip()
+        if first:
+            names = re.findall(r"``--([\w-]+)``", first)
+            for name in names:
+                defaults[name] = default
+        elif default:
+            for name in names:
+                defaults[name] += " " + default
+    return {name: value.replace("``", "") for name, value in defaults.items()}
+
+
+def same_default(shown: str | None, written: str) -> bool:
+    """Whether README's default says what ``--help`` shows: the same number,
+    or the same first word (``embedded`` for ``embedded redis-server``);
+    ``off`` for a flag."""
+    if shown is None:
+        return written == "off"
+    first = written.split()[0]
+    try:
+        return float(shown) == float(first)
+    except ValueError:
+        return shown.split()[0] == first
+
+
+class HelpTests(unittest.TestCase):
+    """Defaults are tested where users read them: ``twistd torque --help``
+    and README.rst's options table say the same, for every option."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_every_default_in_the_help_is_the_readmes(self):
+        code, output = yield run_twistd(self, "torque", "--help")
+        self.assertEqual(code, 0, output)
+        shown = help_defaults(output)
+        for name in ("help", "version"):
+            shown.pop(name)
+        with open(os.path.join(ROOT, "README.rst"), encoding="utf-8") as f:
+            written = readme_defaults(f.read())
+        self.assertIn("port", shown)
+        self.assertEqual(sorted(shown), sorted(written), "options in --help, and in README")
+        differ = {
+            name: (shown[name], written[name])
+            for name in shown
+            if not same_default(shown[name], written[name])
+        }
+        self.assertEqual(differ, {}, "option: (--help's default, README's)")
+
+    def test_the_parsers_read_what_they_should(self):
+        help_text = (
+            "Options:\n"
+            "  -p, --port=             where it listens [default:\n"
+            "                          8090]\n"
+            "      --log-deliveries    log a line\n"
+            "      --redis=            Redis URL [default: embedded redis-server]\n"
+        )
+        self.assertEqual(
+            help_defaults(help_text),
+            {"port": "8090", "log-deliveries": None, "redis": "embedded redis-server"},
+        )
+        border = "=" * 18 + "  " + "=" * 8 + "  " + "=" * 8
+
+        def row(option: str, meaning: str, default: str) -> str:
+            return f"{option:<18}  {meaning:<8}  {default}".rstrip()
+
+        readme = "\n".join(
+            [
+                "Options:",
+                "",
+                border,
+                row("option", "meaning", "default"),
+                border,
+                row("``--port``, ``-p``", "where", "``8090`` (loopback)"),
+                row("", "it is", ""),
+                row("``--b``", "beta", "604800"),
+                row("", "", "(7 days)"),
+                border,
+                row("``--c``", "not in the table", "1"),
+            ]
+        )
+        table = readme_defaults(readme)
+        self.assertEqual(table, {"port": "8090 (loopback)", "b": "604800 (7 days)"})
+        cases = [
+            ("8090", "8090 (loopback)", True),
+            ("3600.0", "3600", True),
+            ("604800.0", "604800 (7 days)", True),
+            ("30.0", "3", False),
+            ("embedded redis-server", "embedded", True),
+            ("none", "anywhere", False),
+            (None, "off", True),
+            (None, "on", False),
+        ]
+        for shown, written, same in cases:
+            self.assertEqual(same_default(shown, written), same, (shown, written))
