@@ -13,7 +13,7 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from torque.connection import RedisAddress, parse_redis_url
-from torque.tap import Options, options_from_environ
+from torque.tap import Options, descriptors_warning, options_from_environ
 
 DEFAULTS = {
     "queues": ["default"],
@@ -374,3 +374,20 @@ class ParseRedisUrlTests(unittest.TestCase):
         for name, text in [("str", str(address)), ("repr", repr(address))]:
             self.assertNotIn("s3cret", text, name)
         self.assertEqual(str(address), "redis://cache:6380/2")
+
+
+class DescriptorsTests(unittest.TestCase):
+    def test_a_cap_over_the_open_files_limit_is_warned_about(self):
+        cases = [
+            ("the defaults under ulimit -n 1024", [], 1024, False),
+            ("a cap over it", ["--max-connections", "2000"], 1024, True),
+            ("the cap with deliveries over it", ["--max-connections", "900"], 1024, True),
+            ("a raised limit", ["--max-connections", "2000"], 65536, False),
+            ("no limit", ["--max-connections", "2000"], None, False),
+            ("no API", ["--max-connections", "2000", "--port", "none"], 1024, False),
+        ]
+        for name, argv, limit, warned in cases:
+            warning = descriptors_warning(parse(*argv), limit)
+            self.assertEqual(warning is not None, warned, name)
+        warning = descriptors_warning(parse("--max-connections", "2000"), 1024)
+        self.assertIn("ulimit -n", warning)

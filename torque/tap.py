@@ -1,8 +1,10 @@
 """The composition root: command-line options, and the node built from them.
 
-``twistd -n torque [options]`` and ``twistd -y torque.tac`` (options from
-``TORQUE_*`` environment variables) both come here, so the two entry points
-can't drift apart.  This is the only module that touches the global reactor.
+``twistd -n torque [options]`` and ``twistd -y torque.tac`` both come here,
+and both read the ``TORQUE_*`` environment variables with the same
+:class:`Options` (the command line, when there is one, winning), so the two
+entry points can't drift apart.  This is the only module that touches the
+global reactor.
 """
 
 from __future__ import annotations
@@ -426,6 +428,9 @@ class TorqueNode(MultiService):
             endpoint=o["endpoint"] or "none",
             redis=str(address),
         )
+        warning = descriptors_warning(o, _open_files_limit())
+        if warning:
+            log.warn(warning)
         super().startService()
         _tune_gc()
 
@@ -454,6 +459,39 @@ class TorqueNode(MultiService):
             yield self.http_pool.closeCachedConnections()
         if self.embedded is not None:
             self.embedded.stopService()
+
+
+#: File descriptors a node holds besides API connections and deliveries:
+#: Redis connections and subscription, the embedded Redis's pipes, the log,
+#: the listening socket, standard streams.
+OTHER_DESCRIPTORS = 64
+
+
+def descriptors_warning(options: Mapping, limit: int | None) -> str | None:
+    """A warning when ``--max-connections`` API connections and one
+    queue's ``--concurrency`` deliveries would not fit under the open-files
+    limit (``ulimit -n``): past it, accepting, Redis and deliveries fail
+    with "Too many open files".  ``None`` when they fit or there is no limit."""
+    if limit is None or not options["endpoint"]:
+        return None
+    needed = options["max-connections"] + options["concurrency"] + OTHER_DESCRIPTORS
+    if needed <= limit:
+        return None
+    return (
+        f"--max-connections {options['max-connections']} and --concurrency "
+        f"{options['concurrency']} may need {needed} file descriptors, over this "
+        f"process's limit of {limit} (ulimit -n): raise the limit, or lower "
+        "--max-connections"
+    )
+
+
+def _open_files_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _tune_gc() -> None:
