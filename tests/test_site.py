@@ -366,3 +366,24 @@ class ListeningTests(unittest.TestCase):
         path = os.path.abspath(self.mktemp())
         _, warnings = yield self.listen(f"unix:{path}")
         self.assertEqual(warnings, [])
+
+
+class SlowBodyCapTests(unittest.TestCase):
+    def test_with_no_head_waiting_the_longest_slow_body_makes_room(self):
+        clock = Clock()
+        site = QuietSite(Never(), max_connections=3, reactor=clock)
+        uploads = []
+        for _ in range(2):
+            uploads.append(Connection(site))
+            uploads[-1].send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nx")
+            clock.advance(1)
+        handled = Connection(site)
+        handled.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # in hand: never closed
+        closed = []
+        for _ in range(2):
+            newcomer = Connection(site)
+            closed.append([c.closed for c in uploads])
+            newcomer.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(closed, [[True, False], [True, True]])
+        self.assertIsNone(Connection(site).channel, "only requests in hand are left")
+        self.assertFalse(handled.closed)

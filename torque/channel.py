@@ -84,9 +84,10 @@ class LimitedChannel(http.HTTPChannel):
     head_timeout = HEAD_TIMEOUT
     body_timeout = BODY_TIMEOUT
     #: Since when this connection waits for a request head (a new or an idle
-    #: keep-alive connection, or a head half-sent); ``None`` while a request
-    #: is in hand.  The site closes the longest waiting first.
+    #: keep-alive connection, or a head half-sent); ``None`` otherwise.
     waiting_since: float | None = None
+    #: Since when this connection receives a request body; ``None`` otherwise.
+    receiving_since: float | None = None
     _head_bytes = 0
     _head_lines = 0
     _deadline = None  # the DelayedCall of the current head or body deadline
@@ -121,12 +122,24 @@ class LimitedChannel(http.HTTPChannel):
         self.waiting_since = None
         self._disarm()
         if self.length != 0:  # a body follows (None: chunked)
+            self.receiving_since = self.site.reactor.seconds()
             self._arm(self.body_timeout, "body")
         super().allHeadersReceived()
 
     def allContentReceived(self) -> None:
+        self.receiving_since = None
         self._disarm()
         super().allContentReceived()
+
+    def room_rank(self) -> tuple[int, float] | None:
+        """Which connection the site closes first to make room: the one
+        waiting longest for a request head, else the one receiving a body
+        the longest; ``None`` for one whose request is in hand (never)."""
+        if self.waiting_since is not None:
+            return (0, self.waiting_since)
+        if self.receiving_since is not None:
+            return (1, self.receiving_since)
+        return None
 
     def requestDone(self, request) -> None:
         super().requestDone(request)

@@ -6,8 +6,9 @@ Each connection's own limits (request head and body, in size and time) are
 ``IDLE_TIMEOUT`` (set here, whatever twisted.web's default), and the open
 connections are capped (``--max-connections``): a connection past the cap
 closes the one that has waited longest for a request head (a stalled or
-idle client, never one with a request in hand), or, when every connection
-holds a request, is itself closed at once.  So a slowloris of any size holds
+idle client), else the one that has been receiving a body the longest (a
+slow upload), never one whose request is being handled; when every
+connection holds a request in hand, it is itself closed at once.  So a slowloris of any size holds
 at most the cap's file descriptors, and a real client's request still gets
 in at once.
 
@@ -95,12 +96,12 @@ class QuietSite(server.Site):
         return channel
 
     def _make_room(self) -> bool:
-        """Close the connection that has waited longest for a request head;
-        whether there was one."""
-        waiting = [c for c in self.channels if c.waiting_since is not None]
-        if not waiting:
+        """Close the connection that has waited longest for a request head
+        (else the one receiving a body the longest); whether there was one."""
+        ranked = [(c.room_rank(), c) for c in self.channels if c.room_rank() is not None]
+        if not ranked:
             return False
-        oldest = min(waiting, key=lambda c: c.waiting_since)
+        _, oldest = min(ranked, key=lambda pair: pair[0])
         self.channels.discard(oldest)
         oldest.transport.abortConnection()
         self.evicted += 1

@@ -104,7 +104,7 @@ class Options(usage.Options):
         ["max-body", None, 1024 * 1024, "largest request body the API takes, bytes", _whole],
         ["max-connections", None, 500,
          "open API connections at most; past it a new connection closes the one that "
-         "has waited longest for its request head, or is refused", _whole],
+         "has waited longest for its request head (or body), or is refused", _whole],
         ["lease-margin", None, 30.0,
          "seconds a claimed task's lease outlasts its timeout: how long after a node "
          "dies its tasks wait, beyond their timeout, to be delivered again", _number],
