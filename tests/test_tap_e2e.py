@@ -27,7 +27,8 @@ def run_twistd(testcase, *argv: str, env: dict[str, str] | None = None):
     workdir = os.path.abspath(testcase.mktemp())
     os.makedirs(workdir)
     process = _NodeProcess()
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TORQUE_")}
+    full_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
     transport = reactor.spawnProcess(process, TWISTD, [TWISTD, *argv], env=full_env, path=workdir)
     testcase.addCleanup(lambda: process.ended.called or transport.signalProcess("KILL"))
     code = yield process.ended
