@@ -1,10 +1,19 @@
+import re
 from pathlib import Path
 
 from setuptools import setup
 
+# One version, torque.__version__ (what `twistd torque --version` prints).
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', Path("torque/__init__.py").read_text(encoding="utf-8"), re.M
+).group(1)
+
 setup(
-    name="torque",
-    version="0.1.0",
+    # The import package is torque; on PyPI, "torque" is an unrelated 2010
+    # project (pip install torque would install it, pip install -U would
+    # replace this one with it).
+    name="txtorque",
+    version=VERSION,
     description="A web-hook task queue on Twisted and Redis",
     long_description=Path("README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",

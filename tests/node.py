@@ -287,7 +287,10 @@ def start_node(
     port = free_port()
     prefix = prefix or fresh_keys().prefix
     common = ["-n", "--pidfile=", "--logfile=-"]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # A node reads every TORQUE_* variable: none of the test run's own (a
+    # TORQUE_API_TOKEN in the shell would put every node behind a token).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TORQUE_")}
+    full_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
     redis_url_ = None if embedded else (redis or redis_url())
     if tac:
         full_env.update(TORQUE_PORT=f"tcp:{port}:interface=127.0.0.1", TORQUE_REDIS_PREFIX=prefix)

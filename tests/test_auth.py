@@ -1,5 +1,7 @@
 """API tokens, through StubTreq over the real API resource."""
 
+import re
+
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -56,3 +58,63 @@ class TokenTests(unittest.TestCase):
         http = StubTreq(RequireToken(api.resource(), []))
         response = self.successResultOf(http.get("http://t/tasks/x"))
         self.assertEqual(response.code, 404)
+
+
+class EveryRouteTests(unittest.TestCase):
+    """SPEC §5, for every route the API serves (read from its URL map, so a
+    route added later is covered too): with ``--api-token``, only
+    ``/health`` and the dashboard's page answer without the token."""
+
+    OPEN = {("GET", "/health"), ("HEAD", "/health"), ("GET", "/"), ("HEAD", "/")}
+
+    def setUp(self):
+        api = TorqueAPI(MemoryStore(), Clock())
+        self.http = StubTreq(RequireToken(api.resource(), ["s3cret"]))
+        self.routes = sorted(
+            (method, re.sub(r"<(?:\w+:)?(\w+)>", "x", rule.rule))
+            for rule in TorqueAPI.app.url_map.iter_rules()
+            for method in rule.methods
+            if method != "OPTIONS"
+        )
+
+    def code(self, method: str, path: str, token: str | None = None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = self.successResultOf(
+            self.http.request(method, "http://t" + path, headers=headers, data=b"{}")
+        )
+        self.successResultOf(response.content())
+        return response.code
+
+    def test_the_routes_are_read(self):
+        paths = {path for _, path in self.routes}
+        for path in ("/metrics", "/openapi.json", "/hooks/add", "/queues", "/tasks/x", "/"):
+            self.assertIn(path, paths)
+
+    def test_without_the_token_only_health_and_the_page_answer(self):
+        answered = {
+            (method, path): self.code(method, path)
+            for method, path in self.routes
+            if (method, path) not in self.OPEN
+        }
+        self.assertEqual({k: v for k, v in answered.items() if v != 401}, {})
+
+    def test_a_wrong_token_is_refused_everywhere_but_there(self):
+        for method, path in self.routes:
+            if (method, path) not in self.OPEN:
+                self.assertEqual(self.code(method, path, "s3cre"), 401, f"{method} {path}")
+
+    def test_health_and_the_page_need_no_token(self):
+        for method, path in sorted(self.OPEN):
+            self.assertEqual(self.code(method, path), 200, f"{method} {path}")
+
+    def test_with_the_token_every_route_is_let_through(self):
+        for method, path in self.routes:
+            self.assertNotEqual(self.code(method, path, "s3cret"), 401, f"{method} {path}")
+
+    def test_metrics_and_the_api_description_need_the_token(self):
+        # Named, for those two: /metrics behind the token was seen only by
+        # the slow schemathesis run; /openapi.json was open.
+        self.assertEqual(self.code("GET", "/metrics"), 401)
+        self.assertEqual(self.code("GET", "/openapi.json"), 401)
+        self.assertEqual(self.code("GET", "/metrics", "s3cret"), 200)
+        self.assertEqual(self.code("GET", "/openapi.json", "s3cret"), 200)

@@ -38,8 +38,8 @@ class DashboardTests(unittest.TestCase):
     def test_the_api_behind_it_still_needs_the_token(self):
         self.assertEqual(self.get("/queues")[0].code, 401)
 
-    def test_openapi_is_served_without_a_token(self):
-        self.assertEqual(self.get("/openapi.json")[0].code, 200)
+    def test_the_api_description_needs_the_token_too(self):
+        self.assertEqual(self.get("/openapi.json")[0].code, 401)
 
     def test_policy_allows_only_the_pages_own_script_and_style(self):
         response, page = self.get("/")

@@ -7,15 +7,17 @@ names it; every assertion carries that name.
 
 from __future__ import annotations
 
+import os
+
 from twisted.python import usage
 from twisted.trial import unittest
 
 from torque.connection import RedisAddress, parse_redis_url
-from torque.tap import Options, options_from_environ
+from torque.tap import Options, descriptors_warning, options_from_environ
 
 DEFAULTS = {
     "queues": ["default"],
-    "endpoint": "tcp:8090",
+    "endpoint": "tcp:8090:interface=127.0.0.1",
     "port": "8090",
     "redis": None,
     "data-dir": "./torque-data",
@@ -29,12 +31,23 @@ DEFAULTS = {
 }
 
 
-def parse(*argv: str) -> Options:
-    """``twistd torque *argv`` options.  (``parseOptions()`` with no list
-    would read ``sys.argv``.)"""
-    options = Options()
+def parse(*argv: str, environ: dict[str, str] | None = None) -> Options:
+    """``twistd torque *argv`` options, in ``environ`` (by default an empty
+    one, so that the test run's own environment doesn't leak in).
+    (``parseOptions()`` with no list would read ``sys.argv``.)"""
+    options = Options(environ or {})
     options.parseOptions(list(argv))
     return options
+
+
+def usage_error(testcase, argv=(), environ=None) -> str:
+    """The message of the usage error that ``argv`` in ``environ`` makes
+    (fails the test when they are accepted)."""
+    try:
+        options = parse(*argv, environ=environ)
+    except usage.UsageError as e:
+        return str(e)
+    testcase.fail(f"{argv!r} in {environ!r} was accepted as {dict(options)!r}")
 
 
 class OptionsTests(unittest.TestCase):
@@ -52,8 +65,10 @@ class OptionsTests(unittest.TestCase):
             ("repeated queue once", ["-q", "a", "-q", "b", "-q", "a"], {"queues": ["a", "b"]}),
             ("no queue", ["--queue", "none"], {"queues": []}),
             ("no API", ["--port", "none"], {"endpoint": None}),
-            ("port number", ["--port", "9000"], {"endpoint": "tcp:9000"}),
-            ("short -p", ["-p", "9000"], {"endpoint": "tcp:9000"}),
+            ("port number: loopback only", ["--port", "9000"],
+             {"endpoint": "tcp:9000:interface=127.0.0.1"}),
+            ("short -p", ["-p", "9000"], {"endpoint": "tcp:9000:interface=127.0.0.1"}),
+            ("every interface, said so", ["--port", "tcp:9000"], {"endpoint": "tcp:9000"}),
             ("TCP endpoint", ["--port", "tcp:8090:interface=127.0.0.1"],
              {"endpoint": "tcp:8090:interface=127.0.0.1"}),
             ("UNIX endpoint", ["--port", "unix:/run/torque.sock"],
@@ -100,6 +115,9 @@ class OptionsTests(unittest.TestCase):
             ("base URL without a scheme", ["--base-task-url", "app:8000"]),
             ("base URL that is a path", ["--base-task-url", "/hooks"]),
             ("unknown option", ["--bogus"]),
+            ("unknown endpoint type", ["--port", "tpc:8090"]),
+            ("endpoint port not a number", ["--port", "tcp:http"]),
+            ("zero max connections", ["--max-connections", "0"]),
         ]
         for name, argv in cases:
             try:
@@ -164,7 +182,7 @@ class EnvironTests(unittest.TestCase):
             }
         )
         expected = {
-            "endpoint": "tcp:9000",
+            "endpoint": "tcp:9000:interface=127.0.0.1",
             "queues": ["emails", "reports"],
             "redis": "redis://cache:6380/2",
             "max-task-errors": 5,
@@ -196,6 +214,108 @@ class EnvironTests(unittest.TestCase):
         self.assertEqual(
             (options["api-tokens"], options["signing-secrets"]), (["old", "new"], [secret])
         )
+
+    def test_twistd_torque_reads_the_environment_too(self):
+        # twistd makes the plugin's Options with no arguments: os.environ.
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        environ = {
+            "TORQUE_API_TOKEN": "s3cret",
+            "TORQUE_SIGNING_SECRET": secret,
+            "TORQUE_ALLOW_TARGET": "*.app.internal",
+            "TORQUE_MAX_TASK_ERRORS": "5",
+            "TORQUE_LOG_DELIVERIES": "on",
+        }
+        options = parse("--queue", "emails", environ=environ)
+        self.assertEqual(
+            (options["api-tokens"], options["signing-secrets"], options["allow-targets"],
+             options["max-task-errors"], options["log-deliveries"], options["queues"]),
+            (["s3cret"], [secret], ["*.app.internal"], 5, 1, ["emails"]),
+        )  # fmt: skip
+        self.patch(os, "environ", {"TORQUE_API_TOKEN": "from-os-environ"})
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["api-tokens"], ["from-os-environ"])
+
+    def test_the_command_line_wins(self):
+        environ = {
+            "TORQUE_PORT": "9000",
+            "TORQUE_QUEUES": "a,b",
+            "TORQUE_API_TOKEN": "env-token",
+            "TORQUE_MAX_TASK_ERRORS": "5",
+            "TORQUE_RATE": "2",
+        }
+        cases = [
+            ("port", ["--port", "9001"], "endpoint", "tcp:9001:interface=127.0.0.1"),
+            ("short -p", ["-p", "9001"], "endpoint", "tcp:9001:interface=127.0.0.1"),
+            ("queues: replaced, not added to", ["-q", "c"], "queues", ["c"]),
+            ("token: replaced", ["--api-token", "cli-token"], "api-tokens", ["cli-token"]),
+            ("an option not given comes from the environment", ["-q", "c"],
+             "max-task-errors", 5),
+            ("even where the command line says the default", ["--rate", "0"], "rate", 0.0),
+        ]  # fmt: skip
+        for name, argv, key, value in cases:
+            self.assertEqual(parse(*argv, environ=environ)[key], value, name)
+
+    def test_an_unknown_variable_is_an_error_naming_it(self):
+        for variable in ("TORQUE_PROT", "TORQUE_QUEUEE", "TORQUE_API_TOKENS", "TORQUE_HELP",
+                         "TORQUE_ENDPOINT"):  # fmt: skip
+            for entry, read in [
+                ("twistd torque", lambda env: parse("-q", "a", environ=env)),
+                ("torque.tac", options_from_environ),
+            ]:
+                with self.assertRaises(usage.UsageError, msg=f"{entry}: {variable}") as caught:
+                    read({variable: "9000"})
+                self.assertIn(variable, str(caught.exception), entry)
+
+    def test_variables_of_other_tools_are_not_options(self):
+        environ = {
+            "TORQUE_URL": "http://torque:8090",  # the clients'
+            "TORQUE_FAULT_REPORT": "faults.jsonl",
+            "TORQUE_BENCH_TREE": "/tmp/t",
+            "TORQUE_SCREENSHOT": "docs/dashboard.png",
+            "PATH": "/bin",
+        }
+        self.assertEqual(dict(parse(environ=environ)), dict(parse()))
+
+    def test_a_bad_value_is_an_error_naming_its_variable(self):
+        cases = [
+            ({"TORQUE_CONCURRENCY": "0"}, "TORQUE_CONCURRENCY"),
+            ({"TORQUE_MAX_TASK_ERRORS": "lots"}, "TORQUE_MAX_TASK_ERRORS"),
+            ({"TORQUE_TASK_TIMEOUT": "soon"}, "TORQUE_TASK_TIMEOUT"),
+            ({"TORQUE_RATE": "nan"}, "TORQUE_RATE"),
+            ({"TORQUE_QUEUES": "good,bad queue"}, "TORQUE_QUEUES"),
+            ({"TORQUE_QUEUE": "a/b"}, "TORQUE_QUEUE"),
+            ({"TORQUE_REDIS_URL": "http://cache"}, "TORQUE_REDIS_URL"),
+            ({"TORQUE_REDIS": "cache:6379"}, "TORQUE_REDIS"),
+            ({"TORQUE_PORT": "tpc:8090"}, "TORQUE_PORT"),
+            ({"TORQUE_BASE_TASK_URL": "ftp://app"}, "TORQUE_BASE_TASK_URL"),
+            ({"TORQUE_ALLOW_TARGET": "10.0.0.0/8,not a host!"}, "TORQUE_ALLOW_TARGET"),
+            ({"TORQUE_SIGNING_SECRET": "whsec_c2hvcnQ="}, "TORQUE_SIGNING_SECRET"),
+            ({"TORQUE_LOG_DELIVERIES": "maybe"}, "TORQUE_LOG_DELIVERIES"),
+            ({"TORQUE_MAX_CONNECTIONS": "-1"}, "TORQUE_MAX_CONNECTIONS"),
+            ({"TORQUE_MIN_TASK_DELAY": "10", "TORQUE_MAX_TASK_DELAY": "5"},
+             "TORQUE_MIN_TASK_DELAY"),
+            ({"TORQUE_QUEUE": "a", "TORQUE_QUEUES": "b"}, "TORQUE_QUEUES"),
+            ({"TORQUE_REDIS": "redis://a", "TORQUE_REDIS_URL": "redis://b"}, "TORQUE_REDIS_URL"),
+        ]  # fmt: skip
+        for environ, variable in cases:
+            message = usage_error(self, environ=environ)
+            self.assertIn(variable, message, environ)
+
+    def test_a_bad_option_is_named_as_it_was_given(self):
+        self.assertIn("--concurrency", usage_error(self, ["--concurrency", "0"]))
+        message = usage_error(self, ["--concurrency", "many"])
+        self.assertIn("--concurrency", message)
+        self.assertIn("'many' is not a whole number", message)
+
+    def test_a_refused_signing_secret_is_not_repeated(self):
+        message = usage_error(self, environ={"TORQUE_SIGNING_SECRET": "whsec_c2hvcnQ="})
+        self.assertNotIn("c2hvcnQ", message)
+
+    def test_flags_from_the_environment(self):
+        for value, on in [("1", 1), ("true", 1), ("ON", 1), ("0", 0), ("no", 0), ("off", 0)]:
+            options = parse(environ={"TORQUE_LOG_DELIVERIES": value})
+            self.assertEqual(options["log-deliveries"], on, value)
 
 
 class ParseRedisUrlTests(unittest.TestCase):
@@ -254,3 +374,20 @@ class ParseRedisUrlTests(unittest.TestCase):
         for name, text in [("str", str(address)), ("repr", repr(address))]:
             self.assertNotIn("s3cret", text, name)
         self.assertEqual(str(address), "redis://cache:6380/2")
+
+
+class DescriptorsTests(unittest.TestCase):
+    def test_a_cap_over_the_open_files_limit_is_warned_about(self):
+        cases = [
+            ("the defaults under ulimit -n 1024", [], 1024, False),
+            ("a cap over it", ["--max-connections", "2000"], 1024, True),
+            ("the cap with deliveries over it", ["--max-connections", "900"], 1024, True),
+            ("a raised limit", ["--max-connections", "2000"], 65536, False),
+            ("no limit", ["--max-connections", "2000"], None, False),
+            ("no API", ["--max-connections", "2000", "--port", "none"], 1024, False),
+        ]
+        for name, argv, limit, warned in cases:
+            warning = descriptors_warning(parse(*argv), limit)
+            self.assertEqual(warning is not None, warned, name)
+        warning = descriptors_warning(parse("--max-connections", "2000"), 1024)
+        self.assertIn("ulimit -n", warning)

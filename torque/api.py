@@ -24,6 +24,7 @@ from twisted.web.http import parse_qs
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from torque import dashboard, openapi
+from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, Metrics
 from torque.store import RedisStore, StoreUnavailable
 from torque.targets import TargetGuard, TargetRefused
@@ -397,6 +398,9 @@ class TorqueAPI:
     @app.handle_errors(Exception)
     def crashed(self, request, failure):
         log.failure(
-            "unhandled error in {method} {path}", failure, method=request.method, path=request.path
+            "unhandled error in {method} {path}",
+            failure,
+            method=quoted(request.method),
+            path=quoted(request.path),
         )
         return error_body(request, 500, "internal", "internal error; see the node's log")

@@ -1,4 +1,7 @@
-"""API tokens: every endpoint but ``/health`` wants ``Authorization: Bearer``.
+"""API tokens: every endpoint but ``/health`` wants ``Authorization: Bearer``
+(and the dashboard page ``/``: a browser can't send a header when it opens a
+page, and the page holds no data: it asks for the token, and sends it with
+every API call it makes).
 
 Several tokens may be valid at once, so a token can be rotated without
 downtime: start nodes with the old and the new, move the clients, drop the
@@ -14,10 +17,12 @@ from collections.abc import Iterable
 from twisted.logger import Logger
 from twisted.web import resource
 
+from torque.logs import quoted
+
 log = Logger()
 
-# The dashboard page asks for the token itself; the API description is public.
-OPEN_PATHS = frozenset({b"/health", b"/", b"/openapi.json"})
+#: The paths open without a token: health probes, and the dashboard's page.
+OPEN_PATHS = frozenset({b"/health", b"/"})
 
 
 def bearer_token(request) -> bytes | None:
@@ -56,8 +61,8 @@ class RequireToken(resource.Resource):
             return self.wrapped.render(request)
         log.info(
             "refused {method} {path} from {peer}: missing or wrong API token",
-            method=request.method.decode(),
-            path=request.path.decode("latin-1"),
+            method=quoted(request.method),
+            path=quoted(request.path),
             peer=getattr(request.getClientAddress(), "host", "?"),
         )
         request.setResponseCode(401)

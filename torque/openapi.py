@@ -238,7 +238,8 @@ PATHS: dict[str, Any] = {
     },
     "/": {
         "get": {
-            "summary": "The dashboard page (no token needed: it asks for one)",
+            "summary": "The dashboard page (no token needed: it holds no data, and asks for "
+            "the token the API calls it makes need)",
             "operationId": "dashboard",
             "security": [],
             "responses": {
@@ -251,10 +252,12 @@ PATHS: dict[str, Any] = {
     },
     "/openapi.json": {
         "get": {
-            "summary": "This document (no token needed)",
+            "summary": "This document",
             "operationId": "openapi",
-            "security": [],
-            "responses": {"200": json_response({"type": "object"}, "the OpenAPI document")},
+            "responses": {
+                "200": json_response({"type": "object"}, "the OpenAPI document"),
+                **error_responses("401"),
+            },
         }
     },
 }
@@ -272,8 +275,8 @@ def _document(token_required: bool) -> dict[str, Any]:
                 '{"error": {"code", "message", "field"?}}; a method a path does not list '
                 "answers 405 with an Allow header, a body over --max-body (1 MiB) 413, and a "
                 "request head of over 100 headers or 16 KiB 431, on any path.  "
-                "With --api-token, every endpoint but /health, / and /openapi.json needs "
-                "Authorization: Bearer <token>."
+                "With --api-token, every endpoint but /health and the dashboard page / "
+                "needs Authorization: Bearer <token>."
             ),
         },
         # A node without --api-token takes a request with or without one.

@@ -21,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from torque.dispatch import Dispatcher
+from torque.logs import quoted
 from torque.retry import Dead, Decision, Delivered, Outcome, Retry, RetryPolicy, next_step
 from torque.store import Claim, RedisStore, StoreUnavailable
 from torque.task import Task
@@ -292,7 +293,7 @@ def _log_attempt(task: Task, outcome, decision: Decision) -> None:
         attempt=task.attempts,
         duration=outcome.duration,
         status=getattr(outcome, "status", None),
-        error=getattr(decision, "error", None),
+        error=quoted(getattr(decision, "error", None)),
     )
     if isinstance(decision, Delivered):
         log.info("task {task_id} delivered ({status}) in {duration:.3f}s", **fields)

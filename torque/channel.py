@@ -1,0 +1,198 @@
+"""One API connection: the limits on its requests' heads and bodies, in
+size and in time.
+
+twisted.web buffers a request body of any size (to a temporary file past
+100 kB) before the handler sees it; :class:`LimitedRequest` refuses an
+oversized body as it arrives, whether its length is declared up front or it
+comes chunked.  :class:`LimitedChannel` refuses an oversized head.
+
+Slow clients (slowloris): twisted.web closes a connection only after a
+minute without a byte, so one that sends a byte now and then stays open for
+ever, and a few thousand half-sent requests used to exhaust a node's file
+descriptors (``/health``, adds and deliveries all failing with "Too many
+open files").  Now a request head must arrive within ``HEAD_TIMEOUT`` of its
+first byte (or of the connection), and a body within ``BODY_TIMEOUT`` of its
+head; the site (:mod:`torque.site`) closes idle connections and caps how
+many are open.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.web import http, server
+
+MAX_BODY = 1024 * 1024
+MAX_HEADERS = 100
+MAX_HEAD_BYTES = 16 * 1024
+#: Seconds a request head may take to arrive (16 KiB at most: any real client
+#: sends it in one go).
+HEAD_TIMEOUT = 10.0
+#: Seconds a request body may take to arrive after its head (1 MiB in a
+#: minute is 17 kB/s).
+BODY_TIMEOUT = 60.0
+
+
+class LimitedRequest(server.Request):
+    """A request whose body may not exceed ``max_body`` bytes (413)."""
+
+    max_body = MAX_BODY
+    _too_large = False
+    _received = 0
+
+    def gotLength(self, length):
+        if length is not None and length > self.max_body:
+            self._reject()
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self._too_large:
+            return
+        self._received += len(data)
+        if self._received > self.max_body:
+            self._reject()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if not self._too_large:
+            super().requestReceived(command, path, version)
+
+    def process(self):
+        self.channel.site.track(self)
+        super().process()
+
+    def _reject(self):
+        self._too_large = True
+        refuse(
+            self.channel.transport,
+            b"413 Payload Too Large",
+            "too_large",
+            f"the request body is over {self.max_body} bytes",
+            "body",
+        )
+
+
+class LimitedChannel(http.HTTPChannel):
+    """An HTTP channel that refuses an oversized request head with a JSON
+    ``431`` naming the limit, where twisted.web would answer a bare 400 (or
+    just hang up, for one over-long line), and a request that is slower to
+    arrive than ``head_timeout`` / ``body_timeout`` with a JSON ``408``."""
+
+    maxHeaders = MAX_HEADERS
+    totalHeadersSize = MAX_HEAD_BYTES
+    head_timeout = HEAD_TIMEOUT
+    body_timeout = BODY_TIMEOUT
+    #: Since when this connection waits for a request head (a new or an idle
+    #: keep-alive connection, or a head half-sent); ``None`` otherwise.
+    waiting_since: float | None = None
+    #: Since when this connection receives a request body; ``None`` otherwise.
+    receiving_since: float | None = None
+    _head_bytes = 0
+    _head_lines = 0
+    _deadline = None  # the DelayedCall of the current head or body deadline
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.waiting_since = self.site.reactor.seconds()
+        self._arm(self.head_timeout, "headers")
+
+    def dataReceived(self, data: bytes) -> None:
+        # The first byte of the next request on a kept-alive connection
+        # starts its head's deadline.
+        if self.waiting_since is not None and self._deadline is None:
+            self._arm(self.head_timeout, "headers")
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if not line:  # the end of this request's head
+            self._head_bytes = self._head_lines = 0
+            return super().lineReceived(line)
+        self._head_bytes += len(line)
+        self._head_lines += 1
+        if self._head_bytes > self.totalHeadersSize:
+            return self._refuse_head(
+                f"the request line and headers are over {self.totalHeadersSize} bytes"
+            )
+        if self._head_lines > self.maxHeaders + 1:  # the request line, then headers
+            return self._refuse_head(f"more than {self.maxHeaders} headers")
+        super().lineReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        self.waiting_since = None
+        self._disarm()
+        if self.length != 0:  # a body follows (None: chunked)
+            self.receiving_since = self.site.reactor.seconds()
+            self._arm(self.body_timeout, "body")
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        self.receiving_since = None
+        self._disarm()
+        super().allContentReceived()
+
+    def room_rank(self) -> tuple[int, float] | None:
+        """Which connection the site closes first to make room: the one
+        waiting longest for a request head, else the one receiving a body
+        the longest; ``None`` for one whose request is in hand (never)."""
+        if self.waiting_since is not None:
+            return (0, self.waiting_since)
+        if self.receiving_since is not None:
+            return (1, self.receiving_since)
+        return None
+
+    def requestDone(self, request) -> None:
+        super().requestDone(request)
+        if self.transport is not None and self.transport.connected and not self.requests:
+            # Idle: the idle timeout runs, and the next head's deadline
+            # starts with its first byte.
+            self.waiting_since = self.site.reactor.seconds()
+
+    def timeoutConnection(self) -> None:
+        # twisted.web's, without its log line: an idle client is no news.
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        self._disarm()
+        self.site.connection_lost(self)
+        super().connectionLost(reason)
+
+    def _arm(self, timeout: float, part: str) -> None:
+        self._disarm()
+        self._deadline = self.callLater(timeout, self._too_slow, timeout, part)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self, timeout: float, part: str) -> None:
+        self._deadline = None
+        what = "head" if part == "headers" else "body"
+        refuse(self.transport, b"408 Request Timeout", "timeout",
+               f"the request {what} did not arrive within {timeout:g} s", part)  # fmt: skip
+        # A client that reads nothing can't keep it open either.
+        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuse_head(f"a header line is over {self.MAX_LENGTH} bytes")
+
+    def _refuse_head(self, message: str) -> None:
+        # Hanging up stops the reading, and LineReceiver parses no more lines.
+        refuse(self.transport, b"431 Request Header Fields Too Large", "too_large", message,
+               "headers")  # fmt: skip
+
+
+def refuse(transport, status: bytes, code: str, message: str, field: str) -> None:
+    """Answer a request torque won't read with a JSON error, and hang up."""
+    body = json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
+    transport.write(
+        b"HTTP/1.1 %s\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Connection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body)
+    )
+    transport.loseConnection()
