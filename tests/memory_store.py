@@ -328,11 +328,11 @@ class MemoryStore:
         return self._answer(DeadPage(len(dead), letters))
 
     def task_page(self, queue, state, after=None, limit=50, max_bytes=PAGE_BYTES):
+        kind = LISTED_STATES[state]
+        if kind is None:  # as the Redis store: no set, so no call
+            return defer.succeed(TaskPage([], None))
         if not self.available:
             return self._answer()
-        kind = LISTED_STATES[state]
-        if kind is None:
-            return self._answer(TaskPage([], None))
         members = sorted(
             (score, task_id) for task_id, score in getattr(self, kind).get(queue, {}).items()
         )
