@@ -23,11 +23,14 @@ from torque.store import (
     DEAD_TTL,
     DELIVERED_TTL,
     HISTORY_LENGTH,
+    LISTED_STATES,
+    PAGE_BYTES,
     Claim,
     DeadPage,
     Minute,
     QueueStats,
     StoreUnavailable,
+    TaskPage,
     history_entry,
     minute_buckets,
     settled_entry,
@@ -178,12 +181,18 @@ class MemoryStore:
             attempts = int(fields.get("attempts", 0))
             if attempts >= int(fields.get("max_errors", max_errors)):
                 self._remember(task_id, history_entry(now, "dead", attempts, error=LEASE_LOST))
+                fields["last_attempt_at"] = repr(now)
                 self._bury(queue, task_id, now, "", LEASE_LOST)
             else:
                 self._remember(task_id, history_entry(now, "retried", attempts, error=LEASE_LOST))
                 del running[task_id]
                 due[task_id] = now
-                fields.update(due_at=repr(now), last_error=LEASE_LOST)
+                fields.update(
+                    due_at=repr(now),
+                    last_status="",
+                    last_error=LEASE_LOST,
+                    last_attempt_at=repr(now),
+                )
                 self._count(queue, now, "retried", "failed")
         tasks = []
         if queue not in self.paused and limit > 0:
@@ -223,8 +232,8 @@ class MemoryStore:
                 for s in (due, running, dead):
                     s.pop(task.id, None)
                 fields.update(delivered_at=repr(now), last_status=status, last_attempt_at=repr(now))
-                fields.pop("body", None)
-                fields.pop("headers", None)
+                for field in ("body", "headers", "last_error"):
+                    fields.pop(field, None)
                 self.expires[task.id] = now + DELIVERED_TTL
                 self._count(queue, now, "delivered", "delivered")
             elif isinstance(decision, Retry):
@@ -353,6 +362,30 @@ class MemoryStore:
             fields["dead_at"] = fields.get("dead_at") or repr(at)
             letters.append((task_id, fields))
         return self._answer(DeadPage(len(dead), letters))
+
+    def task_page(self, queue, state, after=None, limit=50, max_bytes=PAGE_BYTES):
+        kind = LISTED_STATES[state]
+        if kind is None:  # as the Redis store: no set, so no call
+            return defer.succeed(TaskPage([], None))
+        if not self.available:
+            return self._answer()
+        members = sorted(
+            (score, task_id) for task_id, score in getattr(self, kind).get(queue, {}).items()
+        )
+        if after is not None:
+            members = [m for m in members if m > (float(after[0]), after[1])]
+        tasks, taken, size = [], [], 0
+        for score, task_id in members[: limit + 1]:
+            fields = self.tasks.get(task_id)
+            body = len((fields or {}).get("body", "").encode())
+            if len(taken) == limit or (taken and size + body > max_bytes):
+                return self._answer(TaskPage(tasks, taken[-1]))
+            taken.append((score, task_id))
+            size += body
+            if fields is not None:
+                history = [dict(entry) for entry in self.history.get(task_id, [])]
+                tasks.append((task_id, {"status": state, "history": history, **fields}))
+        return self._answer(TaskPage(tasks, None))
 
     def _dead_ids(self, queue, ids):
         dead = self._sets(queue)[2]

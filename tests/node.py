@@ -67,11 +67,16 @@ class Receiver(resource.Resource):
         self.requests: list[Received] = []
         self.scripts: dict[str, list[int]] = {}
         self.holding: set[str] = set()
+        self.closing: set[str] = set()
         self.held: list = []
         self.url = ""
 
     def respond(self, path: str, *statuses: int) -> None:
         self.scripts[path] = list(statuses)
+
+    def close_after(self, path: str) -> None:
+        """Answer requests to ``path`` with ``Connection: close``, and close."""
+        self.closing.add(path)
 
     def hold(self, path: str) -> None:
         """Hold requests to ``path`` open (a slow handler) until released."""
@@ -109,6 +114,9 @@ class Receiver(resource.Resource):
         if path in self.holding:
             self.held.append(request)
             return server.NOT_DONE_YET
+        if path in self.closing:
+            request.setHeader(b"Connection", b"close")
+            request.channel.persistent = False
         statuses = self.scripts.get(path) or [200]
         status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
         request.setResponseCode(status)

@@ -177,7 +177,30 @@ class Scenario:
         page.click("#run-now")
         expect(page.locator('#task dd[data-field="status"]')).to_have_text("delivered")
         expect(scheduled).to_have_text("0")
+        self.task_list(page, expect)
         assert errors == [], errors
+
+    def task_list(self, page, expect) -> None:
+        """A queue's scheduled tasks, oldest due first, with cancel and
+        run-now on each."""
+        first = self.add("/listed-1", queue="mail", delay=900)
+        second = self.add("/listed-2", queue="mail", delay=1200)
+        page.locator('tr[data-queue="mail"] button.link').click()
+        expect(page.locator("#tasks-queue")).to_have_text("mail")
+        rows = page.locator("#tasks tbody tr")
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_have_attribute("data-task-id", first)
+        listed = page.locator(f'#tasks tr[data-task-id="{second}"]')
+        expect(listed).to_contain_text("/listed-2")
+        listed.locator("button.cancel").click()
+        expect(listed).to_have_count(0)
+        expect(page.locator("#flash")).to_contain_text(f"Cancelled task {second}")
+        assert self.status(f"/tasks/{second}") == 404
+        listed = page.locator(f'#tasks tr[data-task-id="{first}"]')
+        listed.locator("button.run-now").click()
+        expect(listed).to_have_count(0)
+        expect(page.locator("#tasks-empty")).to_be_visible()
+        expect(page.locator('tr[data-queue="mail"] td[data-field="delivered"]')).to_have_text("2")
 
 
 class DashboardBrowserTests(unittest.TestCase):
@@ -199,6 +222,7 @@ class DashboardBrowserTests(unittest.TestCase):
         self.assertEqual(len(receiver.to("/ok")), 3)
         self.assertEqual((len(receiver.to("/refuse")), len(receiver.to("/soon"))), (1, 1))
         self.assertEqual(receiver.to("/later"), [], "the cancelled task never ran")
+        self.assertEqual((len(receiver.to("/listed-1")), receiver.to("/listed-2")), (1, []))
         keep = os.environ.get("TORQUE_SCREENSHOT")
         if keep:
             shutil.copyfile(screenshot, keep)

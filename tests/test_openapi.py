@@ -200,6 +200,10 @@ class ConformanceTests(APITestCase):
         self.check("POST", "/queues/default/resume", q + "/resume", 200)
         self.check("POST", "/queues/a.b/pause", q + "/pause", 400)
         self.check("POST", "/queues/a.b/resume", q + "/resume", 400)
+        page = self.check("GET", "/queues/default/tasks?limit=1", q + "/tasks", 200)
+        self.check("GET", f"/queues/default/tasks?cursor={page['next_cursor']}", q + "/tasks", 200)
+        self.check("GET", "/queues/default/tasks?state=dead", q + "/tasks", 200)
+        self.check("GET", "/queues/default/tasks?state=later", q + "/tasks", 400)
         self.check("GET", "/queues/default/dead?limit=5", q + "/dead", 200)
         self.check("GET", "/queues/default/dead?limit=0", q + "/dead", 400)
         self.check("POST", "/queues/default/dead/retry", q + "/dead/retry", 400, data=b"[]")
@@ -224,6 +228,7 @@ class ConformanceTests(APITestCase):
             ("POST", "/add_task", "/add_task"),
             ("POST", "/queues/default/tasks", q + "/tasks"),
             ("DELETE", "/queues/default/tasks", q + "/tasks"),
+            ("GET", "/queues/default/tasks", q + "/tasks"),
             ("GET", "/tasks/x", t),
             ("DELETE", "/tasks/x", t),
             ("POST", "/tasks/x/run", t + "/run"),

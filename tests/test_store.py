@@ -120,6 +120,30 @@ class StoreContract:
         self.assertEqual((nothing.tasks, nothing.next_at), ([], None))
 
     @defer.inlineCallbacks
+    def test_delivered_task_keeps_no_error_of_an_earlier_attempt(self):
+        yield self.store.add(make_task())
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(task, Retry(NOW + 1, 500, "HTTP 500: ok"))], NOW)
+        (task,) = (yield claim(self.store, now=NOW + 1)).tasks
+        yield self.store.settle("q", [(task, Delivered(200))], NOW + 2)
+        info = yield self.store.describe("t1")
+        self.assertEqual((info["status"], info["last_status"]), ("delivered", "200"))
+        self.assertEqual(info.get("last_error", ""), "")
+        self.assertEqual(float(info["last_attempt_at"]), NOW + 2)
+
+    @defer.inlineCallbacks
+    def test_lost_lease_keeps_no_status_of_an_earlier_attempt(self):
+        yield self.store.add(make_task())
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(task, Retry(NOW + 1, 500, "HTTP 500: ok"))], NOW)
+        yield claim(self.store, now=NOW + 1)  # the node dies mid-request
+        yield claim(self.store, now=NOW + 1 + self.lease)
+        info = yield self.store.describe("t1")
+        self.assertEqual(info.get("last_status", ""), "", "the lost attempt got no answer")
+        self.assertIn("lease expired", info["last_error"])
+        self.assertEqual(float(info["last_attempt_at"]), NOW + 1 + self.lease)
+
+    @defer.inlineCallbacks
     def test_retry_reschedules_at_the_given_time(self):
         yield self.store.add(make_task())
         (task,) = (yield claim(self.store)).tasks

@@ -24,9 +24,10 @@ from twisted.web.http import parse_qs
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from torque import dashboard, openapi
+from torque.cursor import decode_position, encode_position
 from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, Metrics
-from torque.store import RedisStore, StoreUnavailable
+from torque.store import LISTED_STATES, RedisStore, StoreUnavailable
 from torque.targets import TargetGuard, TargetRefused
 from torque.task import QUEUE_RE, InvalidTask, parse_submission, require_text, strict_json
 from torque.views import public_queue, public_task
@@ -115,6 +116,28 @@ def int_arg(request, name: str, default: int, low: int, high: int) -> int:
     if not low <= number <= high:
         raise InvalidTask(name, f"{name} must be from {low} to {high}")
     return number
+
+
+# Tasks one page of GET /queues/<q>/tasks holds by default, and at most.
+TASK_PAGE = 50
+MAX_TASK_PAGE = 1000
+
+
+def task_page_args(request) -> tuple[str, tuple[float, str] | None, int]:
+    """``state``, the position of ``cursor`` and ``limit`` of a request for
+    a page of a queue's tasks."""
+    args = {}
+    for name in ("state", "cursor"):
+        values = request.args.get(name.encode())
+        try:
+            args[name] = values[0].decode("ascii") if values else ""
+        except UnicodeDecodeError:
+            args[name] = "\ufffd"  # matches no state, and no cursor
+    state = args["state"] or "scheduled"
+    if state not in LISTED_STATES:
+        raise InvalidTask("state", f"state must be one of {', '.join(LISTED_STATES)}")
+    after = decode_position(args["cursor"]) if args["cursor"] else None
+    return state, after, int_arg(request, "limit", TASK_PAGE, 1, MAX_TASK_PAGE)
 
 
 def read_ids(request) -> list[str] | None:
@@ -318,6 +341,15 @@ class TorqueAPI:
     async def purge(self, request, queue):
         purged = await self.store.purge(queue_name(queue))
         return json_body(request, 200, {"queue": queue, "purged": purged})
+
+    @app.route("/queues/<queue>/tasks", methods=["GET"])
+    async def list_tasks(self, request, queue):
+        queue_name(queue)
+        state, after, limit = task_page_args(request)
+        page = await self.store.task_page(queue, state, after, limit)
+        tasks = [public_task(task_id, fields) for task_id, fields in page.tasks]
+        body = {"queue": queue, "state": state, "tasks": tasks}
+        return json_body(request, 200, {**body, "next_cursor": encode_position(page.after)})
 
     # -- dead letters ------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 from torque import __version__
 from torque.schemas import (
     JSON,
+    LISTED_STATES,
     QUEUE_PATTERN,
     RESPONSES,
     SCHEMAS,
@@ -35,6 +36,25 @@ _IDS_BODY = {
     "description": 'no body: every dead letter of the queue; {"ids": [...]}: those',
     "content": {JSON: {"schema": ref("Ids")}},
 }
+
+_TASK_PAGE_PARAMETERS = [
+    {
+        "name": "state",
+        "in": "query",
+        "schema": {"type": "string", "enum": LISTED_STATES, "default": "scheduled"},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "description": "the next_cursor of the previous page, as it is",
+        "schema": {"type": "string"},
+    },
+]
 
 
 # Where the id of an added task leads.
@@ -81,6 +101,19 @@ PATHS: dict[str, Any] = {
         "post": {
             **_add_operation("Add a task to this queue", "addTaskToQueue", [_QUEUE]),
             "description": "The body's queue, if it names one, must be this one (else 400).",
+        },
+        "get": {
+            "summary": "A page of the queue's tasks in one state, oldest first",
+            "description": "Each task as GET /tasks/{task_id} shows it.  Pages follow "
+            "next_cursor; a page costs the same in a queue of ten tasks or ten million, and "
+            "ends early past 1 MiB of request bodies.  waiting is accepted, and empty until "
+            "handlers can take tasks over.",
+            "operationId": "listTasks",
+            "parameters": [_QUEUE, *_TASK_PAGE_PARAMETERS],
+            "responses": {
+                "200": json_response(ref("TaskPage"), "a page of tasks"),
+                **error_responses("400", "401", "503"),
+            },
         },
         "delete": {
             "summary": "Purge the queue's scheduled tasks (running ones finish)",

@@ -47,30 +47,65 @@ _ERROR_NAMES = {
 }
 
 TASK_STATUSES = ["scheduled", "running", "delivered", "dead"]
+# The states GET /queues/<q>/tasks lists (torque.store.LISTED_STATES).
+LISTED_STATES = ["scheduled", "running", "waiting", "dead"]
 QUEUE_PATTERN = f"^{QUEUE_RE.pattern}$"
 
 _TASK_PROPERTIES = {
-    "id": {"type": "string"},
+    "id": {"type": "string", "description": "the task's id, sent as X-Torque-Task-Id"},
     "queue": {"type": "string"},
-    "name": _nullable("string"),
-    "url": {"type": "string"},
+    "name": _nullable("string", description="its idempotency key; null when it has none"),
+    "url": {"type": "string", "description": "the URL it requests"},
     "method": {"type": "string", "enum": sorted(METHODS)},
-    "status": {"type": "string", "enum": TASK_STATUSES},
-    "attempts": {"type": "integer", "minimum": 0},
-    "due_at": _nullable("number"),
-    "created_at": _nullable("number"),
-    "last_attempt_at": _nullable("number"),
-    "last_status": _nullable("integer", description="HTTP status of the last answer"),
-    "last_error": _nullable("string"),
-    "delivered_at": _nullable("number"),
-    "dead_at": _nullable("number"),
-    "timeout": _nullable("number"),
-    "max_errors": _nullable("integer"),
-    "content_type": _nullable("string"),
+    "status": {
+        "type": "string",
+        "enum": TASK_STATUSES,
+        "description": "scheduled: waiting to be due, or due; running: a node holds it and "
+        "its request is under way; delivered: a 2xx came (kept an hour); dead: a dead letter",
+    },
+    "attempts": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "attempts made, the one under way included; 0 again once retried "
+        "from the dead letters",
+    },
+    "due_at": _nullable("number", description="when it is due, or was due for its latest attempt"),
+    "created_at": _nullable("number", description="when it was added"),
+    "last_attempt_at": _nullable(
+        "number",
+        description="when the last attempt that ended ended (or its lost lease was noticed); "
+        "null before any did",
+    ),
+    "last_status": _nullable(
+        "integer",
+        description="HTTP status of the last attempt that ended; null when it got no answer "
+        "(timeout, connection error, lost lease) or none ended yet",
+    ),
+    "last_error": _nullable(
+        "string",
+        description="why the last attempt that ended failed; null when it succeeded (every "
+        "delivered task) or none ended yet",
+    ),
+    "delivered_at": _nullable("number", description="when it was delivered, else null"),
+    "dead_at": _nullable("number", description="when it became a dead letter, else null"),
+    "timeout": _nullable(
+        "number",
+        description="its own request timeout, seconds; null: the node's --task-timeout",
+    ),
+    "max_errors": _nullable(
+        "integer",
+        description="its own limit of failed attempts; null: the node's --max-task-errors",
+    ),
+    "content_type": _nullable(
+        "string",
+        description="the media type of its request body; null without a body (a delivered "
+        "task keeps none)",
+    ),
     "headers": {
         "type": "object",
         "additionalProperties": {"type": "string"},
-        "description": "the task's extra headers; credentials show as [redacted]",
+        "description": "the task's extra headers; credentials show as [redacted]; {} once "
+        "delivered",
     },
 }
 _TASK_REQUIRED = list(_TASK_PROPERTIES)
@@ -225,6 +260,22 @@ SCHEMAS: dict[str, Any] = {
         [*_TASK_REQUIRED, "body", "history"],
     ),
     "DeadLetter": _object(_TASK_PROPERTIES, _TASK_REQUIRED),
+    "TaskPage": _object(
+        {
+            "queue": {"type": "string"},
+            "state": {"type": "string", "enum": LISTED_STATES},
+            "tasks": {
+                "type": "array",
+                "items": ref("Task"),
+                "description": "in order: scheduled tasks by due time, running ones by lease "
+                "end, dead ones by time of death; ties by id",
+            },
+            "next_cursor": _nullable(
+                "string", description="pass it as cursor for the next page; null on the last"
+            ),
+        },
+        ["queue", "state", "tasks", "next_cursor"],
+    ),
     "Cancelled": _object(
         {
             "id": {"type": "string"},

@@ -146,13 +146,16 @@ for _, id in ipairs(lost) do
   elseif attempts >= max_errors then
     remember(cfg, id, cjson.encode({attempt = attempts, at = now,
                                     outcome = 'dead', error = err}))
+    redis.call('HSET', key, 'last_attempt_at', ARGV[1])
     bury(cfg, ARGV[4], key, id, ARGV[1], '', err)
   else
     remember(cfg, id, cjson.encode({attempt = attempts, at = now,
                                     outcome = 'retried', error = err}))
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZADD', KEYS[1], ARGV[1], id)
-    redis.call('HSET', key, 'due_at', ARGV[1], 'last_error', err)
+    -- No answer came: an earlier attempt's status is no longer the last.
+    redis.call('HSET', key, 'due_at', ARGV[1], 'last_status', '', 'last_error', err,
+               'last_attempt_at', ARGV[1])
     redis.call('HINCRBY', ARGV[4] .. 'stats', 'failed', 1)
     count(ARGV[4], now, 'retried')
   end
@@ -224,7 +227,8 @@ for i = 8, #ARGV, 7 do
       redis.call('ZREM', qp .. 'dead', id)
       redis.call('HSET', key, 'delivered_at', now, 'last_status', status,
                  'last_attempt_at', now)
-      redis.call('HDEL', key, 'body', 'headers')
+      -- An earlier attempt's error is no longer the task's last word.
+      redis.call('HDEL', key, 'body', 'headers', 'last_error')
       redis.call('EXPIRE', key, ARGV[4])
       redis.call('EXPIRE', cfg.pfx .. 'attempts:' .. id, ARGV[4])
       local name = redis.call('HGET', key, 'name')
@@ -471,3 +475,66 @@ end
 return {deleted, redis.call('ZCARD', KEYS[1])}
 """
 )
+
+TASK_PAGE = """
+-- A page of the tasks in one of a queue's sorted sets, in the set's own
+-- order (score, then id), starting just after a position (score, id).
+-- KEYS[1] the set (due, running or dead)   ARGV[1] key prefix
+-- ARGV[2] tasks at most   ARGV[3] bytes of bodies a page carries at most
+-- (past them the page ends early; it always holds one task)
+-- ARGV[4] the position's score ('' for the first page)   ARGV[5] its id
+-- Returns {next score, next id, {id, {history entry, ...}, field, value,
+-- ...}, ...}; the next position is '' '' on the last page.
+-- Every step is O(log n) or the page's own size: where the page starts is
+-- found by rank, never by walking the set, even through a million tasks of
+-- one score (a bulk add with one eta).  So is a position whose task left the
+-- set (claimed, delivered, cancelled) since the previous page was read.
+local set, limit, budget = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Redis orders members of one score byte by byte (memcmp); Lua's own '<'
+-- follows the server's locale, so the bytes are compared here.
+local function at_most(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a <= #b
+end
+local start = 0
+if ARGV[4] ~= '' then
+  local score, id = ARGV[4], ARGV[5]
+  start = redis.call('ZCOUNT', set, '-inf', '(' .. score)
+  local stop = start + redis.call('ZCOUNT', set, score, score)
+  -- The first member of this score whose id sorts after the position's.
+  while start < stop do
+    local middle = math.floor((start + stop) / 2)
+    if at_most(redis.call('ZRANGE', set, middle, middle)[1], id) then
+      start = middle + 1
+    else
+      stop = middle
+    end
+  end
+end
+-- One more than the page, to know whether another page follows.
+local members = redis.call('ZRANGE', set, start, start + limit, 'WITHSCORES')
+local out = {'', ''}
+local taken, bytes, last = 0, 0, nil
+for i = 1, #members, 2 do
+  local id = members[i]
+  local key = ARGV[1] .. 'task:' .. id
+  local size = redis.call('HSTRLEN', key, 'body')
+  if taken == limit or (taken > 0 and bytes + size > budget) then
+    out[1], out[2] = members[last + 1], members[last]
+    break
+  end
+  taken, bytes, last = taken + 1, bytes + size, i
+  local task = redis.call('HGETALL', key)
+  -- A set member without its hash (a half-written hand-made task) is
+  -- passed over, but still counts: a page's work stays bounded.
+  if #task > 0 then
+    table.insert(task, 1, redis.call('LRANGE', ARGV[1] .. 'attempts:' .. id, 0, -1))
+    table.insert(task, 1, id)
+    out[#out + 1] = task
+  end
+end
+return out
+"""

@@ -57,6 +57,7 @@ class QuietSite(server.Site):
     requestFactory = LimitedRequest
     protocol = LimitedChannel  # HTTP/1.1 only: the API serves no TLS, so no HTTP/2
     displayTracebacks = False
+    noisy = False  # "Starting factory <QuietSite …>" says again what "starting on" said
 
     def __init__(
         self,

@@ -97,6 +97,27 @@ class DeadPage:
     letters: list[tuple[str, dict[str, str]]]
 
 
+@attrs.frozen
+class TaskPage:
+    """A page of a queue's tasks in one state, in order: ``(id, fields)``
+    pairs, the fields as :meth:`RedisStore.describe` gives them (``status``
+    and ``history`` included).  ``after`` is the position (score, id) of
+    the page's last task, to start the next page from: ``None`` on the
+    last page."""
+
+    tasks: list[tuple[str, dict[str, Any]]]
+    after: tuple[float, str] | None
+
+
+# The states a queue's tasks can be listed in, and the set each lives in.
+# ``waiting`` (a handler took the task over, SPEC 4 "Later") has no set yet:
+# its page is always empty.
+LISTED_STATES = {"scheduled": "due", "running": "running", "waiting": None, "dead": "dead"}
+# Bytes of request bodies one page of tasks carries at most (past them it
+# ends early): a page's size must not depend on what clients put in bodies.
+PAGE_BYTES = 1 << 20
+
+
 def history_entry(
     at: float,
     outcome: str,
@@ -330,6 +351,35 @@ class RedisStore:
         d = self._eval(scripts.DEAD_PAGE, [k.dead(queue)], [k.task_prefix, offset, limit])
         return d.addCallback(_dead_page)
 
+    def task_page(
+        self,
+        queue: str,
+        state: str,
+        after: tuple[float, str] | None = None,
+        limit: int = 50,
+        max_bytes: int = PAGE_BYTES,
+    ) -> defer.Deferred:
+        """A :class:`TaskPage` of ``queue``'s tasks in ``state`` (one of
+        :data:`LISTED_STATES`), in their set's order: scheduled ones by due
+        time, running ones by lease end, dead ones by time of death; ties by
+        id.  One round trip that costs the same in a queue of ten tasks or
+        ten million.
+
+        :param after: the position to start after (a previous page's
+            ``after``); the task there may have left the set meanwhile.
+        :param max_bytes: request bodies a page carries at most; the page
+            ends early past them (it always holds one task).
+        """
+        kind = LISTED_STATES[state]
+        if kind is None:
+            return defer.succeed(TaskPage([], None))
+        key = getattr(self.keys, kind)(queue)
+        score, task_id = ("", "") if after is None else (repr(float(after[0])), after[1])
+        d = self._eval(
+            scripts.TASK_PAGE, [key], [self.keys.prefix, limit, max_bytes, score, task_id]
+        )
+        return d.addCallback(_task_page, state)
+
     def retry_dead(self, queue: str, ids: Sequence[str] | None, now: float):
         """Make dead letters (``None``: all of them) due at ``now`` with a
         fresh budget of attempts, and wake the queue's schedulers.  Ids that
@@ -447,3 +497,12 @@ def _dead_page(reply) -> DeadPage:
         fields["dead_at"] = fields.get("dead_at") or item[1]
         letters.append((item[0], fields))
     return DeadPage(int(reply[0]), letters)
+
+
+def _task_page(reply, state: str) -> TaskPage:
+    tasks = []
+    for item in reply[2:]:
+        history = [_history(text) for text in item[1]]
+        tasks.append((item[0], {"status": state, "history": history, **_pairs(item[2:])}))
+    after = (float(reply[0]), reply[1]) if reply[0] != "" else None
+    return TaskPage(tasks, after)

@@ -344,11 +344,11 @@ class TorqueNode(MultiService):
 
     def startService(self) -> None:
         from treq.client import HTTPClient
-        from twisted.web.client import Agent, HTTPConnectionPool
+        from twisted.web.client import Agent
 
         from torque.api import TorqueAPI
         from torque.auth import RequireToken
-        from torque.dispatch import Dispatcher
+        from torque.dispatch import Dispatcher, QuietConnectionPool
         from torque.metrics import Metrics
         from torque.scheduler import QueueScheduler
         from torque.site import ApiService, QuietSite
@@ -366,7 +366,7 @@ class TorqueNode(MultiService):
             dead_ttl=o["dead-letter-ttl"],
         )
         metrics = Metrics(reactor)  # this node's own registry, never the global one
-        self.http_pool = HTTPConnectionPool(reactor, persistent=True)
+        self.http_pool = QuietConnectionPool(reactor, persistent=True)
         self.http_pool.maxPersistentPerHost = o["concurrency"]
         # Below the idle timeout of most servers, so a reused connection is
         # rarely one the server is closing (a POST on it would fail).

@@ -67,7 +67,8 @@ def public_task(task_id: str, fields: Mapping[str, Any], full: bool = True) -> d
         "dead_at": _number(fields.get("dead_at")),
         "timeout": _number(fields.get("timeout")),
         "max_errors": _number(fields.get("max_errors"), int),
-        "content_type": stored_content_type(fields) or None,
+        # The body's media type: none without a body (a delivered task's is gone).
+        "content_type": (stored_content_type(fields) if fields.get("body") else "") or None,
         "headers": _headers(fields.get("headers")),
     }
     if full:

@@ -185,6 +185,56 @@ function renderDead(page) {
   )));
 }
 
+// The selected queue's tasks, a page at a time: ``cursors`` holds the cursor
+// of every page up to the one shown ("" for the first), so Previous can go
+// back through pages that only go forward.
+const list = { queue: null, state: "scheduled", cursors: [""], next: null, limit: 20 };
+
+async function loadTasks() {
+  if (list.queue !== state.queue) {
+    list.queue = state.queue;
+    list.cursors = [""];
+  }
+  $("tasks-queue").textContent = state.queue || "";
+  if (!state.queue) {
+    renderTasks({ tasks: [], next_cursor: null });
+    return;
+  }
+  const cursor = list.cursors[list.cursors.length - 1];
+  const path = "queues/" + enc(state.queue) + "/tasks?state=" + list.state + "&limit=" +
+    list.limit + (cursor ? "&cursor=" + enc(cursor) : "");
+  renderTasks(await api("GET", path));
+}
+
+function renderTasks(page) {
+  list.next = page.next_cursor;
+  $("tasks-next").disabled = !page.next_cursor;
+  $("tasks-previous").disabled = list.cursors.length < 2;
+  $("tasks-empty").hidden = page.tasks.length > 0;
+  $("tasks").hidden = page.tasks.length === 0;
+  if (!changed("tasks", page.tasks)) return;
+  $("tasks").tBodies[0].replaceChildren(...page.tasks.map((t) => el("tr",
+    { dataset: { taskId: t.id } },
+    el("td", {}, el("button", { class: "link", onclick: () => lookup(t.id) }, t.id)),
+    el("td", { class: "url" }, t.method + " " + t.url),
+    el("td", { class: "when" }, when(t.due_at)),
+    el("td", { class: "num" }, t.attempts),
+    el("td", { class: "num" }, t.last_status === null ? "-" : t.last_status),
+    el("td", { class: "error" }, t.last_error || ""),
+    el("td", { class: "actions" },
+       t.status === "scheduled"
+         ? el("button", { class: "run-now", onclick: () => runNow(t.id) }, "Run now") : null,
+       " ",
+       el("button", { class: "cancel", onclick: () => cancelListed(t.id) }, "Cancel")),
+  )));
+}
+
+function cancelListed(id) {
+  if (!confirm("Cancel task " + id + "?")) return;
+  act(api("DELETE", "tasks/" + enc(id)),
+      (a) => "Cancelled task " + id + " (was " + a.status + ")");
+}
+
 function renderTask(t) {
   const box = $("task");
   if (!t) { box.replaceChildren(); return; }
@@ -234,6 +284,7 @@ async function refresh() {
     } else {
       renderDead({ total: 0, offset: 0, limit: state.limit, tasks: [] });
     }
+    await loadTasks();
     if (state.task) await showTask(state.task, true);
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (error) {
@@ -331,6 +382,20 @@ $("delete-all").addEventListener("click", () => deadAction("delete", null));
 $("older").addEventListener("click", () => { state.offset += state.limit; refresh(); });
 $("newer").addEventListener("click", () => {
   state.offset = Math.max(0, state.offset - state.limit);
+  refresh();
+});
+
+$("tasks-state").addEventListener("change", () => {
+  list.state = $("tasks-state").value;
+  list.cursors = [""];
+  refresh();
+});
+$("tasks-next").addEventListener("click", () => {
+  if (list.next) list.cursors.push(list.next);
+  refresh();
+});
+$("tasks-previous").addEventListener("click", () => {
+  if (list.cursors.length > 1) list.cursors.pop();
   refresh();
 });
 
