@@ -40,6 +40,7 @@ setup(
             "svix>=1.0",
             "playwright>=1.40",
             "schemathesis>=3.30",
+            "docutils>=0.20",
         ],
     },
     classifiers=[
