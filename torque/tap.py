@@ -234,12 +234,11 @@ class TorqueNode(MultiService):
         # Below the idle timeout of most servers, so a reused connection is
         # rarely one the server is closing (a POST on it would fail).
         self.http_pool.cachedConnectionTimeout = 30
-        guard = TargetGuard(o["targets"]) if o["targets"] else None
-        if guard is None:
-            agent = Agent(reactor, pool=self.http_pool, connectTimeout=10)
-        else:
-            endpoints_ = GuardedEndpoints(reactor, guard, connect_timeout=10)
-            agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
+        # Always: link-local targets and this node's own API are refused by
+        # default, whatever --allow-target says (SPEC §5).
+        guard = TargetGuard(o["targets"], clock=reactor)
+        endpoints_ = GuardedEndpoints(reactor, guard, connect_timeout=10)
+        agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
         http = HTTPClient(agent)
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
         dispatcher = Dispatcher(http, reactor, signer=signer)
@@ -275,7 +274,7 @@ class TorqueNode(MultiService):
                 token_required=bool(o["api-tokens"]),
             )
             root = RequireToken(api.resource(), o["api-tokens"])
-            endpoint = endpoints.serverFromString(reactor, o["endpoint"])
+            endpoint = guard.reporting(endpoints.serverFromString(reactor, o["endpoint"]))
             site = QuietSite(root, max_body=o["max-body"])
             ApiService(endpoint, site).setServiceParent(self)
         log.info(
