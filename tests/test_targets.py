@@ -17,8 +17,9 @@ from tests.memory_store import MemoryStore
 from tests.node import Receiver, start_node, start_receiver, wait_for
 from torque.api import TorqueAPI
 from torque.dispatch import Dispatcher
+from torque.guarded import GuardedEndpoints
 from torque.retry import Dead, NoResponse, RetryPolicy, next_step
-from torque.targets import GuardedEndpoints, TargetGuard, TargetRefused, TargetRules
+from torque.targets import TargetGuard, TargetRefused, TargetRules
 from torque.task import Task
 
 

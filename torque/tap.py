@@ -17,10 +17,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from torque.connection import RedisAddress, WakeSubscriber, connect_pool, parse_redis_url
+from torque.guarded import GuardedEndpoints, ReportingEndpoint
 from torque.keys import Keys
 from torque.retry import RetryPolicy
 from torque.signing import Signer, decode_secret
-from torque.targets import GuardedEndpoints, TargetGuard, TargetRules
+from torque.targets import TargetGuard, TargetRules
 from torque.task import QUEUE_RE
 
 log = Logger()
@@ -274,7 +275,7 @@ class TorqueNode(MultiService):
                 token_required=bool(o["api-tokens"]),
             )
             root = RequireToken(api.resource(), o["api-tokens"])
-            endpoint = guard.reporting(endpoints.serverFromString(reactor, o["endpoint"]))
+            endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
             site = QuietSite(root, max_body=o["max-body"])
             ApiService(endpoint, site).setServiceParent(self)
         log.info(

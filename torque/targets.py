@@ -23,8 +23,8 @@ addresses DNS gives for it.
 
 Names are checked when a task is added; addresses both then (when the URL
 holds one, or the rules need them) and again when it is dispatched, against
-the addresses actually connected to, so a name that later resolves
-elsewhere (DNS rebinding) can't reach a forbidden address.
+the addresses actually connected to (:mod:`torque.guarded`), so a name that
+later resolves elsewhere (DNS rebinding) can't reach a forbidden address.
 """
 
 from __future__ import annotations
@@ -37,11 +37,8 @@ from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet import defer, error, threads
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import BrowserLikePolicyForHTTPS
-from zope.interface import implementer
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -204,10 +201,6 @@ class TargetGuard:
         if ip is not None:
             self.own.append((ip, port))
 
-    def reporting(self, endpoint):
-        """``endpoint``, telling this guard where it listens once it does."""
-        return _ReportingEndpoint(endpoint, self)
-
     def _is_own_api(self, ip: Address, port: int) -> bool:
         return any(
             port == own_port and (ip == bound or ip.is_loopback or ip.is_unspecified)
@@ -332,66 +325,3 @@ class TargetGuard:
             return result
 
         return defer.maybeDeferred(self.resolver, host, port).addBoth(done)
-
-
-@implementer(IStreamServerEndpoint)
-class _ReportingEndpoint:
-    def __init__(self, endpoint, guard: TargetGuard):
-        self.endpoint = endpoint
-        self.guard = guard
-
-    def listen(self, factory):
-        def listening(port):
-            address = port.getHost()
-            if hasattr(address, "port"):  # TCP, not a Unix socket
-                self.guard.api_listening(address.host, address.port)
-            return port
-
-        return self.endpoint.listen(factory).addCallback(listening)
-
-
-class GuardedEndpoints:
-    """An ``IAgentEndpointFactory`` that connects only to allowed addresses.
-
-    It resolves the host itself, keeps the allowed addresses, and connects
-    to the first of them that answers, with TLS verified against the host
-    *name*.
-    """
-
-    def __init__(self, reactor, guard: TargetGuard, connect_timeout: float = 10):
-        self.reactor = reactor
-        self.guard = guard
-        self.connect_timeout = connect_timeout
-        self.policy = BrowserLikePolicyForHTTPS()
-
-    def endpointForURI(self, uri):
-        return _GuardedEndpoint(self, uri)
-
-
-class _GuardedEndpoint:
-    def __init__(self, endpoints: GuardedEndpoints, uri):
-        self.endpoints = endpoints
-        self.uri = uri
-
-    @defer.inlineCallbacks
-    def connect(self, factory):
-        e, uri = self.endpoints, self.uri
-        host = uri.host.decode("ascii")
-        addresses = yield e.guard.addresses(host, uri.port)
-        for i, address in enumerate(addresses):
-            endpoint = HostnameEndpoint(e.reactor, address, uri.port, timeout=e.connect_timeout)
-            if uri.scheme == b"https":
-                creator = e.policy.creatorForNetloc(uri.host, uri.port)
-                endpoint = wrapClientTLS(creator, endpoint)
-            try:
-                protocol = yield endpoint.connect(factory)
-            except error.ConnectError:
-                if i == len(addresses) - 1:
-                    raise
-                continue
-            transport = protocol.transport
-            peer, local = transport.getPeer(), transport.getHost()
-            if e.guard.is_own_connection(peer.host, peer.port, local.host):
-                transport.abortConnection()  # before a byte of the request is sent
-                raise TargetRefused(f"{host}:{uri.port} is this node's own API")
-            return protocol
