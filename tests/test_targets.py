@@ -262,6 +262,14 @@ class ResolveCacheTests(unittest.TestCase):
         self.pending[2][1].callback(["169.254.169.254"])
         self.failureResultOf(again, TargetRefused)
 
+    def test_a_caller_that_gives_up_does_not_cancel_the_others(self):
+        first = self.guard.addresses("app.test", 80)
+        second = self.guard.addresses("app.test", 80)
+        first.cancel()
+        self.failureResultOf(first, defer.CancelledError)
+        self.pending[0][1].callback(["10.0.0.5"])
+        self.assertEqual(self.successResultOf(second), ["10.0.0.5"])
+
     def test_a_failed_lookup_is_not_kept(self):
         first = self.guard.addresses("app.test", 80)
         waiting = self.guard.addresses("app.test", 80)

@@ -304,12 +304,14 @@ class TargetGuard:
         cached = self._cache.get(host)
         if cached is not None and cached[0] > now:
             return defer.succeed(cached[1])
+        # Each caller waits on a Deferred of its own, so one that is
+        # cancelled (its task timed out) cancels no one else's lookup.
+        mine = defer.Deferred()
         waiting = self._pending.get(host)
         if waiting is not None:
-            d = defer.Deferred()
-            waiting.append(d)
-            return d
-        self._pending[host] = waiting = []
+            waiting.append(mine)
+            return mine
+        self._pending[host] = waiting = [mine]
 
         def done(result):
             del self._pending[host]
@@ -322,6 +324,6 @@ class TargetGuard:
                     d.errback(result)
                 else:
                     d.callback(result)
-            return result
 
-        return defer.maybeDeferred(self.resolver, host, port).addBoth(done)
+        defer.maybeDeferred(self.resolver, host, port).addBoth(done)
+        return mine
