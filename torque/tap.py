@@ -98,7 +98,7 @@ class Options(usage.Options):
         self["signing-secrets"].append(secret)
 
     def opt_allow_target(self, rule: str) -> None:
-        """only send tasks to this host, *.domain or address range (10.0.0.0/8); repeatable"""
+        """only send tasks to this host, *.domain, range (10.0.0.0/8) or host:port; repeatable"""
         self["allow-targets"].append(rule)
 
     def postOptions(self) -> None:
