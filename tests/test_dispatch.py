@@ -3,6 +3,7 @@ scripted handler, timed by a ``Clock``."""
 
 from __future__ import annotations
 
+import base64
 from email.utils import formatdate
 
 from treq.client import HTTPClient
@@ -15,12 +16,13 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Site
 
 from tests.node import wait_for
 from torque import __version__
 from torque.dispatch import Dispatcher, describe_failure
 from torque.retry import NoResponse, Response
+from torque.signing import Signer
 from torque.task import FORM, JSON, Task
 
 TIMEOUT = 10.0
@@ -275,3 +277,62 @@ class RealConnectionTests(unittest.TestCase):
         outcome = yield self.dispatcher().dispatch(make_task(url=url), 10)
         self.assertEqual(outcome.status, 200)
         yield wait_for(lambda: self.factory.closed, timeout=10, what="the connection to close")
+
+
+class _RawHeaders(Resource):
+    """A handler that keeps every copy of every header, as sent."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.received = []
+
+    def render(self, request):
+        self.received.append(
+            {
+                name.decode().lower(): [v.decode() for v in values]
+                for name, values in request.requestHeaders.getAllRawHeaders()
+            }
+        )
+        return b"ok"
+
+
+class OwnHeadersTests(unittest.TestCase):
+    """A task stored before its headers were checked in any letter case
+    (or written to Redis by hand) still can't send a second copy of
+    torque's own headers: a real server sees one, torque's."""
+
+    @defer.inlineCallbacks
+    def test_a_delivery_carries_one_copy_of_each_of_torques_headers(self):
+        handler = _RawHeaders()
+        port = reactor.listenTCP(0, Site(handler), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+        dispatcher = Dispatcher(
+            HTTPClient(Agent(reactor, pool=pool)), reactor, signer=Signer.from_secrets([secret])
+        )
+        spoof = {
+            "x-torque-task-id": "SPOOF",
+            "X-TORQUE-RETRY-COUNT": "99",
+            "x-Torque-Task-Name": "spoof",
+            "user-agent": "spoof",
+            "webhook-id": "SPOOF",
+            "Webhook-Signature": "v1,SPOOF",
+            "content-type": "text/spoof",
+            "Authorization": "Bearer kept",
+        }
+        url = f"http://127.0.0.1:{port.getHost().port}/hook"
+        outcome = yield dispatcher.dispatch(make_task(url=url, headers=spoof), TIMEOUT)
+        self.assertEqual(outcome.status, 200)
+        [headers] = handler.received
+        self.assertEqual(headers["x-torque-task-id"], ["t1"])
+        self.assertEqual(headers["x-torque-retry-count"], ["0"])
+        self.assertNotIn("x-torque-task-name", headers)  # the task has no name
+        self.assertEqual(headers["user-agent"], [f"torque/{__version__}"])
+        self.assertEqual(headers["webhook-id"], ["t1"])
+        self.assertEqual(len(headers["webhook-signature"]), 1)
+        self.assertNotIn("SPOOF", headers["webhook-signature"][0])
+        self.assertEqual(headers["content-type"], [FORM])
+        self.assertEqual(headers["authorization"], ["Bearer kept"])

@@ -209,14 +209,33 @@ class DueTimeTests(SubmissionTestCase):
 
     def test_eta_is_an_absolute_time(self):
         cases = [
-            ("future float", NOW + 86400.25),
-            ("past", 1000.0),
-            ("form text", repr(NOW + 86400.25)),
-            ("30 days ahead", NOW + 30 * 86400),
+            ("future float", NOW + 86400.25, NOW + 86400.25),
+            ("form text", repr(NOW + 86400.25), NOW + 86400.25),
+            ("30 days ahead", NOW + 30 * 86400, NOW + 30 * 86400),
+            ("now", NOW, NOW),
+            ("a second ago is now", NOW - 1, NOW),
+            ("a day ago is now", NOW - 86400, NOW),
+            ("a day ago, as text", repr(NOW - 86400), NOW),
         ]
-        for name, eta in cases:
+        for name, eta, due_at in cases:
             task = parse({"url": HOOK, "eta": eta})
-            self.assertEqual(task.due_at, float(eta), name)
+            self.assertEqual(task.due_at, due_at, name)
+
+    def test_eta_more_than_a_day_ago_is_refused(self):
+        # -1e300 made oldest_due_age (and its gauge) 1e+300.
+        self.assertInvalidCases(
+            [
+                (name, {"url": HOOK, "eta": eta}, "eta")
+                for name, eta in [
+                    ("a day and a second ago", NOW - 86401),
+                    ("1970", 1000.0),
+                    ("zero", 0),
+                    ("negative", -1),
+                    ("-1e300", -1e300),
+                    ("-1e300 as text", "-1e300"),
+                ]
+            ]
+        )
 
     def test_delay_and_eta_together_are_refused(self):
         self.assertInvalid("both", {"url": HOOK, "delay": 5, "eta": NOW + 5}, "eta")
@@ -379,6 +398,31 @@ class HeadersTests(SubmissionTestCase):
             "form, not JSON", {"url": HOOK, "headers": "X-A: b"}, "headers", is_form=True
         )
 
+    def test_torques_own_headers_are_refused_in_any_letter_case(self):
+        # They were delivered twice, the spoofed copy first (SPEC §4).
+        for header in [
+            "User-Agent",
+            "X-Torque-Task-Id",
+            "X-Torque-Queue",
+            "X-Torque-Task-Name",
+            "X-Torque-Retry-Count",
+            "X-Torque-ETA",
+            "X-Torque-Anything-Else",
+            "Webhook-Id",
+            "Webhook-Timestamp",
+            "Webhook-Signature",
+        ]:
+            for name in {header, header.lower(), header.upper(), header.swapcase()}:
+                e = self.assertInvalid(
+                    name, {"url": HOOK, "headers": {"X-Fine": "1", name: "SPOOF"}}, "headers"
+                )
+                self.assertIn(repr(name), e.message, name)
+                self.assertIn("set by torque", e.message, name)
+
+    def test_headers_that_merely_look_like_torques_are_kept(self):
+        headers = {"X-Torque": "a", "X-Torqueish-Id": "b", "Webhook-Idx": "c", "User-Agents": "d"}
+        self.assertEqual(parse({"url": HOOK, "headers": headers}).headers, headers)
+
     def test_nul_in_a_header_value_is_refused(self):
         # RFC 9110 §5.5: CR, LF and NUL are all invalid in a field value.
         self.assertInvalid("NUL in a value", {"url": HOOK, "headers": {"X-A": "a\x00b"}}, "headers")
@@ -462,9 +506,37 @@ class UrlTests(SubmissionTestCase):
                     ("2084 characters", too_long),
                     ("number", 42),
                     ("path without --base-task-url", "/hooks/do/foo"),
+                    ("a scheme that starts like http", "httpx://example.com/"),
+                    ("https with a suffix", "https2://example.com/"),
+                    ("ws", "ws://example.com/"),
+                    ("file", "file:///etc/passwd"),
                 ]
             ]
         )
+
+    def test_urls_with_credentials_are_refused_naming_authorization(self):
+        for url in [
+            "http://user:pa55@example.com/hooks",
+            "https://user@example.com/",
+            "http://:pa55@example.com/",
+            "http://@example.com/",
+            "HTTP://User:pa55@Example.com:8080/x?y=1",
+        ]:
+            e = self.assertInvalid(url, {"url": url}, "url")
+            self.assertIn("Authorization", e.message, url)
+            self.assertNotIn("pa55", e.message, url)
+            self.assertNotIn("user", e.message.replace("user name", ""), url)
+        joined = self.assertInvalid(
+            "base URL with credentials",
+            {"url": "/hooks"},
+            "url",
+            base_url="http://user:pa55@app:8000",
+        )
+        self.assertNotIn("pa55", joined.message)
+
+    def test_an_at_sign_after_the_host_is_not_a_credential(self):
+        for url in ["http://example.com/a@b", "http://example.com/?to=a@b.c"]:
+            self.assertEqual(parse({"url": url}).url, url)
 
     def test_path_is_joined_to_the_base_url_with_one_slash(self):
         cases = [

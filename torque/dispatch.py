@@ -7,6 +7,8 @@ timeout, a refused connection) ends in a :class:`~torque.retry.Response` or
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IReactorTime
@@ -18,7 +20,7 @@ from torque.body import BodyReader
 from torque.retry import NoResponse, Outcome, Response, parse_retry_after
 from torque.signing import Signer
 from torque.targets import TargetRefused
-from torque.task import Task
+from torque.task import Task, is_own_header
 
 USER_AGENT = f"torque/{__version__}"
 
@@ -68,9 +70,15 @@ class Dispatcher:
         self.signer = signer
 
     def headers(self, task: Task, body: bytes = b"") -> dict[str, str]:
-        """The task's own headers plus torque's (SPEC §4 and §5)."""
+        """The task's own headers plus torque's (SPEC §4 and §5).
+
+        A task's headers can't name torque's own in any letter case (they
+        are refused when added), but a task written to Redis by hand, or
+        stored before that rule, might: those copies are dropped, so a
+        handler sees one ``X-Torque-Task-Id``, torque's.
+        """
         headers = {
-            **task.headers,
+            **_task_headers(task),
             "User-Agent": USER_AGENT,
             "X-Torque-Task-Id": task.id,
             "X-Torque-Queue": task.queue,
@@ -143,6 +151,17 @@ class Dispatcher:
             )
 
         return reader.done.addCallback(done)
+
+
+def _task_headers(task: Task) -> Mapping[str, str]:
+    """``task.headers`` without any torque sets itself, whatever their case."""
+    if not any(is_own_header(name) or name.lower() == "content-type" for name in task.headers):
+        return task.headers  # the usual case: nothing to copy
+    return {
+        name: value
+        for name, value in task.headers.items()
+        if not (is_own_header(name) or (name.lower() == "content-type" and task.content_type))
+    }
 
 
 def describe_failure(failure: Failure) -> str:

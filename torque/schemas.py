@@ -169,7 +169,10 @@ SCHEMAS: dict[str, Any] = {
                 _number_or_text({"type": "number", "minimum": 0, "maximum": MAX_AHEAD}),
                 "seconds from now",
             ),
-            "eta": _optional(_number_or_text({"type": "number"}), "absolute Unix time, seconds"),
+            "eta": _optional(
+                _number_or_text({"type": "number"}),
+                "absolute Unix time, seconds; from a day ago (a past time is now) to 30 days ahead",
+            ),
             "queue": _optional({"type": "string", "pattern": QUEUE_PATTERN}, "default: default"),
             "name": _optional(
                 {"type": "string", "pattern": f"^{NAME_RE.pattern}$"}, "an idempotency key"

@@ -22,10 +22,11 @@ from twisted.python import usage
 
 from torque import __version__
 from torque.connection import RedisAddress, WakeSubscriber, connect_pool, parse_redis_url
+from torque.guarded import GuardedEndpoints, ReportingEndpoint
 from torque.keys import Keys
 from torque.retry import RetryPolicy
 from torque.signing import Signer, decode_secret
-from torque.targets import GuardedEndpoints, TargetGuard, TargetRules
+from torque.targets import TargetGuard, TargetRules
 from torque.task import QUEUE_RE
 
 log = Logger()
@@ -184,7 +185,7 @@ class Options(usage.Options):
         self["signing-secrets"].append(secret)
 
     def opt_allow_target(self, rule: str) -> None:
-        """only send tasks to this host, *.domain or range (10.0.0.0/8) [default: anywhere]"""
+        """only send tasks to this host, *.domain, range or host:port [default: anywhere]"""
         self["allow-targets"].append(rule)
 
     def variables(self) -> dict[str, str]:
@@ -371,12 +372,11 @@ class TorqueNode(MultiService):
         # Below the idle timeout of most servers, so a reused connection is
         # rarely one the server is closing (a POST on it would fail).
         self.http_pool.cachedConnectionTimeout = 30
-        guard = TargetGuard(o["targets"]) if o["targets"] else None
-        if guard is None:
-            agent = Agent(reactor, pool=self.http_pool, connectTimeout=10)
-        else:
-            endpoints_ = GuardedEndpoints(reactor, guard, connect_timeout=10)
-            agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
+        # Always: link-local targets and this node's own API are refused by
+        # default, whatever --allow-target says (SPEC §5).
+        guard = TargetGuard(o["targets"], clock=reactor)
+        endpoints_ = GuardedEndpoints(reactor, guard, connect_timeout=10)
+        agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
         http = HTTPClient(agent)
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
         dispatcher = Dispatcher(http, reactor, signer=signer)
@@ -412,7 +412,7 @@ class TorqueNode(MultiService):
                 token_required=bool(o["api-tokens"]),
             )
             root = RequireToken(api.resource(), o["api-tokens"])
-            endpoint = endpoints.serverFromString(reactor, o["endpoint"])
+            endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
             site = QuietSite(root, max_body=o["max-body"], max_connections=o["max-connections"])
             token_required = bool(o["api-tokens"])
             ApiService(endpoint, site, token_required=token_required).setServiceParent(self)

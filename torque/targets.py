@@ -1,85 +1,150 @@
-"""Where tasks may send requests: ``--allow-target`` rules.
+"""Where tasks may send requests: the default refusals and ``--allow-target``.
+
+Whatever the rules, two kinds of target are refused unless a rule names
+them explicitly (SPEC §5):
+
+- link-local addresses (``169.254.0.0/16``, ``fe80::/10``), where cloud
+  metadata services answer with the machine's credentials;
+- this node's own API (its listening port on a loopback or unspecified
+  address, on the address it is bound to, or on any address that turns
+  out to be this machine), so a task can't pause a queue or read tasks.
+
+Private ranges are not refused: torque usually calls its own application on
+a private network.
 
 A rule is a host name (``app.internal``), a wildcard (``*.example.com``:
-any name under it, not the name itself), or an address range
-(``10.0.0.0/8``, ``127.0.0.1``, ``fd00::/8``).  A target is allowed when its
-host name matches a name rule, or when its address is in a range: an
-address in the URL, or for a host name the addresses DNS gives for it.
+any name under it, not the name itself), an address range (``10.0.0.0/8``,
+``127.0.0.1``, ``fd00::/8``), or a host or address with a port
+(``127.0.0.1:8090``, ``[::1]:8090``, ``app.internal:8000``): that port only.
+Without rules every target but the refused ones is allowed; with rules, a
+target is allowed when its host name matches a name rule, or when its
+address is in a range: an address in the URL, or for a host name the
+addresses DNS gives for it.
 
-Names are checked when a task is added; addresses both then and again when
-it is dispatched, against the addresses actually connected to, so a name
-that later resolves elsewhere (DNS rebinding) can't reach a forbidden
-address.  Without rules every target is allowed.
+Names are checked when a task is added; addresses both then (when the URL
+holds one, or the rules need them) and again when it is dispatched, against
+the addresses actually connected to (:mod:`torque.guarded`), so a name that
+later resolves elsewhere (DNS rebinding) can't reach a forbidden address.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.internet import defer, threads
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.web.client import BrowserLikePolicyForHTTPS
+from twisted.internet import defer, error, threads
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+# Seconds a name's addresses are kept: connections are made far more often
+# than DNS changes, and what is checked is what is connected to, so a cached
+# answer can't be used to slip past the check.
+DNS_TTL = 10.0
+DNS_CACHE_SIZE = 10_000
+_PORT_RULE = re.compile(r"\[?([^\[\]]+?)\]?:([0-9]{1,5})")
 
 
 class TargetRefused(Exception):
-    """A target outside the ``--allow-target`` rules."""
+    """A target outside the ``--allow-target`` rules, or refused by default."""
 
 
-def _address(host: str):
+def _address(host: str) -> Address | None:
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+    return ip
+
+
+def _name(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
+def _is_name(name: str) -> bool:
+    return bool(name) and all(part.replace("-", "").isalnum() for part in name.split("."))
 
 
 @attrs.frozen
 class TargetRules:
     names: tuple[str, ...] = ()
     networks: tuple[Network, ...] = ()
+    # (host name or address, port): ``host:port`` rules.
+    ports: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def parse(cls, rules: Iterable[str]) -> TargetRules:
-        """:raises ValueError: naming the rule that is neither."""
-        names, networks = [], []
+        """:raises ValueError: naming the rule that is none of them."""
+        names, networks, ports = [], [], []
         for rule in rules:
             try:
                 networks.append(ipaddress.ip_network(rule, strict=False))
                 continue
             except ValueError:
                 pass
-            name = rule.lower().rstrip(".")
-            bare = name[2:] if name.startswith("*.") else name
-            if not bare or not all(part.replace("-", "").isalnum() for part in bare.split(".")):
-                raise ValueError(f"--allow-target {rule!r} is neither a host name nor a CIDR range")
+            with_port = _PORT_RULE.fullmatch(rule)
+            if with_port and 0 < int(with_port[2]) < 65536:
+                ip = _address(with_port[1])
+                host = str(ip) if ip is not None else _name(with_port[1])
+                if ip is not None or _is_name(host):
+                    ports.append((host, int(with_port[2])))
+                    continue
+            name = _name(rule)
+            if not _is_name(name[2:] if name.startswith("*.") else name):
+                raise ValueError(
+                    f"--allow-target {rule!r} is neither a host name nor a CIDR range"
+                    " (nor either with a :port)"
+                )
             names.append(name)
-        return cls(tuple(names), tuple(networks))
+        return cls(tuple(names), tuple(networks), tuple(ports))
 
     def __bool__(self) -> bool:
-        return bool(self.names or self.networks)
+        return bool(self.names or self.networks or self.ports)
 
     def __str__(self) -> str:
-        return ", ".join([*self.names, *map(str, self.networks)])
+        ports = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.ports]
+        return ", ".join([*self.names, *map(str, self.networks), *ports])
 
-    def allows_name(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        return any(
+    def allows_name(self, host: str, port: int | None = None) -> bool:
+        host = _name(host)
+        return (host, port) in self.ports or any(
             host.endswith(rule[1:]) if rule.startswith("*.") else host == rule
             for rule in self.names
         )
 
-    def allows_address(self, address: str) -> bool:
-        ip = _address(address)
+    def allows_address(self, address: str | Address, port: int | None = None) -> bool:
+        ip = _address(str(address))
         if ip is None:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-        return any(ip in network for network in self.networks)
+        return (str(ip), port) in self.ports or any(ip in network for network in self.networks)
+
+    def names_port(self, host: str, ip: Address, port: int) -> bool:
+        """Whether a ``host:port`` rule names this very target."""
+        return (_name(host), port) in self.ports or (str(ip), port) in self.ports
+
+    def names_link_local(self, host: str, ip: Address, port: int) -> bool:
+        """Whether a rule names this link-local target explicitly: its exact
+        host name, a range inside the link-local one (``169.254.169.254``,
+        not ``0.0.0.0/0``), or ``host:port``."""
+        return (
+            _name(host) in self.names
+            or self.names_port(host, ip, port)
+            or any(
+                ip in network and network.subnet_of(local)
+                for network in self.networks
+                for local in LINK_LOCAL
+                if network.version == local.version
+            )
+        )
 
     def refusal(self, host: str) -> TargetRefused:
         return TargetRefused(f"{host} is not an allowed target (--allow-target: {self})")
@@ -90,83 +155,175 @@ def resolve(host: str, port: int) -> defer.Deferred:
 
     def lookup():
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        return [info[4][0] for info in infos]
+        return list(dict.fromkeys(info[4][0] for info in infos))
 
     return threads.deferToThread(lookup)
 
 
+def _is_local_name(host: str) -> bool:
+    """``localhost`` and the names under it, loopback by definition
+    (RFC 6761): known without asking DNS."""
+    host = _name(host)
+    return host == "localhost" or host.endswith(".localhost")
+
+
 class TargetGuard:
-    """Checks targets against the rules, resolving names where it must.
+    """Checks targets against the default refusals and the rules,
+    resolving names where it must.
 
     :param resolver: ``(host, port) -> Deferred[list[str]]``; tests inject
         one that answers what they want.
+    :param clock: times the cache of resolved names; without one, nothing
+        is cached.
     """
 
-    def __init__(self, rules: TargetRules, resolver: Callable = resolve):
+    def __init__(
+        self,
+        rules: TargetRules = TargetRules(),  # noqa: B008 -- frozen, so shared safely
+        resolver: Callable = resolve,
+        clock: IReactorTime | None = None,
+        ttl: float = DNS_TTL,
+    ):
         self.rules = rules
         self.resolver = resolver
+        self.clock = clock
+        self.ttl = ttl
+        # (bound address, port) of this node's API; set once it listens.
+        self.own: list[tuple[Address, int]] = []
+        self._cache: dict[str, tuple[float, list[str]]] = {}
+        self._pending: dict[str, list[defer.Deferred]] = {}
+
+    # -- this node's own API -----------------------------------------------
+
+    def api_listening(self, host: str, port: int) -> None:
+        """Refuse ``host:port`` from now on: this node's API listens there."""
+        ip = _address(host)
+        if ip is not None:
+            self.own.append((ip, port))
+
+    def _is_own_api(self, ip: Address, port: int) -> bool:
+        return any(
+            port == own_port and (ip == bound or ip.is_loopback or ip.is_unspecified)
+            for bound, own_port in self.own
+        )
+
+    def is_own_connection(self, peer_host: str, peer_port: int, local_host: str) -> bool:
+        """Whether a connection made reached this node's API on one of the
+        machine's own addresses (a LAN address of a node listening on
+        every interface): the connection's two ends are the same address."""
+        return peer_host == local_host and any(
+            peer_port == port and (bound.is_unspecified or str(bound) == peer_host)
+            for bound, port in self.own
+        )
+
+    # -- checks --------------------------------------------------------------
+
+    def default_refusal(self, host: str, ip: Address, port: int) -> TargetRefused | None:
+        """Why ``ip`` (for ``host``) is refused whatever the rules, if it is."""
+        if any(ip in network for network in LINK_LOCAL):
+            if not self.rules.names_link_local(host, ip, port):
+                return TargetRefused(
+                    f"{host} is a link-local address ({ip}), where cloud metadata"
+                    " services answer; refused unless --allow-target names it"
+                )
+        elif self._is_own_api(ip, port) and not self.rules.names_port(host, ip, port):
+            return TargetRefused(
+                f"{host}:{port} is this node's own API; refused unless"
+                f" --allow-target names it with its port"
+            )
+        return None
+
+    def _keep(self, host: str, port: int, addresses: Iterable[str], name_allowed: bool):
+        """The addresses that may be connected to; raises the reason when
+        none may."""
+        kept, reasons = [], []
+        for address in addresses:
+            ip = _address(address)
+            if ip is None:
+                continue
+            reason = self.default_refusal(host, ip, port)
+            if reason is not None:
+                reasons.append(reason)
+            elif name_allowed or self.rules.allows_address(ip, port):
+                kept.append(address)
+        if not kept:
+            raise reasons[0] if reasons else self.rules.refusal(host)
+        return kept
 
     @defer.inlineCallbacks
-    def allowed_addresses(self, host: str, port: int):
-        """The addresses to connect to for ``host``: ``None`` when its name
-        is allowed (connect as usual), else the resolved addresses that are.
+    def check_url(self, url: str):
+        """Fires when ``url``'s target may be added; fails with
+        :class:`TargetRefused` when not.
+
+        Without rules, a host name is not resolved (the target's DNS may
+        be known only where tasks are dispatched): its addresses are
+        checked when it is dispatched.
+        """
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if _address(host) is not None:
+            return self._keep(host, port, [host.strip("[]")], not self.rules)
+        name_allowed = not self.rules or self.rules.allows_name(host, port)
+        if _is_local_name(host):
+            self._keep(host, port, ["127.0.0.1", "::1"], True)  # raises for the API
+        if name_allowed:
+            return None
+        if not (self.rules.networks or self.rules.ports):
+            raise self.rules.refusal(host)
+        try:
+            addresses = yield self._resolve(host, port)
+        except OSError as e:
+            raise TargetRefused(f"{host} does not resolve: {e}") from None
+        return self._keep(host, port, addresses, False)
+
+    @defer.inlineCallbacks
+    def addresses(self, host: str, port: int):
+        """The addresses to connect to for ``host``, those allowed of the
+        ones it resolves to.
 
         :raises TargetRefused: when none is.
+        :raises twisted.internet.error.DNSLookupError: when it doesn't
+            resolve (retried, as any DNS failure).
         """
-        if not self.rules or self.rules.allows_name(host):
-            return None
         if _address(host) is not None:
-            addresses = [host.strip("[]")]
-        elif self.rules.networks:
-            try:
-                addresses = yield self.resolver(host, port)
-            except OSError as e:
-                raise TargetRefused(f"{host} does not resolve: {e}") from None
-        else:
-            addresses = []
-        allowed = [a for a in addresses if self.rules.allows_address(a)]
-        if not allowed:
-            raise self.rules.refusal(host)
-        return allowed
+            return self._keep(host, port, [host.strip("[]")], not self.rules)
+        try:
+            addresses = yield self._resolve(host, port)
+        except OSError as e:
+            raise error.DNSLookupError(f"{host}: {e}") from None
+        name_allowed = not self.rules or self.rules.allows_name(host, port)
+        return self._keep(host, port, addresses, name_allowed)
 
-    def check_url(self, url: str) -> defer.Deferred:
-        """Fires when ``url``'s target is allowed; fails with
-        :class:`TargetRefused` when not."""
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return self.allowed_addresses(parts.hostname or "", port)
+    def _resolve(self, host: str, port: int) -> defer.Deferred:
+        """``host``'s addresses, from the cache while they are fresh; one
+        lookup at a time per name."""
+        if self.clock is None:
+            return self.resolver(host, port)
+        now = self.clock.seconds()
+        cached = self._cache.get(host)
+        if cached is not None and cached[0] > now:
+            return defer.succeed(cached[1])
+        # Each caller waits on a Deferred of its own, so one that is
+        # cancelled (its task timed out) cancels no one else's lookup.
+        mine = defer.Deferred()
+        waiting = self._pending.get(host)
+        if waiting is not None:
+            waiting.append(mine)
+            return mine
+        self._pending[host] = waiting = [mine]
 
+        def done(result):
+            del self._pending[host]
+            if not isinstance(result, Failure):
+                if len(self._cache) >= DNS_CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[host] = (self.clock.seconds() + self.ttl, result)
+            for d in waiting:
+                if isinstance(result, Failure):
+                    d.errback(result)
+                else:
+                    d.callback(result)
 
-class GuardedEndpoints:
-    """An ``IAgentEndpointFactory`` that connects only to allowed addresses.
-
-    It resolves the host itself, keeps the allowed addresses, and connects
-    to the first of them, with TLS verified against the host *name*.
-    """
-
-    def __init__(self, reactor, guard: TargetGuard, connect_timeout: float = 10):
-        self.reactor = reactor
-        self.guard = guard
-        self.connect_timeout = connect_timeout
-        self.policy = BrowserLikePolicyForHTTPS()
-
-    def endpointForURI(self, uri):
-        return _GuardedEndpoint(self, uri)
-
-
-class _GuardedEndpoint:
-    def __init__(self, endpoints: GuardedEndpoints, uri):
-        self.endpoints = endpoints
-        self.uri = uri
-
-    @defer.inlineCallbacks
-    def connect(self, factory):
-        e, uri = self.endpoints, self.uri
-        host = uri.host.decode("ascii")
-        addresses = yield e.guard.allowed_addresses(host, uri.port)
-        target = host if addresses is None else addresses[0]
-        endpoint = HostnameEndpoint(e.reactor, target, uri.port, timeout=e.connect_timeout)
-        if uri.scheme == b"https":
-            endpoint = wrapClientTLS(e.policy.creatorForNetloc(uri.host, uri.port), endpoint)
-        protocol = yield endpoint.connect(factory)
-        return protocol
+        defer.maybeDeferred(self.resolver, host, port).addBoth(done)
+        return mine

@@ -28,6 +28,10 @@ NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,500}")
 MAX_URL_LENGTH = 2083
 # How far ahead a task may be scheduled, as Cloud Tasks and App Engine allow.
 MAX_AHEAD = 30 * 86400
+# How far in the past an ``eta`` may lie: an eta a little behind (a clock a
+# little off, a task computed a while ago) means "now"; one from long ago is
+# a mistake, and would tell ``oldest_due_age`` the queue has waited years.
+MAX_BEHIND = 86400
 # How deeply params, json and headers may nest.
 MAX_DEPTH = 32
 # Extra headers on a task, as Cloud Tasks allows: count, and total bytes.
@@ -37,6 +41,10 @@ MAX_HEADER_BYTES = 80 * 1024
 RESERVED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "content-type"}
 )
+# Torque's own headers (SPEC §4 and §5), reserved in any letter case: a
+# handler trusts them, so a task must not send a second, spoofed copy.
+OWN_HEADERS = frozenset({"user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"})
+OWN_HEADER_PREFIX = "x-torque-"
 FIELDS = frozenset(
     {
         "url",
@@ -290,6 +298,18 @@ def _url(value: Any, base_url: str | None) -> str:
         raise InvalidTask("url", "url must not contain whitespace or control characters")
     try:
         parts = urlsplit(value)
+    except ValueError as e:
+        raise InvalidTask("url", f"url is malformed: {e}") from None
+    if "@" in parts.netloc:
+        # Never delivered as such (treq sends no credentials from a URL),
+        # and a password in the URL would show in GET /tasks/<id>: the
+        # message must not repeat it.
+        raise InvalidTask(
+            "url",
+            "url must not carry a user name or password; "
+            "give them in an Authorization header instead",
+        )
+    try:
         parts.port  # noqa: B018 -- raises on a bad port
     except ValueError as e:
         raise InvalidTask("url", f"url is malformed: {e}") from None
@@ -383,9 +403,15 @@ def _headers(value: Any, is_form: bool) -> dict[str, str]:
             raise InvalidTask("headers", f"header {key!r} must be a token with a string value")
         if any(c in item for c in "\r\n\x00"):
             raise InvalidTask("headers", f"header {key!r} must not contain CR, LF or NUL")
-        if key.lower() in RESERVED_HEADERS:
+        if key.lower() in RESERVED_HEADERS or is_own_header(key):
             raise InvalidTask("headers", f"header {key!r} is set by torque itself")
     return headers
+
+
+def is_own_header(name: str) -> bool:
+    """Whether ``name`` is one of torque's own headers, in any letter case."""
+    lower = name.lower()
+    return lower in OWN_HEADERS or lower.startswith(OWN_HEADER_PREFIX)
 
 
 def _queue(value: Any, route_queue: str | None) -> str:
@@ -424,7 +450,9 @@ def _due_at(fields: Mapping[str, Any], now: float) -> float:
         due_at = _number_field("eta", eta, float)
         if due_at > now + MAX_AHEAD:
             raise InvalidTask("eta", f"eta must be at most {MAX_AHEAD} seconds (30 days) ahead")
-        return due_at
+        if due_at < now - MAX_BEHIND:
+            raise InvalidTask("eta", f"eta must be at most {MAX_BEHIND} seconds (a day) ago")
+        return max(due_at, now)  # a time in the past is now
     if not _present(delay):
         return now
     seconds = _number_field("delay", delay, float)
