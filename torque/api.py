@@ -24,11 +24,11 @@ from twisted.web.http import parse_qs
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from torque import dashboard, openapi
-from torque.metrics import CONTENT_TYPE, Metrics
+from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
 from torque.store import RedisStore, StoreUnavailable
 from torque.targets import TargetGuard, TargetRefused
 from torque.task import QUEUE_RE, InvalidTask, parse_submission, require_text, strict_json
-from torque.views import public_queue, public_task
+from torque.views import processed_by, public_node, public_queue, public_task
 
 log = Logger()
 
@@ -92,6 +92,10 @@ def read_fields(request) -> tuple[dict[str, Any], bool]:
 # Ids one retry or delete of dead letters may name.
 MAX_IDS = 10_000
 MAX_PAGE = 500
+# Queues in a page of GET /queues: by default, and at most (each queue is
+# about 20 Redis commands and 70 values in the reply).
+QUEUE_PAGE = 100
+MAX_QUEUE_PAGE = 200
 
 
 def queue_name(queue: str) -> str:
@@ -114,6 +118,21 @@ def int_arg(request, name: str, default: int, low: int, high: int) -> int:
     if not low <= number <= high:
         raise InvalidTask(name, f"{name} must be from {low} to {high}")
     return number
+
+
+def cursor_arg(request) -> str | None:
+    """The ``cursor`` of a page of queues: the name the previous page ended
+    with (opaque to clients), so it must be a queue name."""
+    values = request.args.get(b"cursor")
+    if not values or not values[0]:
+        return None
+    try:
+        cursor = values[0].decode()
+    except UnicodeDecodeError:
+        cursor = ""
+    if not QUEUE_RE.fullmatch(cursor):
+        raise InvalidTask("cursor", "cursor must be a next_cursor that GET /queues gave")
+    return cursor
 
 
 def read_ids(request) -> list[str] | None:
@@ -195,6 +214,7 @@ class TorqueAPI:
         self.wake = wake
         self.new_id = new_id
         self.metrics = metrics if metrics is not None else Metrics(clock)
+        self.metric_queues = METRICS_QUEUES  # queues with gauges in /metrics, at most
 
     def resource(self):
         return Utf8Only(self.app.resource())
@@ -292,24 +312,45 @@ class TorqueAPI:
 
     @app.route("/queues", methods=["GET"])
     async def list_queues(self, request):
-        stats = await self.store.queue_stats(None, self.clock.seconds())
-        return json_body(request, 200, {"queues": [public_queue(q) for q in stats]})
+        limit = int_arg(request, "limit", QUEUE_PAGE, 1, MAX_QUEUE_PAGE)
+        after = cursor_arg(request)
+        page = await self.store.queue_page(after, limit, self.clock.seconds())
+        nodes = await self.store.live_nodes()
+        queues = [public_queue(q, processed_by(q.name, nodes)) for q in page.queues]
+        return json_body(request, 200, {"queues": queues, "next_cursor": page.next_cursor})
 
     @app.route("/queues/<queue>", methods=["GET"])
     async def get_queue(self, request, queue):
         (stats,) = await self.store.queue_stats([queue_name(queue)], self.clock.seconds())
         if not stats.known:
             return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
-        return json_body(request, 200, public_queue(stats))
+        nodes = await self.store.live_nodes()
+        return json_body(request, 200, public_queue(stats, processed_by(queue, nodes)))
+
+    @app.route("/queues/<queue>", methods=["DELETE"])
+    async def delete_queue(self, request, queue):
+        state, scheduled, running, dead = await self.store.delete_queue(queue_name(queue))
+        if state == "unknown":
+            return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
+        if state == "busy":
+            message = (
+                f"queue {queue!r} holds {scheduled} scheduled, {running} running and {dead} "
+                "dead tasks: purge it (DELETE /queues/<q>/tasks) and delete its dead letters "
+                "(DELETE /queues/<q>/dead) first"
+            )
+            return error_body(request, 409, "conflict", message, "queue")
+        return json_body(request, 200, {"name": queue, "deleted": True})
 
     @app.route("/queues/<queue>/pause", methods=["POST"])
     async def pause(self, request, queue):
-        await self.store.pause(queue_name(queue))
+        if not await self.store.pause(queue_name(queue)):
+            return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
         return json_body(request, 200, {"name": queue, "paused": True})
 
     @app.route("/queues/<queue>/resume", methods=["POST"])
     async def resume(self, request, queue):
-        await self.store.resume(queue_name(queue))
+        if not await self.store.resume(queue_name(queue)):
+            return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
         self.wake(queue, self.clock.seconds())
         return json_body(request, 200, {"name": queue, "paused": False})
 
@@ -347,6 +388,11 @@ class TorqueAPI:
 
     # -- the node ----------------------------------------------------------
 
+    @app.route("/nodes", methods=["GET"])
+    async def list_nodes(self, request):
+        nodes = await self.store.live_nodes()
+        return json_body(request, 200, {"nodes": [public_node(n) for n in nodes]})
+
     @app.route("/", methods=["GET"])
     def show_dashboard(self, request):
         return dashboard.render(request)
@@ -358,11 +404,13 @@ class TorqueAPI:
     @app.route("/metrics", methods=["GET"])
     async def metrics_text(self, request):
         try:
-            stats = await self.store.queue_stats(None, self.clock.seconds())
+            queues, truncated = await metric_queues(
+                self.store, self.clock.seconds(), self.metric_queues
+            )
         except StoreUnavailable:
-            stats = None  # the node's own metrics still count
+            queues, truncated = None, False  # the node's own metrics still count
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
-        return self.metrics.render(stats)
+        return self.metrics.render(queues, truncated)
 
     @app.route("/health", methods=["GET"])
     async def health(self, request):

@@ -14,8 +14,17 @@ Two kinds, with different sources:
   them.  Don't sum those over nodes: every node reports the same numbers.
 
 Rendering is synchronous (:func:`prometheus_client.generate_latest`), on the
-reactor thread, after the one Redis round trip: no thread pool, unlike
+reactor thread, after the Redis round trips: no thread pool, unlike
 ``prometheus_client.twisted.MetricsResource``.
+
+**At most** :data:`METRICS_QUEUES` **queues** have gauges, the first ones by
+name, read :data:`METRICS_PAGE` at a time (each one bounded Redis reply, with
+the reactor free between them); ``torque_queue_metrics_truncated`` is 1 when
+there are more.  A scrape then costs the same with 25,000 queues as with
+1,000, and never holds the reactor for long: 25,000 queues would be 200,000
+series a scrape (tens of megabytes, seconds of rendering), more than a
+Prometheus server should take from one target.  ``GET /queues`` pages
+through all of them.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from torque.retry import Dead, Decision, Delivered, Outcome
@@ -43,6 +53,28 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # From add to delivery, delays and retries included: seconds to days.
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400)
+
+
+# Queues whose gauges a scrape carries at most, and per Redis round trip.
+METRICS_QUEUES = 1000
+METRICS_PAGE = 200
+
+
+@defer.inlineCallbacks
+def metric_queues(store, now: float, most: int = METRICS_QUEUES, page: int = METRICS_PAGE):
+    """The first ``most`` queues by name (:class:`QueueStats` without recent
+    counts), a page at a time; and whether there are more.
+
+    :returns: a Deferred firing with ``(queues, truncated)``.
+    """
+    queues: list[QueueStats] = []
+    after = None
+    while True:
+        got = yield store.queue_page(after, min(page, most - len(queues)), now, minutes=0)
+        queues += got.queues
+        after = got.next_cursor
+        if after is None or len(queues) >= most:
+            return queues, after is not None
 
 
 def outcome_of(decision: Decision) -> str:
@@ -99,19 +131,23 @@ class Metrics:
         if kind == "delivered" and task.created_at:
             self.lag.labels(task.queue).observe(max(self.clock.seconds() - task.created_at, 0.0))
 
-    def render(self, queues: Sequence[QueueStats] | None) -> bytes:
+    def render(self, queues: Sequence[QueueStats] | None, truncated: bool = False) -> bytes:
         """The exposition text: this node's metrics, then the queues'
-        gauges (``None``: Redis didn't answer, so ``torque_redis_up 0``)."""
+        gauges (``None``: Redis didn't answer, so ``torque_redis_up 0``).
+
+        :param truncated: there are more queues than ``queues``.
+        """
         snapshot = CollectorRegistry(auto_describe=False)
-        snapshot.register(QueueCollector(queues))
+        snapshot.register(QueueCollector(queues, truncated))
         return generate_latest(self.registry) + generate_latest(snapshot)
 
 
 class QueueCollector:
     """Gauges of the queues, from one :meth:`RedisStore.queue_stats`."""
 
-    def __init__(self, queues: Sequence[QueueStats] | None):
+    def __init__(self, queues: Sequence[QueueStats] | None, truncated: bool = False):
         self.queues = queues
+        self.truncated = truncated
 
     def collect(self):
         yield GaugeMetricFamily(
@@ -121,6 +157,12 @@ class QueueCollector:
         )
         if self.queues is None:
             return
+        yield GaugeMetricFamily(
+            "torque_queue_metrics_truncated",
+            f"1 when there are more queues than the {METRICS_QUEUES} (first by name) "
+            "that have gauges here; GET /queues lists them all",
+            value=1 if self.truncated else 0,
+        )
         tasks = GaugeMetricFamily(
             "torque_queue_tasks",
             "Tasks in the queue by state (scheduled includes due), every node's",
