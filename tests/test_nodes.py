@@ -62,6 +62,17 @@ class HeartbeatTests(unittest.TestCase):
         self.clock.advance(5.0)
         self.assertEqual([n.seen_at for n in self.live()], [1010.0])
 
+    def test_knows_after_a_beat_which_queues_a_live_node_processes(self):
+        self.assertTrue(self.heartbeat.processed("any"), "not known yet: no warning")
+        other = NodeInfo("n2", "host", 43, "0.1", ("a",), 0, 990.0, 1000.0)
+        self.successResultOf(self.store.beat(other, 15.0))
+        only_a = Heartbeat(self.store, self.clock, NodeInfo("n3", queues=()), interval=5.0)
+        only_a.startService()
+        self.assertEqual((only_a.processed("a"), only_a.processed("b")), (True, False))
+        self.heartbeat.startService()  # a node for every queue
+        self.clock.advance(5.0)
+        self.assertTrue(only_a.processed("b"))
+
 
 class WatcherTests(unittest.TestCase):
     def setUp(self):

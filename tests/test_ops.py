@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from twisted.logger import globalLogPublisher
+
 from tests.test_api import HOOK, APITestCase
 from torque.retry import Dead, Delivered, Retry
 from torque.store import NodeInfo
@@ -249,6 +251,23 @@ class QueueTests(OpsTestCase):
         _, body = self.call("GET", "/queues")
         self.assertEqual({q["name"]: q["processed_by"] for q in body["queues"]},
                          {"default": 1, "foobar": 2})  # fmt: skip
+
+    def test_an_add_to_a_queue_no_live_node_processes_is_logged_once_a_minute(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.api.processed = lambda queue: queue != "lost"
+
+        def warnings():
+            return [e["queue"] for e in events if "no live node" in e.get("log_format", "")]
+
+        self.add(json={"url": HOOK, "queue": "lost"})
+        self.add(json={"url": HOOK, "queue": "lost"})
+        self.add(json={"url": HOOK, "queue": "found"})
+        self.assertEqual(warnings(), ["lost"])
+        self.clock.advance(60)
+        self.add(json={"url": HOOK, "queue": "lost"})
+        self.assertEqual(warnings(), ["lost", "lost"])
 
     def test_nodes_lists_the_live_nodes(self):
         self.beat("n1", None, started_at=950.0)

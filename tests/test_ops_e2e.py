@@ -262,8 +262,16 @@ class EveryQueueTests(unittest.TestCase):
     def test_a_queue_no_live_node_processes_shows_processed_by_0(self):
         receiver = start_receiver(self)
         node = yield start_node(self, "--queue", "foobar")
+        yield wait_for(lambda: node.get("/nodes").addCallback(lambda r: r[1]["nodes"]))
         status, added, _ = yield node.post(data={"url": receiver.url + "/lost"})
         self.assertEqual(status, 201)
+        yield wait_for(
+            lambda: (
+                "a task was added to queue default, which no live node processes" in node.output
+            ),
+            timeout=10,
+            what="the warning in the log",
+        )
         _, queues = yield node.get("/queues")
         (default,) = queues["queues"]
         self.assertEqual(

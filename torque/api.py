@@ -96,6 +96,8 @@ MAX_PAGE = 500
 # about 20 Redis commands and 70 values in the reply).
 QUEUE_PAGE = 100
 MAX_QUEUE_PAGE = 200
+# Seconds between two warnings of adds to the same unprocessed queue.
+UNPROCESSED_WARNING_EVERY = 60.0
 
 
 def queue_name(queue: str) -> str:
@@ -191,6 +193,9 @@ class TorqueAPI:
     :param token_required: the node takes only requests with a bearer token
         (``--api-token``; :class:`torque.auth.RequireToken` enforces it),
         as ``/openapi.json`` then says.
+    :param processed: whether a live node processes a queue (the node's
+        heartbeat knows): an add to a queue that none processes logs a
+        warning, once a minute per queue at most.
     """
 
     app = Klein()
@@ -205,7 +210,10 @@ class TorqueAPI:
         metrics: Metrics | None = None,
         targets: TargetGuard | None = None,
         token_required: bool = False,
+        processed: Callable[[str], bool] = lambda queue: True,
     ):
+        self.processed = processed
+        self._warned: dict[str, float] = {}  # queue -> when its warning was logged
         self.targets = targets
         self.token_required = token_required
         self.store = store
@@ -252,6 +260,7 @@ class TorqueAPI:
             return json_body(request, 200, {**shown, "duplicate": True})
         self.metrics.task_added(task.queue)
         self.wake(task.queue, task.due_at)
+        self._warn_if_unprocessed(task.queue)
         request.setHeader(b"Location", f"/tasks/{task_id}".encode())
         return json_body(
             request,
@@ -265,6 +274,21 @@ class TorqueAPI:
                 "due_at": task.due_at,
                 "created_at": task.created_at,
             },
+        )
+
+    def _warn_if_unprocessed(self, queue: str) -> None:
+        if self.processed(queue):
+            return
+        now = self.clock.seconds()
+        if now - self._warned.get(queue, -UNPROCESSED_WARNING_EVERY) < UNPROCESSED_WARNING_EVERY:
+            return
+        if len(self._warned) > 10_000:  # bounded, whatever the number of queues
+            self._warned.clear()
+        self._warned[queue] = now
+        log.warn(
+            "a task was added to queue {queue}, which no live node processes: it waits "
+            "until a node runs with --queue '*' (the default) or --queue {queue}",
+            queue=queue,
         )
 
     # -- tasks -------------------------------------------------------------

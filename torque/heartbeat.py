@@ -30,7 +30,9 @@ TTL = 15.0
 
 
 class Heartbeat(Service):
-    """Renews ``node``'s heartbeat until stopped, then withdraws it.
+    """Renews ``node``'s heartbeat until stopped, then withdraws it; after
+    each beat, reads the live nodes, so that :meth:`processed` can tell
+    (without a Redis call) whether a queue has a node to process it.
 
     :param node: the node's fixed facts (``in_flight`` and ``seen_at`` are
         filled in at each beat).
@@ -52,6 +54,7 @@ class Heartbeat(Service):
         self.in_flight = in_flight
         self.ttl = ttl
         self.interval = interval
+        self.live: list[NodeInfo] | None = None  # as of the last beat; None: unknown
         self._loop = LoopingCall(self.beat)
         self._loop.clock = clock
 
@@ -71,6 +74,16 @@ class Heartbeat(Service):
         now = self.clock.seconds()
         node = attrs.evolve(self.node, in_flight=self.in_flight(), seen_at=now)
         d = self.store.beat(node, self.ttl)
+        d.addCallback(lambda _: self.store.live_nodes())
+        d.addCallback(self._read)
         d.addErrback(lambda f: f.trap(StoreUnavailable))  # the schedulers say so
         d.addErrback(lambda f: log.failure("heartbeat failed", f))
         return d
+
+    def _read(self, nodes: list[NodeInfo]) -> None:
+        self.live = nodes
+
+    def processed(self, queue: str) -> bool:
+        """Whether a live node processes ``queue``, as of the last beat
+        (``True`` when not known yet)."""
+        return self.live is None or any(node.processes(queue) for node in self.live)

@@ -301,7 +301,8 @@ class TorqueNode(MultiService):
             started_at=reactor.seconds(),
         )
         in_flight = lambda: sum(len(s.in_flight) for s in self.schedulers.values())  # noqa: E731
-        Heartbeat(store, reactor, node, in_flight).setServiceParent(self)
+        heartbeat = Heartbeat(store, reactor, node, in_flight)
+        heartbeat.setServiceParent(self)
         if o["endpoint"]:
             api = TorqueAPI(
                 store,
@@ -311,6 +312,7 @@ class TorqueNode(MultiService):
                 metrics=metrics,
                 targets=guard,
                 token_required=bool(o["api-tokens"]),
+                processed=heartbeat.processed,
             )
             root = RequireToken(api.resource(), o["api-tokens"])
             endpoint = endpoints.serverFromString(reactor, o["endpoint"])
