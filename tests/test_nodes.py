@@ -80,7 +80,10 @@ class WatcherTests(unittest.TestCase):
         self.clock.advance(1000.0)
         self.store = MemoryStore()
         self.found: list[str] = []
-        self.watcher = QueueWatcher(self.store, self.clock, self.found.append, page=2)
+        self.empty: list[str] = []
+        self.watcher = QueueWatcher(
+            self.store, self.clock, self.found.append, self.empty.append, page=2
+        )
 
     def add(self, queue):
         self.store.add(Task(id=f"t-{queue}", queue=queue, url="http://app.test/", due_at=1000.0))
@@ -104,6 +107,13 @@ class WatcherTests(unittest.TestCase):
         self.add("emails")
         self.clock.advance(1.0)
         self.assertEqual(self.found, ["emails"])
+
+    def test_a_queue_that_holds_no_task_is_reported_empty(self):
+        self.add("busy")
+        self.add("done")
+        self.store.cancel("t-done")
+        self.watcher.startService()
+        self.assertEqual((self.found, self.empty), (["busy"], ["done"]))
 
     def test_redis_down_does_not_stop_the_watch(self):
         self.store.available = False

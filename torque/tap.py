@@ -35,6 +35,10 @@ from torque.task import QUEUE_RE
 
 log = Logger()
 
+# Seconds a scheduler of a '*' node stays without a wake-up, its queue empty,
+# before it is retired (it polls Redis every --poll-interval meanwhile).
+RETIRE_AFTER = 60.0
+
 
 class Options(usage.Options):
     """Options of ``twistd torque``."""
@@ -207,6 +211,7 @@ class TorqueNode(MultiService):
         self.reactor = reactor
         self.keys = Keys(options["redis-prefix"])
         self.schedulers = {}
+        self._stirred: dict[str, float] = {}  # queue -> its scheduler's last wake-up
         self.embedded = None
         self.redis = None
         self.subscriber = None
@@ -287,7 +292,7 @@ class TorqueNode(MultiService):
             pattern = glob_escape(self.keys.wake("")) + "*"
             self.subscriber = WakeSubscriber(address, [], self._woken, patterns=[pattern])
             self.subscriber.start(reactor)
-            QueueWatcher(store, reactor, self.process).setServiceParent(self)
+            QueueWatcher(store, reactor, self.process, self.idle).setServiceParent(self)
         elif self.schedulers:
             channels = [self.keys.wake(queue) for queue in self.schedulers]
             self.subscriber = WakeSubscriber(address, channels, self._woken)
@@ -332,13 +337,32 @@ class TorqueNode(MultiService):
         if queue not in self.schedulers and QUEUE_RE.fullmatch(queue):
             scheduler = self._new_scheduler(queue)
             self.schedulers[queue] = scheduler
+            self._stirred[queue] = self.reactor.seconds()
             scheduler.setServiceParent(self)  # started at once if the node runs
             if self.options["all-queues"] and self.running:
                 log.info("queue {queue}: new, processing it", queue=queue)
 
+    def idle(self, queue: str) -> None:
+        """``queue`` held no task when the registry was read: with ``--queue
+        '*'``, retire its scheduler if nothing stirred it (a wake-up, its
+        start) for :data:`RETIRE_AFTER` seconds and it has no request in
+        flight.  Its next add (a wake-up) starts a new one at once."""
+        scheduler = self.schedulers.get(queue)
+        if scheduler is None or not self.options["all-queues"]:
+            return
+        if scheduler.in_flight or scheduler._claiming is not None:
+            return
+        if self.reactor.seconds() - self._stirred.get(queue, 0.0) < RETIRE_AFTER:
+            return
+        del self.schedulers[queue]
+        self._stirred.pop(queue, None)
+        scheduler.disownServiceParent()  # stops it
+        log.info("queue {queue}: empty and idle, no longer polled", queue=queue)
+
     def wake(self, queue: str, due_at: float | None = None) -> None:
         if self.options["all-queues"] and self.running:
             self.process(queue)
+            self._stirred[queue] = self.reactor.seconds()
         scheduler = self.schedulers.get(queue)
         if scheduler is not None:
             scheduler.wake(due_at)

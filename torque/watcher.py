@@ -5,9 +5,15 @@ queue's wake channel, to which a ``*`` node is subscribed by pattern, and
 the node starts a scheduler when a wake-up names a queue it doesn't know
 (:meth:`torque.tap.TorqueNode.wake`).  And as a safety net (a wake-up lost
 in an outage, a queue written to Redis by another program): every
-``interval`` seconds this watcher reads one page of the queue registry,
-continuing where the last page ended, so a small registry is read whole
-every second and a big one costs one bounded page a second.
+``interval`` seconds this watcher reads one page of the queue registry, with
+each queue's counts, continuing where the last page ended, so a small
+registry is read whole every second and a big one costs one bounded page a
+second.
+
+A scheduler polls Redis every ``--poll-interval``, so a node does not keep
+one for every queue it ever saw: the watcher reports a queue that holds no
+task (scheduled, running or dead) as empty, and the node retires its
+scheduler if it has been idle a while (:meth:`torque.tap.TorqueNode.idle`).
 """
 
 from __future__ import annotations
@@ -24,16 +30,18 @@ from torque.store import RedisStore, StoreUnavailable
 
 log = Logger()
 
-# Queue names a tick reads: one Redis reply of at most this many names.
-PAGE = 1000
+# Queues a tick reads: one Redis reply of at most this many queues' counts
+# (about 8 O(1) or O(log n) commands each).
+PAGE = 500
 
 
 class QueueWatcher(Service):
-    """Calls ``found(queue)`` for every queue of the registry, a page per
-    tick; ``found`` must be cheap for a queue it already knows.
+    """Calls ``found(queue)`` for every queue of the registry that holds a
+    task, and ``empty(queue)`` for the others, a page per tick; both must be
+    cheap for a queue they already know.
 
     :param interval: seconds between pages.
-    :param page: queue names per page.
+    :param page: queues per page.
     """
 
     def __init__(
@@ -41,12 +49,14 @@ class QueueWatcher(Service):
         store: RedisStore,
         clock: IReactorTime,
         found: Callable[[str], object],
+        empty: Callable[[str], object] = lambda queue: None,
         interval: float = 1.0,
         page: int = PAGE,
     ):
         self.store = store
         self.clock = clock
         self.found = found
+        self.empty = empty
         self.interval = interval
         self.page = page
         self._after: str | None = None
@@ -64,9 +74,7 @@ class QueueWatcher(Service):
 
     def tick(self) -> defer.Deferred:
         """Read the next page; never fails (the loop would stop)."""
-        d = self.store.queue_page(
-            self._after, self.page, self.clock.seconds(), minutes=0, names_only=True
-        )
+        d = self.store.queue_page(self._after, self.page, self.clock.seconds(), minutes=0)
         d.addCallback(self._read)
         d.addErrback(lambda f: f.trap(StoreUnavailable))  # the schedulers say so
         d.addErrback(lambda f: log.failure("reading the queue registry failed", f))
@@ -74,5 +82,8 @@ class QueueWatcher(Service):
 
     def _read(self, page) -> None:
         for queue in page.queues:
-            self.found(queue)
+            if queue.scheduled or queue.running or queue.dead:
+                self.found(queue.name)
+            else:
+                self.empty(queue.name)
         self._after = page.next_cursor
