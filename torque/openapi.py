@@ -137,8 +137,8 @@ PATHS: dict[str, Any] = {
                 {
                     "name": "cursor",
                     "in": "query",
-                    "description": "the next_cursor of the page before",
-                    "schema": {"type": "string", "pattern": QUEUE_PATTERN},
+                    "description": "the next_cursor of the page before (none or empty: the first)",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{0,100}$"},
                 },
             ],
             "responses": {
