@@ -228,7 +228,10 @@ class QueueTests(OpsTestCase):
             if cursor is None:
                 break
         self.assertEqual((seen, cursor), (["a", "b", "c", "d", "e"], None))
-        self.assertEqual(len(self.call("GET", "/queues")[1]["queues"]), 5, "100 by default")
+        for i in range(50):
+            self.add(json={"url": HOOK, "queue": f"z{i:02d}"})
+        _, first = self.call("GET", "/queues")
+        self.assertEqual((len(first["queues"]), first["next_cursor"]), (50, "z44"), "50 by default")
 
     def test_bad_paging_of_queues_is_400(self):
         self.assertError(*self.call("GET", "/queues?limit=0"), 400, "limit")

@@ -94,7 +94,7 @@ MAX_IDS = 10_000
 MAX_PAGE = 500
 # Queues in a page of GET /queues: by default, and at most (each queue is
 # about 20 Redis commands and 70 values in the reply).
-QUEUE_PAGE = 100
+QUEUE_PAGE = 50
 MAX_QUEUE_PAGE = 200
 # Seconds between two warnings of adds to the same unprocessed queue.
 UNPROCESSED_WARNING_EVERY = 60.0

@@ -132,7 +132,7 @@ PATHS: dict[str, Any] = {
                 {
                     "name": "limit",
                     "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 100},
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
                 },
                 {
                     "name": "cursor",
