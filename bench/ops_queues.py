@@ -4,6 +4,7 @@ Run by hand from the repository root (not part of the unit tests)::
 
     .venv/bin/python bench/ops_queues.py            # 100,000 tasks, 300 calls each
     .venv/bin/python bench/ops_queues.py --tasks 1000000
+    .venv/bin/python bench/ops_queues.py --queues 25000   # many queues: bench/many_queues.py
 
 It starts its own redis-server (torque's embedded one, on a unix socket in a
 temporary directory), adds the tasks with torque's own ADD script (half due
@@ -23,6 +24,7 @@ should not grow with the queue: compare ``--tasks 1000``
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -193,4 +195,18 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=300)
-    run(parser.parse_args())
+    parser.add_argument(
+        "--queues", type=int, default=0,
+        help="instead: /health while /queues and /metrics are read, with this many queues",
+    )  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=30.0, help="with --queues")
+    parser.add_argument("--all-pages", action="store_true", help="with --queues")
+    parser.add_argument("--node-path", help="with --queues: run the node from this checkout")
+    options = parser.parse_args()
+    if options.queues:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import many_queues
+
+        many_queues.main(options)
+    else:
+        run(options)

@@ -25,9 +25,11 @@ from torque.store import (
     HISTORY_LENGTH,
     LISTED_STATES,
     PAGE_BYTES,
+    RECENT_MINUTES,
     Claim,
     DeadPage,
     Minute,
+    QueuePage,
     QueueStats,
     StoreUnavailable,
     TaskPage,
@@ -76,6 +78,8 @@ class MemoryStore:
         self.available = True
         self.claims: list[tuple[str, float, int]] = []  # (queue, now, limit), for assertions
         self.settled: list[list] = []
+        self.nodes: dict[str, tuple] = {}  # id -> (NodeInfo, live until)
+        self.now: float | None = None  # live_nodes' clock, when set
 
     def _answer(self, result=None) -> defer.Deferred:
         if not self.available:
@@ -300,28 +304,81 @@ class MemoryStore:
         fields["due_at"] = repr(due_at)
         return self._answer(("scheduled", queue, due_at))
 
+    def _exists(self, queue):
+        return queue in self.queues or any(self._sets(queue))
+
     def pause(self, queue):
         if not self.available:
             return self._answer()
+        if not self._exists(queue):
+            return self._answer(False)
         self.paused.add(queue)
         self.queues.add(queue)
-        return self._answer()
+        return self._answer(True)
 
     def resume(self, queue):
         if not self.available:
             return self._answer()
         self.paused.discard(queue)
-        return self._answer()
+        return self._answer(self._exists(queue))
+
+    def delete_queue(self, queue):
+        if not self.available:
+            return self._answer()
+        counts = tuple(len(s) for s in self._sets(queue))
+        if any(counts):
+            return self._answer(("busy", *counts))
+        known = queue in self.queues or queue in self.paused or queue in self.stats
+        self.queues.discard(queue)
+        self.paused.discard(queue)
+        self.stats.pop(queue, None)
+        self.buckets.pop(queue, None)
+        return self._answer(("deleted" if known else "unknown", 0, 0, 0))
+
+    def queue_page(self, after, limit, now, minutes=RECENT_MINUTES, names_only=False):
+        if not self.available:
+            return self._answer()
+        names = sorted(q for q in self.queues if after is None or q > after)
+        page, more = names[:limit], len(names) > limit
+        if not names_only:
+            page = self._stats(page, now, minutes)
+        return self._answer(QueuePage(page, page_end(page) if more else None))
+
+    def beat(self, node, ttl):
+        if not self.available:
+            return self._answer()
+        self.nodes[node.id] = (node, node.seen_at + ttl)
+        return self._answer(1)
+
+    def leave(self, node_id):
+        if not self.available:
+            return self._answer()
+        self.nodes.pop(node_id, None)
+        return self._answer(1)
+
+    def live_nodes(self):
+        """Live by the clock of the last heartbeat written (Redis expires
+        the real ones by its own clock)."""
+        if not self.available:
+            return self._answer()
+        now = max((node.seen_at for node, _ in self.nodes.values()), default=0.0)
+        now = self.now if self.now is not None else now
+        live = [(n.started_at, n) for n, until in self.nodes.values() if until > now]
+        return self._answer([n for _, n in sorted(live, key=lambda x: x[0])])
 
     def queue_stats(self, queues, now):
         if not self.available:
             return self._answer()
+        return self._answer(self._stats(queues, now))
+
+    def _stats(self, queues, now, minutes=RECENT_MINUTES):
         rows = []
-        for queue in queues or sorted(self.queues):
+        for queue in queues:
             due, running, dead = self._sets(queue)
             head = min(due.values()) if due else None
             recent = tuple(
-                Minute(at, **self.minutes.get((queue, at), {})) for at in minute_buckets(now)
+                Minute(at, **self.minutes.get((queue, at), {}))
+                for at in (minute_buckets(now, minutes) if minutes else [])
             )
             stats = self.stats.get(queue, {})
             rows.append(
@@ -339,7 +396,7 @@ class MemoryStore:
                     recent=recent,
                 )
             )
-        return self._answer(rows)
+        return rows
 
     def purge(self, queue):
         if not self.available:
@@ -426,3 +483,8 @@ class MemoryStore:
 
 def _score(item):
     return (item[1], item[0])
+
+
+def page_end(page) -> str:
+    last = page[-1]
+    return last if isinstance(last, str) else last.name

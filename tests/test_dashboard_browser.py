@@ -110,6 +110,17 @@ class Scenario:
         expect(page.locator("#app")).to_be_visible()
         expect(page.locator("#no-queues")).to_be_visible()
 
+        # The live node is listed with its queues.
+        (node,) = self.api("GET", "/nodes")["nodes"]
+        listed = page.locator(f'#nodes tr[data-node="{node["id"]}"]')
+        expect(listed.locator('td[data-field="queues"]')).to_have_text("default, mail")
+
+        # A queue that no live node processes is a warning, not "active".
+        self.add("/orphan", queue="orphan")
+        orphan = page.locator('tr[data-queue="orphan"] .badge')
+        expect(orphan).to_have_text("no node: 1 due")
+        expect(orphan).to_have_class("badge unprocessed")
+
         # Counts change as tasks are added.
         later = self.add("/later", queue="mail", delay=600)
         scheduled = page.locator('tr[data-queue="mail"] td[data-field="scheduled"]')
@@ -177,7 +188,21 @@ class Scenario:
         page.click("#run-now")
         expect(page.locator('#task dd[data-field="status"]')).to_have_text("delivered")
         expect(scheduled).to_have_text("0")
+        expect(page.locator('tr[data-queue="mail"] .badge')).to_have_text("active")
         self.task_list(page, expect)
+
+        # Queues come a page (50) at a time.
+        for i in range(60):
+            self.add("/p", queue=f"p{i:02d}", delay=600)
+        expect(page.locator("#queues-next")).to_be_visible()
+        expect(page.locator('tr[data-queue="p46"]')).to_be_attached()
+        expect(page.locator('tr[data-queue="p47"]')).to_have_count(0)
+        page.click("#queues-next")
+        expect(page.locator('tr[data-queue="p59"]')).to_be_attached()
+        expect(page.locator('tr[data-queue="default"]')).to_have_count(0)
+        expect(page.locator("#queues-next")).to_be_hidden()
+        page.click("#queues-first")
+        expect(page.locator('tr[data-queue="default"]')).to_be_attached()
         assert errors == [], errors
 
     def task_list(self, page, expect) -> None:
@@ -207,7 +232,7 @@ class DashboardBrowserTests(unittest.TestCase):
     timeout = 240
 
     @defer.inlineCallbacks
-    def test_dashboard_counts_dead_letters_retry_delete_pause_cancel_run(self):
+    def test_dashboard_counts_dead_letters_retry_delete_pause_cancel_run_nodes_pages(self):
         sync_playwright, expect = playwright_or_skip()
         receiver = start_receiver(self)
         receiver.respond("/flip", 404, 200)

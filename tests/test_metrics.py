@@ -13,7 +13,7 @@ from tests.memory_store import MemoryStore
 from tests.test_api import HOOK, APITestCase
 from tests.test_scheduler import Hook
 from torque.dispatch import Dispatcher
-from torque.metrics import Metrics
+from torque.metrics import Metrics, metric_queues
 from torque.retry import Dead, Delivered, NoResponse, Response, Retry, RetryPolicy
 from torque.scheduler import QueueScheduler
 from torque.store import Minute, QueueStats
@@ -128,6 +128,7 @@ class MetricsTests(unittest.TestCase):
                 "torque_delivery_duration_seconds": "histogram",
                 "torque_delivery_lag_seconds": "histogram",
                 "torque_redis_up": "gauge",
+                "torque_queue_metrics_truncated": "gauge",
                 "torque_queue_tasks": "gauge",
                 "torque_queue_due_tasks": "gauge",
                 "torque_queue_oldest_due_age_seconds": "gauge",
@@ -217,6 +218,32 @@ class MetricsEndpointTests(APITestCase):
         self.add(json={"url": HOOK, "name": "once"})
         samples = parse(self.scrape()[1])
         self.assertEqual(samples[("torque_tasks_added_total", (("queue", "default"),))], 1)
+
+    def test_gauges_for_the_first_queues_by_name_and_a_flag_when_there_are_more(self):
+        for name in ["c", "a", "b"]:
+            self.add(json={"url": HOOK, "queue": name})
+        self.api.metric_queues = 2
+        samples = parse(self.scrape()[1])
+        due = {labels[0][1] for name, labels in samples if name == "torque_queue_due_tasks"}
+        self.assertEqual(due, {"a", "b"})
+        self.assertEqual(samples[("torque_queue_metrics_truncated", ())], 1)
+        self.api.metric_queues = 3
+        samples = parse(self.scrape()[1])
+        due = {labels[0][1] for name, labels in samples if name == "torque_queue_due_tasks"}
+        self.assertEqual(due, {"a", "b", "c"})
+        self.assertEqual(samples[("torque_queue_metrics_truncated", ())], 0)
+
+    def test_queues_are_read_a_bounded_page_at_a_time(self):
+        for i in range(7):
+            self.store.add(Task(id=f"t{i}", queue=f"q{i}", url=HOOK, due_at=990.0))
+        pages = []
+        real = self.store.queue_page
+        self.store.queue_page = lambda after, limit, *a, **kw: (
+            pages.append((after, limit)) or real(after, limit, *a, **kw)
+        )
+        queues, truncated = self.successResultOf(metric_queues(self.store, 1000.0, 5, 2))
+        self.assertEqual(([q.name for q in queues], truncated), ([f"q{i}" for i in range(5)], True))
+        self.assertEqual(pages, [(None, 2), ("q1", 2), ("q3", 1)])
 
     def test_scrape_without_redis_still_answers(self):
         self.add(data={"url": HOOK})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import attrs
 from treq.testing import StubTreq
 from twisted.trial import unittest
 
@@ -15,6 +16,7 @@ from torque import openapi
 from torque.api import TorqueAPI
 from torque.auth import RequireToken
 from torque.retry import Dead, Delivered
+from torque.store import NodeInfo
 from torque.task import MAX_AHEAD, InvalidTask, parse_submission
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
@@ -192,7 +194,21 @@ class ConformanceTests(APITestCase):
         self.check("POST", f"/tasks/{later['id']}/run", t + "/run", 200)
         self.check("POST", f"/tasks/{dead_id}/run", t + "/run", 409)
         self.check("POST", "/tasks/nope/run", t + "/run", 404)
+        node = NodeInfo("n1", "h", 1, "0.1", ("default",), 2, 990.0, 1000.0)
+        self.successResultOf(self.store.beat(node, 15.0))
+        self.successResultOf(self.store.beat(attrs.evolve(node, id="n2", queues=None), 15.0))
+        self.check("GET", "/nodes", "/nodes", 200)
         self.check("GET", "/queues", "/queues", 200)
+        self.check("GET", "/queues?limit=1", "/queues", 200)
+        self.check("GET", "/queues?limit=0", "/queues", 400)
+        self.check("POST", "/queues/nothing/pause", q + "/pause", 404)
+        self.check("POST", "/queues/nothing/resume", q + "/resume", 404)
+        self.check("DELETE", "/queues/default", q, 409)
+        self.check("DELETE", "/queues/nothing", q, 404)
+        self.check("DELETE", "/queues/a.b", q, 400)
+        emptied = self.check("POST", "/queues/emptied/tasks", q + "/tasks", 201, json={"url": HOOK})
+        self.check("DELETE", f"/tasks/{emptied['id']}", t, 200)
+        self.check("DELETE", "/queues/emptied", q, 200)
         self.check("GET", "/queues/default", q, 200)
         self.check("GET", "/queues/nothing", q, 404)
         self.check("GET", "/queues/a.b", q, 400)
@@ -234,6 +250,8 @@ class ConformanceTests(APITestCase):
             ("POST", "/tasks/x/run", t + "/run"),
             ("GET", "/queues", "/queues"),
             ("GET", "/queues/default", q),
+            ("DELETE", "/queues/default", q),
+            ("GET", "/nodes", "/nodes"),
             ("POST", "/queues/default/pause", q + "/pause"),
             ("POST", "/queues/default/resume", q + "/resume"),
             ("GET", "/queues/default/dead", q + "/dead"),

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 
+from twisted.logger import globalLogPublisher
+
 from tests.test_api import HOOK, APITestCase
 from torque.retry import Dead, Delivered, Retry
+from torque.store import NodeInfo
 
 SECRETS = {
     "Authorization": "Bearer live-secret",
@@ -135,7 +138,7 @@ class RunNowTests(OpsTestCase):
 class QueueTests(OpsTestCase):
     def test_no_queues_yet(self):
         response, body = self.call("GET", "/queues")
-        self.assertEqual((response.code, body), (200, {"queues": []}))
+        self.assertEqual((response.code, body), (200, {"queues": [], "next_cursor": None}))
 
     def test_queues_show_counts_in_each_state(self):
         self.add(json={"url": HOOK, "queue": "mail"})
@@ -156,6 +159,7 @@ class QueueTests(OpsTestCase):
                 "failed": 0,
                 "oldest_due_age": 7.0,
                 "paused": False,
+                "processed_by": 0,
             },
         )
         self.assertEqual(len(mail["recent"]), 15)
@@ -192,9 +196,11 @@ class QueueTests(OpsTestCase):
         self.assertEqual(response.code, 201)
         self.assertEqual(self.call("GET", "/queues/q1")[1]["scheduled"], 1)
 
-    def test_pausing_an_unused_queue_makes_it_known(self):
-        self.call("POST", "/queues/later/pause")
-        self.assertEqual([q["name"] for q in self.call("GET", "/queues")[1]["queues"]], ["later"])
+    def test_pausing_a_queue_that_never_existed_is_404_and_creates_nothing(self):
+        self.assertError(*self.call("POST", "/queues/later/pause"), 404, "queue")
+        self.assertError(*self.call("POST", "/queues/later/resume"), 404, "queue")
+        self.assertEqual(self.call("GET", "/queues")[1]["queues"], [])
+        self.assertError(*self.call("GET", "/queues/later"), 404, "queue")
 
     def test_pause_of_a_bad_name_is_400(self):
         self.assertError(*self.call("POST", "/queues/a%20b/pause"), 400, "queue")
@@ -208,6 +214,96 @@ class QueueTests(OpsTestCase):
         queue = self.call("GET", "/queues/default")[1]
         self.assertEqual((queue["scheduled"], queue["dead"]), (0, 1))
         self.assertEqual(self.call("GET", f"/tasks/{dead}")[1]["status"], "dead")
+
+    def test_queues_are_paged_by_name(self):
+        for name in ["e", "c", "a", "d", "b"]:
+            self.add(json={"url": HOOK, "queue": name})
+        seen, cursor = [], ""
+        for _ in range(3):
+            response, body = self.call("GET", f"/queues?limit=2&cursor={cursor}")
+            self.assertEqual(response.code, 200)
+            self.assertLessEqual(len(body["queues"]), 2)
+            seen += [q["name"] for q in body["queues"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        self.assertEqual((seen, cursor), (["a", "b", "c", "d", "e"], None))
+        for i in range(50):
+            self.add(json={"url": HOOK, "queue": f"z{i:02d}"})
+        _, first = self.call("GET", "/queues")
+        self.assertEqual((len(first["queues"]), first["next_cursor"]), (50, "z44"), "50 by default")
+
+    def test_bad_paging_of_queues_is_400(self):
+        self.assertError(*self.call("GET", "/queues?limit=0"), 400, "limit")
+        self.assertError(*self.call("GET", "/queues?limit=201"), 400, "limit")
+        self.assertError(*self.call("GET", "/queues?cursor=no.such"), 400, "cursor")
+
+    def beat(self, node_id, queues, started_at=900.0):
+        node = NodeInfo(node_id, "host", 1, "0.1", queues, 0, started_at, self.clock.seconds())
+        self.successResultOf(self.store.beat(node, 15.0))
+
+    def test_a_queue_no_live_node_processes_says_processed_by_0(self):
+        self.add(data={"url": HOOK})  # default
+        self.add(json={"url": HOOK, "queue": "foobar"})
+        self.beat("n1", ("foobar",))
+        _, body = self.call("GET", "/queues")
+        self.assertEqual({q["name"]: q["processed_by"] for q in body["queues"]},
+                         {"default": 0, "foobar": 1})  # fmt: skip
+        self.assertEqual(self.call("GET", "/queues/default")[1]["processed_by"], 0)
+        self.beat("n2", None)  # every queue
+        _, body = self.call("GET", "/queues")
+        self.assertEqual({q["name"]: q["processed_by"] for q in body["queues"]},
+                         {"default": 1, "foobar": 2})  # fmt: skip
+
+    def test_an_add_to_a_queue_no_live_node_processes_is_logged_once_a_minute(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.api.processed = lambda queue: queue != "lost"
+
+        def warnings():
+            return [e["queue"] for e in events if "no live node" in e.get("log_format", "")]
+
+        self.add(json={"url": HOOK, "queue": "lost"})
+        self.add(json={"url": HOOK, "queue": "lost"})
+        self.add(json={"url": HOOK, "queue": "found"})
+        self.assertEqual(warnings(), ["lost"])
+        self.clock.advance(60)
+        self.add(json={"url": HOOK, "queue": "lost"})
+        self.assertEqual(warnings(), ["lost", "lost"])
+
+    def test_nodes_lists_the_live_nodes(self):
+        self.beat("n1", None, started_at=950.0)
+        self.beat("n2", ("a", "b"), started_at=940.0)
+        response, body = self.call("GET", "/nodes")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            body["nodes"],
+            [
+                {"id": "n2", "host": "host", "pid": 1, "version": "0.1", "queues": ["a", "b"],
+                 "in_flight": 0, "started_at": 940.0, "seen_at": 1000.0},
+                {"id": "n1", "host": "host", "pid": 1, "version": "0.1", "queues": "*",
+                 "in_flight": 0, "started_at": 950.0, "seen_at": 1000.0},
+            ],
+        )  # fmt: skip
+        self.successResultOf(self.store.leave("n2"))
+        self.assertEqual([n["id"] for n in self.call("GET", "/nodes")[1]["nodes"]], ["n1"])
+
+    def test_delete_queue_forgets_an_empty_queue_only(self):
+        dead = self.bury("mail")
+        self.add(json={"url": HOOK, "queue": "mail"})
+        response, body = self.call("DELETE", "/queues/mail")
+        self.assertError(response, body, 409, "queue")
+        self.assertIn("1 scheduled", body["error"]["message"])
+        self.call("DELETE", "/queues/mail/tasks")
+        self.assertError(*self.call("DELETE", "/queues/mail"), 409, "queue")
+        self.call("DELETE", "/queues/mail/dead", data=json.dumps({"ids": [dead]}))
+        response, body = self.call("DELETE", "/queues/mail")
+        self.assertEqual((response.code, body), (200, {"name": "mail", "deleted": True}))
+        self.assertEqual(self.call("GET", "/queues")[1]["queues"], [])
+        self.assertError(*self.call("GET", "/queues/mail"), 404, "queue")
+        self.assertError(*self.call("DELETE", "/queues/mail"), 404, "queue")
+        self.assertError(*self.call("DELETE", "/queues/no.dots"), 400, "queue")
 
     def test_queues_allow_only_get(self):
         response, body = self.call("PUT", "/queues")
@@ -335,6 +431,8 @@ class OpsStoreDownTests(OpsTestCase):
         ("GET", "/queues/default/dead"),
         ("POST", "/queues/default/dead/retry"),
         ("DELETE", "/queues/default/dead"),
+        ("DELETE", "/queues/default"),
+        ("GET", "/nodes"),
     ]
 
     def test_every_operation_answers_503(self):

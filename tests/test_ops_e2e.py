@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from tests.node import start_node, start_receiver, wait_for
 from tests.redis_server import redis_address
+from torque import __version__
 from torque.connection import connect_pool
 from torque.keys import Keys
 
@@ -63,6 +64,8 @@ class PauseTests(unittest.TestCase):
     def test_pause_holds_every_node_until_resumed(self):
         receiver = start_receiver(self)
         first = yield start_node(self, "--poll-interval", "0.2")
+        # A queue exists once it holds a task (a pause never creates one).
+        yield first.post(data={"url": receiver.url + "/later", "delay": "600"})
         status, body = yield call(first, "POST", "/queues/default/pause")
         self.assertEqual((status, body), (200, {"name": "default", "paused": True}))
         _, added, _ = yield first.post(data={"url": receiver.url + "/held"})
@@ -77,7 +80,7 @@ class PauseTests(unittest.TestCase):
         yield lost_lease(self, first.prefix, "lost-2", receiver.url + "/lost")
         yield wait_for(lambda: second.has_status("lost-2", "scheduled"), what="a claim by second")
         _, queue = yield second.get("/queues/default")
-        self.assertEqual((queue["paused"], queue["scheduled"], queue["running"]), (True, 3, 0))
+        self.assertEqual((queue["paused"], queue["scheduled"], queue["running"]), (True, 4, 0))
         self.assertEqual(receiver.requests, [], "a paused queue dispatches nothing")
         status, _ = yield call(second, "POST", "/queues/default/resume")
         self.assertEqual(status, 200)
@@ -200,3 +203,96 @@ class TaskAndQueueTests(unittest.TestCase):
         self.assertEqual((status, body), (200, {"queue": "jobs", "purged": 3}))
         _, jobs = yield node.get("/queues/jobs")
         self.assertEqual(jobs["scheduled"], 0)
+        status, body = yield call(node, "DELETE", "/queues/jobs")
+        self.assertEqual((status, body), (200, {"name": "jobs", "deleted": True}))
+        _, queues = yield node.get("/queues")
+        self.assertEqual(queues, {"queues": [], "next_cursor": None})
+
+
+class EveryQueueTests(unittest.TestCase):
+    """``--queue`` defaults to ``*``: every queue, new ones included, on
+    every node; a queue that no live node processes says so."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_a_default_node_delivers_to_a_queue_created_after_it_started(self):
+        receiver = start_receiver(self)
+        node = yield start_node(self)
+        status, _, _ = yield node.post(
+            "/queues/emails/tasks", json_body={"url": receiver.url + "/welcome"}
+        )
+        self.assertEqual(status, 201)
+        yield wait_for(lambda: receiver.to("/welcome"), timeout=5, what="the emails task")
+        _, queues = yield node.get("/queues")
+        (emails,) = queues["queues"]
+        self.assertEqual((emails["name"], emails["processed_by"]), ("emails", 1))
+        self.assertIn("queue emails: new, processing it", node.output)
+
+    @defer.inlineCallbacks
+    def test_a_queue_created_through_another_node_is_processed_by_every_default_node(self):
+        receiver = start_receiver(self)
+        api_only = yield start_node(self, "--queue", "none")
+        yield start_node(self, "--port", "none", prefix=api_only.prefix, health=None)
+        yield wait_for(
+            lambda: call(api_only, "GET", "/nodes").addCallback(lambda r: len(r[1]["nodes"]) == 2),
+            what="both heartbeats",
+        )
+        yield api_only.post("/queues/reports/tasks", json_body={"url": receiver.url + "/report"})
+        yield wait_for(lambda: receiver.to("/report"), timeout=5, what="the reports task")
+
+    @defer.inlineCallbacks
+    def test_a_queue_written_to_redis_directly_is_found_by_the_registry_poll(self):
+        """No wake-up published: the watcher's page of the registry finds it."""
+        receiver = start_receiver(self)
+        node = yield start_node(self)
+        redis = connect_pool(redis_address())
+        self.addCleanup(redis.disconnect)
+        keys = Keys(node.prefix)
+        now = str(reactor.seconds())
+        yield redis.execute_command(
+            "HSET", keys.task("by-hand"), "queue", "manual", "url", receiver.url + "/manual",
+            "created_at", now, "due_at", now,
+        )  # fmt: skip
+        yield redis.execute_command("ZADD", keys.due("manual"), now, "by-hand")
+        yield redis.execute_command("ZADD", keys.queues, "0", "manual")
+        yield wait_for(lambda: receiver.to("/manual"), timeout=10, what="the hand-written task")
+
+    @defer.inlineCallbacks
+    def test_a_queue_no_live_node_processes_shows_processed_by_0(self):
+        receiver = start_receiver(self)
+        node = yield start_node(self, "--queue", "foobar")
+        yield wait_for(lambda: node.get("/nodes").addCallback(lambda r: r[1]["nodes"]))
+        status, added, _ = yield node.post(data={"url": receiver.url + "/lost"})
+        self.assertEqual(status, 201)
+        yield wait_for(
+            lambda: (
+                "a task was added to queue default, which no live node processes" in node.output
+            ),
+            timeout=10,
+            what="the warning in the log",
+        )
+        _, queues = yield node.get("/queues")
+        (default,) = queues["queues"]
+        self.assertEqual(
+            (default["name"], default["due"], default["processed_by"]), ("default", 1, 0)
+        )
+        _, nodes = yield node.get("/nodes")
+        (listed,) = nodes["nodes"]
+        self.assertEqual(listed["queues"], ["foobar"])
+        self.assertEqual(listed["version"], __version__)
+        self.assertEqual(
+            sorted(listed), ["host", "id", "in_flight", "pid", "queues", "seen_at", "started_at",
+                             "version"],
+        )  # fmt: skip
+        # A node for every queue comes: the queue is processed, and delivered.
+        every = yield start_node(self, prefix=node.prefix)
+        yield wait_for(lambda: receiver.to("/lost"), timeout=10, what="the default task")
+        _, queues = yield node.get("/queues")
+        self.assertEqual(queues["queues"][0]["processed_by"], 1)
+        _, nodes = yield node.get("/nodes")
+        self.assertEqual([n["queues"] for n in nodes["nodes"]], [["foobar"], "*"])
+        # A node that stops leaves the list at once.
+        yield every.stop()
+        _, nodes = yield node.get("/nodes")
+        self.assertEqual([n["queues"] for n in nodes["nodes"]], [["foobar"]])

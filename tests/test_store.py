@@ -12,7 +12,7 @@ from tests.redis_server import fresh_keys, redis_address
 from torque import scripts
 from torque.connection import RedisAddress, connect_pool
 from torque.retry import Dead, Delivered, Retry
-from torque.store import Minute, RedisStore, StoreUnavailable, history_entry
+from torque.store import Minute, NodeInfo, RedisStore, StoreUnavailable, history_entry
 from torque.task import Task
 
 NOW = 1_800_000_000.0
@@ -394,19 +394,92 @@ class StoreContract:
         self.assertEqual((stats.scheduled, stats.due, stats.oldest_due_age), (1, 0, 0.0))
 
     @defer.inlineCallbacks
-    def test_queue_stats_of_every_queue_sorted(self):
+    def test_queue_page_lists_every_queue_sorted(self):
         yield self.store.add(make_task("t1", queue="b"))
         yield self.store.add(make_task("t2", queue="a"))
-        yield self.store.pause("c")
-        stats = yield self.store.queue_stats(None, NOW)
-        self.assertEqual([(s.name, s.scheduled, s.paused) for s in stats],
-                         [("a", 1, False), ("b", 1, False), ("c", 0, True)])  # fmt: skip
+        yield self.store.pause("b")
+        page = yield self.store.queue_page(None, 10, NOW)
+        self.assertEqual([(s.name, s.scheduled, s.paused) for s in page.queues],
+                         [("a", 1, False), ("b", 1, True)])  # fmt: skip
+        self.assertIsNone(page.next_cursor)
+
+    @defer.inlineCallbacks
+    def test_queue_pages_follow_the_cursor_to_the_end(self):
+        names = [f"q{i:02d}" for i in range(7)]
+        for i, name in enumerate(reversed(names)):
+            yield self.store.add(make_task(f"t{i}", queue=name))
+        seen, after, pages = [], None, 0
+        while True:
+            page = yield self.store.queue_page(after, 3, NOW)
+            pages += 1
+            self.assertLessEqual(len(page.queues), 3)
+            seen += [q.name for q in page.queues]
+            after = page.next_cursor
+            if after is None:
+                break
+        self.assertEqual((seen, pages), (names, 3))
+        names_only = yield self.store.queue_page("q02", 2, NOW, names_only=True)
+        self.assertEqual((names_only.queues, names_only.next_cursor), (["q03", "q04"], "q04"))
+
+    @defer.inlineCallbacks
+    def test_queue_page_without_recent_minutes(self):
+        yield self.store.add(make_task("t1", queue="a"))
+        page = yield self.store.queue_page(None, 10, NOW, minutes=0)
+        self.assertEqual([(q.name, q.scheduled, q.recent) for q in page.queues], [("a", 1, ())])
+
+    @defer.inlineCallbacks
+    def test_pausing_or_resuming_a_queue_that_never_existed_changes_nothing(self):
+        self.assertFalse((yield self.store.pause("never")))
+        self.assertFalse((yield self.store.resume("never")))
+        (stats,) = yield self.store.queue_stats(["never"], NOW)
+        self.assertEqual((stats.paused, stats.known), (False, False))
+        self.assertEqual((yield self.store.queue_page(None, 10, NOW)).queues, [])
+
+    @defer.inlineCallbacks
+    def test_delete_queue_only_when_it_holds_no_task(self):
+        yield bury(self.store, "t2", queue="q")
+        yield self.store.add(make_task("t1", queue="q"))
+        yield self.store.pause("q")
+        self.assertEqual((yield self.store.delete_queue("q")), ("busy", 1, 0, 1))
+        yield self.store.purge("q")
+        self.assertEqual((yield self.store.delete_queue("q")), ("busy", 0, 0, 1))
+        yield self.store.delete_dead("q", None)
+        self.assertEqual((yield self.store.delete_queue("q")), ("deleted", 0, 0, 0))
+        self.assertEqual((yield self.store.queue_page(None, 10, NOW)).queues, [])
+        (stats,) = yield self.store.queue_stats(["q"], NOW)
+        self.assertEqual((stats.known, stats.paused, stats.failed), (False, False, 0))
+        self.assertEqual((yield self.store.delete_queue("q")), ("unknown", 0, 0, 0))
+        yield self.store.add(make_task("t3", queue="q"))
+        self.assertEqual([q.name for q in (yield self.store.queue_page(None, 10, NOW)).queues],
+                         ["q"], "a deleted queue comes back with its next task")  # fmt: skip
+
+    @defer.inlineCallbacks
+    def test_delete_queue_refuses_a_running_task(self):
+        yield self.store.add(make_task("t1", queue="q"))
+        yield claim(self.store)
+        self.assertEqual((yield self.store.delete_queue("q")), ("busy", 0, 1, 0))
+
+    # -- nodes -------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_heartbeats_list_live_nodes_until_they_leave(self):
+        one = NodeInfo("n1", "h", 11, "0.1", None, 3, NOW - 5, NOW)
+        two = NodeInfo("n2", "h", 12, "0.1", ("a", "b"), 0, NOW - 1, NOW)
+        yield self.store.beat(one, 15.0)
+        yield self.store.beat(two, 15.0)
+        self.assertEqual((yield self.store.live_nodes()), [one, two])
+        again = attrs.evolve(one, in_flight=7, seen_at=NOW + 5)
+        yield self.store.beat(again, 15.0)
+        self.assertEqual((yield self.store.live_nodes()), [again, two])
+        yield self.store.leave("n1")
+        self.assertEqual((yield self.store.live_nodes()), [two])
+        self.assertTrue(two.processes("a") and not two.processes("c") and one.processes("c"))
 
     @defer.inlineCallbacks
     def test_unknown_queue_is_empty_and_not_known(self):
         (stats,) = yield self.store.queue_stats(["nothing"], NOW)
         self.assertEqual((stats.scheduled, stats.dead, stats.known), (0, 0, False))
-        self.assertEqual((yield self.store.queue_stats(None, NOW)), [])
+        self.assertEqual((yield self.store.queue_page(None, 10, NOW)).queues, [])
 
     @defer.inlineCallbacks
     def test_queue_stats_count_outcomes_per_minute(self):
@@ -427,7 +500,8 @@ class StoreContract:
 
     @defer.inlineCallbacks
     def test_pause_shows_in_stats_and_resume_clears_it(self):
-        yield self.store.pause("q")
+        yield self.store.add(make_task("t1"))
+        self.assertTrue((yield self.store.pause("q")))
         (stats,) = yield self.store.queue_stats(["q"], NOW)
         self.assertEqual((stats.paused, stats.known), (True, True))
         yield self.store.resume("q")
@@ -676,18 +750,25 @@ class RedisStoreTests(StoreContract, unittest.TestCase):
         self.assertEqual((stats.scheduled, len(calls)), (50, 1))
 
     @defer.inlineCallbacks
-    def traced_stats(self, *queues: str):
-        """Every Redis command QUEUE_STATS runs for ``queues`` (none: every
-        queue), with its arguments: the script runs as it is, with
-        ``redis.call`` recording."""
+    def traced(self, script: str, args: list):
+        """Every Redis command ``script`` runs (on the queue registry), with
+        its arguments: the script runs as it is, with ``redis.call``
+        recording."""
         wrapped = (
             "local trace, real = {}, redis.call\n"
             "local redis = setmetatable({call = function(...)\n"
             "  trace[#trace + 1] = {...}; return real(...) end}, {__index = redis})\n"
-            f"local function stats()\n{scripts.QUEUE_STATS}\nend\n"
-            "stats()\nreturn trace\n"
+            f"local function run()\n{script}\nend\n"
+            "run()\nreturn trace\n"
         )
-        return (yield self.redis.eval(wrapped, [], [self.keys.prefix, repr(NOW), "15", *queues]))
+        return (yield self.redis.eval(wrapped, [self.keys.queues], args))
+
+    def traced_stats(self, *queues: str):
+        return self.traced(scripts.QUEUE_STATS, [self.keys.prefix, repr(NOW), "15", *queues])
+
+    def traced_page(self, after: str, limit: int):
+        args = [self.keys.prefix, repr(NOW), "15", after, str(limit), "0"]
+        return self.traced(scripts.QUEUE_PAGE, args)
 
     @defer.inlineCallbacks
     def test_queue_stats_cost_does_not_grow_with_the_queue(self):
@@ -709,17 +790,59 @@ class RedisStoreTests(StoreContract, unittest.TestCase):
 
         shape = commands(small, "small")
         self.assertEqual(commands(big, "big"), shape)
-        cheap = {"HMGET", "ZCARD", "ZCOUNT", "ZRANGE", "EXISTS", "SISMEMBER"}
-        self.assertLessEqual({c[0] for c in shape}, cheap)
+        self.assertEqual(shape[0][0], "TYPE", "the registry's type: a set is converted, once")
+        row = shape[1:]
+        cheap = {"HMGET", "ZCARD", "ZCOUNT", "ZRANGE", "EXISTS", "ZSCORE"}
+        self.assertLessEqual({c[0] for c in row}, cheap)
         self.assertEqual(
-            [c[1:] for c in shape if c[0] == "ZRANGE"], [[0, 0, "WITHSCORES"]],
+            [c[1:] for c in row if c[0] == "ZRANGE"], [[0, 0, "WITHSCORES"]],
             "only the head of the due set is read",
         )  # fmt: skip
-        self.assertLess(len(shape), 25)
-        every = yield self.traced_stats()
-        self.assertEqual([c[0].upper() for c in every], ["SMEMBERS"] + [c[0] for c in shape] * 2)
+        self.assertLess(len(row), 25)
+        page = yield self.traced_page("", 10)
+        self.assertEqual(
+            [c[0].upper() for c in page], ["TYPE", "ZRANGEBYLEX"] + [c[0] for c in row] * 2
+        )
         (stats,) = yield self.store.queue_stats(["big"], NOW)
         self.assertEqual((stats.scheduled, stats.running, stats.dead), (500, 100, 5))
+
+    @defer.inlineCallbacks
+    def test_a_page_of_queues_costs_the_same_with_10_or_2000_queues(self):
+        """The registry is read a page at a time: one ZRANGEBYLEX of the
+        page's names (O(log n + page)), never the whole registry."""
+
+        @defer.inlineCallbacks
+        def fill(count):
+            names = [f"q{i:05d}" for i in range(count)]
+            yield self.redis.execute_command(
+                "ZADD", self.keys.queues, *[x for n in names for x in (0, n)]
+            )
+
+        yield fill(10)
+        few = yield self.traced_page("q00003", 5)
+        yield fill(2000)
+        many = yield self.traced_page("q00003", 5)
+        self.assertEqual([c[0] for c in few], [c[0] for c in many])
+        (lex,) = [c for c in many if c[0].upper() == "ZRANGEBYLEX"]
+        self.assertEqual(lex[2:], ["(q00003", "+", "LIMIT", 0, 6])
+
+    @defer.inlineCallbacks
+    def test_a_registry_left_as_a_set_by_an_older_torque_becomes_sorted(self):
+        yield self.redis.execute_command("SADD", self.keys.queues, "b", "a")
+        yield self.store.add(make_task("t1", queue="c"))
+        kind = yield self.redis.execute_command("TYPE", self.keys.queues)
+        page = yield self.store.queue_page(None, 10, NOW, names_only=True)
+        self.assertEqual((kind, page.queues), ("zset", ["a", "b", "c"]))
+
+    @defer.inlineCallbacks
+    def test_a_heartbeat_expires_by_itself(self):
+        node = NodeInfo("n1", "h", 1, "0.1", None, 0, NOW, NOW)
+        yield self.store.beat(node, 15.0)
+        ttl = yield self.redis.ttl(self.keys.node("n1"))
+        self.assertTrue(10 < ttl <= 15, ttl)
+        yield self.redis.delete(self.keys.node("n1"))  # as if it had expired
+        self.assertEqual((yield self.store.live_nodes()), [])
+        self.assertEqual((yield self.redis.zcard(self.keys.nodes)), 0, "the index forgets it")
 
 
 class UnavailableRedisTests(unittest.TestCase):

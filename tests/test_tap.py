@@ -16,7 +16,8 @@ from torque.connection import RedisAddress, parse_redis_url
 from torque.tap import Options, descriptors_warning, options_from_environ
 
 DEFAULTS = {
-    "queues": ["default"],
+    "queues": [],
+    "all-queues": True,
     "endpoint": "tcp:8090:interface=127.0.0.1",
     "port": "8090",
     "redis": None,
@@ -63,7 +64,9 @@ class OptionsTests(unittest.TestCase):
             ("two queues", ["--queue", "a", "--queue", "b"], {"queues": ["a", "b"]}),
             ("short -q", ["-q", "emails"], {"queues": ["emails"]}),
             ("repeated queue once", ["-q", "a", "-q", "b", "-q", "a"], {"queues": ["a", "b"]}),
-            ("no queue", ["--queue", "none"], {"queues": []}),
+            ("no queue", ["--queue", "none"], {"queues": [], "all-queues": False}),
+            ("every queue", ["--queue", "*"], {"queues": [], "all-queues": True}),
+            ("named queues only", ["-q", "a"], {"queues": ["a"], "all-queues": False}),
             ("no API", ["--port", "none"], {"endpoint": None}),
             ("port number: loopback only", ["--port", "9000"],
              {"endpoint": "tcp:9000:interface=127.0.0.1"}),
@@ -84,7 +87,8 @@ class OptionsTests(unittest.TestCase):
             ("timeout", ["--task-timeout", "30"], {"task-timeout": 30.0}),
             ("concurrency", ["--concurrency", "1"], {"concurrency": 1}),
             ("rate", ["--rate", "2.5"], {"rate": 2.5}),
-            ("everything else default", ["-q", "a"], {**DEFAULTS, "queues": ["a"]}),
+            ("everything else default", ["-q", "a"],
+             {**DEFAULTS, "queues": ["a"], "all-queues": False}),
         ]  # fmt: skip
         for name, argv, expected in cases:
             self.assertOptions(name, parse(*argv), expected)
@@ -95,6 +99,8 @@ class OptionsTests(unittest.TestCase):
             ("queue with a slash", ["--queue", "a/b"]),
             ("101-character queue", ["--queue", "q" * 101]),
             ("empty queue", ["--queue", ""]),
+            ("every queue and one", ["--queue", "*", "--queue", "a"]),
+            ("no queue and one", ["--queue", "none", "--queue", "a"]),
             ("Redis URL, wrong scheme", ["--redis", "http://localhost:6379"]),
             ("Redis URL, no scheme", ["--redis", "localhost:6379"]),
             ("Redis URL, bad db", ["--redis", "redis://localhost/cache"]),

@@ -26,11 +26,11 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from torque import dashboard, openapi
 from torque.cursor import decode_position, encode_position
 from torque.logs import quoted
-from torque.metrics import CONTENT_TYPE, Metrics
+from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
 from torque.store import LISTED_STATES, RedisStore, StoreUnavailable
 from torque.targets import TargetGuard, TargetRefused
 from torque.task import QUEUE_RE, InvalidTask, parse_submission, require_text, strict_json
-from torque.views import public_queue, public_task
+from torque.views import processed_by, public_node, public_queue, public_task
 
 log = Logger()
 
@@ -94,6 +94,12 @@ def read_fields(request) -> tuple[dict[str, Any], bool]:
 # Ids one retry or delete of dead letters may name.
 MAX_IDS = 10_000
 MAX_PAGE = 500
+# Queues in a page of GET /queues: by default, and at most (each queue is
+# about 20 Redis commands and 70 values in the reply).
+QUEUE_PAGE = 50
+MAX_QUEUE_PAGE = 200
+# Seconds between two warnings of adds to the same unprocessed queue.
+UNPROCESSED_WARNING_EVERY = 60.0
 
 
 def queue_name(queue: str) -> str:
@@ -138,6 +144,21 @@ def task_page_args(request) -> tuple[str, tuple[float, str] | None, int]:
         raise InvalidTask("state", f"state must be one of {', '.join(LISTED_STATES)}")
     after = decode_position(args["cursor"]) if args["cursor"] else None
     return state, after, int_arg(request, "limit", TASK_PAGE, 1, MAX_TASK_PAGE)
+
+
+def cursor_arg(request) -> str | None:
+    """The ``cursor`` of a page of queues: the name the previous page ended
+    with (opaque to clients), so it must be a queue name."""
+    values = request.args.get(b"cursor")
+    if not values or not values[0]:
+        return None
+    try:
+        cursor = values[0].decode()
+    except UnicodeDecodeError:
+        cursor = ""
+    if not QUEUE_RE.fullmatch(cursor):
+        raise InvalidTask("cursor", "cursor must be a next_cursor that GET /queues gave")
+    return cursor
 
 
 def read_ids(request) -> list[str] | None:
@@ -196,6 +217,9 @@ class TorqueAPI:
     :param token_required: the node takes only requests with a bearer token
         (``--api-token``; :class:`torque.auth.RequireToken` enforces it),
         as ``/openapi.json`` then says.
+    :param processed: whether a live node processes a queue (the node's
+        heartbeat knows): an add to a queue that none processes logs a
+        warning, once a minute per queue at most.
     """
 
     app = Klein()
@@ -210,7 +234,10 @@ class TorqueAPI:
         metrics: Metrics | None = None,
         targets: TargetGuard | None = None,
         token_required: bool = False,
+        processed: Callable[[str], bool] = lambda queue: True,
     ):
+        self.processed = processed
+        self._warned: dict[str, float] = {}  # queue -> when its warning was logged
         self.targets = targets
         self.token_required = token_required
         self.store = store
@@ -219,6 +246,7 @@ class TorqueAPI:
         self.wake = wake
         self.new_id = new_id
         self.metrics = metrics if metrics is not None else Metrics(clock)
+        self.metric_queues = METRICS_QUEUES  # queues with gauges in /metrics, at most
 
     def resource(self):
         return Utf8Only(self.app.resource())
@@ -256,6 +284,7 @@ class TorqueAPI:
             return json_body(request, 200, {**shown, "duplicate": True})
         self.metrics.task_added(task.queue)
         self.wake(task.queue, task.due_at)
+        self._warn_if_unprocessed(task.queue)
         request.setHeader(b"Location", f"/tasks/{task_id}".encode())
         return json_body(
             request,
@@ -269,6 +298,21 @@ class TorqueAPI:
                 "due_at": task.due_at,
                 "created_at": task.created_at,
             },
+        )
+
+    def _warn_if_unprocessed(self, queue: str) -> None:
+        if self.processed(queue):
+            return
+        now = self.clock.seconds()
+        if now - self._warned.get(queue, -UNPROCESSED_WARNING_EVERY) < UNPROCESSED_WARNING_EVERY:
+            return
+        if len(self._warned) > 10_000:  # bounded, whatever the number of queues
+            self._warned.clear()
+        self._warned[queue] = now
+        log.warn(
+            "a task was added to queue {queue}, which no live node processes: it waits "
+            "until a node runs with --queue '*' (the default) or --queue {queue}",
+            queue=queue,
         )
 
     # -- tasks -------------------------------------------------------------
@@ -316,24 +360,45 @@ class TorqueAPI:
 
     @app.route("/queues", methods=["GET"])
     async def list_queues(self, request):
-        stats = await self.store.queue_stats(None, self.clock.seconds())
-        return json_body(request, 200, {"queues": [public_queue(q) for q in stats]})
+        limit = int_arg(request, "limit", QUEUE_PAGE, 1, MAX_QUEUE_PAGE)
+        after = cursor_arg(request)
+        page = await self.store.queue_page(after, limit, self.clock.seconds())
+        nodes = await self.store.live_nodes()
+        queues = [public_queue(q, processed_by(q.name, nodes)) for q in page.queues]
+        return json_body(request, 200, {"queues": queues, "next_cursor": page.next_cursor})
 
     @app.route("/queues/<queue>", methods=["GET"])
     async def get_queue(self, request, queue):
         (stats,) = await self.store.queue_stats([queue_name(queue)], self.clock.seconds())
         if not stats.known:
             return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
-        return json_body(request, 200, public_queue(stats))
+        nodes = await self.store.live_nodes()
+        return json_body(request, 200, public_queue(stats, processed_by(queue, nodes)))
+
+    @app.route("/queues/<queue>", methods=["DELETE"])
+    async def delete_queue(self, request, queue):
+        state, scheduled, running, dead = await self.store.delete_queue(queue_name(queue))
+        if state == "unknown":
+            return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
+        if state == "busy":
+            message = (
+                f"queue {queue!r} holds {scheduled} scheduled, {running} running and {dead} "
+                "dead tasks: purge it (DELETE /queues/<q>/tasks) and delete its dead letters "
+                "(DELETE /queues/<q>/dead) first"
+            )
+            return error_body(request, 409, "conflict", message, "queue")
+        return json_body(request, 200, {"name": queue, "deleted": True})
 
     @app.route("/queues/<queue>/pause", methods=["POST"])
     async def pause(self, request, queue):
-        await self.store.pause(queue_name(queue))
+        if not await self.store.pause(queue_name(queue)):
+            return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
         return json_body(request, 200, {"name": queue, "paused": True})
 
     @app.route("/queues/<queue>/resume", methods=["POST"])
     async def resume(self, request, queue):
-        await self.store.resume(queue_name(queue))
+        if not await self.store.resume(queue_name(queue)):
+            return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
         self.wake(queue, self.clock.seconds())
         return json_body(request, 200, {"name": queue, "paused": False})
 
@@ -380,6 +445,11 @@ class TorqueAPI:
 
     # -- the node ----------------------------------------------------------
 
+    @app.route("/nodes", methods=["GET"])
+    async def list_nodes(self, request):
+        nodes = await self.store.live_nodes()
+        return json_body(request, 200, {"nodes": [public_node(n) for n in nodes]})
+
     @app.route("/", methods=["GET"])
     def show_dashboard(self, request):
         return dashboard.render(request)
@@ -391,11 +461,13 @@ class TorqueAPI:
     @app.route("/metrics", methods=["GET"])
     async def metrics_text(self, request):
         try:
-            stats = await self.store.queue_stats(None, self.clock.seconds())
+            queues, truncated = await metric_queues(
+                self.store, self.clock.seconds(), self.metric_queues
+            )
         except StoreUnavailable:
-            stats = None  # the node's own metrics still count
+            queues, truncated = None, False  # the node's own metrics still count
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
-        return self.metrics.render(stats)
+        return self.metrics.render(queues, truncated)
 
     @app.route("/health", methods=["GET"])
     async def health(self, request):

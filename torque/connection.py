@@ -130,6 +130,10 @@ class WakeSubscriber(txredisapi.RedisFactory):
     Messages published while the connection was down are lost, so every
     (re)connection also calls ``on_message(channel, None)`` for each channel:
     "look now", in case something was added meanwhile.
+
+    :param patterns: glob patterns to subscribe to as well (``PSUBSCRIBE``):
+        their messages come with the channel they were published on, and a
+        (re)connection calls ``on_message(None, None)``: "look at all".
     """
 
     protocol = _WakeProtocol
@@ -140,7 +144,8 @@ class WakeSubscriber(txredisapi.RedisFactory):
         self,
         address: RedisAddress,
         channels: Sequence[str],
-        on_message: Callable[[str, str], object],
+        on_message: Callable[[str | None, str | None], object],
+        patterns: Sequence[str] = (),
     ):
         super().__init__(
             None,
@@ -153,6 +158,7 @@ class WakeSubscriber(txredisapi.RedisFactory):
         )
         self.address = address
         self.channels = list(channels)
+        self.patterns = list(patterns)
         self.on_message = on_message
 
     def start(self, reactor) -> None:
@@ -174,3 +180,12 @@ class WakeSubscriber(txredisapi.RedisFactory):
             d = conn.subscribe(self.channels)
             d.addCallback(lambda _: [self.on_message(channel, None) for channel in self.channels])
             d.addErrback(lambda _: None)
+        if conn.connected and not self.disconnectCalled and self.patterns:
+            d = conn.psubscribe(self.patterns)
+            d.addCallback(lambda _: self.on_message(None, None))
+            d.addErrback(lambda _: None)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -17,8 +17,14 @@ tasks by writing it directly.  With the default prefix ``torque:``:
                                    and ``at``
 ``torque:queue:<q>:minute:<t>``    hash: ``delivered``, ``retried``, ``dead``
                                    in the minute starting at <t>; expires
-``torque:queues``                  set: every queue ever added to or paused
+``torque:queues``                  sorted set: every queue that holds or held a
+                                   task, each scored 0 so that it is ordered
+                                   by name (paged with ZRANGEBYLEX)
 ``torque:wake:<q>``                pub/sub channel: a due time, on every add
+``torque:nodes``                   sorted set: node id -> its heartbeat's end
+``torque:node:<id>``               hash: a live node (``id``, ``host``, ``pid``,
+                                   ``version``, ``queues``, ``in_flight``,
+                                   ``started_at``, ``seen_at``); expires
 
 A task's state is *where its id is*: in ``due`` it is scheduled, in
 ``running`` a node holds a lease on it, in ``dead`` it is a dead letter; a
@@ -103,3 +109,10 @@ class Keys:
 
     def wake(self, queue: str) -> str:
         return f"{self.prefix}wake:{queue}"
+
+    @property
+    def nodes(self) -> str:
+        return self.prefix + "nodes"
+
+    def node(self, node_id: str) -> str:
+        return self.prefix + "node:" + node_id

@@ -14,8 +14,17 @@ Two kinds, with different sources:
   them.  Don't sum those over nodes: every node reports the same numbers.
 
 Rendering is synchronous (:func:`prometheus_client.generate_latest`), on the
-reactor thread, after the one Redis round trip: no thread pool, unlike
+reactor thread, after the Redis round trips: no thread pool, unlike
 ``prometheus_client.twisted.MetricsResource``.
+
+**At most** :data:`METRICS_QUEUES` **queues** have gauges, the first ones by
+name, read :data:`METRICS_PAGE` at a time (each one bounded Redis reply, with
+the reactor free between them); ``torque_queue_metrics_truncated`` is 1 when
+there are more.  A scrape then costs the same with 25,000 queues as with
+1,000, and never holds the reactor for long: 25,000 queues would be 200,000
+series a scrape (tens of megabytes, seconds of rendering), more than a
+Prometheus server should take from one target.  ``GET /queues`` pages
+through all of them.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from torque.retry import Dead, Decision, Delivered, Outcome
@@ -43,6 +52,28 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # From add to delivery, delays and retries included: seconds to days.
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400)
+
+
+# Queues whose gauges a scrape carries at most, and per Redis round trip.
+METRICS_QUEUES = 1000
+METRICS_PAGE = 200
+
+
+@defer.inlineCallbacks
+def metric_queues(store, now: float, most: int = METRICS_QUEUES, page: int = METRICS_PAGE):
+    """The first ``most`` queues by name (:class:`QueueStats` without recent
+    counts), a page at a time; and whether there are more.
+
+    :returns: a Deferred firing with ``(queues, truncated)``.
+    """
+    queues: list[QueueStats] = []
+    after = None
+    while True:
+        got = yield store.queue_page(after, min(page, most - len(queues)), now, minutes=0)
+        queues += got.queues
+        after = got.next_cursor
+        if after is None or len(queues) >= most:
+            return queues, after is not None
 
 
 def outcome_of(decision: Decision) -> str:
@@ -99,57 +130,77 @@ class Metrics:
         if kind == "delivered" and task.created_at:
             self.lag.labels(task.queue).observe(max(self.clock.seconds() - task.created_at, 0.0))
 
-    def render(self, queues: Sequence[QueueStats] | None) -> bytes:
+    def render(self, queues: Sequence[QueueStats] | None, truncated: bool = False) -> bytes:
         """The exposition text: this node's metrics, then the queues'
-        gauges (``None``: Redis didn't answer, so ``torque_redis_up 0``)."""
-        snapshot = CollectorRegistry(auto_describe=False)
-        snapshot.register(QueueCollector(queues))
-        return generate_latest(self.registry) + generate_latest(snapshot)
+        gauges (``None``: Redis didn't answer, so ``torque_redis_up 0``).
+
+        :param truncated: there are more queues than ``queues``.
+        """
+        return generate_latest(self.registry) + queue_exposition(queues, truncated)
 
 
-class QueueCollector:
-    """Gauges of the queues, from one :meth:`RedisStore.queue_stats`."""
+def queue_exposition(queues: Sequence[QueueStats] | None, truncated: bool = False) -> bytes:
+    """The queues' gauges in the Prometheus text format, written here rather
+    than by ``prometheus_client``, which took 140 ms of the reactor for
+    1,000 queues (this takes a tenth of that).  Queue names match
+    ``[A-Za-z0-9_-]+``, so a label value needs no escaping.
 
-    def __init__(self, queues: Sequence[QueueStats] | None):
-        self.queues = queues
+    :param queues: ``None`` when Redis didn't answer: then only
+        ``torque_redis_up 0``.
+    """
+    out = [
+        "# HELP torque_redis_up 1 when Redis answered this scrape, else 0 (and no queue metrics)",
+        "# TYPE torque_redis_up gauge",
+        f"torque_redis_up {0.0 if queues is None else 1.0}",
+    ]
+    if queues is None:
+        return ("\n".join(out) + "\n").encode()
+    out += [
+        f"# HELP torque_queue_metrics_truncated 1 when there are more queues than the "
+        f"{METRICS_QUEUES} (first by name) that have gauges here; GET /queues lists them all",
+        "# TYPE torque_queue_metrics_truncated gauge",
+        f"torque_queue_metrics_truncated {1.0 if truncated else 0.0}",
+    ]
 
-    def collect(self):
-        yield GaugeMetricFamily(
-            "torque_redis_up",
-            "1 when Redis answered this scrape, else 0 (and no queue metrics)",
-            value=0 if self.queues is None else 1,
-        )
-        if self.queues is None:
-            return
-        tasks = GaugeMetricFamily(
-            "torque_queue_tasks",
-            "Tasks in the queue by state (scheduled includes due), every node's",
-            labels=["queue", "state"],
-        )
-        due = GaugeMetricFamily(
-            "torque_queue_due_tasks",
-            "Scheduled tasks already due and not yet claimed: the backlog",
-            labels=["queue"],
-        )
-        age = GaugeMetricFamily(
-            "torque_queue_oldest_due_age_seconds",
-            "Seconds the earliest due task has waited to be claimed (0: none due)",
-            labels=["queue"],
-        )
-        paused = GaugeMetricFamily(
-            "torque_queue_paused", "1 while the queue is paused", labels=["queue"]
-        )
-        totals = CounterMetricFamily(
-            "torque_queue_attempts",
-            "Attempts' outcomes recorded in Redis by every node: delivered or failed",
-            labels=["queue", "outcome"],
-        )
-        for q in self.queues:
-            for state in ("scheduled", "running", "dead"):
-                tasks.add_metric([q.name, state], getattr(q, state))
-            due.add_metric([q.name], q.due)
-            age.add_metric([q.name], q.oldest_due_age)
-            paused.add_metric([q.name], 1 if q.paused else 0)
-            totals.add_metric([q.name, "delivered"], q.delivered)
-            totals.add_metric([q.name, "failed"], q.failed)
-        yield from (tasks, due, age, paused, totals)
+    def family(name, kind, text, samples):
+        sample = name + "_total" if kind == "counter" else name  # as prometheus_client does
+        out.append(f"# HELP {sample} {text}")
+        out.append(f"# TYPE {sample} {kind}")
+        for q in queues:
+            for extra, value in samples(q):
+                out.append(f'{sample}{{queue="{q.name}"{extra}}} {float(value)!r}')
+
+    family(
+        "torque_queue_tasks",
+        "gauge",
+        "Tasks in the queue by state (scheduled includes due), every node's",
+        lambda q: [(f',state="{state}"', getattr(q, state)) for state in TASK_STATES],
+    )
+    family(
+        "torque_queue_due_tasks",
+        "gauge",
+        "Scheduled tasks already due and not yet claimed: the backlog",
+        lambda q: [("", q.due)],
+    )
+    family(
+        "torque_queue_oldest_due_age_seconds",
+        "gauge",
+        "Seconds the earliest due task has waited to be claimed (0: none due)",
+        lambda q: [("", q.oldest_due_age)],
+    )
+    family(
+        "torque_queue_paused",
+        "gauge",
+        "1 while the queue is paused",
+        lambda q: [("", 1 if q.paused else 0)],
+    )
+    family(
+        "torque_queue_attempts",
+        "counter",
+        "Attempts' outcomes recorded in Redis by every node: delivered or failed",
+        lambda q: [(',outcome="delivered"', q.delivered), (',outcome="failed"', q.failed)],
+    )
+    return ("\n".join(out) + "\n").encode()
+
+
+TASK_STATES = ("scheduled", "running", "dead")

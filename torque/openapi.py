@@ -159,10 +159,33 @@ PATHS: dict[str, Any] = {
     },
     "/queues": {
         "get": {
-            "summary": "Every queue with its counts",
+            "summary": "The queues with their counts, a page at a time, by name",
             "operationId": "listQueues",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                },
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "description": "the next_cursor of the page before (none or empty: the first)",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{0,100}$"},
+                },
+            ],
             "responses": {
-                "200": json_response(ref("Queues"), "the queues"),
+                "200": json_response(ref("Queues"), "a page of queues"),
+                **error_responses("400", "401", "503"),
+            },
+        }
+    },
+    "/nodes": {
+        "get": {
+            "summary": "The live nodes (their heartbeat in Redis is less than 15 s old)",
+            "operationId": "listNodes",
+            "responses": {
+                "200": json_response(ref("Nodes"), "the live nodes, oldest first"),
                 **error_responses("401", "503"),
             },
         }
@@ -176,7 +199,16 @@ PATHS: dict[str, Any] = {
                 "200": json_response(ref("Queue"), "the queue"),
                 **error_responses("400", "401", "404", "503"),
             },
-        }
+        },
+        "delete": {
+            "summary": "Forget an empty queue (409 while it holds tasks)",
+            "operationId": "deleteQueue",
+            "parameters": [_QUEUE],
+            "responses": {
+                "200": json_response(ref("QueueDeleted"), "forgotten"),
+                **error_responses("400", "401", "404", "409", "503"),
+            },
+        },
     },
     "/queues/{queue}/pause": {
         "post": {
@@ -185,7 +217,7 @@ PATHS: dict[str, Any] = {
             "parameters": [_QUEUE],
             "responses": {
                 "200": json_response(ref("Paused"), "paused"),
-                **error_responses("400", "401", "503"),
+                **error_responses("400", "401", "404", "503"),
             },
         }
     },
@@ -196,7 +228,7 @@ PATHS: dict[str, Any] = {
             "parameters": [_QUEUE],
             "responses": {
                 "200": json_response(ref("Paused"), "resumed"),
-                **error_responses("400", "401", "503"),
+                **error_responses("400", "401", "404", "503"),
             },
         }
     },
@@ -258,7 +290,10 @@ PATHS: dict[str, Any] = {
     },
     "/metrics": {
         "get": {
-            "summary": "Prometheus metrics: this node's counters, every queue's gauges",
+            "summary": (
+                "Prometheus metrics: this node's counters, the gauges of the first 1,000 "
+                "queues by name"
+            ),
             "operationId": "metrics",
             "responses": {
                 "200": {

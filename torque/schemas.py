@@ -339,6 +339,14 @@ SCHEMAS: dict[str, Any] = {
                 "items": ref("Minute"),
                 "description": "outcomes per minute, the last 15 minutes, oldest first",
             },
+            "processed_by": {
+                "type": "integer",
+                "minimum": 0,
+                "description": (
+                    "live nodes that process the queue (GET /nodes); 0: its tasks wait "
+                    "for a node started with --queue '*' or naming it"
+                ),
+            },
         },
         [
             "name",
@@ -351,9 +359,47 @@ SCHEMAS: dict[str, Any] = {
             "oldest_due_age",
             "paused",
             "recent",
+            "processed_by",
         ],
     ),
-    "Queues": _object({"queues": {"type": "array", "items": ref("Queue")}}, ["queues"]),
+    "Queues": _object(
+        {
+            "queues": {"type": "array", "items": ref("Queue"), "description": "by name"},
+            "next_cursor": {
+                **_nullable("string"),
+                "description": "give it as cursor for the next page; null on the last",
+            },
+        },
+        ["queues", "next_cursor"],
+    ),
+    "QueueDeleted": _object(
+        {"name": {"type": "string"}, "deleted": {"type": "boolean", "enum": [True]}},
+        ["name", "deleted"],
+    ),
+    "Node": _object(
+        {
+            "id": {"type": "string"},
+            "host": {"type": "string"},
+            "pid": {"type": "integer"},
+            "version": {"type": "string", "description": "torque's version on the node"},
+            "queues": {
+                "oneOf": [
+                    {"type": "string", "enum": ["*"]},
+                    {"type": "array", "items": {"type": "string"}},
+                ],
+                "description": '"*": every queue, new ones included; else the queues named',
+            },
+            "in_flight": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "requests in flight at its last heartbeat",
+            },
+            "started_at": {"type": "number"},
+            "seen_at": {"type": "number", "description": "its last heartbeat"},
+        },
+        ["id", "host", "pid", "version", "queues", "in_flight", "started_at", "seen_at"],
+    ),
+    "Nodes": _object({"nodes": {"type": "array", "items": ref("Node")}}, ["nodes"]),
     "Paused": _object(
         {"name": {"type": "string"}, "paused": {"type": "boolean"}}, ["name", "paused"]
     ),
@@ -394,7 +440,7 @@ _ERROR_DESCRIPTIONS = {
     "Unauthorized": "missing or wrong bearer token (nodes run with --api-token)",
     "NotFound": "no such task, queue or endpoint",
     "MethodNotAllowed": "the path exists, not with this method; Allow lists the methods",
-    "Conflict": "the task is not in a state that allows this",
+    "Conflict": "the task (or queue) is not in a state that allows this",
     "TooLarge": "the request body is over the node's --max-body (1 MiB by default)",
 }
 RESPONSES: dict[str, Any] = {

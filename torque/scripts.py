@@ -78,10 +78,42 @@ end
 """
 )
 
-ADD = """
+
+_REGISTRY = """
+-- The queue registry is a sorted set, every score 0, so that it is ordered by
+-- name and paged with ZRANGEBYLEX.  Before it was a set: the first script to
+-- meet such a set turns it into the sorted set (once; 25,000 names take a
+-- few milliseconds).
+local function registry(key)
+  if redis.call('TYPE', key).ok == 'set' then
+    local names = redis.call('SMEMBERS', key)
+    redis.call('DEL', key)
+    for i = 1, #names, 1000 do
+      local args = {}
+      for j = i, math.min(i + 999, #names) do
+        args[#args + 1] = 0
+        args[#args + 1] = names[j]
+      end
+      redis.call('ZADD', key, unpack(args))
+    end
+  end
+  return key
+end
+
+-- A queue exists while it is in the registry or holds a task (tasks written
+-- to Redis directly may not have registered their queue).
+local function holds(qp)
+  return redis.call('ZCARD', qp .. 'due') + redis.call('ZCARD', qp .. 'running')
+         + redis.call('ZCARD', qp .. 'dead')
+end
+"""
+
+ADD = (
+    _REGISTRY
+    + """
 -- Add a task, unless its name is taken by a live task.
 -- KEYS[1] task hash   KEYS[2] due zset   KEYS[3] name key (or the task
--- hash again when unnamed)   KEYS[4] queues set
+-- hash again when unnamed)   KEYS[4] queue registry
 -- ARGV[1] id   ARGV[2] due_at   ARGV[3] queue   ARGV[4] 1 if named
 -- ARGV[5] wake channel   ARGV[6] task key prefix   ARGV[7..] field, value...
 -- Returns {id, 1} when added, {existing id, 0} for a duplicate name.
@@ -94,10 +126,11 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1]) end
-redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('ZADD', registry(KEYS[4]), 'NX', 0, ARGV[3])
 redis.call('PUBLISH', ARGV[5], ARGV[2])
 return {ARGV[1], 1}
 """
+)
 
 CLAIM = (
     _COMMON
@@ -320,42 +353,71 @@ redis.call('PUBLISH', ARGV[2] .. 'wake:' .. queue, due)
 return {'scheduled', queue, due}
 """
 
-PAUSE = """
--- KEYS[1] paused flag   KEYS[2] queues set   ARGV[1] queue
+PAUSE = (
+    _REGISTRY
+    + """
+-- KEYS[1] paused flag   KEYS[2] queue registry   ARGV[1] queue
+-- ARGV[2] queue key prefix
 -- Every claim reads the flag, so every node stops at its next claim.
+-- Returns 0, changing nothing, for a queue that does not exist: a pause must
+-- not create one.
+local known = redis.call('ZSCORE', registry(KEYS[2]), ARGV[1])
+if not known and holds(ARGV[2]) == 0 then return 0 end
+if not known then redis.call('ZADD', KEYS[2], 0, ARGV[1]) end
 redis.call('SET', KEYS[1], '1')
-redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
+)
 
-RESUME = """
--- KEYS[1] paused flag   ARGV[1] wake channel   ARGV[2] now
+RESUME = (
+    _REGISTRY
+    + """
+-- KEYS[1] paused flag   KEYS[2] queue registry   ARGV[1] wake channel
+-- ARGV[2] now   ARGV[3] queue   ARGV[4] queue key prefix
 -- The wake-up makes every node's scheduler claim at once.
+-- Returns 0 for a queue that does not exist.
+if not redis.call('ZSCORE', registry(KEYS[2]), ARGV[3]) and holds(ARGV[4]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
+)
 
-QUEUE_STATS = """
--- Counts of queues, each one O(1) or O(log n) command: no task is read.
--- ARGV[1] key prefix   ARGV[2] now   ARGV[3] minutes of recent counts
--- ARGV[4..] queue names (none: every queue in the queues set, sorted)
--- Returns one list per queue: {name, scheduled, due, running, dead,
--- delivered, failed, paused, earliest due time or '', known,
--- {minute, delivered, retried, dead, ...}}, oldest minute first.
-local pfx, now, minutes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local names = {}
-for i = 4, #ARGV do names[#names + 1] = ARGV[i] end
-if #names == 0 then
-  names = redis.call('SMEMBERS', pfx .. 'queues')
-  table.sort(names)
+DELETE_QUEUE = (
+    _REGISTRY
+    + """
+-- Forget an empty queue: its place in the registry, its pause flag, its
+-- running totals and rate bucket (its per-minute counts expire by
+-- themselves).  A queue that holds a task is left alone.
+-- KEYS[1] queue registry   ARGV[1] queue   ARGV[2] queue key prefix
+-- Returns {state, scheduled, running, dead}: state 'deleted', 'busy' (it
+-- holds tasks; the counts say which) or 'unknown'.
+local qp = ARGV[2]
+local counts = {redis.call('ZCARD', qp .. 'due'), redis.call('ZCARD', qp .. 'running'),
+                redis.call('ZCARD', qp .. 'dead')}
+if counts[1] + counts[2] + counts[3] > 0 then
+  return {'busy', counts[1], counts[2], counts[3]}
 end
-local first = math.floor(now / 60) * 60 - 60 * (minutes - 1)
-local out = {}
-for _, q in ipairs(names) do
+local known = redis.call('ZREM', registry(KEYS[1]), ARGV[1])
+local extra = redis.call('DEL', qp .. 'paused', qp .. 'stats', qp .. 'rate')
+if known == 0 and extra == 0 then return {'unknown', 0, 0, 0} end
+return {'deleted', 0, 0, 0}
+"""
+)
+
+_QUEUE_ROW = """
+-- One queue's counts, each one O(1) or O(log n) command: no task is read.
+-- Returns {name, scheduled, due, running, dead, delivered, failed, paused,
+-- earliest due time or '', known, {minute, delivered, retried, dead, ...}},
+-- the last ``minutes`` minutes oldest first.
+local function queue_row(pfx, reg, q, now, minutes)
   local qp = pfx .. 'queue:' .. q .. ':'
   local stats = redis.call('HMGET', qp .. 'stats', 'delivered', 'failed')
   local head = redis.call('ZRANGE', qp .. 'due', 0, 0, 'WITHSCORES')
+  local first = math.floor(now / 60) * 60 - 60 * (minutes - 1)
   local recent = {}
   for m = 0, minutes - 1 do
     local at = string.format('%d', first + 60 * m)
@@ -365,19 +427,103 @@ for _, q in ipairs(names) do
     recent[#recent + 1] = c[2] or '0'
     recent[#recent + 1] = c[3] or '0'
   end
-  out[#out + 1] = {
+  return {
     q,
     redis.call('ZCARD', qp .. 'due'),
-    redis.call('ZCOUNT', qp .. 'due', '-inf', ARGV[2]),
+    redis.call('ZCOUNT', qp .. 'due', '-inf', string.format('%.17g', now)),
     redis.call('ZCARD', qp .. 'running'),
     redis.call('ZCARD', qp .. 'dead'),
     stats[1] or '0',
     stats[2] or '0',
     redis.call('EXISTS', qp .. 'paused'),
     head[2] or '',
-    redis.call('SISMEMBER', pfx .. 'queues', q),
+    redis.call('ZSCORE', reg, q) and 1 or 0,
     recent,
   }
+end
+"""
+
+QUEUE_STATS = (
+    _REGISTRY
+    + _QUEUE_ROW
+    + """
+-- Counts of the queues named.
+-- KEYS[1] queue registry   ARGV[1] key prefix   ARGV[2] now
+-- ARGV[3] minutes of recent counts   ARGV[4..] queue names
+-- Returns one row (see queue_row) per queue, in the order given.
+local reg = registry(KEYS[1])
+local out = {}
+for i = 4, #ARGV do
+  out[#out + 1] = queue_row(ARGV[1], reg, ARGV[i], tonumber(ARGV[2]), tonumber(ARGV[3]))
+end
+return out
+"""
+)
+
+QUEUE_PAGE = (
+    _REGISTRY
+    + _QUEUE_ROW
+    + """
+-- A page of the registry's queues, by name, with their counts: the cost is
+-- the page's, whatever the number of queues.
+-- KEYS[1] queue registry   ARGV[1] key prefix   ARGV[2] now
+-- ARGV[3] minutes of recent counts   ARGV[4] the page starts after this
+-- name ('' from the first)   ARGV[5] queues per page   ARGV[6] '1' for the
+-- names only (no counts)
+-- Returns {next cursor ('' on the last page), row or name, ...}.
+local reg = registry(KEYS[1])
+local limit = tonumber(ARGV[5])
+local from = ARGV[4] == '' and '-' or '(' .. ARGV[4]
+local names = redis.call('ZRANGEBYLEX', reg, from, '+', 'LIMIT', 0, limit + 1)
+local out = {''}
+if #names > limit then
+  names[#names] = nil
+  out[1] = names[#names]
+end
+for _, q in ipairs(names) do
+  if ARGV[6] == '1' then
+    out[#out + 1] = q
+  else
+    out[#out + 1] = queue_row(ARGV[1], reg, q, tonumber(ARGV[2]), tonumber(ARGV[3]))
+  end
+end
+return out
+"""
+)
+
+BEAT = """
+-- A node's heartbeat: its hash, which expires unless renewed (Redis's own
+-- clock decides, so the nodes' clocks need not agree), and its id in the
+-- index of nodes.
+-- KEYS[1] node index   KEYS[2] node hash   ARGV[1] id   ARGV[2] seconds the
+-- heartbeat lasts   ARGV[3] when the node started (its place in the index)
+-- ARGV[4..] field, value, ...
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2])))
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+LEAVE = """
+-- KEYS[1] node index   KEYS[2] node hash   ARGV[1] id
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+LIVE_NODES = """
+-- The nodes whose heartbeat has not expired; the index forgets the others.
+-- KEYS[1] node index   ARGV[1] node key prefix   ARGV[2] nodes at most
+-- Returns {{field, value, ...}, ...}, oldest first.
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)) do
+  local node = redis.call('HGETALL', ARGV[1] .. id)
+  if #node == 0 then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    out[#out + 1] = node
+  end
 end
 return out
 """

@@ -71,7 +71,7 @@ class QueueStats:
     :param failed: running total of failed attempts (retried or dead).
     :param oldest_due_age: seconds the earliest due task has been waiting,
         0 when none is due.
-    :param known: the queue was ever added to or paused.
+    :param known: the queue is in the registry (it holds or held a task).
     :param recent: per-minute outcome counts, oldest minute first.
     """
 
@@ -86,6 +86,68 @@ class QueueStats:
     paused: bool = False
     known: bool = False
     recent: tuple[Minute, ...] = ()
+
+
+@attrs.frozen
+class QueuePage:
+    """A page of the registry's queues, ordered by name; ``next_cursor``
+    is ``None`` on the last page."""
+
+    queues: list  # QueueStats, or names only
+    next_cursor: str | None
+
+
+@attrs.frozen
+class NodeInfo:
+    """A live node, as its heartbeat says.
+
+    :param queues: the queues it processes, or ``None`` for every queue
+        (``--queue '*'``).
+    :param in_flight: requests it had in flight at its last heartbeat.
+    :param seen_at: its last heartbeat.
+    """
+
+    id: str
+    host: str = ""
+    pid: int = 0
+    version: str = ""
+    queues: tuple[str, ...] | None = ()
+    in_flight: int = 0
+    started_at: float = 0.0
+    seen_at: float = 0.0
+
+    def processes(self, queue: str) -> bool:
+        return self.queues is None or queue in self.queues
+
+    def to_fields(self) -> list[str]:
+        queues = "*" if self.queues is None else json.dumps(list(self.queues))
+        return [
+            *("id", self.id, "host", self.host, "pid", str(self.pid), "version", self.version),
+            *("queues", queues, "in_flight", str(self.in_flight)),
+            *("started_at", repr(self.started_at), "seen_at", repr(self.seen_at)),
+        ]
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> NodeInfo:
+        queues = fields.get("queues", "[]")
+        try:
+            shown = None if queues == "*" else tuple(json.loads(queues))
+        except ValueError:
+            shown = ()
+        return cls(
+            id=fields.get("id", ""),
+            host=fields.get("host", ""),
+            pid=int(fields.get("pid") or 0),
+            version=fields.get("version", ""),
+            queues=shown,
+            in_flight=int(fields.get("in_flight") or 0),
+            started_at=float(fields.get("started_at") or 0),
+            seen_at=float(fields.get("seen_at") or 0),
+        )
+
+
+# Nodes ``GET /nodes`` lists at most.
+MAX_NODES = 1000
 
 
 @attrs.frozen
@@ -295,15 +357,72 @@ class RedisStore:
         return d.addCallback(_described)
 
     def pause(self, queue: str) -> defer.Deferred:
-        """Stop every node from claiming the queue's tasks; adds go on."""
+        """Stop every node from claiming the queue's tasks; adds go on.
+        Fires with whether the queue exists (if not, nothing changed)."""
         k = self.keys
-        return self._eval(scripts.PAUSE, [k.paused(queue), k.queues], [queue])
+        d = self._eval(scripts.PAUSE, [k.paused(queue), k.queues], [queue, k.queue_prefix(queue)])
+        return d.addCallback(bool)
 
     def resume(self, queue: str) -> defer.Deferred:
-        """Let nodes claim the queue's tasks again, and wake them."""
+        """Let nodes claim the queue's tasks again, and wake them.  Fires
+        with whether the queue exists."""
         k = self.keys
         now = self.clock.seconds()
-        return self._eval(scripts.RESUME, [k.paused(queue)], [k.wake(queue), repr(now)])
+        d = self._eval(
+            scripts.RESUME,
+            [k.paused(queue), k.queues],
+            [k.wake(queue), repr(now), queue, k.queue_prefix(queue)],
+        )
+        return d.addCallback(bool)
+
+    def delete_queue(self, queue: str) -> defer.Deferred:
+        """Forget an empty queue.  Fires with ``(state, scheduled, running,
+        dead)``: ``deleted``, ``unknown``, or ``busy`` while it holds tasks
+        (nothing changed)."""
+        k = self.keys
+        d = self._eval(scripts.DELETE_QUEUE, [k.queues], [queue, k.queue_prefix(queue)])
+        return d.addCallback(lambda r: (r[0], int(r[1]), int(r[2]), int(r[3])))
+
+    def queue_page(
+        self,
+        after: str | None,
+        limit: int,
+        now: float,
+        minutes: int = RECENT_MINUTES,
+        names_only: bool = False,
+    ) -> defer.Deferred:
+        """A :class:`QueuePage` of the registry: up to ``limit`` queues by
+        name, after the name ``after`` (``None``: from the first), each a
+        :class:`QueueStats` with ``minutes`` of recent counts (or only its
+        name).  One round trip, whose cost is the page's alone."""
+        d = self._eval(
+            scripts.QUEUE_PAGE,
+            [self.keys.queues],
+            [self.keys.prefix, repr(now), minutes, after or "", limit, "1" if names_only else "0"],
+        )
+
+        def page(reply):
+            rows = reply[1:] if names_only else [_queue_stats(row, now) for row in reply[1:]]
+            return QueuePage(rows, reply[0] or None)
+
+        return d.addCallback(page)
+
+    def beat(self, node: NodeInfo, ttl: float) -> defer.Deferred:
+        """Renew ``node``'s heartbeat: it counts as live for ``ttl`` seconds."""
+        k = self.keys
+        args = [node.id, ttl, repr(node.started_at), *node.to_fields()]
+        return self._eval(scripts.BEAT, [k.nodes, k.node(node.id)], args)
+
+    def leave(self, node_id: str) -> defer.Deferred:
+        """Drop a node's heartbeat at once (it is stopping)."""
+        k = self.keys
+        return self._eval(scripts.LEAVE, [k.nodes, k.node(node_id)], [node_id])
+
+    def live_nodes(self) -> defer.Deferred:
+        """The nodes whose heartbeat holds, oldest first: :class:`NodeInfo`."""
+        k = self.keys
+        d = self._eval(scripts.LIVE_NODES, [k.nodes], [k.prefix + "node:", MAX_NODES])
+        return d.addCallback(lambda rows: [NodeInfo.from_fields(_pairs(row)) for row in rows])
 
     def cancel(self, task_id: str) -> defer.Deferred:
         """Delete a task; fires with the state it was in, ``""`` if none."""
@@ -322,12 +441,14 @@ class RedisStore:
         )
         return d.addCallback(lambda r: (r[0], r[1] or None, float(r[2]) if r[2] else None))
 
-    def queue_stats(self, queues: Sequence[str] | None, now: float) -> defer.Deferred:
-        """Counts of ``queues`` (``None``: every known queue, sorted by
-        name) in one round trip, each O(1) or O(log n) in Redis: a list of
-        :class:`QueueStats`."""
+    def queue_stats(self, queues: Sequence[str], now: float) -> defer.Deferred:
+        """Counts of ``queues`` in one round trip, each O(1) or O(log n) in
+        Redis: a list of :class:`QueueStats`.  (Every queue: page through
+        them with :meth:`queue_page`.)"""
         d = self._eval(
-            scripts.QUEUE_STATS, [], [self.keys.prefix, repr(now), RECENT_MINUTES, *(queues or [])]
+            scripts.QUEUE_STATS,
+            [self.keys.queues],
+            [self.keys.prefix, repr(now), RECENT_MINUTES, *queues],
         )
         return d.addCallback(lambda rows: [_queue_stats(row, now) for row in rows])
 

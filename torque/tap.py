@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gc
 import os
+import secrets
+import socket
 import sys
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -21,7 +23,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from torque import __version__
-from torque.connection import RedisAddress, WakeSubscriber, connect_pool, parse_redis_url
+from torque.connection import (
+    RedisAddress,
+    WakeSubscriber,
+    connect_pool,
+    glob_escape,
+    parse_redis_url,
+)
 from torque.guarded import GuardedEndpoints, ReportingEndpoint
 from torque.keys import Keys
 from torque.retry import RetryPolicy
@@ -30,6 +38,10 @@ from torque.targets import TargetGuard, TargetRules
 from torque.task import QUEUE_RE
 
 log = Logger()
+
+# Seconds a scheduler of a '*' node stays without a wake-up, its queue empty,
+# before it is retired (it polls Redis every --poll-interval meanwhile).
+RETIRE_AFTER = 60.0
 
 
 #: ``TORQUE_*`` variables that configure something else than a node: the
@@ -167,7 +179,8 @@ class Options(usage.Options):
         sys.exit(0)
 
     def opt_queue(self, name: str) -> None:
-        """a queue this node processes (repeatable; 'none': API only) [default: default]"""
+        """a queue this node processes (repeatable); '*': every queue, new ones
+        included; 'none': API only [default: *]"""
         self["queues"].append(name)
 
     opt_q = opt_queue
@@ -243,8 +256,13 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self.read_environ()
-        queues = self["queues"] or ["default"]
-        self["queues"] = [] if queues == ["none"] else list(dict.fromkeys(queues))
+        queues = self["queues"] or ["*"]
+        self["all-queues"] = "*" in queues
+        if self["all-queues"] and len(set(queues)) > 1:
+            raise usage.UsageError("--queue '*' means every queue: give no other --queue")
+        if "none" in queues and len(set(queues)) > 1:
+            raise usage.UsageError("--queue none means no queue: give no other --queue")
+        self["queues"] = [] if queues in (["none"], ["*"]) else list(dict.fromkeys(queues))
         for queue in self["queues"]:
             if not QUEUE_RE.fullmatch(queue):
                 raise usage.UsageError(
@@ -329,6 +347,7 @@ class TorqueNode(MultiService):
         self.reactor = reactor
         self.keys = Keys(options["redis-prefix"])
         self.schedulers = {}
+        self._stirred: dict[str, float] = {}  # queue -> its scheduler's last wake-up
         self.embedded = None
         self.redis = None
         self.subscriber = None
@@ -350,10 +369,12 @@ class TorqueNode(MultiService):
         from torque.api import TorqueAPI
         from torque.auth import RequireToken
         from torque.dispatch import Dispatcher, QuietConnectionPool
+        from torque.heartbeat import Heartbeat
         from torque.metrics import Metrics
         from torque.scheduler import QueueScheduler
         from torque.site import ApiService, QuietSite
-        from torque.store import RedisStore
+        from torque.store import NodeInfo, RedisStore
+        from torque.watcher import QueueWatcher
 
         o, reactor = self.options, self.reactor
         address = self._redis_address()
@@ -381,8 +402,9 @@ class TorqueNode(MultiService):
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
         dispatcher = Dispatcher(http, reactor, signer=signer)
         policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
-        for queue in o["queues"]:
-            scheduler = QueueScheduler(
+
+        def new_scheduler(queue: str) -> QueueScheduler:
+            return QueueScheduler(
                 queue,
                 store,
                 dispatcher,
@@ -395,12 +417,32 @@ class TorqueNode(MultiService):
                 on_attempt=metrics.attempt_finished,
                 log_deliveries=o["log-deliveries"],
             )
-            scheduler.setServiceParent(self)
-            self.schedulers[queue] = scheduler
-        if self.schedulers:
+
+        self._new_scheduler = new_scheduler
+        for queue in o["queues"]:
+            self.process(queue)
+        if o["all-queues"]:
+            # Every wake-up, so the first add to a new queue starts its
+            # scheduler at once; the watcher is the safety net.
+            pattern = glob_escape(self.keys.wake("")) + "*"
+            self.subscriber = WakeSubscriber(address, [], self._woken, patterns=[pattern])
+            self.subscriber.start(reactor)
+            QueueWatcher(store, reactor, self.process, self.idle).setServiceParent(self)
+        elif self.schedulers:
             channels = [self.keys.wake(queue) for queue in self.schedulers]
             self.subscriber = WakeSubscriber(address, channels, self._woken)
             self.subscriber.start(reactor)
+        node = NodeInfo(
+            id=f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            queues=None if o["all-queues"] else tuple(o["queues"]),
+            started_at=reactor.seconds(),
+        )
+        in_flight = lambda: sum(len(s.in_flight) for s in self.schedulers.values())  # noqa: E731
+        heartbeat = Heartbeat(store, reactor, node, in_flight)
+        heartbeat.setServiceParent(self)
         if o["endpoint"]:
             api = TorqueAPI(
                 store,
@@ -410,6 +452,7 @@ class TorqueNode(MultiService):
                 metrics=metrics,
                 targets=guard,
                 token_required=bool(o["api-tokens"]),
+                processed=heartbeat.processed,
             )
             root = RequireToken(api.resource(), o["api-tokens"])
             endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
@@ -424,7 +467,7 @@ class TorqueNode(MultiService):
             )
         log.info(
             "torque node: queues {queues}, API on {endpoint}, Redis at {redis}",
-            queues=",".join(o["queues"]) or "none",
+            queues="* (every queue)" if o["all-queues"] else ",".join(o["queues"]) or "none",
             endpoint=o["endpoint"] or "none",
             redis=str(address),
         )
@@ -434,12 +477,46 @@ class TorqueNode(MultiService):
         super().startService()
         _tune_gc()
 
+    def process(self, queue: str) -> None:
+        """Run a scheduler for ``queue`` on this node, unless one runs."""
+        if queue not in self.schedulers and QUEUE_RE.fullmatch(queue):
+            scheduler = self._new_scheduler(queue)
+            self.schedulers[queue] = scheduler
+            self._stirred[queue] = self.reactor.seconds()
+            scheduler.setServiceParent(self)  # started at once if the node runs
+            if self.options["all-queues"] and self.running:
+                log.info("queue {queue}: new, processing it", queue=queue)
+
+    def idle(self, queue: str) -> None:
+        """``queue`` held no task when the registry was read: with ``--queue
+        '*'``, retire its scheduler if nothing stirred it (a wake-up, its
+        start) for :data:`RETIRE_AFTER` seconds and it has no request in
+        flight.  Its next add (a wake-up) starts a new one at once."""
+        scheduler = self.schedulers.get(queue)
+        if scheduler is None or not self.options["all-queues"]:
+            return
+        if scheduler.in_flight or scheduler._claiming is not None:
+            return
+        if self.reactor.seconds() - self._stirred.get(queue, 0.0) < RETIRE_AFTER:
+            return
+        del self.schedulers[queue]
+        self._stirred.pop(queue, None)
+        scheduler.disownServiceParent()  # stops it
+        log.info("queue {queue}: empty and idle, no longer polled", queue=queue)
+
     def wake(self, queue: str, due_at: float | None = None) -> None:
+        if self.options["all-queues"] and self.running:
+            self.process(queue)
+            self._stirred[queue] = self.reactor.seconds()
         scheduler = self.schedulers.get(queue)
         if scheduler is not None:
             scheduler.wake(due_at)
 
-    def _woken(self, channel: str, message: str | None) -> None:
+    def _woken(self, channel: str | None, message: str | None) -> None:
+        if channel is None:  # (re)subscribed by pattern: look at every queue
+            for queue in list(self.schedulers):
+                self.wake(queue)
+            return
         queue = channel[len(self.keys.wake("")) :]
         try:
             self.wake(queue, float(message))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torque.store import QueueStats
+from torque.store import NodeInfo, QueueStats
 from torque.task import stored_content_type
 
 REDACTED = "[redacted]"
@@ -77,9 +77,33 @@ def public_task(task_id: str, fields: Mapping[str, Any], full: bool = True) -> d
     return task
 
 
-def public_queue(stats: QueueStats) -> dict[str, Any]:
-    """A queue as ``GET /queues`` shows it."""
+def processed_by(queue: str, nodes: Sequence[NodeInfo]) -> int:
+    """How many of the live ``nodes`` process ``queue``."""
+    return sum(1 for node in nodes if node.processes(queue))
+
+
+def public_node(node: NodeInfo) -> dict[str, Any]:
+    """A live node as ``GET /nodes`` shows it; ``queues`` is ``"*"`` for a
+    node that processes every queue."""
     return {
+        "id": node.id,
+        "host": node.host,
+        "pid": node.pid,
+        "version": node.version,
+        "queues": "*" if node.queues is None else list(node.queues),
+        "in_flight": node.in_flight,
+        "started_at": node.started_at,
+        "seen_at": node.seen_at,
+    }
+
+
+def public_queue(stats: QueueStats, processed_by: int | None = None) -> dict[str, Any]:
+    """A queue as ``GET /queues`` shows it.
+
+    :param processed_by: live nodes that process it (0 with due tasks: they
+        wait for a node that will never come; the dashboard warns).
+    """
+    shown = {
         "name": stats.name,
         "scheduled": stats.scheduled,
         "due": stats.due,
@@ -94,3 +118,6 @@ def public_queue(stats: QueueStats) -> dict[str, Any]:
             for m in stats.recent
         ],
     }
+    if processed_by is not None:
+        shown["processed_by"] = processed_by
+    return shown

@@ -1,7 +1,10 @@
 "use strict";
 const TOKEN_KEY = "torque-token";
 const REFRESH_MS = 2000;
-const state = { queue: null, offset: 0, limit: 20, task: null, shown: {} };
+const QUEUE_PAGE = 50;
+// queueCursor: where the page of queues shown starts (null: the first page).
+const state = { queue: null, offset: 0, limit: 20, task: null, shown: {},
+                queueCursor: null, nextQueues: null };
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
 
@@ -134,6 +137,39 @@ function chart(recent) {
 
 const COUNTS = ["scheduled", "due", "running", "dead", "delivered", "failed"];
 
+// A queue no live node processes: its tasks wait in vain, so it is a
+// warning, not "active".
+function queueBadge(q) {
+  if (q.paused) return el("span", { class: "badge paused" }, "paused");
+  if (q.processed_by === 0) {
+    return el("span", { class: "badge unprocessed", title: "no live node processes this queue: " +
+                        "start one with --queue '*' or --queue " + q.name },
+              q.due > 0 ? "no node: " + q.due + " due" : "no node");
+  }
+  return el("span", { class: "badge active", title: q.processed_by + " node(s)" }, "active");
+}
+
+function renderQueuePager(page) {
+  state.nextQueues = page.next_cursor;
+  $("queues-next").hidden = !page.next_cursor;
+  $("queues-first").hidden = state.queueCursor === null;
+}
+
+function renderNodes(nodes) {
+  $("no-nodes").hidden = nodes.length > 0;
+  $("nodes").hidden = nodes.length === 0;
+  if (!changed("nodes", nodes.map((n) => [n.id, n.queues, n.in_flight]))) return;
+  $("nodes").tBodies[0].replaceChildren(...nodes.map((n) => el("tr", { dataset: { node: n.id } },
+    el("td", {}, n.id),
+    el("td", {}, n.host + " (pid " + n.pid + ")"),
+    el("td", {}, n.version),
+    el("td", { dataset: { field: "queues" } },
+       n.queues === "*" ? "every queue" : n.queues.join(", ") || "none (API only)"),
+    el("td", { class: "num", dataset: { field: "in_flight" } }, n.in_flight),
+    el("td", { class: "when" }, when(n.started_at)),
+  )));
+}
+
 function renderQueues(queues) {
   const select = $("dead-queue");
   if (changed("queue-names", queues.map((q) => q.name))) {
@@ -150,8 +186,7 @@ function renderQueues(queues) {
   $("queues").tBodies[0].replaceChildren(...queues.map((q) => el("tr",
     { dataset: { queue: q.name }, class: q.name === state.queue ? "selected" : "" },
     el("td", {}, el("button", { class: "link", onclick: () => selectQueue(q.name) }, q.name)),
-    el("td", {}, el("span", { class: "badge " + (q.paused ? "paused" : "active") },
-                    q.paused ? "paused" : "active")),
+    el("td", {}, queueBadge(q)),
     ...COUNTS.map((name) => el("td", { class: "num", dataset: { field: name } }, q[name])),
     el("td", { class: "num", dataset: { field: "oldest_due_age" } },
        q.oldest_due_age ? ago(q.oldest_due_age) : "-"),
@@ -274,9 +309,12 @@ function renderTask(t) {
 async function refresh() {
   if (!$("login").hidden) return;
   try {
-    const { queues } = await api("GET", "queues");
+    const cursor = state.queueCursor ? "&cursor=" + enc(state.queueCursor) : "";
+    const page = await api("GET", "queues?limit=" + QUEUE_PAGE + cursor);
     showApp();
-    renderQueues(queues);
+    renderQueues(page.queues);
+    renderQueuePager(page);
+    renderNodes((await api("GET", "nodes")).nodes);
     if (state.queue) {
       const path = "queues/" + enc(state.queue) + "/dead?offset=" + state.offset +
         "&limit=" + state.limit;
@@ -375,6 +413,15 @@ $("lookup").addEventListener("submit", (event) => {
   event.preventDefault();
   const id = $("task-id").value.trim();
   if (id) lookup(id);
+});
+$("queues-next").addEventListener("click", () => {
+  if (!state.nextQueues) return;
+  state.queueCursor = state.nextQueues;
+  refresh();
+});
+$("queues-first").addEventListener("click", () => {
+  state.queueCursor = null;
+  refresh();
 });
 $("dead-queue").addEventListener("change", () => selectQueue($("dead-queue").value));
 $("retry-all").addEventListener("click", () => deadAction("retry", null));
