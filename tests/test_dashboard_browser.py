@@ -40,7 +40,7 @@ TOKEN = "dashboard-test-token"
 SECRET = "Bearer do-not-show-this"
 
 
-def playwright_or_skip():
+def require_playwright():
     if not os.access(CHROMIUM, os.X_OK):
         raise unittest.FailTest(f"no {CHROMIUM}: apt-get install -y chromium")
     try:
@@ -233,7 +233,7 @@ class DashboardBrowserTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_dashboard_counts_dead_letters_retry_delete_pause_cancel_run_nodes_pages(self):
-        sync_playwright, expect = playwright_or_skip()
+        sync_playwright, expect = require_playwright()
         receiver = start_receiver(self)
         receiver.respond("/flip", 404, 200)
         receiver.respond("/refuse", 410)
