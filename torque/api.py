@@ -92,6 +92,8 @@ def read_fields(request) -> tuple[dict[str, Any], bool]:
 # Ids one retry or delete of dead letters may name.
 MAX_IDS = 10_000
 MAX_PAGE = 500
+# Seconds a client should wait after a 503: Redis is down or refuses for now.
+RETRY_AFTER = b"1"
 
 
 def queue_name(queue: str) -> str:
@@ -369,6 +371,7 @@ class TorqueAPI:
         try:
             await self.store.ping()
         except StoreUnavailable as e:
+            request.setHeader(b"Retry-After", RETRY_AFTER)
             return json_body(request, 503, {"status": "unavailable", "error": str(e)})
         return json_body(request, 200, {"status": "ok"})
 
@@ -381,7 +384,7 @@ class TorqueAPI:
 
     @app.handle_errors(StoreUnavailable)
     def unavailable(self, request, failure):
-        request.setHeader(b"Retry-After", b"1")
+        request.setHeader(b"Retry-After", RETRY_AFTER)
         return error_body(request, 503, "unavailable", failure.getErrorMessage())
 
     @app.handle_errors(NotFound)
