@@ -18,7 +18,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from torque.dispatch import Dispatcher
 from torque.retry import Dead, Decision, Delivered, Outcome, Retry, RetryPolicy, next_step
@@ -27,6 +27,10 @@ from torque.task import Task
 
 log = Logger()
 DEFAULT_POLICY = RetryPolicy()
+# Backoff between tries at recording outcomes that Redis refused or missed:
+# from half a second, doubling, up to five.
+RECORD_RETRY_INITIAL = 0.5
+RECORD_RETRY_MAX = 5.0
 
 
 class QueueScheduler(Service):
@@ -78,6 +82,11 @@ class QueueScheduler(Service):
         self._timer: IDelayedCall | None = None
         self._outcomes: list[tuple[Task, Decision, float]] = []  # and the duration
         self._settling: defer.Deferred | None = None
+        # When each running task's lease ends: see _start.
+        self._lease_ends: dict[str, float] = {}
+        self._claim_sent_at = 0.0
+        self._record_failures = 0  # failed tries in a row at recording outcomes
+        self._record_timer: IDelayedCall | None = None
         self._redis_down = False
         self._loop = LoopingCall(self.tick)
         self._loop.clock = clock
@@ -96,6 +105,8 @@ class QueueScheduler(Service):
             self._loop.stop()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if self._record_timer is not None and self._record_timer.active():
+            self._record_timer.cancel()
         claiming = self._claiming or defer.succeed(None)
         d = _settled(claiming)
         d.addCallback(lambda _: _settled(defer.DeferredList(list(self.in_flight.values()))))
@@ -109,7 +120,15 @@ class QueueScheduler(Service):
         while True:
             if self._settling is not None:
                 yield _settled(self._settling)
-            elif not self._outcomes or not (yield self.flush()):
+            elif not self._outcomes:
+                return
+            elif not (yield self.flush()):
+                log.error(
+                    "queue {queue}: stopping with {count} outcomes unrecorded; "
+                    "those tasks will be delivered again when their leases end",
+                    queue=self.queue,
+                    count=len(self._outcomes),
+                )
                 return
 
     # -- waking up ---------------------------------------------------------
@@ -162,8 +181,9 @@ class QueueScheduler(Service):
             self._more = True
             return defer.succeed(None)
         self._more = False
+        self._claim_sent_at = self.clock.seconds()
         d = self.store.claim(
-            self.queue, self.clock.seconds(), free, self.timeout, self.policy.max_errors, self.rate
+            self.queue, self._claim_sent_at, free, self.timeout, self.policy.max_errors, self.rate
         )
         self._claiming = d
         d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free,))
@@ -205,7 +225,14 @@ class QueueScheduler(Service):
     # -- attempts ----------------------------------------------------------
 
     def _start(self, task: Task) -> None:
-        d = self.dispatcher.dispatch(task, task.timeout or self.timeout)
+        # The claim script leased the task until the ``now`` this scheduler
+        # sent plus the task's timeout plus the store's lease margin (it
+        # stores exactly that as the task's score in the running set).  Past
+        # it, any node's claim may take the task again: its outcome here is
+        # stale, and isn't retried beyond it.
+        timeout = task.timeout or self.timeout
+        self._lease_ends[task.id] = self._claim_sent_at + timeout + self.store.lease_margin
+        d = self.dispatcher.dispatch(task, timeout)
         self.in_flight[task.id] = d
         d.addCallback(self._finished, task)
         d.addErrback(lambda f: log.failure("attempt on {task_id} failed", f, task_id=task.id))
@@ -229,10 +256,18 @@ class QueueScheduler(Service):
         while one is being recorded wait and go together in the next, so
         the write rate adapts to the load.
 
+        An outcome Redis doesn't take (unreachable, out of memory, …) is
+        logged as an error and tried again with a backoff, until Redis
+        takes it or the task's lease ends (then another node may have the
+        task: it will be delivered again, and that is logged too).
+
         :returns: a Deferred firing with ``True`` once recorded, ``False``
-            when Redis didn't answer (the outcomes wait for the next tick).
+            when Redis didn't take them (they wait for the next try).
         """
         if self._settling is not None or not self._outcomes:
+            return defer.succeed(True)
+        self._drop_stale()
+        if not self._outcomes:
             return defer.succeed(True)
         batch, self._outcomes = self._outcomes, []
         d = self.store.settle(self.queue, batch, self.clock.seconds())
@@ -240,6 +275,15 @@ class QueueScheduler(Service):
 
         def recorded(_):
             self._settling = None
+            for task, _, _ in batch:
+                self._lease_ends.pop(task.id, None)
+            if self._record_failures:
+                log.info(
+                    "queue {queue}: outcomes recorded again after {failures} failed tries",
+                    queue=self.queue,
+                    failures=self._record_failures,
+                )
+                self._record_failures = 0
             retries = [decision.at for _, decision, _ in batch if isinstance(decision, Retry)]
             if retries:
                 self._arm(min(retries))
@@ -249,11 +293,50 @@ class QueueScheduler(Service):
 
         def failed(failure):
             self._settling = None
-            failure.trap(StoreUnavailable)
             self._outcomes[:0] = batch
+            self._record_failures += 1
+            delay = min(
+                RECORD_RETRY_MAX, RECORD_RETRY_INITIAL * 2 ** min(self._record_failures - 1, 10)
+            )
+            fields = dict(queue=self.queue, count=len(batch), delay=delay)
+            if failure.check(StoreUnavailable):
+                log.error(
+                    "queue {queue}: could not record {count} outcomes: {error}; "
+                    "trying again in {delay:.1f}s",
+                    error=failure.getErrorMessage(),
+                    **fields,
+                )
+            else:
+                log.failure(
+                    "queue {queue}: could not record {count} outcomes; "
+                    "trying again in {delay:.1f}s",
+                    failure,
+                    LogLevel.error,
+                    **fields,
+                )
+            if self.running and not (self._record_timer and self._record_timer.active()):
+                self._record_timer = self.clock.callLater(delay, self.flush)
             return False
 
         return d.addCallbacks(recorded, failed)
+
+    def _drop_stale(self) -> None:
+        """Give up the outcomes whose lease has ended: another node may own
+        those tasks now (Redis would ignore the outcome once it does)."""
+        now = self.clock.seconds()
+        stale = [o for o in self._outcomes if self._lease_ends.get(o[0].id, now + 1) <= now]
+        if not stale:
+            return
+        self._outcomes = [o for o in self._outcomes if not any(o is s for s in stale)]
+        for task, _, _ in stale:
+            del self._lease_ends[task.id]
+        log.error(
+            "queue {queue}: gave up recording the outcomes of {count} tasks ({task_ids}): "
+            "their leases ended, and they will be delivered again",
+            queue=self.queue,
+            count=len(stale),
+            task_ids=", ".join(task.id for task, _, _ in stale[:10]),
+        )
 
 
 def _settled(d: defer.Deferred) -> defer.Deferred:
