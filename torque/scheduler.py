@@ -82,8 +82,9 @@ class QueueScheduler(Service):
         self._timer: IDelayedCall | None = None
         self._outcomes: list[tuple[Task, Decision, float]] = []  # and the duration
         self._settling: defer.Deferred | None = None
-        # When each running task's lease ends: see _start.
-        self._lease_ends: dict[str, float] = {}
+        # When the lease of each attempt in flight or unrecorded ends, by
+        # (task id, attempt): see _start.
+        self._lease_ends: dict[tuple[str, int], float] = {}
         self._claim_sent_at = 0.0
         self._record_failures = 0  # failed tries in a row at recording outcomes
         self._record_timer: IDelayedCall | None = None
@@ -231,7 +232,9 @@ class QueueScheduler(Service):
         # it, any node's claim may take the task again: its outcome here is
         # stale, and isn't retried beyond it.
         timeout = task.timeout or self.timeout
-        self._lease_ends[task.id] = self._claim_sent_at + timeout + self.store.lease_margin
+        self._lease_ends[task.id, task.attempts] = (
+            self._claim_sent_at + timeout + self.store.lease_margin
+        )
         d = self.dispatcher.dispatch(task, timeout)
         self.in_flight[task.id] = d
         d.addCallback(self._finished, task)
@@ -276,7 +279,7 @@ class QueueScheduler(Service):
         def recorded(_):
             self._settling = None
             for task, _, _ in batch:
-                self._lease_ends.pop(task.id, None)
+                self._lease_ends.pop((task.id, task.attempts), None)
             if self._record_failures:
                 log.info(
                     "queue {queue}: outcomes recorded again after {failures} failed tries",
@@ -324,12 +327,13 @@ class QueueScheduler(Service):
         """Give up the outcomes whose lease has ended: another node may own
         those tasks now (Redis would ignore the outcome once it does)."""
         now = self.clock.seconds()
-        stale = [o for o in self._outcomes if self._lease_ends.get(o[0].id, now + 1) <= now]
+        ends = self._lease_ends
+        stale = [o for o in self._outcomes if ends.get((o[0].id, o[0].attempts), now + 1) <= now]
         if not stale:
             return
         self._outcomes = [o for o in self._outcomes if not any(o is s for s in stale)]
         for task, _, _ in stale:
-            del self._lease_ends[task.id]
+            del ends[task.id, task.attempts]
         log.error(
             "queue {queue}: gave up recording the outcomes of {count} tasks ({task_ids}): "
             "their leases ended, and they will be delivered again",
