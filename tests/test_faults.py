@@ -226,20 +226,23 @@ class _Garbage(protocol.Protocol):
 
 
 class _HugeBody(protocol.Protocol):
-    """Answers 200 with a 100 MB body, sent slowly."""
+    """Answers 200 with a 100 MB body, sent slowly; counts the bytes sent
+    on the factory (one per test: a count on the class outlived the test,
+    and a second run in the same process never answered)."""
 
-    sent = 0
+    started = False
 
     def dataReceived(self, data):
-        if self.sent:
+        if self.started:
             return
+        self.started = True
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
         self.send()
 
     def send(self):
-        if self.transport.connected and self.sent < 100_000_000:
+        if self.transport.connected and self.factory.sent < 100_000_000:
             self.transport.write(b"x" * 65536)
-            type(self).sent = self.sent + 65536
+            self.factory.sent += 65536
             reactor.callLater(0.001, self.send)
 
 
@@ -255,7 +258,8 @@ class MisbehavingReceiverTests(unittest.TestCase):
 
     def serve(self, kind) -> str:
         factory = protocol.Factory.forProtocol(kind)
-        factory.connections = []
+        factory.sent = 0
+        self.factories[kind] = factory
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return f"http://127.0.0.1:{port.getHost().port}/"
@@ -274,6 +278,7 @@ class MisbehavingReceiverTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_each_misbehaviour_ends_as_spec_section_4_says(self):
+        self.factories = {}
         node = yield start_node(
             self, "--task-timeout", "1", "--max-task-errors", "2", "--min-task-delay", "0.1"
         )
@@ -288,7 +293,7 @@ class MisbehavingReceiverTests(unittest.TestCase):
         self.assertEqual((reset["status"], reset["attempts"]), ("dead", 2))
         self.assertEqual((garbage["status"], garbage["attempts"]), ("dead", 2))
         self.assertEqual((huge["status"], huge["last_status"]), ("delivered", 200))
-        self.assertLess(_HugeBody.sent, 100_000_000, "the node read the whole body")
+        self.assertLess(self.factories[_HugeBody].sent, 100_000_000, "the node read the body")
         self.assertEqual((redirect["status"], redirect["last_status"]), ("dead", 302))
         self.assertEqual(redirect["attempts"], 1)
         rss_kb = _rss_kb(node)
