@@ -238,7 +238,12 @@ class QueueScheduler(Service):
         d = self.dispatcher.dispatch(task, timeout)
         self.in_flight[task.id] = d
         d.addCallback(self._finished, task)
-        d.addErrback(lambda f: log.failure("attempt on {task_id} failed", f, task_id=task.id))
+        d.addErrback(self._crashed, task)
+
+    def _crashed(self, failure, task: Task) -> None:
+        # A bug, not a failed delivery: there is no outcome to record.
+        self._lease_ends.pop((task.id, task.attempts), None)
+        log.failure("attempt on {task_id} failed", failure, task_id=task.id)
 
     def _finished(self, outcome, task: Task) -> None:
         del self.in_flight[task.id]
@@ -328,10 +333,14 @@ class QueueScheduler(Service):
         those tasks now (Redis would ignore the outcome once it does)."""
         now = self.clock.seconds()
         ends = self._lease_ends
-        stale = [o for o in self._outcomes if ends.get((o[0].id, o[0].attempts), now + 1) <= now]
+        keep, stale = [], []
+        for outcome in self._outcomes:
+            task = outcome[0]
+            ended = ends.get((task.id, task.attempts), now + 1) <= now
+            (stale if ended else keep).append(outcome)
         if not stale:
             return
-        self._outcomes = [o for o in self._outcomes if not any(o is s for s in stale)]
+        self._outcomes = keep
         for task, _, _ in stale:
             del ends[task.id, task.attempts]
         log.error(
