@@ -122,19 +122,19 @@ class CrashTests(unittest.TestCase):
     def test_backlog_survives_a_restart_of_node_and_embedded_redis(self):
         receiver = start_receiver(self)
         node = yield start_node(self, embedded=True)
-        # Due a few seconds on: on a busy machine the adds themselves can take
-        # seconds, and a task delivered before the stop proves nothing.
-        ids = yield add_many(node, receiver.url + "/backlog", 300, delay="5")
+        # Due in 10 s: on a loaded machine 300 adds took over 2 s, and the
+        # first tasks were delivered before the stop.
+        ids = yield add_many(node, receiver.url + "/backlog", 300, delay="10")
         yield node.stop()
         self.assertEqual(receiver.requests, [], "tasks were due before the node stopped")
         restarted_at = time.monotonic()
         yield node.restart()
-        yield wait_for(lambda: len(receiver.requests) >= 300, what="300 deliveries")
+        yield wait_for(lambda: len(receiver.requests) >= 300, timeout=60, what="300 deliveries")
         drained = time.monotonic() - restarted_at
         yield wait_for(lambda: node.has_status(ids[-1], "delivered"))
         self.assertEqual(arrivals(receiver), dict.fromkeys(ids, 1))
         report("restart with a backlog", "node and embedded Redis stopped and started, "
-               "300 tasks scheduled", 300, arrivals(receiver), drained)  # fmt: skip
+               "300 tasks scheduled 10 s ahead", 300, arrivals(receiver), drained)  # fmt: skip
 
 
 class ManyNodesTests(unittest.TestCase):
@@ -228,20 +228,23 @@ class _Garbage(protocol.Protocol):
 
 
 class _HugeBody(protocol.Protocol):
-    """Answers 200 with a 100 MB body, sent slowly."""
+    """Answers 200 with a 100 MB body, sent slowly; counts the bytes sent
+    on the factory (one per test: a count on the class outlived the test,
+    and a second run in the same process never answered)."""
 
-    sent = 0
+    started = False
 
     def dataReceived(self, data):
-        if self.sent:
+        if self.started:
             return
+        self.started = True
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
         self.send()
 
     def send(self):
-        if self.transport.connected and self.sent < 100_000_000:
+        if self.transport.connected and self.factory.sent < 100_000_000:
             self.transport.write(b"x" * 65536)
-            type(self).sent = self.sent + 65536
+            self.factory.sent += 65536
             reactor.callLater(0.001, self.send)
 
 
@@ -257,7 +260,8 @@ class MisbehavingReceiverTests(unittest.TestCase):
 
     def serve(self, kind) -> str:
         factory = protocol.Factory.forProtocol(kind)
-        factory.connections = []
+        factory.sent = 0
+        self.factories[kind] = factory
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return f"http://127.0.0.1:{port.getHost().port}/"
@@ -276,6 +280,7 @@ class MisbehavingReceiverTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_each_misbehaviour_ends_as_spec_section_4_says(self):
+        self.factories = {}
         node = yield start_node(
             self, "--task-timeout", "1", "--max-task-errors", "2", "--min-task-delay", "0.1"
         )
@@ -290,7 +295,7 @@ class MisbehavingReceiverTests(unittest.TestCase):
         self.assertEqual((reset["status"], reset["attempts"]), ("dead", 2))
         self.assertEqual((garbage["status"], garbage["attempts"]), ("dead", 2))
         self.assertEqual((huge["status"], huge["last_status"]), ("delivered", 200))
-        self.assertLess(_HugeBody.sent, 100_000_000, "the node read the whole body")
+        self.assertLess(self.factories[_HugeBody].sent, 100_000_000, "the node read the body")
         self.assertEqual((redirect["status"], redirect["last_status"]), ("dead", 302))
         self.assertEqual(redirect["attempts"], 1)
         rss_kb = _rss_kb(node)

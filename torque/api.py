@@ -100,6 +100,8 @@ QUEUE_PAGE = 50
 MAX_QUEUE_PAGE = 200
 # Seconds between two warnings of adds to the same unprocessed queue.
 UNPROCESSED_WARNING_EVERY = 60.0
+# Seconds a client should wait after a 503: Redis is down or refuses for now.
+RETRY_AFTER = b"1"
 
 
 def queue_name(queue: str) -> str:
@@ -474,6 +476,7 @@ class TorqueAPI:
         try:
             await self.store.ping()
         except StoreUnavailable as e:
+            request.setHeader(b"Retry-After", RETRY_AFTER)
             return json_body(request, 503, {"status": "unavailable", "error": str(e)})
         return json_body(request, 200, {"status": "ok"})
 
@@ -486,7 +489,7 @@ class TorqueAPI:
 
     @app.handle_errors(StoreUnavailable)
     def unavailable(self, request, failure):
-        request.setHeader(b"Retry-After", b"1")
+        request.setHeader(b"Retry-After", RETRY_AFTER)
         return error_body(request, 503, "unavailable", failure.getErrorMessage())
 
     @app.handle_errors(NotFound)

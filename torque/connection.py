@@ -23,11 +23,6 @@ RECONNECT_INITIAL_DELAY = 0.5
 RECONNECT_MAX_DELAY = 2.0
 
 
-def _quick_reconnects(factory) -> None:
-    factory.initialDelay = RECONNECT_INITIAL_DELAY
-    factory.maxDelay = RECONNECT_MAX_DELAY
-
-
 @attrs.frozen
 class RedisAddress:
     """Where Redis is: a host and port (``tls`` for ``rediss://``) or a unix
@@ -84,26 +79,78 @@ def parse_redis_url(url: str) -> RedisAddress:
         raise ValueError(f"bad Redis URL {url!r}: {e}") from None
 
 
-def connect_pool(address: RedisAddress, poolsize: int = 2):
+def connect_pool(address: RedisAddress, poolsize: int = 2, reactor=None):
     """A lazy connection pool: usable at once, commands wait for a
     connection.  Callers must bound every command with a timeout, because
-    a command issued during an outage waits for Redis to come back."""
-    common = dict(
-        dbid=address.db,
-        poolsize=poolsize,
-        password=address.password,
-        username=address.username,
-        connectTimeout=CONNECT_TIMEOUT,
-        convertNumbers=False,
-    )
-    if address.path:
-        pool = txredisapi.lazyUnixConnectionPool(address.path, **common)
-    else:
-        pool = txredisapi.lazyConnectionPool(
-            address.host, address.port, ssl_context_factory=_tls(address), **common
+    a command issued during an outage waits for Redis to come back; and
+    they can ask :func:`known_down` first, so as not to wait at all when
+    the pool knows there is no connection to wait for."""
+    if reactor is None:
+        from twisted.internet import reactor
+    pool = _Pool(address, poolsize)
+    pool.startConnecting(_endpoint(reactor, address))
+    return pool.handler
+
+
+def known_down(redis) -> bool:
+    """Whether ``redis`` (a handler from :func:`connect_pool`) knows that it
+    has no connection: none is alive and the last attempt to make one failed
+    (or the last one was lost).  Before its first attempt ends, and while
+    Redis is connected but silent, a pool doesn't know: only a timeout
+    tells."""
+    return bool(getattr(getattr(redis, "_factory", None), "down", False))
+
+
+class _Pool(txredisapi.RedisFactory):
+    """txredisapi's pool of connections, which also knows when it is down.
+
+    Each slot of the pool is a ``ClientService``, which asks
+    :meth:`retryDelay` for a delay after every failed attempt to connect and
+    every lost connection: that is when the pool learns it may be down.
+    """
+
+    # Reconnection backoff after an outage: txredisapi's default grows to
+    # 10 s, which would leave a node idle that long after Redis is back.
+    initialDelay = RECONNECT_INITIAL_DELAY
+    maxDelay = RECONNECT_MAX_DELAY
+
+    def __init__(self, address: RedisAddress, poolsize: int):
+        handler = txredisapi.UnixConnectionHandler if address.path else txredisapi.ConnectionHandler
+        super().__init__(
+            str(address),
+            address.db,
+            poolsize,
+            isLazy=True,
+            handler=handler,
+            password=address.password,
+            username=address.username,
+            convertNumbers=False,
         )
-    _quick_reconnects(pool._factory)
-    return pool
+        self.failing = False  # an attempt failed, or a connection was lost
+
+    @property
+    def down(self) -> bool:
+        return self.failing and self.size == 0
+
+    def retryDelay(self, attempt):
+        self.failing = True
+        return super().retryDelay(attempt)
+
+    def addConnection(self, conn):
+        super().addConnection(conn)
+        if conn in self.pool:
+            self.failing = False
+
+
+def _endpoint(reactor, address: RedisAddress):
+    if address.path:
+        return endpoints.UNIXClientEndpoint(reactor, address.path, timeout=CONNECT_TIMEOUT)
+    endpoint = endpoints.HostnameEndpoint(
+        reactor, address.host, address.port, timeout=CONNECT_TIMEOUT
+    )
+    if address.tls:
+        endpoint = endpoints.wrapClientTLS(_tls(address), endpoint)
+    return endpoint
 
 
 def _tls(address: RedisAddress):
@@ -162,17 +209,7 @@ class WakeSubscriber(txredisapi.RedisFactory):
         self.on_message = on_message
 
     def start(self, reactor) -> None:
-        if self.address.path:
-            endpoint = endpoints.UNIXClientEndpoint(
-                reactor, self.address.path, timeout=CONNECT_TIMEOUT
-            )
-        else:
-            endpoint = endpoints.HostnameEndpoint(
-                reactor, self.address.host, self.address.port, timeout=CONNECT_TIMEOUT
-            )
-            if self.address.tls:
-                endpoint = endpoints.wrapClientTLS(_tls(self.address), endpoint)
-        self.startConnecting(endpoint)
+        self.startConnecting(_endpoint(reactor, self.address))
 
     def addConnection(self, conn):
         super().addConnection(conn)

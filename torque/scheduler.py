@@ -18,7 +18,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from torque.dispatch import Dispatcher
 from torque.logs import quoted
@@ -28,6 +28,10 @@ from torque.task import Task
 
 log = Logger()
 DEFAULT_POLICY = RetryPolicy()
+# Backoff between tries at recording outcomes that Redis refused or missed:
+# from half a second, doubling, up to five.
+RECORD_RETRY_INITIAL = 0.5
+RECORD_RETRY_MAX = 5.0
 
 
 class QueueScheduler(Service):
@@ -79,6 +83,12 @@ class QueueScheduler(Service):
         self._timer: IDelayedCall | None = None
         self._outcomes: list[tuple[Task, Decision, float]] = []  # and the duration
         self._settling: defer.Deferred | None = None
+        # When the lease of each attempt in flight or unrecorded ends, by
+        # (task id, attempt): see _start.
+        self._lease_ends: dict[tuple[str, int], float] = {}
+        self._claim_sent_at = 0.0
+        self._record_failures = 0  # failed tries in a row at recording outcomes
+        self._record_timer: IDelayedCall | None = None
         self._redis_down = False
         self._loop = LoopingCall(self.tick)
         self._loop.clock = clock
@@ -97,6 +107,8 @@ class QueueScheduler(Service):
             self._loop.stop()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if self._record_timer is not None and self._record_timer.active():
+            self._record_timer.cancel()
         claiming = self._claiming or defer.succeed(None)
         d = _settled(claiming)
         d.addCallback(lambda _: _settled(defer.DeferredList(list(self.in_flight.values()))))
@@ -110,7 +122,15 @@ class QueueScheduler(Service):
         while True:
             if self._settling is not None:
                 yield _settled(self._settling)
-            elif not self._outcomes or not (yield self.flush()):
+            elif not self._outcomes:
+                return
+            elif not (yield self.flush()):
+                log.error(
+                    "queue {queue}: stopping with {count} outcomes unrecorded; "
+                    "those tasks will be delivered again when their leases end",
+                    queue=self.queue,
+                    count=len(self._outcomes),
+                )
                 return
 
     # -- waking up ---------------------------------------------------------
@@ -171,7 +191,7 @@ class QueueScheduler(Service):
             self._more = True
             return defer.succeed(None)
         self._more = False
-        now = self.clock.seconds()
+        now = self._claim_sent_at = self.clock.seconds()
         d = self.store.claim(self.queue, now, free, self.timeout, self.policy.max_errors, self.rate)
         self._claiming = d
         d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free, now))
@@ -219,10 +239,24 @@ class QueueScheduler(Service):
     # -- attempts ----------------------------------------------------------
 
     def _start(self, task: Task) -> None:
-        d = self.dispatcher.dispatch(task, task.timeout or self.timeout)
+        # The claim script leased the task until the ``now`` this scheduler
+        # sent plus the task's timeout plus the store's lease margin (it
+        # stores exactly that as the task's score in the running set).  Past
+        # it, any node's claim may take the task again: its outcome here is
+        # stale, and isn't retried beyond it.
+        timeout = task.timeout or self.timeout
+        self._lease_ends[task.id, task.attempts] = (
+            self._claim_sent_at + timeout + self.store.lease_margin
+        )
+        d = self.dispatcher.dispatch(task, timeout)
         self.in_flight[task.id] = d
         d.addCallback(self._finished, task)
-        d.addErrback(lambda f: log.failure("attempt on {task_id} failed", f, task_id=task.id))
+        d.addErrback(self._crashed, task)
+
+    def _crashed(self, failure, task: Task) -> None:
+        # A bug, not a failed delivery: there is no outcome to record.
+        self._lease_ends.pop((task.id, task.attempts), None)
+        log.failure("attempt on {task_id} failed", failure, task_id=task.id)
 
     def _finished(self, outcome, task: Task) -> None:
         del self.in_flight[task.id]
@@ -243,10 +277,18 @@ class QueueScheduler(Service):
         while one is being recorded wait and go together in the next, so
         the write rate adapts to the load.
 
+        An outcome Redis doesn't take (unreachable, out of memory, …) is
+        logged as an error and tried again with a backoff, until Redis
+        takes it or the task's lease ends (then another node may have the
+        task: it will be delivered again, and that is logged too).
+
         :returns: a Deferred firing with ``True`` once recorded, ``False``
-            when Redis didn't answer (the outcomes wait for the next tick).
+            when Redis didn't take them (they wait for the next try).
         """
         if self._settling is not None or not self._outcomes:
+            return defer.succeed(True)
+        self._drop_stale()
+        if not self._outcomes:
             return defer.succeed(True)
         batch, self._outcomes = self._outcomes, []
         d = self.store.settle(self.queue, batch, self.clock.seconds())
@@ -254,6 +296,15 @@ class QueueScheduler(Service):
 
         def recorded(_):
             self._settling = None
+            for task, _, _ in batch:
+                self._lease_ends.pop((task.id, task.attempts), None)
+            if self._record_failures:
+                log.info(
+                    "queue {queue}: outcomes recorded again after {failures} failed tries",
+                    queue=self.queue,
+                    failures=self._record_failures,
+                )
+                self._record_failures = 0
             retries = [decision.at for _, decision, _ in batch if isinstance(decision, Retry)]
             if retries:
                 self._arm(min(retries))
@@ -263,11 +314,55 @@ class QueueScheduler(Service):
 
         def failed(failure):
             self._settling = None
-            failure.trap(StoreUnavailable)
             self._outcomes[:0] = batch
+            self._record_failures += 1
+            delay = min(
+                RECORD_RETRY_MAX, RECORD_RETRY_INITIAL * 2 ** min(self._record_failures - 1, 10)
+            )
+            fields = dict(queue=self.queue, count=len(batch), delay=delay)
+            if failure.check(StoreUnavailable):
+                log.error(
+                    "queue {queue}: could not record {count} outcomes: {error}; "
+                    "trying again in {delay:.1f}s",
+                    error=failure.getErrorMessage(),
+                    **fields,
+                )
+            else:
+                log.failure(
+                    "queue {queue}: could not record {count} outcomes; "
+                    "trying again in {delay:.1f}s",
+                    failure,
+                    LogLevel.error,
+                    **fields,
+                )
+            if self.running and not (self._record_timer and self._record_timer.active()):
+                self._record_timer = self.clock.callLater(delay, self.flush)
             return False
 
         return d.addCallbacks(recorded, failed)
+
+    def _drop_stale(self) -> None:
+        """Give up the outcomes whose lease has ended: another node may own
+        those tasks now (Redis would ignore the outcome once it does)."""
+        now = self.clock.seconds()
+        ends = self._lease_ends
+        keep, stale = [], []
+        for outcome in self._outcomes:
+            task = outcome[0]
+            ended = ends.get((task.id, task.attempts), now + 1) <= now
+            (stale if ended else keep).append(outcome)
+        if not stale:
+            return
+        self._outcomes = keep
+        for task, _, _ in stale:
+            del ends[task.id, task.attempts]
+        log.error(
+            "queue {queue}: gave up recording the outcomes of {count} tasks ({task_ids}): "
+            "their leases ended, and they will be delivered again",
+            queue=self.queue,
+            count=len(stale),
+            task_ids=", ".join(task.id for task, _, _ in stale[:10]),
+        )
 
 
 def _settled(d: defer.Deferred) -> defer.Deferred:

@@ -18,7 +18,9 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from torque import scripts
+from torque.connection import known_down
 from torque.keys import Keys
+from torque.redis_errors import NOT_NOW, not_now
 from torque.retry import Decision, Delivered, Retry
 from torque.task import Task
 
@@ -39,7 +41,9 @@ BATCH = 1000
 
 
 class StoreUnavailable(Exception):
-    """Redis did not answer in time, or the connection is gone."""
+    """Redis did not answer in time, the connection is gone, or Redis
+    refused for a while (out of memory, ``MISCONF``, … see
+    :mod:`torque.redis_errors`): try again later."""
 
 
 @attrs.frozen
@@ -245,6 +249,10 @@ class RedisStore:
         self.batch = batch
 
     def _call(self, method: str, *args) -> defer.Deferred:
+        if known_down(self.redis):
+            # Waiting for the timeout would only hold the caller: the
+            # command would wait for a connection that isn't coming.
+            return defer.fail(StoreUnavailable("Redis is unreachable: no connection"))
         d = defer.maybeDeferred(getattr(self.redis, method), *args)
         d.addTimeout(self.timeout, self.clock)
         d.addErrback(self._unavailable)
@@ -257,6 +265,11 @@ class RedisStore:
     def _unavailable(failure):
         if failure.check(defer.TimeoutError):
             raise StoreUnavailable("Redis did not answer in time")
+        if failure.check(txredisapi.ResponseError):
+            code = not_now(failure.getErrorMessage())
+            if code is None:
+                return failure
+            raise StoreUnavailable(f"{NOT_NOW[code]}: {failure.getErrorMessage()}")
         failure.trap(txredisapi.ConnectionError, ConnectionError)
         raise StoreUnavailable(f"Redis is unreachable: {failure.getErrorMessage()}")
 

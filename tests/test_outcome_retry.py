@@ -1,0 +1,149 @@
+"""Outcomes that Redis doesn't take (out of memory, MISCONF, down, or any
+other failure) are logged as errors and retried with a backoff until Redis
+takes them, but never past the task's lease: then another node may own the
+task.  On a fake clock, against the in-memory store."""
+
+from treq.testing import StubTreq
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial import unittest
+
+from tests.memory_store import MemoryStore
+from tests.test_scheduler import Hook
+from torque.dispatch import Dispatcher
+from torque.retry import RetryPolicy
+from torque.scheduler import QueueScheduler
+from torque.store import StoreUnavailable
+from torque.task import Task
+
+OOM = "Redis is out of memory (maxmemory): OOM command not allowed"
+
+
+class OutcomeRetryTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.store = MemoryStore(lease_margin=30.0)
+        self.refusal = None  # the exception settle fails with, while set
+        self.tries: list[float] = []  # when settle was called
+        self.first_tries: list[float] = []  # ... with a first attempt's outcome
+        real_settle = self.store.settle
+
+        def settle(queue, outcomes, now):
+            self.tries.append(now)
+            if any(task.attempts == 1 for task, *_ in outcomes):
+                self.first_tries.append(now)
+            if self.refusal is not None:
+                return defer.fail(self.refusal)
+            return real_settle(queue, outcomes, now)
+
+        self.store.settle = settle
+        self.errors = []
+
+        def observe(event):
+            if event.get("log_level") == LogLevel.error:
+                self.errors.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.hook = Hook(self.clock, hold=True)
+        self.stub = StubTreq(self.hook)
+        # The safety tick is an hour away: only the scheduler's own retries
+        # can record an outcome in these tests.
+        self.scheduler = QueueScheduler(
+            "q",
+            self.store,
+            Dispatcher(self.stub, self.clock),
+            self.clock,
+            RetryPolicy(),
+            timeout=10.0,
+            poll_interval=3600.0,
+        )
+        self.scheduler.startService()
+        self.addCleanup(self.stop)
+
+    def stop(self):
+        self.refusal = None
+        if self.scheduler.running:
+            stopped = self.scheduler.stopService()
+            self.clock.advance(60)
+            return stopped
+
+    def deliver(self, task_id="t1"):
+        """A task claimed at the clock's time, answered 200 now."""
+        task = Task(id=task_id, queue="q", url="http://hook.test/do", due_at=self.clock.seconds())
+        self.successResultOf(self.store.add(task))
+        self.scheduler.wake()
+        self.hook.held.pop().finish()
+        self.stub.flush()
+
+    def status(self, task_id="t1"):
+        return self.successResultOf(self.store.describe(task_id))["status"]
+
+    def messages(self):
+        return [event["log_format"].format(**event) for event in self.errors]
+
+    def test_refused_outcome_is_logged_and_recorded_once_redis_takes_it(self):
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver()
+        self.assertEqual(self.status(), "running")
+        self.assertEqual(len(self.errors), 1)
+        self.assertIn("could not record 1 outcomes: " + OOM, self.messages()[0])
+        self.clock.advance(0.5)
+        self.assertEqual(self.tries, [0.0, 0.5])
+        self.refusal = None
+        self.clock.advance(0.99)
+        self.assertEqual(self.status(), "running", "the backoff doubles: next try at 1.5")
+        self.clock.advance(0.01)
+        self.assertEqual(self.tries, [0.0, 0.5, 1.5])
+        self.assertEqual(self.status(), "delivered")
+        self.assertEqual(len(self.errors), 2, "one error line per failed try")
+
+    def test_an_unexpected_failure_is_retried_too_not_dropped(self):
+        self.refusal = RuntimeError("a reply torque doesn't know")
+        self.deliver()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.refusal = None
+        self.clock.advance(0.5)
+        self.assertEqual(self.status(), "delivered")
+
+    def test_retries_stop_at_the_end_of_the_lease(self):
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver()
+        lease_end = self.store.running["q"]["t1"]
+        self.assertEqual(lease_end, 40.0, "claimed at 0, timeout 10, lease margin 30")
+        self.clock.pump([0.5] * 120)
+        self.assertLess(max(self.first_tries), lease_end)
+        self.assertGreater(max(self.first_tries), lease_end - 5.0, "gave up long before")
+        gave_up = [m for m in self.messages() if "gave up" in m]
+        self.assertEqual(len(gave_up), 1)
+        self.assertIn("1 tasks (t1)", gave_up[0])
+        # The lease ended: the store handed the task out again (here, to
+        # this same node), and that attempt's outcome is what gets recorded.
+        tries = len(self.first_tries)
+        self.refusal = None
+        self.clock.advance(60)
+        self.assertEqual(len(self.first_tries), tries, "tried again after giving up")
+        self.assertEqual(self.hook.times[:2], [0.0, 40.0], "delivered again at the lease end")
+
+    def test_the_lease_counts_from_the_claim_and_the_tasks_own_timeout(self):
+        self.refusal = StoreUnavailable(OOM)
+        self.clock.advance(100.0)
+        task = Task(id="t2", queue="q", url="http://hook.test/do", due_at=100.0, timeout=2.0)
+        self.successResultOf(self.store.add(task))
+        self.scheduler.wake()
+        self.clock.advance(1.0)  # the request takes a second
+        self.hook.held.pop().finish()
+        self.stub.flush()
+        self.assertEqual(self.store.running["q"]["t2"], 132.0)
+        self.clock.pump([0.25] * 200)
+        self.assertLess(max(self.first_tries), 132.0)
+        self.assertGreater(max(self.first_tries), 127.0)
+
+    def test_outcomes_arriving_meanwhile_join_the_retry(self):
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver("a")
+        self.deliver("b")
+        self.refusal = None
+        self.clock.advance(0.5)
+        self.assertEqual((self.status("a"), self.status("b")), ("delivered", "delivered"))
