@@ -101,6 +101,9 @@ class RedisRefusesTests(unittest.TestCase):
         receiver = start_receiver(self)
         redis = ScratchRedis(self)
         node = yield start_node(self, redis=redis.url)
+        # The queue exists (pausing one that never did is a 404).
+        status, _, _ = yield node.post(data={"url": receiver.url + "/later", "delay": "600"})
+        self.assertEqual(status, 201)
         redis.fill_memory()
         status, headers, body, _ = yield probe(
             node.url + "/hooks/add", "POST", timeout=10.0, data={"url": receiver.url + "/oom"}

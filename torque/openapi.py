@@ -41,7 +41,8 @@ _TASK_PAGE_PARAMETERS = [
     {
         "name": "state",
         "in": "query",
-        "schema": {"type": "string", "enum": LISTED_STATES, "default": "scheduled"},
+        "description": "the tasks' state (empty, as every field given empty: scheduled)",
+        "schema": {"type": "string", "enum": [*LISTED_STATES, ""], "default": "scheduled"},
     },
     {
         "name": "limit",
