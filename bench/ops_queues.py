@@ -32,9 +32,10 @@ import tempfile
 import time
 
 import treq
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.web.client import HTTPConnectionPool
 
+from inreactor import run
 from torque.api import TorqueAPI
 from torque.connection import connect_pool
 from torque.embedded import EmbeddedRedis
@@ -172,25 +173,6 @@ def main(options):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run(options) -> None:
-    def done(result):
-        if reactor.running:
-            reactor.stop()
-        return result
-
-    def failed(failure):
-        failure.printTraceback(file=sys.stderr)
-        run.failed = True
-
-    run.failed = False
-    d = task.deferLater(reactor, 0, lambda: None)
-    d.addCallback(lambda _: main(options))
-    d.addErrback(failed)
-    d.addBoth(done)
-    reactor.run()
-    sys.exit(1 if run.failed else 0)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=100_000)
@@ -209,4 +191,4 @@ if __name__ == "__main__":
 
         many_queues.main(options)
     else:
-        run(options)
+        run(main, options)

@@ -30,14 +30,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
 import treq
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.web.client import HTTPConnectionPool
 
+from inreactor import run
 from torque.api import TorqueAPI
 from torque.connection import connect_pool
 from torque.cursor import encode_position
@@ -166,28 +166,9 @@ def main(options):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run(options) -> None:
-    def done(result):
-        if reactor.running:
-            reactor.stop()
-        return result
-
-    def failed(failure):
-        failure.printTraceback(file=sys.stderr)
-        run.failed = True
-
-    run.failed = False
-    d = task.deferLater(reactor, 0, lambda: None)
-    d.addCallback(lambda _: main(options))
-    d.addErrback(failed)
-    d.addBoth(done)
-    reactor.run()
-    sys.exit(1 if run.failed else 0)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--limit", type=int, default=10, help="tasks a page (default 10)")
-    run(parser.parse_args())
+    run(main, parser.parse_args())
