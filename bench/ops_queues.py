@@ -10,7 +10,7 @@ It starts its own redis-server (torque's embedded one, on a unix socket in a
 temporary directory), adds the tasks with torque's own ADD script (half due
 now, half over the next hour), buries a few, then times, one call at a time:
 
-* ``store.queue_stats`` — the one Redis round trip behind ``GET /queues``;
+* ``store.queue_page`` — the one Redis round trip behind ``GET /queues``;
 * ``GET /queues``, ``GET /queues/<q>`` and ``GET /metrics`` over real HTTP
   (a node's Site on 127.0.0.1, a kept-alive treq connection);
 * the Redis server's own time per call (``INFO commandstats``, ``eval``).
@@ -127,8 +127,8 @@ def main(options):
         yield timed(20, lambda: get("/queues"))  # warm up: scripts cached, connection open
         yield redis.execute_command("CONFIG", "RESETSTAT")
         results = {
-            "store.queue_stats (one Redis round trip)": (
-                yield timed(calls, lambda: store.queue_stats(None, reactor.seconds()))
+            "store.queue_page (one Redis round trip)": (
+                yield timed(calls, lambda: store.queue_page(None, 50, reactor.seconds()))
             )
         }
         stats_info = yield redis.execute_command("INFO", "commandstats")
