@@ -11,9 +11,12 @@ import shutil
 import tempfile
 import uuid
 
-from torque.connection import RedisAddress
+from twisted.internet import reactor
+
+from torque.connection import RedisAddress, connect_pool
 from torque.embedded import EmbeddedRedis
 from torque.keys import Keys
+from torque.store import RedisStore
 
 _server: EmbeddedRedis | None = None
 
@@ -35,3 +38,18 @@ def redis_url() -> str:
 
 def fresh_keys() -> Keys:
     return Keys(f"test:{uuid.uuid4().hex[:12]}:")
+
+
+class RealRedisStore:
+    """A test case's ``setUp`` for the store against the run's redis-server:
+    ``self.redis`` (a pool), ``self.keys`` (a fresh prefix) and
+    ``self.store``; :meth:`make_store` makes another with other options."""
+
+    def setUp(self):
+        self.redis = connect_pool(redis_address())
+        self.addCleanup(self.redis.disconnect)
+        self.keys = fresh_keys()
+        self.store = self.make_store()
+
+    def make_store(self, **kw) -> RedisStore:
+        return RedisStore(self.redis, reactor, self.keys, **kw)

@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
 from tests.node import wait_for
-from tests.redis_server import fresh_keys, redis_address
+from tests.redis_server import RealRedisStore, fresh_keys, redis_address
 from torque import scripts
 from torque.connection import RedisAddress, connect_pool
 from torque.retry import Dead, Delivered, Retry
@@ -634,17 +634,8 @@ class MemoryStoreTests(StoreContract, unittest.TestCase):
         return MemoryStore(**kw)
 
 
-class RedisStoreTests(StoreContract, unittest.TestCase):
+class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
     """Against a real redis-server, under a fresh key prefix per test."""
-
-    def setUp(self):
-        self.redis = connect_pool(redis_address())
-        self.addCleanup(self.redis.disconnect)
-        self.keys = fresh_keys()
-        self.store = self.make_store()
-
-    def make_store(self, **kw):
-        return RedisStore(self.redis, reactor, self.keys, **kw)
 
     @defer.inlineCallbacks
     def test_concurrent_claimers_never_share_a_task(self):

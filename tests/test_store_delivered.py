@@ -2,26 +2,18 @@
 its hash keeps no body and no headers (an ``Authorization`` among them)
 for the hour it stays to answer ``GET /tasks/<id>``."""
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.redis_server import fresh_keys, redis_address
-from torque.connection import connect_pool
+from tests.redis_server import RealRedisStore
 from torque.retry import Delivered
-from torque.store import RedisStore
 from torque.task import FORM, Task
 
 NOW = 1_800_000_000.0
 SECRET = "Bearer s3cret-token"
 
 
-class DeliveredTaskForgetsItsContentTests(unittest.TestCase):
-    def setUp(self):
-        self.redis = connect_pool(redis_address())
-        self.addCleanup(self.redis.disconnect)
-        self.keys = fresh_keys()
-        self.store = RedisStore(self.redis, reactor, self.keys)
-
+class DeliveredTaskForgetsItsContentTests(RealRedisStore, unittest.TestCase):
     @defer.inlineCallbacks
     def test_delivered_task_hash_has_no_body_and_no_headers(self):
         task = Task(

@@ -6,15 +6,13 @@ that does not grow with the queue."""
 import math
 
 import attrs
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
-from tests.redis_server import fresh_keys, redis_address
+from tests.redis_server import RealRedisStore
 from tests.test_store import NOW, bury, claim, make_task
 from torque import scripts
-from torque.connection import connect_pool
-from torque.store import RedisStore
 
 # What a page may ask of Redis: counts and ranges by rank (O(log n)), and
 # the page's own tasks.
@@ -136,14 +134,8 @@ class MemoryTaskPageTests(TaskPageContract, unittest.TestCase):
         self.store = MemoryStore()
 
 
-class RedisTaskPageTests(TaskPageContract, unittest.TestCase):
+class RedisTaskPageTests(RealRedisStore, TaskPageContract, unittest.TestCase):
     """Against a real redis-server, under a fresh key prefix per test."""
-
-    def setUp(self):
-        self.redis = connect_pool(redis_address())
-        self.addCleanup(self.redis.disconnect)
-        self.keys = fresh_keys()
-        self.store = RedisStore(self.redis, reactor, self.keys)
 
     @defer.inlineCallbacks
     def traced_page(self, queue, after=None, limit=5):

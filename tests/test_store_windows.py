@@ -3,15 +3,14 @@ script) and the in-memory double: how long a delivered task's name holds,
 and what a claim from a node whose clock is behind does to the rate bucket.
 """
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
-from tests.redis_server import fresh_keys, redis_address
+from tests.redis_server import RealRedisStore
 from tests.test_store import NOW, claim, make_task
-from torque.connection import connect_pool
 from torque.retry import Delivered
-from torque.store import DELIVERED_TTL, RedisStore
+from torque.store import DELIVERED_TTL
 
 
 class RateBucketContract:
@@ -39,13 +38,7 @@ class MemoryRateBucketTests(RateBucketContract, unittest.TestCase):
         return defer.succeed(self.store.buckets["q"][0])
 
 
-class RedisWindowTests(RateBucketContract, unittest.TestCase):
-    def setUp(self):
-        self.redis = connect_pool(redis_address())
-        self.addCleanup(self.redis.disconnect)
-        self.keys = fresh_keys()
-        self.store = RedisStore(self.redis, reactor, self.keys)
-
+class RedisWindowTests(RealRedisStore, RateBucketContract, unittest.TestCase):
     @defer.inlineCallbacks
     def tokens(self):
         value = yield self.redis.execute_command("HGET", self.keys.rate("q"), "tokens")
