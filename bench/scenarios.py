@@ -442,13 +442,7 @@ def timer(bench: Bench) -> dict:
         by_n = _arrivals_by_n(bench.nginx, mark, token, count, 30)
     finally:
         node.stop()
-    ms = [(by_n[n] - answer["due_at"]) * 1000 for n, (_, _, answer) in enumerate(sent)]
-    return {
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
-        "min_ms": min(ms),
-        "max_ms": max(ms),
-    }
+    return _lateness(sent, by_n)
 
 
 def burst(bench: Bench, apart: bool = False) -> dict:
@@ -477,13 +471,20 @@ def burst(bench: Bench, apart: bool = False) -> dict:
     finally:
         for node in reversed(nodes):
             node.stop()
+    return {
+        **_lateness(sent, by_n),
+        "adds_per_s": (count - 1) / max(sent[-1][0] - sent[0][0], 1e-3),
+    }
+
+
+def _lateness(sent, by_n) -> dict:
+    """Each task's arrival minus its due time, in ms: p50, p99, min, max."""
     ms = [(by_n[n] - answer["due_at"]) * 1000 for n, (_, _, answer) in enumerate(sent)]
     return {
         "p50_ms": percentile(ms, 50),
         "p99_ms": percentile(ms, 99),
         "min_ms": min(ms),
         "max_ms": max(ms),
-        "adds_per_s": (count - 1) / max(sent[-1][0] - sent[0][0], 1e-3),
     }
 
 
