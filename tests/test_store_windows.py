@@ -11,7 +11,8 @@ from tests.redis_server import fresh_keys, redis_address
 from tests.test_store import NOW, claim, make_task
 from torque.connection import connect_pool
 from torque.retry import Delivered
-from torque.store import DELIVERED_TTL, RedisStore
+from torque.storage import DELIVERED_TTL
+from torque.store import RedisStore
 
 
 class RateBucketContract:
