@@ -1,4 +1,5 @@
-"""An in-memory task store: a test double for :class:`torque.store.RedisStore`.
+"""An in-memory task store: a test double for :class:`torque.store.RedisStore`,
+and like it a :class:`torque.storage.Store` (``tests/test_storage.py``).
 
 It keeps the same data the Lua scripts keep (hashes of strings, sorted sets
 as dicts of scores) so that the real ``Task.from_fields`` reads it, and
@@ -17,8 +18,8 @@ from collections import defaultdict
 
 from twisted.internet import defer
 
-from torque.retry import Delivered, Retry
-from torque.store import (
+from torque.retry import DEAD, DELIVERED, RETRIED
+from torque.storage import (
     DEAD_MAX,
     DEAD_TTL,
     DELIVERED_TTL,
@@ -151,7 +152,7 @@ class MemoryStore:
         fields.update(dead_at=repr(now), last_status=str(status), last_error=error)
         if self.names.get((queue, fields.get("name", ""))) == task_id:
             del self.names[(queue, fields["name"])]
-        self._count(queue, now, "dead", "failed")
+        self._count(queue, now, DEAD, "failed")
         self._trim_dead(queue, now)
 
     def _trim_dead(self, queue, now):
@@ -184,11 +185,11 @@ class MemoryStore:
                 continue
             attempts = int(fields.get("attempts", 0))
             if attempts >= int(fields.get("max_errors", max_errors)):
-                self._remember(task_id, history_entry(now, "dead", attempts, error=LEASE_LOST))
+                self._remember(task_id, history_entry(now, DEAD, attempts, error=LEASE_LOST))
                 fields["last_attempt_at"] = repr(now)
                 self._bury(queue, task_id, now, "", LEASE_LOST)
             else:
-                self._remember(task_id, history_entry(now, "retried", attempts, error=LEASE_LOST))
+                self._remember(task_id, history_entry(now, RETRIED, attempts, error=LEASE_LOST))
                 del running[task_id]
                 due[task_id] = now
                 fields.update(
@@ -197,7 +198,7 @@ class MemoryStore:
                     last_error=LEASE_LOST,
                     last_attempt_at=repr(now),
                 )
-                self._count(queue, now, "retried", "failed")
+                self._count(queue, now, RETRIED, "failed")
         tasks = []
         if queue not in self.paused and limit > 0:
             for task_id, _ in sorted(due.items(), key=_score)[:limit]:
@@ -232,15 +233,15 @@ class MemoryStore:
             applied += 1
             self._remember(task.id, settled_entry(task, decision, now, *duration))
             status = "" if decision.status is None else str(decision.status)
-            if isinstance(decision, Delivered):
+            if decision.label == DELIVERED:
                 for s in (due, running, dead):
                     s.pop(task.id, None)
                 fields.update(delivered_at=repr(now), last_status=status, last_attempt_at=repr(now))
                 for field in ("body", "headers", "last_error"):
                     fields.pop(field, None)
                 self.expires[task.id] = now + DELIVERED_TTL
-                self._count(queue, now, "delivered", "delivered")
-            elif isinstance(decision, Retry):
+                self._count(queue, now, DELIVERED, "delivered")
+            elif decision.label == RETRIED:
                 running.pop(task.id, None)
                 due[task.id] = decision.at
                 fields.update(
@@ -249,7 +250,7 @@ class MemoryStore:
                     last_error=decision.error,
                     last_attempt_at=repr(now),
                 )
-                self._count(queue, now, "retried", "failed")
+                self._count(queue, now, RETRIED, "failed")
             else:
                 fields["last_attempt_at"] = repr(now)
                 self._bury(queue, task.id, now, status, decision.error)

@@ -158,6 +158,6 @@ class TaskFieldsTests(APITestCase):
 
 class DocumentedStatesTests(unittest.TestCase):
     def test_the_document_lists_the_states_the_store_does(self):
-        from torque import schemas, store
+        from torque import schemas, storage
 
-        self.assertEqual(schemas.LISTED_STATES, list(store.LISTED_STATES))
+        self.assertEqual(schemas.LISTED_STATES, list(storage.LISTED_STATES))

@@ -10,7 +10,7 @@ import inspect
 
 from twisted.trial import unittest
 
-from torque import store
+from torque import storage, store
 from torque.tap import Options
 
 DOCUMENTED = {
@@ -30,7 +30,7 @@ class DocumentedDefaultTests(unittest.TestCase):
         """What tests and embedders get when they build a store directly."""
         defaults = inspect.signature(store.RedisStore).parameters
         self.assertEqual(
-            (defaults["lease_margin"].default, store.DEAD_TTL, store.DEAD_MAX),
+            (defaults["lease_margin"].default, storage.DEAD_TTL, storage.DEAD_MAX),
             (DOCUMENTED["lease-margin"], DOCUMENTED["dead-letter-ttl"],
              DOCUMENTED["dead-letter-max"]),
         )  # fmt: skip

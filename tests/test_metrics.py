@@ -16,7 +16,7 @@ from torque.dispatch import Dispatcher
 from torque.metrics import Metrics, metric_queues
 from torque.retry import Dead, Delivered, NoResponse, Response, Retry, RetryPolicy
 from torque.scheduler import QueueScheduler
-from torque.store import Minute, QueueStats
+from torque.storage import Minute, QueueStats
 from torque.task import Task
 
 

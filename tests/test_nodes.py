@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
 from torque.heartbeat import Heartbeat
-from torque.store import NodeInfo
+from torque.storage import NodeInfo
 from torque.task import Task
 from torque.watcher import QueueWatcher
 

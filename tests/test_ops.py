@@ -9,7 +9,7 @@ from twisted.logger import globalLogPublisher
 
 from tests.test_api import HOOK, APITestCase
 from torque.retry import Dead, Delivered, Retry
-from torque.store import NodeInfo
+from torque.storage import NodeInfo
 
 SECRETS = {
     "Authorization": "Bearer live-secret",

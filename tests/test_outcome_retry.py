@@ -14,7 +14,7 @@ from tests.test_scheduler import Hook
 from torque.dispatch import Dispatcher
 from torque.retry import RetryPolicy
 from torque.scheduler import QueueScheduler
-from torque.store import StoreUnavailable
+from torque.storage import StoreUnavailable
 from torque.task import Task
 
 OOM = "Redis is out of memory (maxmemory): OOM command not allowed"

@@ -20,7 +20,7 @@ from tests.memory_store import MemoryStore
 from torque.dispatch import Dispatcher
 from torque.retry import RetryPolicy
 from torque.scheduler import QueueScheduler
-from torque.store import Claim
+from torque.storage import Claim
 from torque.task import Task
 
 

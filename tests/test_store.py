@@ -12,7 +12,8 @@ from tests.redis_server import RealRedisStore, fresh_keys, redis_address
 from torque import scripts
 from torque.connection import RedisAddress, connect_pool
 from torque.retry import Dead, Delivered, Retry
-from torque.store import Minute, NodeInfo, RedisStore, StoreUnavailable, history_entry
+from torque.storage import Minute, NodeInfo, StoreUnavailable, history_entry
+from torque.store import RedisStore
 from torque.task import Task
 
 NOW = 1_800_000_000.0
@@ -497,6 +498,22 @@ class StoreContract:
             (Minute(minute - 60, 0, 1, 0), Minute(minute, 2, 0, 1), Minute(minute + 60)),
         )
         self.assertEqual((stats.delivered, stats.failed), (2, 2))
+
+    @defer.inlineCallbacks
+    def test_a_settled_outcome_is_its_decisions_label_in_history_and_counts(self):
+        """One word per outcome: the decision's label is the history's
+        ``outcome`` and the per-minute count it adds to."""
+        decisions = [Delivered(200), Retry(NOW + 999, 500, "x"), Dead(400, "y")]
+        for i in range(len(decisions)):
+            yield self.store.add(make_task(f"t{i}"))
+        tasks = (yield claim(self.store)).tasks
+        minute = 1_800_000_000 - 1_800_000_000 % 60
+        for task, decision in zip(tasks, decisions, strict=True):
+            yield self.store.settle("q", [(task, decision)], minute + 5)
+            history = (yield self.store.describe(task.id))["history"]
+            self.assertEqual(history[0]["outcome"], decision.label)
+            (stats,) = yield self.store.queue_stats(["q"], minute + 5)
+            self.assertEqual(getattr(stats.recent[-1], decision.label), 1, decision.label)
 
     @defer.inlineCallbacks
     def test_pause_shows_in_stats_and_resume_clears_it(self):

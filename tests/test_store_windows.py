@@ -10,7 +10,7 @@ from tests.memory_store import MemoryStore
 from tests.redis_server import RealRedisStore
 from tests.test_store import NOW, claim, make_task
 from torque.retry import Delivered
-from torque.store import DELIVERED_TTL
+from torque.storage import DELIVERED_TTL
 
 
 class RateBucketContract:

@@ -27,7 +27,7 @@ from torque import dashboard, openapi
 from torque.cursor import decode_position, encode_position
 from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
-from torque.store import LISTED_STATES, RedisStore, StoreUnavailable
+from torque.storage import LISTED_STATES, Store, StoreUnavailable
 from torque.targets import TargetGuard, TargetRefused
 from torque.task import QUEUE_RE, InvalidTask, parse_submission, require_text, strict_json
 from torque.views import processed_by, public_node, public_queue, public_task
@@ -228,7 +228,7 @@ class TorqueAPI:
 
     def __init__(
         self,
-        store: RedisStore,
+        store: Store,
         clock: IReactorTime,
         base_url: str | None = None,
         wake: Callable[[str, float], object] = lambda queue, due_at: None,

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from torque.store import NodeInfo, RedisStore, StoreUnavailable
+from torque.storage import NodeInfo, Store, StoreUnavailable
 
 log = Logger()
 
@@ -41,7 +41,7 @@ class Heartbeat(Service):
 
     def __init__(
         self,
-        store: RedisStore,
+        store: Store,
         clock: IReactorTime,
         node: NodeInfo,
         in_flight: Callable[[], int] = lambda: 0,

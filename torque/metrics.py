@@ -41,8 +41,8 @@ from prometheus_client import (
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from torque.retry import Dead, Decision, Delivered, Outcome
-from torque.store import QueueStats
+from torque.retry import DELIVERED, Decision, Outcome
+from torque.storage import QueueStats
 from torque.task import Task
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -74,13 +74,6 @@ def metric_queues(store, now: float, most: int = METRICS_QUEUES, page: int = MET
         after = got.next_cursor
         if after is None or len(queues) >= most:
             return queues, after is not None
-
-
-def outcome_of(decision: Decision) -> str:
-    """``delivered``, ``retried`` or ``dead``: the label of an attempt."""
-    if isinstance(decision, Delivered):
-        return "delivered"
-    return "dead" if isinstance(decision, Dead) else "retried"
 
 
 class Metrics:
@@ -124,10 +117,9 @@ class Metrics:
 
     def attempt_finished(self, task: Task, outcome: Outcome, decision: Decision) -> None:
         """A scheduler's ``on_attempt`` hook: called once per attempt."""
-        kind = outcome_of(decision)
-        self.attempts.labels(task.queue, kind).inc()
+        self.attempts.labels(task.queue, decision.label).inc()
         self.duration.labels(task.queue).observe(max(outcome.duration, 0.0))
-        if kind == "delivered" and task.created_at:
+        if decision.label == DELIVERED and task.created_at:
             self.lag.labels(task.queue).observe(max(self.clock.seconds() - task.created_at, 0.0))
 
     def render(self, queues: Sequence[QueueStats] | None, truncated: bool = False) -> bytes:

@@ -3,6 +3,23 @@
 Pure functions of values.  An attempt ends in an *outcome* (:class:`Response`
 or :class:`NoResponse`); :func:`next_step` turns it into a *decision*
 (:class:`Delivered`, :class:`Retry` or :class:`Dead`) that the store records.
+
+**A settled outcome has one word**, its decision's ``label`` (ClassVar):
+``delivered``, ``retried`` or ``dead``.  That same word is
+
+* what :meth:`torque.storage.Store.settle` hands the ``SETTLE`` script
+  (:mod:`torque.scripts`) as the action, and the field of the queue's
+  per-minute counts it adds one to in Redis (:class:`torque.storage.Minute`;
+  the keys are in :mod:`torque.keys`), beside the queue's running totals,
+  which count ``delivered`` and ``failed`` (retried or dead);
+* the ``outcome`` of the attempt's entry in the task's history
+  (:func:`torque.storage.history_entry`, ``GET /tasks/<id>``), beside
+  ``requeued`` (taken back from the dead letters: not an attempt);
+* the ``outcome`` label of ``torque_deliveries`` (:mod:`torque.metrics`)
+  and the kind of line the scheduler logs for the attempt.
+
+A lost lease is settled by the ``CLAIM`` script itself, with the same words
+(``retried``, or ``dead`` on the last attempt).
 """
 
 from __future__ import annotations
@@ -11,6 +28,7 @@ import random
 import re
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from typing import ClassVar
 
 import attrs
 
@@ -60,13 +78,25 @@ class NoResponse:
 Outcome = Response | NoResponse
 
 
+# The words of the three decisions (see the module's docstring).
+DELIVERED = "delivered"
+RETRIED = "retried"
+DEAD = "dead"
+
+
 @attrs.frozen
 class Delivered:
+    """The handler took the task: it is done."""
+
+    label: ClassVar[str] = DELIVERED
     status: int
 
 
 @attrs.frozen
 class Retry:
+    """Another attempt at ``at``."""
+
+    label: ClassVar[str] = RETRIED
     at: float
     status: int | None
     error: str
@@ -74,6 +104,9 @@ class Retry:
 
 @attrs.frozen
 class Dead:
+    """No more attempts: the task becomes a dead letter."""
+
+    label: ClassVar[str] = DEAD
     status: int | None
     error: str
 

@@ -22,8 +22,17 @@ from twisted.logger import Logger, LogLevel
 
 from torque.dispatch import Dispatcher
 from torque.logs import quoted
-from torque.retry import Dead, Decision, Delivered, Outcome, Retry, RetryPolicy, next_step
-from torque.store import Claim, RedisStore, StoreUnavailable
+from torque.retry import (
+    DEAD,
+    DELIVERED,
+    RETRIED,
+    Decision,
+    Outcome,
+    Retry,
+    RetryPolicy,
+    next_step,
+)
+from torque.storage import Claim, Store, StoreUnavailable
 from torque.task import Task
 
 log = Logger()
@@ -53,7 +62,7 @@ class QueueScheduler(Service):
     def __init__(
         self,
         queue: str,
-        store: RedisStore,
+        store: Store,
         dispatcher: Dispatcher,
         clock: IReactorTime,
         policy: RetryPolicy = DEFAULT_POLICY,
@@ -261,7 +270,7 @@ class QueueScheduler(Service):
     def _finished(self, outcome, task: Task) -> None:
         del self.in_flight[task.id]
         decision = next_step(task, outcome, self.clock.seconds(), self.policy, self.rng)
-        if self.log_deliveries or not isinstance(decision, Delivered):
+        if self.log_deliveries or decision.label != DELIVERED:
             _log_attempt(task, outcome, decision)
         if self.on_attempt is not None:
             self.on_attempt(task, outcome, decision)
@@ -378,6 +387,14 @@ def _settled(d: defer.Deferred) -> defer.Deferred:
     return waiter
 
 
+# The line logged for an attempt, by its decision's label: log level, text.
+ATTEMPT_LINES = {
+    DELIVERED: ("info", "task {task_id} delivered ({status}) in {duration:.3f}s"),
+    RETRIED: ("info", "task {task_id} attempt {attempt} failed: {error}; retry at {retry_at:.3f}"),
+    DEAD: ("warn", "task {task_id} is dead after attempt {attempt}: {error}"),
+}
+
+
 def _log_attempt(task: Task, outcome, decision: Decision) -> None:
     """One structured line per attempt: the event carries ``task_id``,
     ``queue``, ``attempt``, ``status``, ``error`` and ``duration`` for a
@@ -390,13 +407,7 @@ def _log_attempt(task: Task, outcome, decision: Decision) -> None:
         status=getattr(outcome, "status", None),
         error=quoted(getattr(decision, "error", None)),
     )
-    if isinstance(decision, Delivered):
-        log.info("task {task_id} delivered ({status}) in {duration:.3f}s", **fields)
-    elif isinstance(decision, Dead):
-        log.warn("task {task_id} is dead after attempt {attempt}: {error}", **fields)
-    else:
-        log.info(
-            "task {task_id} attempt {attempt} failed: {error}; retry at {retry_at:.3f}",
-            retry_at=decision.at,
-            **fields,
-        )
+    if isinstance(decision, Retry):
+        fields["retry_at"] = decision.at
+    level, text = ATTEMPT_LINES[decision.label]
+    getattr(log, level)(text, **fields)

@@ -236,7 +236,8 @@ SETTLE = (
 -- ARGV[4] seconds a delivery record (and its name) is kept
 -- ARGV[5] history length   ARGV[6] dead letters kept at most
 -- ARGV[7] their maximum age
--- then seven per outcome: id, attempt, action ('done', 'retry' or 'dead'),
+-- then seven per outcome: id, attempt, action (the decision's label,
+-- torque.retry: 'delivered', 'retried' or 'dead'),
 -- retry time, HTTP status ('' if none), error ('' if none), and the entry
 -- for the task's attempt history (JSON text).
 -- An outcome whose attempt is no longer the task's latest (its lease ran out
@@ -254,7 +255,7 @@ for i = 8, #ARGV, 7 do
     applied = applied + 1
     local status, err = ARGV[i + 4], ARGV[i + 5]
     remember(cfg, id, ARGV[i + 6])
-    if action == 'done' then
+    if action == 'delivered' then
       redis.call('ZREM', KEYS[1], id)
       redis.call('ZREM', KEYS[2], id)
       redis.call('ZREM', qp .. 'dead', id)
@@ -271,7 +272,7 @@ for i = 8, #ARGV, 7 do
       end
       redis.call('HINCRBY', qp .. 'stats', 'delivered', 1)
       count(qp, tonumber(now), 'delivered')
-    elseif action == 'retry' then
+    elseif action == 'retried' then
       redis.call('ZREM', KEYS[2], id)
       redis.call('ZADD', KEYS[1], ARGV[i + 3], id)
       redis.call('HSET', key, 'due_at', ARGV[i + 3], 'last_status', status,

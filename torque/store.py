@@ -8,11 +8,9 @@ wait for Redis forever, and a node must answer 503 instead.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import txredisapi
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -21,200 +19,37 @@ from torque import scripts
 from torque.connection import known_down
 from torque.keys import Keys
 from torque.redis_errors import NOT_NOW, not_now
-from torque.retry import Decision, Delivered, Retry
+from torque.retry import Decision
+from torque.storage import (
+    DEAD_MAX,
+    DEAD_TTL,
+    DELIVERED_TTL,
+    HISTORY_LENGTH,
+    LISTED_STATES,
+    MAX_NODES,
+    PAGE_BYTES,
+    RECENT_MINUTES,
+    Claim,
+    DeadPage,
+    Minute,
+    NodeInfo,
+    QueuePage,
+    QueueStats,
+    StoreUnavailable,
+    TaskPage,
+    history_entry,
+    settled_entry,
+)
 from torque.task import Task
 
-# How long a delivery's record (and its task name) outlives it.
-DELIVERED_TTL = 3600
 DEFAULT_KEYS = Keys()
-# Attempts kept in a task's history, newest first.
-HISTORY_LENGTH = 10
-# Dead letters kept per queue, and for how long (Sidekiq keeps 10,000 for
-# 180 days; a web hook's payload goes stale sooner).
-DEAD_MAX = 10_000
-DEAD_TTL = 7 * 86400.0
-# Minutes of per-minute delivery counts that queue stats carry.
-RECENT_MINUTES = 15
 # Tasks one script call purges, retries or deletes: each call holds Redis
 # for about a millisecond, so other clients go on between them.
 BATCH = 1000
 
 
-class StoreUnavailable(Exception):
-    """Redis did not answer in time, the connection is gone, or Redis
-    refused for a while (out of memory, ``MISCONF``, … see
-    :mod:`torque.redis_errors`): try again later."""
-
-
-@attrs.frozen
-class Claim:
-    """Tasks leased to the caller, and when the queue next needs a look
-    (the earliest due time or lease end), or ``None`` if it is empty."""
-
-    tasks: list[Task]
-    next_at: float | None
-
-
-@attrs.frozen
-class Minute:
-    """Attempts' outcomes recorded in the minute starting at ``at``."""
-
-    at: int
-    delivered: int = 0
-    retried: int = 0
-    dead: int = 0
-
-
-@attrs.frozen
-class QueueStats:
-    """One queue, counted in Redis (so true across every node).
-
-    :param scheduled: tasks waiting, due or not (their status is
-        ``scheduled``); ``due`` of them are due already.
-    :param delivered: running total of delivered attempts.
-    :param failed: running total of failed attempts (retried or dead).
-    :param oldest_due_age: seconds the earliest due task has been waiting,
-        0 when none is due.
-    :param known: the queue is in the registry (it holds or held a task).
-    :param recent: per-minute outcome counts, oldest minute first.
-    """
-
-    name: str
-    scheduled: int = 0
-    due: int = 0
-    running: int = 0
-    dead: int = 0
-    delivered: int = 0
-    failed: int = 0
-    oldest_due_age: float = 0.0
-    paused: bool = False
-    known: bool = False
-    recent: tuple[Minute, ...] = ()
-
-
-@attrs.frozen
-class QueuePage:
-    """A page of the registry's queues, ordered by name; ``next_cursor``
-    is ``None`` on the last page."""
-
-    queues: list  # QueueStats, or names only
-    next_cursor: str | None
-
-
-@attrs.frozen
-class NodeInfo:
-    """A live node, as its heartbeat says.
-
-    :param queues: the queues it processes, or ``None`` for every queue
-        (``--queue '*'``).
-    :param in_flight: requests it had in flight at its last heartbeat.
-    :param seen_at: its last heartbeat.
-    """
-
-    id: str
-    host: str = ""
-    pid: int = 0
-    version: str = ""
-    queues: tuple[str, ...] | None = ()
-    in_flight: int = 0
-    started_at: float = 0.0
-    seen_at: float = 0.0
-
-    def processes(self, queue: str) -> bool:
-        return self.queues is None or queue in self.queues
-
-    def to_fields(self) -> list[str]:
-        queues = "*" if self.queues is None else json.dumps(list(self.queues))
-        return [
-            *("id", self.id, "host", self.host, "pid", str(self.pid), "version", self.version),
-            *("queues", queues, "in_flight", str(self.in_flight)),
-            *("started_at", repr(self.started_at), "seen_at", repr(self.seen_at)),
-        ]
-
-    @classmethod
-    def from_fields(cls, fields: dict[str, str]) -> NodeInfo:
-        queues = fields.get("queues", "[]")
-        try:
-            shown = None if queues == "*" else tuple(json.loads(queues))
-        except ValueError:
-            shown = ()
-        return cls(
-            id=fields.get("id", ""),
-            host=fields.get("host", ""),
-            pid=int(fields.get("pid") or 0),
-            version=fields.get("version", ""),
-            queues=shown,
-            in_flight=int(fields.get("in_flight") or 0),
-            started_at=float(fields.get("started_at") or 0),
-            seen_at=float(fields.get("seen_at") or 0),
-        )
-
-
-# Nodes ``GET /nodes`` lists at most.
-MAX_NODES = 1000
-
-
-@attrs.frozen
-class DeadPage:
-    """A page of dead letters, newest first: ``(id, fields)`` pairs, the
-    fields as the task hash holds them (``dead_at`` always set)."""
-
-    total: int
-    letters: list[tuple[str, dict[str, str]]]
-
-
-@attrs.frozen
-class TaskPage:
-    """A page of a queue's tasks in one state, in order: ``(id, fields)``
-    pairs, the fields as :meth:`RedisStore.describe` gives them (``status``
-    and ``history`` included).  ``after`` is the position (score, id) of
-    the page's last task, to start the next page from: ``None`` on the
-    last page."""
-
-    tasks: list[tuple[str, dict[str, Any]]]
-    after: tuple[float, str] | None
-
-
-# The states a queue's tasks can be listed in, and the set each lives in.
-# ``waiting`` (a handler took the task over, SPEC 4 "Later") has no set yet:
-# its page is always empty.
-LISTED_STATES = {"scheduled": "due", "running": "running", "waiting": None, "dead": "dead"}
-# Bytes of request bodies one page of tasks carries at most (past them it
-# ends early): a page's size must not depend on what clients put in bodies.
-PAGE_BYTES = 1 << 20
-
-
-def history_entry(
-    at: float,
-    outcome: str,
-    attempt: int | None = None,
-    duration: float | None = None,
-    status: int | None = None,
-    error: str | None = None,
-) -> dict[str, Any]:
-    """One entry of a task's attempt history, as both stores return it.
-
-    :param outcome: ``delivered``, ``retried``, ``dead``, or ``requeued``
-        (taken back from the dead letters: not an attempt).
-    """
-    return {
-        "attempt": attempt,
-        "at": at,
-        "duration": duration,
-        "outcome": outcome,
-        "status": status,
-        "error": error,
-    }
-
-
-def minute_buckets(now: float, minutes: int = RECENT_MINUTES) -> list[int]:
-    """The starts of the last ``minutes`` minutes, ``now``'s last."""
-    last = int(math.floor(now / 60) * 60)
-    return [last - 60 * (minutes - 1 - i) for i in range(minutes)]
-
-
 class RedisStore:
-    """Tasks and queues in Redis.
+    """Tasks and queues in Redis: a :class:`torque.storage.Store`.
 
     :param redis: a txredisapi connection handler (lazy pool).
     :param clock: times the calls out.
@@ -552,23 +387,17 @@ class RedisStore:
                 return done
 
 
-def settled_entry(task: Task, decision: Decision, now: float, duration: float | None = None):
-    """The history entry of an attempt that ended in ``decision``."""
-    if isinstance(decision, Delivered):
-        outcome, error = "delivered", None
-    else:
-        outcome = "retried" if isinstance(decision, Retry) else "dead"
-        error = decision.error
-    return history_entry(now, outcome, task.attempts, duration, decision.status, error)
-
-
 def _settle_args(decision: Decision) -> list:
-    if isinstance(decision, Delivered):
-        return ["done", "", decision.status, ""]
+    """The action (the decision's label), retry time, status and error the
+    ``SETTLE`` script takes for ``decision``."""
     status = "" if decision.status is None else decision.status
-    action = "retry" if isinstance(decision, Retry) else "dead"
-    at = repr(decision.at) if isinstance(decision, Retry) else ""
-    return [action, at, status, decision.error]
+    at = getattr(decision, "at", None)
+    return [
+        decision.label,
+        "" if at is None else repr(at),
+        status,
+        getattr(decision, "error", None) or "",
+    ]
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:

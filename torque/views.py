@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torque.store import NodeInfo, QueueStats
+from torque.storage import NodeInfo, QueueStats
 from torque.task import stored_content_type
 
 REDACTED = "[redacted]"

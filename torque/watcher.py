@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from torque.store import RedisStore, StoreUnavailable
+from torque.storage import Store, StoreUnavailable
 
 log = Logger()
 
@@ -46,7 +46,7 @@ class QueueWatcher(Service):
 
     def __init__(
         self,
-        store: RedisStore,
+        store: Store,
         clock: IReactorTime,
         found: Callable[[str], object],
         empty: Callable[[str], object] = lambda queue: None,
