@@ -13,7 +13,8 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from torque.connection import RedisAddress, parse_redis_url
-from torque.tap import Options, descriptors_warning, options_from_environ
+from torque.options import Options, options_from_environ
+from torque.tap import descriptors_warning
 
 DEFAULTS = {
     "queues": [],

@@ -1,4 +1,4 @@
-"""Tests of torque.task: how a submission (§3 of the spec) becomes a Task,
+"""Tests of torque.task and torque.submission: how a submission (§3 of the spec) becomes a Task,
 how params are form-encoded, and how a task is stored as a Redis hash.
 
 Most tests are tables: each case is a tuple whose first item names it, and
@@ -14,16 +14,14 @@ from urllib.parse import parse_qsl
 import attrs
 from twisted.trial import unittest
 
-from torque.task import (
-    FORM,
-    JSON,
+from torque.submission import (
     InvalidTask,
-    Task,
     encode_params,
     parse_submission,
     require_text,
     strict_json,
 )
+from torque.task import FORM, JSON, Task
 
 NOW = 1_700_000_000.0
 HOOK = "http://example.com/hooks/do/foo"
