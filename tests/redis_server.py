@@ -11,9 +11,9 @@ import shutil
 import tempfile
 import uuid
 
-from torque.connection import RedisAddress
 from torque.embedded import EmbeddedRedis
 from torque.keys import Keys
+from torque.redis_url import RedisAddress
 
 _server: EmbeddedRedis | None = None
 

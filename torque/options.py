@@ -16,7 +16,7 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from torque import __version__
-from torque.connection import parse_redis_url
+from torque.redis_url import parse_redis_url
 from torque.signing import decode_secret
 from torque.targets import TargetRules
 from torque.task import QUEUE_RE

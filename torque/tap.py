@@ -21,19 +21,14 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from torque import __version__
-from torque.connection import (
-    RedisAddress,
-    WakeSubscriber,
-    connect_pool,
-    glob_escape,
-    parse_redis_url,
-)
+from torque.connection import WakeSubscriber, connect_pool, glob_escape
 from torque.guarded import GuardedEndpoints, ReportingEndpoint
 from torque.keys import Keys
 from torque.options import Options, options_from_environ
+from torque.redis_url import RedisAddress, parse_redis_url
 from torque.retry import RetryPolicy
 from torque.signing import Signer
-from torque.targets import TargetGuard
+from torque.targets import TargetGuard, resolver_on
 from torque.task import QUEUE_RE
 
 #: ``twistd torque`` and ``torque.tac`` take their options from here.
@@ -91,7 +86,7 @@ class TorqueNode(MultiService):
 
         o, reactor = self.options, self.reactor
         address = self._redis_address()
-        self.redis = connect_pool(address)
+        self.redis = connect_pool(address, reactor=reactor)
         store = RedisStore(
             self.redis,
             reactor,
@@ -108,7 +103,7 @@ class TorqueNode(MultiService):
         self.http_pool.cachedConnectionTimeout = 30
         # Always: link-local targets and this node's own API are refused by
         # default, whatever --allow-target says (SPEC §5).
-        guard = TargetGuard(o["targets"], clock=reactor)
+        guard = TargetGuard(o["targets"], resolver=resolver_on(reactor), clock=reactor)
         endpoints_ = GuardedEndpoints(reactor, guard, connect_timeout=10)
         agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
         http = HTTPClient(agent)
@@ -169,7 +164,12 @@ class TorqueNode(MultiService):
             )
             root = RequireToken(api.resource(), o["api-tokens"])
             endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
-            site = QuietSite(root, max_body=o["max-body"], max_connections=o["max-connections"])
+            site = QuietSite(
+                root,
+                max_body=o["max-body"],
+                max_connections=o["max-connections"],
+                reactor=reactor,
+            )
             token_required = bool(o["api-tokens"])
             ApiService(endpoint, site, token_required=token_required).setServiceParent(self)
         if self.embedded is not None:
