@@ -27,18 +27,14 @@ from torque.keys import Keys
 from torque.options import Options, options_from_environ
 from torque.redis_url import RedisAddress, parse_redis_url
 from torque.retry import RetryPolicy
+from torque.router import QueueRouter
 from torque.signing import Signer
 from torque.targets import TargetGuard, resolver_on
-from torque.task import QUEUE_RE
 
 #: ``twistd torque`` and ``torque.tac`` take their options from here.
 __all__ = ["Options", "TorqueNode", "makeService", "options_from_environ"]
 
 log = Logger()
-
-# Seconds a scheduler of a '*' node stays without a wake-up, its queue empty,
-# before it is retired (it polls Redis every --poll-interval meanwhile).
-RETIRE_AFTER = 60.0
 
 
 class TorqueNode(MultiService):
@@ -54,8 +50,7 @@ class TorqueNode(MultiService):
         self.options = options
         self.reactor = reactor
         self.keys = Keys(options["redis-prefix"])
-        self.schedulers = {}
-        self._stirred: dict[str, float] = {}  # queue -> its scheduler's last wake-up
+        self.router = QueueRouter(self, reactor, self.keys, options["all-queues"])
         self.embedded = None
         self.redis = None
         self.subscriber = None
@@ -126,19 +121,20 @@ class TorqueNode(MultiService):
                 log_deliveries=o["log-deliveries"],
             )
 
-        self._new_scheduler = new_scheduler
+        self.router.new_scheduler = new_scheduler
         for queue in o["queues"]:
-            self.process(queue)
+            self.router.process(queue)
         if o["all-queues"]:
             # Every wake-up, so the first add to a new queue starts its
             # scheduler at once; the watcher is the safety net.
             pattern = glob_escape(self.keys.wake("")) + "*"
-            self.subscriber = WakeSubscriber(address, [], self._woken, patterns=[pattern])
+            self.subscriber = WakeSubscriber(address, [], self.router.woken, patterns=[pattern])
             self.subscriber.start(reactor)
-            QueueWatcher(store, reactor, self.process, self.idle).setServiceParent(self)
+            router = self.router
+            QueueWatcher(store, reactor, router.process, router.idle).setServiceParent(self)
         elif self.schedulers:
             channels = [self.keys.wake(queue) for queue in self.schedulers]
-            self.subscriber = WakeSubscriber(address, channels, self._woken)
+            self.subscriber = WakeSubscriber(address, channels, self.router.woken)
             self.subscriber.start(reactor)
         node = NodeInfo(
             id=f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
@@ -156,7 +152,7 @@ class TorqueNode(MultiService):
                 store,
                 reactor,
                 base_url=o["base-task-url"],
-                wake=self.wake,
+                wake=self.router.wake,
                 metrics=metrics,
                 targets=guard,
                 token_required=bool(o["api-tokens"]),
@@ -190,51 +186,9 @@ class TorqueNode(MultiService):
         super().startService()
         _tune_gc()
 
-    def process(self, queue: str) -> None:
-        """Run a scheduler for ``queue`` on this node, unless one runs."""
-        if queue not in self.schedulers and QUEUE_RE.fullmatch(queue):
-            scheduler = self._new_scheduler(queue)
-            self.schedulers[queue] = scheduler
-            self._stirred[queue] = self.reactor.seconds()
-            scheduler.setServiceParent(self)  # started at once if the node runs
-            if self.options["all-queues"] and self.running:
-                log.info("queue {queue}: new, processing it", queue=queue)
-
-    def idle(self, queue: str) -> None:
-        """``queue`` held no task when the registry was read: with ``--queue
-        '*'``, retire its scheduler if nothing stirred it (a wake-up, its
-        start) for :data:`RETIRE_AFTER` seconds and it has no request in
-        flight.  Its next add (a wake-up) starts a new one at once."""
-        scheduler = self.schedulers.get(queue)
-        if scheduler is None or not self.options["all-queues"]:
-            return
-        if scheduler.in_flight or scheduler._claiming is not None:
-            return
-        if self.reactor.seconds() - self._stirred.get(queue, 0.0) < RETIRE_AFTER:
-            return
-        del self.schedulers[queue]
-        self._stirred.pop(queue, None)
-        scheduler.disownServiceParent()  # stops it
-        log.info("queue {queue}: empty and idle, no longer polled", queue=queue)
-
-    def wake(self, queue: str, due_at: float | None = None) -> None:
-        if self.options["all-queues"] and self.running:
-            self.process(queue)
-            self._stirred[queue] = self.reactor.seconds()
-        scheduler = self.schedulers.get(queue)
-        if scheduler is not None:
-            scheduler.wake(due_at)
-
-    def _woken(self, channel: str | None, message: str | None) -> None:
-        if channel is None:  # (re)subscribed by pattern: look at every queue
-            for queue in list(self.schedulers):
-                self.wake(queue)
-            return
-        queue = channel[len(self.keys.wake("")) :]
-        try:
-            self.wake(queue, float(message))
-        except (TypeError, ValueError):
-            self.wake(queue)
+    @property
+    def schedulers(self) -> dict:
+        return self.router.schedulers
 
     @defer.inlineCallbacks
     def stopService(self):
