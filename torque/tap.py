@@ -5,7 +5,10 @@ and both read the ``TORQUE_*`` environment variables with the same
 :class:`~torque.options.Options` (the command line, when there is one,
 winning), so the two entry points can't drift apart.  ``twistd torque``
 finds ``Options`` here, through the plugin's ``ServiceMaker``.  This is the
-only module that touches the global reactor.
+only torque module that takes the global reactor, and it passes it to every
+part it builds.  txredisapi, imported by ``store.py`` and ``connection.py``
+only, installs the global reactor when imported and uses it inside its pool
+(``tests/test_reactor_free.py`` keeps every other module free of it).
 """
 
 from __future__ import annotations
