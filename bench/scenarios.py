@@ -25,7 +25,7 @@ from twisted.internet.task import Clock
 
 from torque.keys import Keys
 from torque.store import RedisStore
-from torque.task import parse_submission
+from torque.submission import parse_submission
 
 from procs import VENV_BIN, Arrival, Nginx, Node, Processes, RedisServer, free_port, wait_until
 from rediswire import Redis, encode

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from torque.task import encode_params
+from torque.submission import encode_params
 
 PARAMS = {"a": 1, "b": "x"}
 PARAMS_JSON = json.dumps(PARAMS)

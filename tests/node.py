@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -25,6 +26,8 @@ from tests.redis_server import fresh_keys, redis_url
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: What a node logs once its API listens (torque.site.ApiService).
+LISTENING = re.compile(r"API listening on 127\.0\.0\.1:(\d+)")
 
 
 @defer.inlineCallbacks
@@ -42,6 +45,10 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02, what: str
 
 
 def free_port() -> int:
+    """A port free a moment ago, for a server that can't listen on port 0
+    and say which port it got (redis-server, the README's receiver): it
+    may be taken again before that server binds it.  A node listens on
+    port 0 and reports its port (:meth:`Node.wait_healthy`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -173,12 +180,13 @@ class _NodeProcess(protocol.ProcessProtocol):
 class Node:
     """A ``twistd -n torque`` subprocess."""
 
-    def __init__(self, workdir: str, argv: list[str], env: dict[str, str], port: int):
+    def __init__(self, workdir: str, argv: list[str], env: dict[str, str]):
         self.workdir = workdir
         self.argv = argv
         self.env = env
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        #: the port its API got (it listens on port 0), known once it said so
+        self.port: int | None = None
+        self.url: str | None = None
         self.process = None
         self.exit_code = None
 
@@ -199,27 +207,37 @@ class Node:
     def output(self) -> str:
         return self.protocol.output.decode("utf-8", "replace")
 
+    def listening_port(self) -> int | None:
+        """The port the API reported listening on (``site.ApiService`` logs
+        "API listening on 127.0.0.1:PORT"), once it has."""
+        found = LISTENING.search(self.output)
+        return int(found.group(1)) if found else None
+
     @defer.inlineCallbacks
     def wait_healthy(self, timeout: float = 30.0, health: int | None = 200):
-        deadline = time.monotonic() + timeout
-        while True:
+        """Wait until the node's API listens and ``/health`` answers
+        ``health``; or, with ``health=None`` (a node without an API), until
+        it logs its start-up line.  Fails at once if the node exits."""
+
+        def ready():
             if self.process is None:
                 raise AssertionError(f"the node exited ({self.exit_code}):\n{self.output}")
-            if health is None:  # a node without an API: wait for its start-up line
-                if "torque node:" in self.output:
-                    return
-                yield task.deferLater(reactor, 0.05, lambda: None)
-                continue
-            try:
-                response = yield treq.get(self.url + "/health", persistent=False)
-                yield response.content()
-                if response.code == health:
-                    return
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the node never became healthy:\n{self.output}")
-            yield task.deferLater(reactor, 0.05, lambda: None)
+            if health is None:
+                return "torque node:" in self.output
+            port = self.listening_port()
+            if port is None:
+                return False
+            self.port, self.url = port, f"http://127.0.0.1:{port}"
+            d = treq.get(self.url + "/health", persistent=False, timeout=timeout)
+            d.addCallback(lambda response: response.content().addCallback(lambda _: response))
+            return d.addCallback(lambda response: response.code == health)
+
+        try:
+            yield wait_for(ready, timeout=timeout, interval=0.05, what=f"/health to be {health}")
+        except AssertionError as e:
+            if "the node exited" in str(e):
+                raise
+            raise AssertionError(f"{e}; the node said:\n{self.output}") from None
 
     def signal(self, signum: int) -> defer.Deferred:
         """Send ``signum``; fires with the exit code once the node is gone."""
@@ -279,7 +297,8 @@ def start_node(
     prefix: str | None = None,
     health: int | None = 200,
 ):
-    """Start a node and wait until ``/health`` answers 200.
+    """Start a node and wait until ``/health`` answers 200.  Its API
+    listens on port 0: ``node.port`` and ``node.url`` are where it got.
 
     :param args: extra ``twistd torque`` options.
     :param env: extra environment variables.
@@ -292,7 +311,6 @@ def start_node(
     """
     workdir = os.path.abspath(testcase.mktemp())
     os.makedirs(workdir)
-    port = free_port()
     prefix = prefix or fresh_keys().prefix
     common = ["-n", "--pidfile=", "--logfile=-"]
     # A node reads every TORQUE_* variable: none of the test run's own (a
@@ -301,16 +319,16 @@ def start_node(
     full_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
     redis_url_ = None if embedded else (redis or redis_url())
     if tac:
-        full_env.update(TORQUE_PORT=f"tcp:{port}:interface=127.0.0.1", TORQUE_REDIS_PREFIX=prefix)
+        full_env.update(TORQUE_PORT="tcp:0:interface=127.0.0.1", TORQUE_REDIS_PREFIX=prefix)
         if redis_url_:
             full_env["TORQUE_REDIS_URL"] = redis_url_
         argv = [TWISTD, *common, "-y", os.path.join(ROOT, "torque.tac")]
     else:
-        argv = [TWISTD, *common, "torque", "--port", f"tcp:{port}:interface=127.0.0.1",
+        argv = [TWISTD, *common, "torque", "--port", "tcp:0:interface=127.0.0.1",
                 "--redis-prefix", prefix, *args]  # fmt: skip
         if redis_url_:
             argv += ["--redis", redis_url_]
-    node = Node(workdir, argv, full_env, port)
+    node = Node(workdir, argv, full_env)
     node.prefix = prefix
     node.spawn()
     testcase.addCleanup(node.stop)

@@ -13,9 +13,10 @@ import uuid
 
 from twisted.internet import reactor
 
-from torque.connection import RedisAddress, connect_pool
+from torque.connection import connect_pool
 from torque.embedded import EmbeddedRedis
 from torque.keys import Keys
+from torque.redis_url import RedisAddress
 from torque.store import RedisStore
 
 _server: EmbeddedRedis | None = None

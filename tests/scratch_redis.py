@@ -16,8 +16,8 @@ import subprocess
 import tempfile
 import time
 
-from torque.connection import RedisAddress
 from torque.embedded import _answers, find_redis_server
+from torque.redis_url import RedisAddress
 
 
 class ScratchRedis:

@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from tests.test_api import HOOK, APITestCase
 from torque import cursor
 from torque.retry import Dead, Delivered, Retry
-from torque.task import InvalidTask
+from torque.submission import InvalidTask
 
 
 def token(value) -> str:
@@ -158,6 +158,6 @@ class TaskFieldsTests(APITestCase):
 
 class DocumentedStatesTests(unittest.TestCase):
     def test_the_document_lists_the_states_the_store_does(self):
-        from torque import schemas, storage
+        from torque import openapi_schemas, storage
 
-        self.assertEqual(schemas.LISTED_STATES, list(storage.LISTED_STATES))
+        self.assertEqual(openapi_schemas.LISTED_STATES, list(storage.LISTED_STATES))

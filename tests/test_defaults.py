@@ -11,7 +11,7 @@ import inspect
 from twisted.trial import unittest
 
 from torque import storage, store
-from torque.tap import Options
+from torque.options import Options
 
 DOCUMENTED = {
     "lease-margin": 30.0,

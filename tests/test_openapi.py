@@ -17,7 +17,7 @@ from torque.api import TorqueAPI
 from torque.auth import RequireToken
 from torque.retry import Dead, Delivered
 from torque.storage import NodeInfo
-from torque.task import MAX_AHEAD, InvalidTask, parse_submission
+from torque.submission import MAX_AHEAD, InvalidTask, parse_submission
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 

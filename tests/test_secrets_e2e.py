@@ -12,8 +12,9 @@ from twisted.trial import unittest
 
 from tests.node import free_port, start_node, start_receiver, wait_for
 from tests.test_redis_auth import run_redis
-from torque.connection import connect_pool, parse_redis_url
+from torque.connection import connect_pool
 from torque.embedded import find_redis_server
+from torque.redis_url import parse_redis_url
 
 TOKEN = "tok-live-9f3b1c"
 OLD_TOKEN = "tok-old-77aa01"

@@ -7,8 +7,8 @@ import base64
 from twisted.python import usage
 from twisted.trial import unittest
 
+from torque.options import Options
 from torque.signing import Signer, decode_secret
-from torque.tap import Options
 
 
 def secret(length: int) -> str:

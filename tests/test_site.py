@@ -20,9 +20,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tests.node import wait_for
-from torque.channel import BODY_TIMEOUT, HEAD_TIMEOUT, MAX_HEAD_BYTES, MAX_HEADERS
+from torque.channel import BODY_TIMEOUT, HEAD_TIMEOUT, MAX_HEAD_BYTES, MAX_REQUEST_HEADERS
+from torque.options import Options
 from torque.site import IDLE_TIMEOUT, ApiService, QuietSite
-from torque.tap import Options
 
 
 class Ok(Resource):
@@ -92,15 +92,17 @@ class LimitsTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_headers_up_to_the_limit_are_served(self):
-        headers = [b"X-H%d: v" % i for i in range(MAX_HEADERS - 1)]  # and Host
+        headers = [b"X-H%d: v" % i for i in range(MAX_REQUEST_HEADERS - 1)]  # and Host
         status, body = yield self.exchange(self.request(*headers))
         self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"ok"))
 
     @defer.inlineCallbacks
     def test_one_header_too_many_is_a_431_naming_the_limit(self):
-        headers = [b"X-H%d: v" % i for i in range(MAX_HEADERS)]
+        headers = [b"X-H%d: v" % i for i in range(MAX_REQUEST_HEADERS)]
         answer = yield self.exchange(self.request(*headers))
-        self.assertRefused(answer, b"431 Request Header Fields Too Large", "headers", MAX_HEADERS)
+        self.assertRefused(
+            answer, b"431 Request Header Fields Too Large", "headers", MAX_REQUEST_HEADERS
+        )
 
     @defer.inlineCallbacks
     def test_a_head_over_the_size_limit_is_a_431_naming_it(self):
@@ -123,7 +125,7 @@ class LimitsTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_second_request_on_the_connection_is_counted_afresh(self):
-        headers = [b"X-H%d: v" % i for i in range(MAX_HEADERS - 1)]
+        headers = [b"X-H%d: v" % i for i in range(MAX_REQUEST_HEADERS - 1)]
         first = self.request(*headers) + b"\r\n"
         received = yield self.exchange(first + self.request(*headers), answers=2)
         self.assertEqual(received.count(b"HTTP/1.1 200 OK"), 2, received)

@@ -12,8 +12,9 @@ import os
 from twisted.python import usage
 from twisted.trial import unittest
 
-from torque.connection import RedisAddress, parse_redis_url
-from torque.tap import Options, descriptors_warning, options_from_environ
+from torque.options import Options, options_from_environ
+from torque.redis_url import RedisAddress, parse_redis_url
+from torque.tap import descriptors_warning
 
 DEFAULTS = {
     "queues": [],

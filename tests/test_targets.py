@@ -19,7 +19,7 @@ from torque.api import TorqueAPI
 from torque.dispatch import Dispatcher
 from torque.guarded import GuardedEndpoints
 from torque.retry import Dead, NoResponse, RetryPolicy, next_step
-from torque.targets import TargetGuard, TargetRefused, TargetRules
+from torque.targets import TargetGuard, TargetRefused, TargetRules, resolver_on
 from torque.task import Task
 
 
@@ -278,6 +278,39 @@ class ResolveCacheTests(unittest.TestCase):
         self.failureResultOf(waiting, DNSLookupError)
         self.guard.addresses("app.test", 80)
         self.assertEqual(len(self.pending), 2)
+
+
+class _RecordingPool:
+    """A thread pool that runs its work at once, counting it."""
+
+    def __init__(self):
+        self.ran = []
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+        self.ran.append(f)
+        on_result(True, f(*args, **kwargs))
+
+
+class _ThreadedReactor:
+    def __init__(self):
+        self.pool = _RecordingPool()
+        self.from_thread = 0
+
+    def getThreadPool(self):
+        return self.pool
+
+    def callFromThread(self, f, *args, **kwargs):
+        self.from_thread += 1
+        f(*args, **kwargs)
+
+
+class ResolverOnTests(unittest.TestCase):
+    def test_lookups_run_in_the_given_reactor_s_thread_pool(self):
+        threaded = _ThreadedReactor()
+        addresses = self.successResultOf(resolver_on(threaded)("127.0.0.1", 80))
+        self.assertEqual(addresses, ["127.0.0.1"])
+        self.assertEqual(len(threaded.pool.ran), 1)  # in its pool, not the global one
+        self.assertEqual(threaded.from_thread, 1)  # and answered on its thread
 
 
 class AddTimeTests(unittest.TestCase):

@@ -28,8 +28,9 @@ from torque.cursor import decode_position, encode_position
 from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
 from torque.storage import LISTED_STATES, Store, StoreUnavailable
+from torque.submission import InvalidTask, parse_submission, require_text, strict_json
 from torque.targets import TargetGuard, TargetRefused
-from torque.task import QUEUE_RE, InvalidTask, parse_submission, require_text, strict_json
+from torque.task import QUEUE_RE
 from torque.views import processed_by, public_node, public_queue, public_task
 
 log = Logger()

@@ -23,7 +23,7 @@ import json
 from twisted.web import http, server
 
 MAX_BODY = 1024 * 1024
-MAX_HEADERS = 100
+MAX_REQUEST_HEADERS = 100
 MAX_HEAD_BYTES = 16 * 1024
 #: Seconds a request head may take to arrive (16 KiB at most: any real client
 #: sends it in one go).
@@ -79,7 +79,7 @@ class LimitedChannel(http.HTTPChannel):
     just hang up, for one over-long line), and a request that is slower to
     arrive than ``head_timeout`` / ``body_timeout`` with a JSON ``408``."""
 
-    maxHeaders = MAX_HEADERS
+    maxHeaders = MAX_REQUEST_HEADERS
     totalHeadersSize = MAX_HEAD_BYTES
     head_timeout = HEAD_TIMEOUT
     body_timeout = BODY_TIMEOUT

@@ -15,7 +15,7 @@ import binascii
 import json
 import math
 
-from torque.task import InvalidTask
+from torque.submission import InvalidTask
 
 # Longer than any cursor this node writes (a task id is at most a few
 # hundred characters, even one written to Redis by hand).

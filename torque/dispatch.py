@@ -19,8 +19,9 @@ from torque import __version__
 from torque.body import BodyReader
 from torque.retry import NoResponse, Outcome, Response, parse_retry_after
 from torque.signing import Signer
+from torque.submission import is_own_header
 from torque.targets import TargetRefused
-from torque.task import Task, is_own_header
+from torque.task import Task
 
 USER_AGENT = f"torque/{__version__}"
 

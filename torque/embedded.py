@@ -24,7 +24,7 @@ from pathlib import Path
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from torque.connection import RedisAddress
+from torque.redis_url import RedisAddress
 
 log = Logger()
 

@@ -3,7 +3,7 @@
 Written by hand, next to the routes it describes; ``tests/test_openapi.py``
 checks that every Klein route is here with its methods (and nothing else
 is), and validates real answers of every endpoint against the schemas of
-:mod:`torque.schemas`.
+:mod:`torque.openapi_schemas`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 from torque import __version__
-from torque.schemas import (
+from torque.openapi_schemas import (
     JSON,
     LISTED_STATES,
     QUEUE_PATTERN,

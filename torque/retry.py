@@ -149,7 +149,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def describe(outcome: Outcome) -> str:
+def describe_outcome(outcome: Outcome) -> str:
     """One line for ``last_error``."""
     if isinstance(outcome, NoResponse):
         return outcome.error
@@ -176,8 +176,8 @@ def next_step(
         if kind == "delivered":
             return Delivered(status)
         if kind == "refused":
-            return Dead(status, f"refused by the handler: {describe(outcome)}")
-    error = describe(outcome)
+            return Dead(status, f"refused by the handler: {describe_outcome(outcome)}")
+    error = describe_outcome(outcome)
     if isinstance(outcome, NoResponse) and outcome.permanent:
         return Dead(None, error)
     max_errors = task.max_errors or policy.max_errors

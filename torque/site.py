@@ -184,7 +184,7 @@ class ApiService(StreamServerEndpointService):
         if port is None:  # listening failed, and was logged
             return port
         address = port.getHost()
-        log.info("API listening on {address}", address=describe(address))
+        log.info("API listening on {address}", address=describe_address(address))
         if not self.token_required and beyond_loopback(address):
             log.warn(
                 "the API listens on {address}, beyond loopback, and needs no token: anyone "
@@ -192,7 +192,7 @@ class ApiService(StreamServerEndpointService):
                 "anywhere. Set --api-token (or TORQUE_API_TOKEN), or listen on loopback "
                 "(--port 8090, a bare port number) or a private interface "
                 "(--port tcp:8090:interface=10.0.0.5)",
-                address=describe(address),
+                address=describe_address(address),
             )
         return port
 
@@ -202,7 +202,7 @@ class ApiService(StreamServerEndpointService):
         yield self.site.drain(self.drain_timeout)
 
 
-def describe(address) -> str:
+def describe_address(address) -> str:
     """``127.0.0.1:8090``, ``[::]:8090`` or the socket's path."""
     host = getattr(address, "host", None)
     if host is None:

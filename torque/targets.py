@@ -150,14 +150,28 @@ class TargetRules:
         return TargetRefused(f"{host} is not an allowed target (--allow-target: {self})")
 
 
+def _lookup(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def resolver_on(reactor) -> Callable[[str, int], defer.Deferred]:
+    """A resolver that looks addresses up (getaddrinfo) in ``reactor``'s
+    thread pool, and gives them back on ``reactor``'s thread."""
+
+    def resolve_on(host: str, port: int) -> defer.Deferred:
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), _lookup, host, port)
+
+    return resolve_on
+
+
 def resolve(host: str, port: int) -> defer.Deferred:
-    """The addresses of ``host``, looked up in a thread (getaddrinfo)."""
+    """The addresses of ``host``, looked up in the global reactor's thread
+    pool: the default of a :class:`TargetGuard` made without a resolver (a
+    node passes :func:`resolver_on` its own reactor)."""
+    from twisted.internet import reactor
 
-    def lookup():
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        return list(dict.fromkeys(info[4][0] for info in infos))
-
-    return threads.deferToThread(lookup)
+    return resolver_on(reactor)(host, port)
 
 
 def _is_local_name(host: str) -> bool:

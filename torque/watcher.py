@@ -3,7 +3,7 @@
 A new queue is picked up two ways.  At once: its first add publishes on the
 queue's wake channel, to which a ``*`` node is subscribed by pattern, and
 the node starts a scheduler when a wake-up names a queue it doesn't know
-(:meth:`torque.tap.TorqueNode.wake`).  And as a safety net (a wake-up lost
+(:meth:`torque.router.QueueRouter.wake`).  And as a safety net (a wake-up lost
 in an outage, a queue written to Redis by another program): every
 ``interval`` seconds this watcher reads one page of the queue registry, with
 each queue's counts, continuing where the last page ended, so a small
@@ -13,7 +13,7 @@ second.
 A scheduler polls Redis every ``--poll-interval``, so a node does not keep
 one for every queue it ever saw: the watcher reports a queue that holds no
 task (scheduled, running or dead) as empty, and the node retires its
-scheduler if it has been idle a while (:meth:`torque.tap.TorqueNode.idle`).
+scheduler if it has been idle a while (:meth:`torque.router.QueueRouter.idle`).
 """
 
 from __future__ import annotations

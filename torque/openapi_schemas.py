@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torque.task import MAX_AHEAD, MAX_URL_LENGTH, METHODS, NAME_RE, QUEUE_RE
+from torque.submission import MAX_AHEAD, MAX_URL_LENGTH
+from torque.task import METHODS, NAME_RE, QUEUE_RE
 
 JSON = "application/json"
 

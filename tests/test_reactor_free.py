@@ -1,0 +1,60 @@
+"""Only the wiring touches the global reactor: importing any other torque
+module installs none, so each takes the reactor (or a ``Clock``) it is given.
+
+Checked in a fresh interpreter, since this test run's own reactor is
+installed long before the test starts.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+
+from twisted.trial import unittest
+
+import torque
+
+#: Modules that may install the global reactor, and why.
+MAY_INSTALL = {
+    # The composition root: it builds the node on the global reactor.
+    "tap": "the wiring",
+    # txredisapi does ``from twisted.internet import reactor`` at module level
+    # (and calls the global reactor inside its pool), so importing it installs
+    # the reactor: it is confined to these two modules.
+    "store": "imports txredisapi",
+    "connection": "imports txredisapi",
+    # klein's klein._app does ``from twisted.internet import reactor`` at
+    # module level too; the Klein app lives in api.py alone.
+    "api": "imports klein",
+}
+
+PROBE = """
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    if "twisted.internet.reactor" in sys.modules:
+        print(name)
+        break
+"""
+
+
+def torque_modules() -> list[str]:
+    return sorted(info.name for info in pkgutil.iter_modules(torque.__path__))
+
+
+class ReactorFreeTests(unittest.TestCase):
+    def test_no_module_but_the_wiring_installs_the_reactor(self):
+        modules = [f"torque.{name}" for name in torque_modules() if name not in MAY_INSTALL]
+        self.assertIn("torque.options", modules)  # the probe does look at something
+        result = subprocess.run(
+            [sys.executable, "-c", PROBE, *modules],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "", "importing it installed the global reactor")
+
+    def test_the_list_of_exceptions_names_real_modules(self):
+        self.assertLessEqual(set(MAY_INSTALL), set(torque_modules()))

@@ -1,0 +1,75 @@
+"""The node's wake-up router: a wake-up reaches its queue's scheduler; a
+``*`` node starts schedulers for new queues and retires idle ones."""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from torque.keys import Keys
+from torque.router import RETIRE_AFTER, QueueRouter
+
+
+class FakeScheduler(Service):
+    def __init__(self, queue: str):
+        self.queue = queue
+        self.woken: list[float | None] = []
+        self.in_flight: set = set()
+        self._claiming = None
+
+    def wake(self, due_at=None):
+        self.woken.append(due_at)
+
+
+def router(all_queues: bool) -> tuple[QueueRouter, MultiService, Clock]:
+    node, clock = MultiService(), Clock()
+    routed = QueueRouter(node, clock, Keys("t:"), all_queues)
+    routed.new_scheduler = FakeScheduler
+    node.startService()
+    return routed, node, clock
+
+
+class RouterTests(unittest.TestCase):
+    def test_a_star_node_starts_a_scheduler_for_a_new_queue_on_its_wake_up(self):
+        routed, node, _ = router(all_queues=True)
+        routed.wake("new", 5.0)
+        scheduler = routed.schedulers["new"]
+        self.assertEqual((scheduler.woken, scheduler.running), ([5.0], True))
+        self.assertIn(scheduler, list(node))
+
+    def test_a_node_of_named_queues_starts_none_on_a_wake_up(self):
+        routed, _, _ = router(all_queues=False)
+        routed.process("mine")
+        routed.wake("other")
+        routed.wake("mine")
+        self.assertEqual(list(routed.schedulers), ["mine"])
+        self.assertEqual(routed.schedulers["mine"].woken, [None])
+
+    def test_an_idle_queue_is_retired_only_after_retire_after_unstirred(self):
+        routed, node, clock = router(all_queues=True)
+        routed.wake("q")
+        clock.advance(RETIRE_AFTER - 1)
+        routed.idle("q")
+        self.assertIn("q", routed.schedulers)
+        clock.advance(1)
+        scheduler = routed.schedulers["q"]
+        routed.idle("q")
+        self.assertNotIn("q", routed.schedulers)
+        self.assertEqual((scheduler.running, list(node)), (False, []))
+
+    def test_a_scheduler_with_requests_in_flight_is_not_retired(self):
+        routed, _, clock = router(all_queues=True)
+        routed.wake("q")
+        routed.schedulers["q"].in_flight.add("t1")
+        clock.advance(RETIRE_AFTER * 2)
+        routed.idle("q")
+        self.assertIn("q", routed.schedulers)
+
+    def test_a_wake_message_names_the_queue_and_its_due_time(self):
+        routed, _, _ = router(all_queues=False)
+        routed.process("q")
+        routed.woken(Keys("t:").wake("q"), "12.5")
+        routed.woken(Keys("t:").wake("q"), "not a time")
+        routed.woken(None, None)  # subscribed again: every queue looks
+        self.assertEqual(routed.schedulers["q"].woken, [12.5, None, None])

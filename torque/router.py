@@ -1,0 +1,97 @@
+"""Where a wake-up goes: the schedulers a node runs, one per queue, started
+and retired as queues come and go.
+
+A wake-up (an add through this node's API, or a message on a queue's wake
+channel) goes to its queue's scheduler.  On a ``--queue '*'`` node it also
+starts that scheduler when there is none yet, and :meth:`QueueRouter.idle`
+retires one whose queue has stayed empty and unstirred a while.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.application.service import IServiceCollection
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from torque.keys import Keys
+from torque.task import QUEUE_RE
+
+log = Logger()
+
+# Seconds a scheduler of a '*' node stays without a wake-up, its queue empty,
+# before it is retired (it polls Redis every --poll-interval meanwhile).
+RETIRE_AFTER = 60.0
+
+
+class QueueRouter:
+    """The schedulers of one node, by queue.
+
+    :param parent: the node: schedulers are its child services, started
+        with it (or at once, when it runs).
+    :param clock: when each scheduler was last stirred.
+    :param keys: the wake channels' names.
+    :param all_queues: a ``--queue '*'`` node, which starts and retires
+        schedulers as queues come and go.
+    """
+
+    def __init__(
+        self, parent: IServiceCollection, clock: IReactorTime, keys: Keys, all_queues: bool
+    ):
+        self.parent = parent
+        self.clock = clock
+        self.keys = keys
+        self.all_queues = all_queues
+        #: ``queue -> QueueScheduler``, set before the first :meth:`process`.
+        self.new_scheduler: Callable | None = None
+        self.schedulers = {}
+        self._stirred: dict[str, float] = {}  # queue -> its scheduler's last wake-up
+
+    def process(self, queue: str) -> None:
+        """Run a scheduler for ``queue`` on this node, unless one runs."""
+        if queue not in self.schedulers and QUEUE_RE.fullmatch(queue):
+            scheduler = self.new_scheduler(queue)
+            self.schedulers[queue] = scheduler
+            self._stirred[queue] = self.clock.seconds()
+            scheduler.setServiceParent(self.parent)  # started at once if the node runs
+            if self.all_queues and self.parent.running:
+                log.info("queue {queue}: new, processing it", queue=queue)
+
+    def idle(self, queue: str) -> None:
+        """``queue`` held no task when the registry was read: with ``--queue
+        '*'``, retire its scheduler if nothing stirred it (a wake-up, its
+        start) for :data:`RETIRE_AFTER` seconds and it has no request in
+        flight.  Its next add (a wake-up) starts a new one at once."""
+        scheduler = self.schedulers.get(queue)
+        if scheduler is None or not self.all_queues:
+            return
+        if scheduler.in_flight or scheduler._claiming is not None:
+            return
+        if self.clock.seconds() - self._stirred.get(queue, 0.0) < RETIRE_AFTER:
+            return
+        del self.schedulers[queue]
+        self._stirred.pop(queue, None)
+        scheduler.disownServiceParent()  # stops it
+        log.info("queue {queue}: empty and idle, no longer polled", queue=queue)
+
+    def wake(self, queue: str, due_at: float | None = None) -> None:
+        if self.all_queues and self.parent.running:
+            self.process(queue)
+            self._stirred[queue] = self.clock.seconds()
+        scheduler = self.schedulers.get(queue)
+        if scheduler is not None:
+            scheduler.wake(due_at)
+
+    def woken(self, channel: str | None, message: str | None) -> None:
+        """A message on a wake channel (``channel`` ``None``: subscribed
+        again, by pattern, so every queue may have missed some)."""
+        if channel is None:  # (re)subscribed by pattern: look at every queue
+            for queue in list(self.schedulers):
+                self.wake(queue)
+            return
+        queue = channel[len(self.keys.wake("")) :]
+        try:
+            self.wake(queue, float(message))
+        except (TypeError, ValueError):
+            self.wake(queue)
