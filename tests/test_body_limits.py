@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, error, protocol, reactor
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 
@@ -74,3 +74,42 @@ class BodyLimitTests(unittest.TestCase):
     def test_a_long_chunked_stream_is_cut_off_at_the_limit(self):
         body = chunked(*[b"x" * 50] * 1000)  # 50 kB, in chunks each under the limit
         self.assertTooLarge((yield self.post(b"Transfer-Encoding: chunked", body)))
+
+
+class Uploader(protocol.Protocol):
+    """Sends a whole request, body and all, then reads the answer: what an
+    HTTP client does that doesn't expect an early answer."""
+
+    def __init__(self, request: bytes):
+        self.request = request
+        self.received = b""
+        self.reason = None
+
+    def connectionMade(self):
+        self.transport.write(self.request)
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        self.reason = reason
+
+
+class EarlyRefusalTests(unittest.TestCase):
+    def setUp(self):
+        self.port = reactor.listenTCP(0, QuietSite(Echo(), max_body=LIMIT), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    @defer.inlineCallbacks
+    def test_a_client_still_sending_its_body_gets_the_413_and_a_clean_close(self):
+        # Closing with the body unread would make the kernel answer the rest
+        # of the upload with a reset, and the client could lose the 413.
+        body = b"x" * 2**20
+        head = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+        client = Uploader(head + body)
+        yield protocol.ClientCreator(reactor, lambda: client).connectTCP(
+            "127.0.0.1", self.port.getHost().port
+        )
+        yield wait_for(lambda: client.reason is not None, timeout=10, what="the close")
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 413 "), client.received[:80])
+        client.reason.trap(error.ConnectionDone)

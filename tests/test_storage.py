@@ -61,7 +61,8 @@ class ProtocolTests(unittest.TestCase):
         for path in sorted(TORQUE.glob("*.py")):
             if path.stem in ("store", "storage"):
                 continue
-            for name in re.findall(r"\bstore\.([a-z_]+)\b", path.read_text()):
+            # (store.py, the file, is named in docstrings: not a member.)
+            for name in re.findall(r"\bstore\.(?!py\b)([a-z_]+)\b", path.read_text()):
                 with self.subTest(module=path.stem, member=name):
                     self.assertIn(name, members)
 

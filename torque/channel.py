@@ -31,6 +31,11 @@ HEAD_TIMEOUT = 10.0
 #: Seconds a request body may take to arrive after its head (1 MiB in a
 #: minute is 17 kB/s).
 BODY_TIMEOUT = 60.0
+#: Seconds a refused upload may go on arriving, to be thrown away, after its
+#: answer: closing with its bytes unread would make the kernel answer them
+#: with a reset, and the client could lose the answer (Apache's lingering
+#: close).
+LINGER = 2.0
 
 
 class LimitedRequest(server.Request):
@@ -64,12 +69,13 @@ class LimitedRequest(server.Request):
 
     def _reject(self):
         self._too_large = True
-        refuse(
+        self.channel.lingering = refuse(
             self.channel.transport,
             b"413 Payload Too Large",
             "too_large",
             f"the request body is over {self.max_body} bytes",
             "body",
+            linger=self.channel.callLater,
         )
 
 
@@ -91,6 +97,7 @@ class LimitedChannel(http.HTTPChannel):
     _head_bytes = 0
     _head_lines = 0
     _deadline = None  # the DelayedCall of the current head or body deadline
+    lingering = None  # the DelayedCall that hangs up after a refused upload
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -156,6 +163,8 @@ class LimitedChannel(http.HTTPChannel):
 
     def connectionLost(self, reason) -> None:
         self._disarm()
+        if self.lingering is not None and self.lingering.active():
+            self.lingering.cancel()
         self.site.connection_lost(self)
         super().connectionLost(reason)
 
@@ -186,8 +195,14 @@ class LimitedChannel(http.HTTPChannel):
                "headers")  # fmt: skip
 
 
-def refuse(transport, status: bytes, code: str, message: str, field: str) -> None:
-    """Answer a request torque won't read with a JSON error, and hang up."""
+def refuse(transport, status: bytes, code: str, message: str, field: str, linger=None) -> None:
+    """Answer a request torque won't read with a JSON error, and hang up.
+
+    :param linger: a ``callLater``: when given, hang up only our side at
+        once, and the rest after :data:`LINGER` seconds (or when the client
+        does), reading (and dropping) what the client still sends.
+    :returns: the delayed hang-up, when lingering.
+    """
     body = json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
     transport.write(
         b"HTTP/1.1 %s\r\n"
@@ -195,4 +210,8 @@ def refuse(transport, status: bytes, code: str, message: str, field: str) -> Non
         b"Connection: close\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body)
     )
+    if linger is not None and hasattr(transport, "loseWriteConnection"):
+        transport.loseWriteConnection()
+        return linger(LINGER, transport.loseConnection)
     transport.loseConnection()
+    return None
