@@ -184,11 +184,21 @@ def main(argv=None) -> int:
     parser.add_argument("guards", nargs="*", default=["tests.test_store"], help="test modules")
     parser.add_argument("--only", action="append", help="just this script (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="run only the mutants that survived the last run (in REPORT): tests are only "
+        "ever added, so the others are still killed",
+    )
     args = parser.parse_args(argv)
 
     path = args.src / SCRIPTS
     source = path.read_text()
-    todo = [m for m in mutants(source) if not args.only or m.script in args.only]
+    every = [m for m in mutants(source) if not args.only or m.script in args.only]
+    todo = every
+    if args.survivors:
+        last = args.report.read_text()
+        todo = [m for m in every if m.diff(source) in last]
     if args.list:
         for m in todo:
             line = source.count("\n", 0, m.start) + 1
