@@ -442,3 +442,40 @@ class SchedulerEdgeTests(unittest.TestCase):
         writes[0].errback(StoreUnavailable("Redis did not answer in time"))
         self.clock.advance(1.0)  # the next tick records what is pending
         self.assertEqual([self.status(f"t{i}") for i in range(3)], ["delivered"] * 3)
+
+    def test_a_full_claim_is_followed_by_another_however_large_the_concurrency(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook, concurrency=300)
+        for i in range(301):
+            self.successResultOf(self.store.add(Task(id=f"t{i}", queue="q", url="http://h/")))
+        self.scheduler.wake()
+        self.assertEqual(len(hook.held), 300)
+        hook.held[0].finish()
+        self.stub.flush()
+        self.assertEqual(len(hook.held), 301, "the slot that freed took the last task")
+
+    def test_with_a_two_second_tick_a_failed_claim_is_retried_after_one(self):
+        hook = Hook(self.clock)
+        self.start(hook, poll_interval=2.0)
+        self.clock.advance(0.5)
+        self.successResultOf(self.store.add(Task(id="t1", queue="q", url="http://h/")))
+        self.store.available = False
+        self.scheduler.wake()  # the wake-up finds Redis down
+        self.store.available = True
+        self.clock.advance(1.0)
+        self.assertEqual(hook.times, [1.5])
+
+    def test_with_a_fast_tick_a_failed_claim_waits_for_the_tick_alone(self):
+        tries = []
+        real_claim = self.store.claim
+        self.store.claim = lambda *args: tries.append(args) or real_claim(*args)
+        self.start(Hook(self.clock), poll_interval=0.5)
+        self.store.available = False
+        self.clock.pump([0.25] * 12)  # 3 s: ticks at 0.5, 1.0 ... 3.0
+        self.assertEqual(len(tries), 7, "the first tick's claim, then one per tick")
+
+    def test_a_stopped_scheduler_leaves_no_timer_behind(self):
+        self.start(Hook(self.clock), poll_interval=1.0)
+        self.add(due_at=30.0)  # a timer armed for it
+        self.successResultOf(self.scheduler.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
