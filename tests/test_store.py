@@ -967,3 +967,12 @@ class RedisScriptEdgeTests(ScriptEdgeContract, unittest.TestCase):
         yield self.store.retry_dead("q", ["d1"], NOW + 2)
         yield wait_for(lambda: len(heard) == 6)
         self.assertEqual(heard[5], (channel, repr(NOW + 2)))
+
+    @defer.inlineCallbacks
+    def test_the_lease_of_a_task_deleted_by_hand_is_dropped_when_it_runs_out(self):
+        yield self.store.add(make_task())
+        yield claim(self.store)
+        yield self.redis.delete(self.keys.task("t1"))
+        yield claim(self.store, now=NOW + self.lease)
+        (stats,) = yield self.store.queue_stats(["q"], NOW + self.lease)
+        self.assertEqual((stats.running, stats.dead, stats.scheduled), (0, 0, 0))

@@ -22,7 +22,10 @@ def main(session: str, report: str) -> int:
     survivors = set(re.findall(r"^(\S+\.py) (\S+) (\d+)$", Path(report).read_text(), re.M))
     skipped = 0
     with use_db(session) as db:
+        done = {job_id for job_id, _ in db.results}  # in annotations
         for item in db.work_items:
+            if item.job_id in done:
+                continue
             keys = {
                 (str(m.module_path), m.operator_name, str(m.occurrence)) for m in item.mutations
             }
