@@ -232,7 +232,13 @@ def main(argv=None) -> int:
         for mutant in survivors:
             report.write(f"[{mutant.script}] {mutant.original} -> {mutant.replacement}\n")
             report.write(mutant.diff(source) + "=" * 12 + "\n")
-    summary = f"{len(todo)} mutants: {len(todo) - len(survivors)} killed, {len(survivors)} survived"
+    killed_now = len(todo) - len(survivors)
+    summary = f"{len(every)} mutants: {len(every) - len(survivors)} killed"
+    if args.survivors:
+        summary += (
+            f" ({len(every) - len(todo)} in the last full run, {killed_now} of its survivors now)"
+        )
+    summary += f", {len(survivors)} survived"
     args.report.with_suffix(".summary").write_text(summary + "\n")
     print(summary)
     return 0
