@@ -479,3 +479,25 @@ class SchedulerEdgeTests(unittest.TestCase):
         self.add(due_at=30.0)  # a timer armed for it
         self.successResultOf(self.scheduler.stopService())
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_outcomes_queued_behind_a_write_go_as_soon_as_it_is_recorded(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)  # no safety tick to help
+        for i in range(2):
+            self.add(f"t{i}")
+        writes = []
+        real_settle = self.store.settle
+
+        def settle(*args):
+            writes.append(defer.Deferred())
+            return writes[-1].addCallback(lambda _: real_settle(*args))
+
+        self.store.settle = settle
+        for request in hook.held:  # t0's outcome is written; t1's waits
+            request.finish()
+        self.stub.flush()
+        self.assertEqual(len(writes), 1)
+        writes[0].callback(None)
+        self.assertEqual(len(writes), 2, "t1's outcome went as soon as t0's was recorded")
+        writes[1].callback(None)
+        self.assertEqual([self.status(f"t{i}") for i in range(2)], ["delivered"] * 2)
