@@ -142,3 +142,50 @@ class EndToEndTests(unittest.TestCase):
         yield wait_for(lambda: receiver.to("/ok"))
         status, body, _ = yield node.post(data={"url": "http://10.1.2.3/"})
         self.assertEqual((status, body["error"]["code"]), (400, "target_not_allowed"))
+
+
+class TargetEdgeTests(unittest.TestCase):
+    """Edges that mutation testing found unguarded (tests/mutation/run
+    targets)."""
+
+    def test_an_exact_name_rule_allows_that_name_only(self):
+        r = rules("app.internal")
+        for other in ("aaa.internal", "app", "a", "app.internal.evil"):
+            self.assertFalse(r.allows_name(other), other)
+
+    def test_a_range_with_host_bits_set_is_its_network(self):
+        r = rules("10.1.2.3/8")
+        self.assertEqual((r.allows_address("10.200.0.1"), r.allows_address("11.0.0.1")),
+                         (True, False))  # fmt: skip
+
+    def test_a_wildcard_under_a_one_letter_label_is_a_rule(self):
+        self.assertTrue(rules("*.q.example").allows_name("x.q.example"))
+
+    def test_a_name_is_not_an_allowed_address(self):
+        self.assertFalse(rules("10.0.0.0/8").allows_address("app.internal"))
+
+    def test_the_resolver_is_asked_for_the_urls_port(self):
+        asked = []
+
+        def resolver(host, port):
+            asked.append(port)
+            return defer.succeed(["10.0.0.5"])
+
+        guard = TargetGuard(rules("10.0.0.0/8"), resolver)
+        for url in ("http://app/", "https://app/", "http://app:8080/", "https://app:8443/"):
+            self.successResultOf(guard.check_url(url))
+        self.assertEqual(asked, [80, 443, 8080, 8443])
+
+    def test_a_name_that_does_not_resolve_is_refused(self):
+        def resolver(host, port):
+            return defer.fail(OSError("Name or service not known"))
+
+        guard = TargetGuard(rules("10.0.0.0/8"), resolver)
+        failure = self.failureResultOf(guard.check_url("http://nowhere.test/"), TargetRefused)
+        self.assertIn("nowhere.test does not resolve", failure.getErrorMessage())
+
+    @defer.inlineCallbacks
+    def test_the_default_resolver_answers_addresses(self):
+        from torque.targets import resolve
+
+        self.assertEqual((yield resolve("127.0.0.1", 80)), ["127.0.0.1"])
