@@ -189,3 +189,44 @@ class TargetEdgeTests(unittest.TestCase):
         from torque.targets import resolve
 
         self.assertEqual((yield resolve("127.0.0.1", 80)), ["127.0.0.1"])
+
+
+class _Names:
+    """A name resolver that answers every name as its own address, and
+    records what it was asked."""
+
+    def __init__(self):
+        self.asked = []
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None,
+                        transportSemantics="TCP"):  # fmt: skip
+        from twisted.internet.address import IPv4Address
+
+        self.asked.append(hostName)
+        receiver.resolutionBegan(None)
+        receiver.addressResolved(IPv4Address("TCP", hostName, portNumber))
+        receiver.resolutionComplete()
+        return receiver
+
+
+class GuardedConnectionTests(unittest.TestCase):
+    def connect(self, url):
+        # Imported here, to keep this file's imports as other branches left them.
+        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+        from twisted.web.client import URI
+
+        reactor = MemoryReactorClock()
+        reactor.installNameResolver(_Names())
+        answers = ["127.0.0.1", "10.0.0.7", "10.0.0.8"]
+        guard = TargetGuard(rules("10.0.0.0/8"), lambda host, port: defer.succeed(answers))
+        endpoint = GuardedEndpoints(reactor, guard).endpointForURI(URI.fromBytes(url))
+        endpoint.connect(Factory.forProtocol(Protocol))
+        reactor.advance(1)
+        ((host, port, factory, _, _),) = reactor.tcpClients
+        return host, port, isinstance(factory._wrappedFactory, TLSMemoryBIOFactory)
+
+    def test_connects_to_the_first_allowed_address_with_tls_for_https_only(self):
+        self.assertEqual(self.connect(b"https://app.test/x"), ("10.0.0.7", 443, True))
+        self.assertEqual(self.connect(b"http://app.test/x"), ("10.0.0.7", 80, False))
