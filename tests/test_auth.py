@@ -118,3 +118,13 @@ class EveryRouteTests(unittest.TestCase):
         self.assertEqual(self.code("GET", "/openapi.json"), 401)
         self.assertEqual(self.code("GET", "/metrics", "s3cret"), 200)
         self.assertEqual(self.code("GET", "/openapi.json", "s3cret"), 200)
+
+
+class SchemeTests(unittest.TestCase):
+    def test_a_valid_token_under_any_other_scheme_is_refused(self):
+        api = TorqueAPI(MemoryStore(), Clock())
+        http = StubTreq(RequireToken(api.resource(), ["old-token"]))
+        for scheme in ("Basic", "Digest", "Token", "Bearer2", "Bearer:"):
+            headers = {"Authorization": f"{scheme} old-token"}
+            response = self.successResultOf(http.get("http://t/tasks/x", headers=headers))
+            self.assertEqual(response.code, 401, scheme)

@@ -190,3 +190,32 @@ class NextStepTests(unittest.TestCase):
                 delay = decision.at - NOW
                 self.assertGreaterEqual(delay, backoff(attempts, POLICY), case)
                 self.assertLessEqual(delay, backoff(attempts, POLICY) * 1.1, case)
+
+
+class StatusBoundaryTests(unittest.TestCase):
+    """The edges of each class of status, where an off-by-one would move a
+    whole status from "refused" to "delivered" or "retry"."""
+
+    def test_statuses_just_outside_2xx_are_refused_not_delivered(self):
+        for status in (199, 300):
+            self.assertEqual(classify(status), "refused", f"HTTP {status}")
+            decision = next_step(task(1), Response(status), NOW, POLICY, rng=rng(0))
+            self.assertEqual(decision, Dead(status, f"refused by the handler: HTTP {status}"))
+
+    def test_499_is_refused_and_500_retried(self):
+        self.assertEqual((classify(499), classify(500)), ("refused", "retry"))
+
+
+class PastTheLimitTests(unittest.TestCase):
+    def test_a_task_past_its_limit_is_dead_not_retried(self):
+        # A node restarted with a lower --max-task-errors meets tasks that
+        # have already failed more often than it allows.
+        cases = [
+            ("node allows 20, attempt 21", task(21), POLICY),
+            ("node lowered to 5, attempt 9", task(9), RetryPolicy(max_errors=5)),
+            ("task allows 3, attempt 4", task(4, max_errors=3), POLICY),
+        ]
+        for name, t, policy in cases:
+            decision = next_step(t, Response(503), NOW, policy, rng=rng(0))
+            self.assertIsInstance(decision, Dead, name)
+            self.assertIn(f"gave up after {t.attempts} attempts", decision.error, name)

@@ -20,7 +20,7 @@ from tests.memory_store import MemoryStore
 from torque.dispatch import Dispatcher
 from torque.retry import RetryPolicy
 from torque.scheduler import QueueScheduler
-from torque.storage import Claim
+from torque.storage import Claim, StoreUnavailable
 from torque.task import Task
 
 
@@ -525,3 +525,168 @@ class RoundTripTests(TimingTests, SchedulerCase):
         self.successResultOf(stopped)
         self.assertEqual([len(batch) for batch in self.store.settled], [1, 2])
         self.assertEqual([self.status(i) for i in ("a", "b", "c")], ["delivered"] * 3)
+
+
+class SchedulerEdgeTests(unittest.TestCase):
+    """Edges that mutation testing found unguarded (tests/mutation/run
+    scheduler): each test names the behaviour a one-token change breaks."""
+
+    setUp = SchedulerTests.setUp
+    start = SchedulerTests.start
+    stop = SchedulerTests.stop
+    add = SchedulerTests.add
+    status = SchedulerTests.status
+
+    def test_a_claim_asks_for_every_free_slot(self):
+        self.start(Hook(self.clock, hold=True), concurrency=10)
+        for i in range(4):
+            self.add(f"t{i}")
+        limits = [limit for _, _, limit in self.store.claims]
+        self.assertEqual(limits, [10, 10, 9, 8, 7], "the first tick's, then one per add")
+
+    def test_an_overdue_task_is_dispatched_at_once(self):
+        hook = Hook(self.clock)
+        self.start(hook)
+        self.clock.advance(5)
+        self.add(due_at=3.0)  # an eta already past
+        self.assertEqual(hook.times, [5.0])
+
+    def test_a_wake_up_without_a_time_claims_at_once(self):
+        # What a node does on (re)subscribing: "look now".
+        hook = Hook(self.clock)
+        self.start(hook)
+        self.clock.advance(2)
+        task = Task(id="t1", queue="q", url="http://hook.test/do", due_at=1.0)
+        self.successResultOf(self.store.add(task))
+        self.scheduler.wake()
+        self.assertEqual(hook.times, [2.0])
+
+    def test_a_wake_up_during_a_claim_is_served_right_after_it(self):
+        pending = []
+        real_claim = self.store.claim
+
+        def claim(*args):
+            if not pending:
+                pending.append(defer.Deferred())
+                return pending[0]
+            return real_claim(*args)
+
+        self.store.claim = claim
+        hook = Hook(self.clock)
+        self.start(hook)  # its first tick's claim hangs
+        self.add()  # added, and the wake-up comes during that claim
+        self.assertEqual(hook.times, [])
+        pending[0].callback(Claim([], None))
+        self.assertEqual(hook.times, [0.0])
+
+    def test_an_outage_is_logged_once_and_so_is_the_recovery(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.start(Hook(self.clock), poll_interval=1.0)
+        self.clock.pump([1.0] * 3)
+        self.store.available = False
+        self.clock.pump([1.0] * 5)
+        self.store.available = True
+        self.clock.pump([1.0] * 3)
+        formats = [e.get("log_format", "") for e in events]
+        self.assertEqual(sum("waiting for Redis" in f for f in formats), 1)
+        self.assertEqual(sum("Redis answers again" in f for f in formats), 1)
+
+    def test_stop_records_an_outcome_that_waited_for_redis(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)
+        self.add()
+        self.store.available = False
+        hook.held[0].finish()
+        self.stub.flush()
+        self.store.available = True
+        self.successResultOf(self.scheduler.stopService())
+        self.assertEqual(self.status(), "delivered")
+
+    def test_stop_gives_up_on_outcomes_when_redis_does_not_answer(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)
+        self.add()
+        self.store.available = False
+        hook.held[0].finish()
+        self.stub.flush()
+        self.successResultOf(self.scheduler.stopService())
+        self.store.available = True
+        self.assertEqual(self.status(), "running", "its lease will run out")
+
+    def test_outcomes_queued_behind_a_failed_write_are_all_recorded_later(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook, poll_interval=1.0)
+        for i in range(3):
+            self.add(f"t{i}")
+        writes = []
+        real_settle = self.store.settle
+        self.store.settle = lambda *args: writes.append(defer.Deferred()) or writes[-1]
+        for request in hook.held:  # t0's outcome is written; t1's and t2's wait
+            request.finish()
+        self.stub.flush()
+        self.assertEqual(len(writes), 1)
+        self.store.settle = real_settle
+        writes[0].errback(StoreUnavailable("Redis did not answer in time"))
+        self.clock.advance(1.0)  # the next tick records what is pending
+        self.assertEqual([self.status(f"t{i}") for i in range(3)], ["delivered"] * 3)
+
+    def test_a_full_claim_is_followed_by_another_however_large_the_concurrency(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook, concurrency=300)
+        for i in range(301):
+            self.successResultOf(self.store.add(Task(id=f"t{i}", queue="q", url="http://h/")))
+        self.scheduler.wake()
+        self.assertEqual(len(hook.held), 300)
+        hook.held[0].finish()
+        self.stub.flush()
+        self.assertEqual(len(hook.held), 301, "the slot that freed took the last task")
+
+    def test_with_a_two_second_tick_a_failed_claim_is_retried_after_one(self):
+        hook = Hook(self.clock)
+        self.start(hook, poll_interval=2.0)
+        self.clock.advance(0.5)
+        self.successResultOf(self.store.add(Task(id="t1", queue="q", url="http://h/")))
+        self.store.available = False
+        self.scheduler.wake()  # the wake-up finds Redis down
+        self.store.available = True
+        self.clock.advance(1.0)
+        self.assertEqual(hook.times, [1.5])
+
+    def test_with_a_fast_tick_a_failed_claim_waits_for_the_tick_alone(self):
+        tries = []
+        real_claim = self.store.claim
+        self.store.claim = lambda *args: tries.append(args) or real_claim(*args)
+        self.start(Hook(self.clock), poll_interval=0.5)
+        self.store.available = False
+        self.clock.pump([0.25] * 12)  # 3 s: ticks at 0.5, 1.0 ... 3.0
+        self.assertEqual(len(tries), 7, "the first tick's claim, then one per tick")
+
+    def test_a_stopped_scheduler_leaves_no_timer_behind(self):
+        self.start(Hook(self.clock), poll_interval=1.0)
+        self.add(due_at=30.0)  # a timer armed for it
+        self.successResultOf(self.scheduler.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_outcomes_queued_behind_a_write_go_as_soon_as_it_is_recorded(self):
+        hook = Hook(self.clock, hold=True)
+        self.start(hook)  # no safety tick to help
+        for i in range(2):
+            self.add(f"t{i}")
+        writes = []
+        real_settle = self.store.settle
+
+        def settle(*args):
+            writes.append(defer.Deferred())
+            return writes[-1].addCallback(lambda _: real_settle(*args))
+
+        self.store.settle = settle
+        for request in hook.held:  # t0's outcome is written; t1's waits
+            request.finish()
+        self.stub.flush()
+        self.assertEqual(len(writes), 1)
+        writes[0].callback(None)
+        self.assertEqual(len(writes), 2, "t1's outcome went as soon as t0's was recorded")
+        writes[1].callback(None)
+        self.assertEqual([self.status(f"t{i}") for i in range(2)], ["delivered"] * 2)

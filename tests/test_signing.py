@@ -113,3 +113,18 @@ class SignedEndToEndTests(unittest.TestCase):
             svix.webhooks.Webhook(OLD).verify(got.body, got.headers)
             ids.add(got.headers["webhook-id"])
         self.assertEqual(len(ids), 1, "webhook-id is stable across retries")
+
+
+class SecretTests(unittest.TestCase):
+    def test_16_bytes_is_the_shortest_secret_accepted(self):
+        sixteen = "whsec_" + base64.b64encode(b"16 bytes exactly").decode()
+        self.assertEqual(decode_secret(sixteen), b"16 bytes exactly")
+        fifteen = "whsec_" + base64.b64encode(b"15 bytes only!!").decode()
+        self.assertRaises(ValueError, decode_secret, fifteen)
+
+    def test_characters_outside_base64_are_refused_not_skipped(self):
+        # A lenient decoder would drop the stray characters and sign with
+        # a key the operator never wrote down.
+        encoded = base64.b64encode(b"old secret, 24 bytes....").decode()
+        for bad in (encoded[:8] + "!" + encoded[8:], encoded[:8] + " " + encoded[8:]):
+            self.assertRaises(ValueError, decode_secret, "whsec_" + bad)

@@ -876,3 +876,259 @@ class LateMemoryStoreTests(StoreContract, unittest.TestCase):
 
     def make_store(self, **kw):
         return MemoryStore(clock=reactor, latency=0.001, **kw)
+
+
+class ScriptEdgeContract:
+    """Edges of the Lua scripts that tests/mutation/lua.py found unguarded:
+    each test names the behaviour a one-token change would break.  Held by
+    the Redis store and its double alike."""
+
+    lease = TIMEOUT + 30.0
+
+    @defer.inlineCallbacks
+    def test_the_dead_letter_cap_holds_after_every_burial(self):
+        store = self.make_store(dead_max=3)
+        for i in range(4):
+            yield bury(store, f"d{i}", now=NOW + i)
+        page = yield store.dead_letters("q")
+        self.assertEqual([i for i, _ in page.letters], ["d3", "d2", "d1"])
+
+    @defer.inlineCallbacks
+    def test_removing_a_dead_letter_leaves_its_name_to_the_live_task_that_took_it(self):
+        for queue in ("cancel", "delete"):
+            yield bury(self.store, "d", queue=queue, name="job")
+            live = yield self.store.add(make_task("t", queue=queue, name="job"))
+            self.assertEqual(live, ("t", True))
+            if queue == "cancel":
+                self.assertEqual((yield self.store.cancel("d")), "dead")
+            else:
+                self.assertEqual((yield self.store.delete_dead(queue, ["d"])), 1)
+            again = yield self.store.add(make_task("t2", queue=queue, name="job"))
+            self.assertEqual(again, ("t", False), queue)
+
+    @defer.inlineCallbacks
+    def test_purging_a_single_task_leaves_nothing_scheduled(self):
+        yield self.store.add(make_task())
+        self.assertEqual((yield self.store.purge("q")), 1)
+        (stats,) = yield self.store.queue_stats(["q"], NOW)
+        self.assertEqual(stats.scheduled, 0)
+        self.assertEqual((yield claim(self.store)).tasks, [])
+
+    @defer.inlineCallbacks
+    def test_a_lease_lost_on_the_last_attempt_dies_at_the_claim_that_finds_it(self):
+        yield self.store.add(make_task(max_errors=1))
+        yield claim(self.store)
+        yield claim(self.store, now=NOW + self.lease)
+        info = yield self.store.describe("t1")
+        self.assertEqual((info["status"], float(info["dead_at"])), ("dead", NOW + self.lease))
+
+    @defer.inlineCallbacks
+    def test_a_lease_lost_on_a_paused_queue_leaves_the_task_scheduled_and_due(self):
+        yield self.store.add(make_task())
+        yield claim(self.store)
+        yield self.store.pause("q")
+        lost_at = NOW + self.lease
+        yield claim(self.store, now=lost_at)
+        info = yield self.store.describe("t1")
+        self.assertEqual((info["status"], float(info["due_at"])), ("scheduled", lost_at))
+        (stats,) = yield self.store.queue_stats(["q"], lost_at)
+        self.assertEqual(
+            (stats.scheduled, stats.due, stats.running, stats.oldest_due_age, stats.failed),
+            (1, 1, 0, 0.0, 1),
+        )
+        self.assertEqual(stats.recent[-1].retried, 1)
+        yield claim(self.store, now=lost_at + 1)
+        self.assertEqual(len((yield self.store.describe("t1"))["history"]), 1, "lost once")
+        yield self.store.resume("q")
+        (task,) = (yield claim(self.store, now=lost_at + 2)).tasks
+        self.assertEqual(task.attempts, 2)
+
+    @defer.inlineCallbacks
+    def test_a_delivery_recorded_after_its_lease_ran_out_is_not_made_again(self):
+        yield self.store.add(make_task())
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.pause("q")
+        yield claim(self.store, now=NOW + self.lease)  # back in the due set
+        applied = yield self.store.settle("q", [(task, Delivered(200))], NOW + self.lease)
+        self.assertEqual(applied, 1)
+        yield self.store.resume("q")
+        self.assertEqual((yield claim(self.store, now=NOW + self.lease + 1)).tasks, [])
+        self.assertEqual((yield self.store.describe("t1"))["status"], "delivered")
+
+    @defer.inlineCallbacks
+    def test_a_retry_records_its_due_time(self):
+        yield self.store.add(make_task())
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(task, Retry(NOW + 4, 503, "HTTP 503"))], NOW + 1)
+        self.assertEqual(float((yield self.store.describe("t1"))["due_at"]), NOW + 4)
+
+    @defer.inlineCallbacks
+    def test_cancelled_tasks_are_no_longer_counted(self):
+        yield bury(self.store, "d1")
+        yield self.store.add(make_task("t1"))
+        self.assertEqual((yield self.store.cancel("t1")), "scheduled")
+        self.assertEqual((yield self.store.cancel("d1")), "dead")
+        (stats,) = yield self.store.queue_stats(["q"], NOW)
+        self.assertEqual((stats.scheduled, stats.dead), (0, 0))
+        self.assertEqual((yield self.store.dead_letters("q")).total, 0)
+
+    @defer.inlineCallbacks
+    def test_run_now_leaves_a_delivered_task_alone(self):
+        yield self.store.add(make_task(due_at=NOW))
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(task, Delivered(200))], NOW)
+        self.assertEqual((yield self.store.run_now("t1", NOW + 1)), ("delivered", "q", None))
+        self.assertEqual((yield claim(self.store, now=NOW + 1)).tasks, [])
+
+    @defer.inlineCallbacks
+    def test_retry_dead_of_one_id_moves_that_one_only(self):
+        yield bury(self.store, "d1")
+        yield bury(self.store, "d2")
+        self.assertEqual((yield self.store.retry_dead("q", ["d1"], NOW)), 1)
+        self.assertEqual([i for i, _ in (yield self.store.dead_letters("q")).letters], ["d2"])
+
+    @defer.inlineCallbacks
+    def test_a_requeued_dead_letter_keeps_ten_history_entries(self):
+        yield self.store.add(make_task(max_errors=50))
+        for n in range(10):
+            (task,) = (yield claim(self.store, now=NOW + n)).tasks
+            decision = Retry(NOW + n + 1, 500, "x") if n < 9 else Dead(500, "x")
+            yield self.store.settle("q", [(task, decision)], NOW + n)
+        yield self.store.retry_dead("q", ["t1"], NOW + 20)
+        history = (yield self.store.describe("t1"))["history"]
+        self.assertEqual((len(history), history[0]["outcome"]), (10, "requeued"))
+
+    @defer.inlineCallbacks
+    def test_history_of_lost_leases_keeps_the_last_ten(self):
+        yield self.store.add(make_task(max_errors=50))
+        for n in range(12):
+            yield claim(self.store, now=NOW + n * self.lease)
+        history = (yield self.store.describe("t1"))["history"]
+        self.assertEqual([e["attempt"] for e in history], list(range(11, 1, -1)))
+
+    # -- --rate: what a claim answers as the next time to claim ------------
+
+    @defer.inlineCallbacks
+    def test_a_claim_held_back_by_the_rate_answers_the_next_tokens_time(self):
+        for i in range(4):
+            yield self.store.add(make_task(f"t{i}"))
+        first = yield claim(self.store, rate=2.0)
+        self.assertEqual(len(first.tasks), 2)
+        self.assertAlmostEqual(first.next_at, NOW + 0.5, places=6)
+
+    @defer.inlineCallbacks
+    def test_a_claim_not_held_back_by_the_rate_answers_the_heads_due_time(self):
+        cases = [
+            # (name, due times, claim limit, rate, next_at)
+            ("slots, not the rate, held it back", [NOW - 5] * 3, 1, 2.0, NOW - 5),
+            ("a token left, nothing due", [NOW + 10], 10, 2.0, NOW + 10),
+            ("no token left, nothing due", [NOW, NOW + 10], 10, 0.5, NOW + 10),
+            ("no rate at all", [NOW - 5] * 2, 1, 0.0, NOW - 5),
+        ]
+        for n, (name, due_times, limit, rate, next_at) in enumerate(cases):
+            queue = f"q{n}"
+            for i, due_at in enumerate(due_times):
+                yield self.store.add(make_task(f"{queue}-{i}", queue=queue, due_at=due_at))
+            got = yield claim(self.store, queue=queue, limit=limit, rate=rate)
+            self.assertEqual(got.next_at, next_at, name)
+
+
+class MemoryScriptEdgeTests(ScriptEdgeContract, unittest.TestCase):
+    def setUp(self):
+        self.store = self.make_store()
+
+    def make_store(self, **kw):
+        return MemoryStore(**kw)
+
+
+class RedisScriptEdgeTests(RealRedisStore, ScriptEdgeContract, unittest.TestCase):
+    """The same against Redis, and what only Redis shows: keys left behind,
+    TTLs, wake-ups, batches."""
+
+    @defer.inlineCallbacks
+    def test_a_lowered_dead_letter_cap_applies_at_the_next_claim(self):
+        for i in range(5):
+            yield bury(self.store, f"d{i}", now=NOW + i)
+        yield claim(self.make_store(dead_max=2), now=NOW + 10)
+        page = yield self.store.dead_letters("q")
+        self.assertEqual([i for i, _ in page.letters], ["d4", "d3"])
+
+    @defer.inlineCallbacks
+    def test_purged_and_cancelled_tasks_leave_no_name_key_behind(self):
+        yield self.store.add(make_task("t1", name="n1"))
+        yield self.store.add(make_task("t2", name="n2"))
+        yield self.store.purge("q")
+        yield self.store.add(make_task("t3", name="n3"))
+        yield self.store.cancel("t3")
+        for name in ("n1", "n2", "n3"):
+            self.assertEqual((yield self.redis.exists(self.keys.name("q", name))), 0, name)
+
+    @defer.inlineCallbacks
+    def test_a_delivered_named_tasks_name_expires_with_its_record(self):
+        yield self.store.add(make_task(name="once"))
+        (task,) = (yield claim(self.store)).tasks
+        yield self.store.settle("q", [(task, Delivered(200))], NOW)
+        ttl = yield self.redis.ttl(self.keys.name("q", "once"))
+        self.assertTrue(3590 < ttl <= 3600, ttl)
+
+    @defer.inlineCallbacks
+    def test_a_claim_without_a_rate_writes_no_token_bucket(self):
+        yield self.store.add(make_task())
+        yield self.store.add(make_task("t2"))
+        yield claim(self.store, limit=1)
+        self.assertEqual((yield self.redis.exists(self.keys.rate("q"))), 0)
+
+    @defer.inlineCallbacks
+    def test_a_dead_letter_without_dead_at_shows_when_it_died(self):
+        yield bury(self.store, "d1", now=NOW + 3)
+        yield self.redis.hdel(self.keys.task("d1"), "dead_at")
+        (letter,) = (yield self.store.dead_letters("q")).letters
+        self.assertEqual(float(letter[1]["dead_at"]), NOW + 3)
+
+    @defer.inlineCallbacks
+    def test_dead_letter_work_without_ids_goes_a_batch_at_a_time(self):
+        store = self.make_store(batch=2)
+        calls = []
+        real_eval = store._eval
+        store._eval = lambda script, *a: calls.append(script) or real_eval(script, *a)
+        for action in (store.retry_dead, store.delete_dead):
+            queue = action.__name__
+            for i in range(5):
+                yield bury(store, f"{queue}{i}", queue=queue)
+            del calls[:]
+            args = (queue, None, NOW) if queue == "retry_dead" else (queue, None)
+            self.assertEqual((yield action(*args)), 5, queue)
+            self.assertEqual(len(calls), 3, queue)
+
+    @defer.inlineCallbacks
+    def test_run_now_resume_and_retry_dead_wake_the_queue(self):
+        from torque.connection import WakeSubscriber
+
+        heard = []
+        channel = self.keys.wake("q")
+        sub = WakeSubscriber(redis_address(), [channel], lambda *m: heard.append(m))
+        sub.start(reactor)
+        self.addCleanup(sub.disconnect)
+        yield wait_for(lambda: heard, what="the subscription")
+        yield self.store.add(make_task(due_at=NOW + 600))
+        yield bury(self.store, "d1")
+        yield wait_for(lambda: len(heard) == 3)  # the two adds
+        yield self.store.run_now("t1", NOW + 1)
+        yield wait_for(lambda: len(heard) == 4)
+        self.assertEqual(heard[3], (channel, repr(NOW + 1)))
+        yield self.store.pause("q")
+        yield self.store.resume("q")
+        yield wait_for(lambda: len(heard) == 5)
+        self.assertEqual(heard[4][0], channel)
+        yield self.store.retry_dead("q", ["d1"], NOW + 2)
+        yield wait_for(lambda: len(heard) == 6)
+        self.assertEqual(heard[5], (channel, repr(NOW + 2)))
+
+    @defer.inlineCallbacks
+    def test_the_lease_of_a_task_deleted_by_hand_is_dropped_when_it_runs_out(self):
+        yield self.store.add(make_task())
+        yield claim(self.store)
+        yield self.redis.delete(self.keys.task("t1"))
+        yield claim(self.store, now=NOW + self.lease)
+        (stats,) = yield self.store.queue_stats(["q"], NOW + self.lease)
+        self.assertEqual((stats.running, stats.dead, stats.scheduled), (0, 0, 0))
