@@ -527,15 +527,9 @@ class RoundTripTests(TimingTests, SchedulerCase):
         self.assertEqual([self.status(i) for i in ("a", "b", "c")], ["delivered"] * 3)
 
 
-class SchedulerEdgeTests(unittest.TestCase):
+class SchedulerEdgeTests(SchedulerCase):
     """Edges that mutation testing found unguarded (tests/mutation/run
     scheduler): each test names the behaviour a one-token change breaks."""
-
-    setUp = SchedulerTests.setUp
-    start = SchedulerTests.start
-    stop = SchedulerTests.stop
-    add = SchedulerTests.add
-    status = SchedulerTests.status
 
     def test_a_claim_asks_for_every_free_slot(self):
         self.start(Hook(self.clock, hold=True), concurrency=10)
