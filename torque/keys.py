@@ -1,10 +1,12 @@
-"""Every Redis key torque uses; :mod:`torque.scripts` has the Lua scripts
-that change them.
+"""Every Redis key torque uses, named here and nowhere else:
+:class:`Keys` for Python, :data:`LUA` (the prelude every script of
+:mod:`torque.scripts` opens with) for the keys a script only learns as it
+runs.  :mod:`torque.scripts` has the Lua scripts that change them.
 
-The layout is public (README.rst, "Redis key layout"): other programs may add
-tasks by writing it directly.  With the default prefix ``torque:``:
+The layout is public (docs/redis-keys.rst, which lists the task hash's
+fields): other programs may add tasks by writing it directly.  With the default prefix ``torque:``:
 
-``torque:task:<id>``               hash: the task (fields below)
+``torque:task:<id>``               hash: the task
 ``torque:attempts:<id>``           list: the task's last attempts, newest
                                    first, each a JSON object
 ``torque:queue:<q>:due``           sorted set: id -> due time (Unix seconds)

@@ -518,7 +518,9 @@ return out
 """
 )
 
-BEAT = """
+BEAT = (
+    _PRELUDE
+    + """
 -- A node's heartbeat: its hash, which expires unless renewed (Redis's own
 -- clock decides, so the nodes' clocks need not agree), and its id in the
 -- index of nodes.
@@ -531,13 +533,17 @@ redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2])))
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 """
+)
 
-LEAVE = """
+LEAVE = (
+    _PRELUDE
+    + """
 -- KEYS[1] node index   KEYS[2] node hash   ARGV[1] id
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
+)
 
 LIVE_NODES = (
     _PRELUDE
