@@ -32,7 +32,7 @@ class NoScriptSpellsAKey(unittest.TestCase):
         ]
         self.assertIn("task:", parts)
         for name, text in SCRIPTS.items():
-            body = text[len(keys.LUA) :]
+            body = text.removeprefix(keys.LUA)
             joined = re.findall(r"\.\.\s*'([^']*)'|'([^']*)'\s*\.\.", body)
             spelled = [a or b for a, b in joined if (a or b) in parts or (a or b).endswith(":")]
             self.assertEqual(spelled, [], name)
