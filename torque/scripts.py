@@ -75,6 +75,15 @@ local function trim_dead(cfg, q, now)
   end
 end
 
+-- The dead letters a call works on: the ids in ARGV from ``first`` on, or
+-- (none given) the oldest ``batch`` of the queue's dead letters.
+local function dead_batch(q, first, batch)
+  local ids = {}
+  for i = first, #ARGV do ids[#ids + 1] = ARGV[i] end
+  if #ids == 0 then ids = redis.call('ZRANGE', q.dead, 0, tonumber(batch) - 1) end
+  return ids
+end
+
 -- A dead task releases its name at once, so that a failed task never
 -- blocks a later one of the same name.
 local function bury(cfg, q, key, id, now, status, err)
@@ -613,9 +622,7 @@ RETRY_DEAD = (
 -- Returns {dead letters moved, dead letters left}.
 local cfg = {pfx = ARGV[1], history = tonumber(ARGV[5])}
 local q = K.queue_of(KEYS, 1, ARGV[2])
-local ids = {}
-for i = 7, #ARGV do ids[#ids + 1] = ARGV[i] end
-if #ids == 0 then ids = redis.call('ZRANGE', q.dead, 0, tonumber(ARGV[6]) - 1) end
+local ids = dead_batch(q, 7, ARGV[6])
 local moved = 0
 for _, id in ipairs(ids) do
   local key = K.task(cfg.pfx, id)
@@ -651,9 +658,7 @@ DELETE_DEAD = (
 -- Returns {dead letters deleted, dead letters left}.
 local cfg = {pfx = ARGV[1]}
 local q = K.queue_of(KEYS, 1, ARGV[2])
-local ids = {}
-for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
-if #ids == 0 then ids = redis.call('ZRANGE', q.dead, 0, tonumber(ARGV[3]) - 1) end
+local ids = dead_batch(q, 4, ARGV[3])
 local deleted = 0
 for _, id in ipairs(ids) do
   if redis.call('ZREM', q.dead, id) == 1 then
