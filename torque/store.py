@@ -128,7 +128,7 @@ class RedisStore:
                 task.queue,
                 "1" if task.name else "0",
                 k.wake(task.queue),
-                k.task_prefix,
+                k.prefix,
                 *task.to_fields(),
             ],
         )
@@ -156,16 +156,15 @@ class RedisStore:
         k = self.keys
         d = self._eval(
             scripts.CLAIM,
-            [k.due(queue), k.running(queue), k.paused(queue), k.rate(queue)],
+            k.queue(queue),
             [
                 repr(now),
                 limit,
-                k.task_prefix,
+                k.prefix,
                 k.queue_prefix(queue),
                 timeout,
                 self.lease_margin,
                 max_errors,
-                k.prefix,
                 HISTORY_LENGTH,
                 self.dead_max,
                 self.dead_ttl,
@@ -195,20 +194,23 @@ class RedisStore:
         for task, decision, *duration in outcomes:
             entry = settled_entry(task, decision, now, *duration)
             args += [task.id, task.attempts, *_settle_args(decision), json.dumps(entry)]
-        return self._eval(scripts.SETTLE, [k.due(queue), k.running(queue)], args)
+        return self._eval(scripts.SETTLE, k.queue(queue), args)
 
     def describe(self, task_id: str) -> defer.Deferred:
         """A task's fields plus ``status`` and ``history`` (its last
         attempts, newest first: see :func:`history_entry`), or ``None`` if
         there's no such task (or its delivery record has expired)."""
-        d = self._eval(scripts.DESCRIBE, [self.keys.task(task_id)], [task_id, self.keys.prefix])
+        k = self.keys
+        d = self._eval(
+            scripts.DESCRIBE, [k.task(task_id), k.attempts(task_id)], [task_id, k.prefix]
+        )
         return d.addCallback(_described)
 
     def pause(self, queue: str) -> defer.Deferred:
         """Stop every node from claiming the queue's tasks; adds go on.
         Fires with whether the queue exists (if not, nothing changed)."""
         k = self.keys
-        d = self._eval(scripts.PAUSE, [k.paused(queue), k.queues], [queue, k.queue_prefix(queue)])
+        d = self._eval(scripts.PAUSE, [k.queues, *k.queue(queue)], [queue])
         return d.addCallback(bool)
 
     def resume(self, queue: str) -> defer.Deferred:
@@ -218,8 +220,8 @@ class RedisStore:
         now = self.clock.seconds()
         d = self._eval(
             scripts.RESUME,
-            [k.paused(queue), k.queues],
-            [k.wake(queue), repr(now), queue, k.queue_prefix(queue)],
+            [k.queues, *k.queue(queue)],
+            [queue, k.wake(queue), repr(now)],
         )
         return d.addCallback(bool)
 
@@ -228,7 +230,7 @@ class RedisStore:
         dead)``: ``deleted``, ``unknown``, or ``busy`` while it holds tasks
         (nothing changed)."""
         k = self.keys
-        d = self._eval(scripts.DELETE_QUEUE, [k.queues], [queue, k.queue_prefix(queue)])
+        d = self._eval(scripts.DELETE_QUEUE, [k.queues, *k.queue(queue)], [queue])
         return d.addCallback(lambda r: (r[0], int(r[1]), int(r[2]), int(r[3])))
 
     def queue_page(
@@ -269,12 +271,15 @@ class RedisStore:
     def live_nodes(self) -> defer.Deferred:
         """The nodes whose heartbeat holds, oldest first: :class:`NodeInfo`."""
         k = self.keys
-        d = self._eval(scripts.LIVE_NODES, [k.nodes], [k.prefix + "node:", MAX_NODES])
+        d = self._eval(scripts.LIVE_NODES, [k.nodes], [k.prefix, MAX_NODES])
         return d.addCallback(lambda rows: [NodeInfo.from_fields(_pairs(row)) for row in rows])
 
     def cancel(self, task_id: str) -> defer.Deferred:
         """Delete a task; fires with the state it was in, ``""`` if none."""
-        return self._eval(scripts.CANCEL, [self.keys.task(task_id)], [task_id, self.keys.prefix])
+        k = self.keys
+        return self._eval(
+            scripts.CANCEL, [k.task(task_id), k.attempts(task_id)], [task_id, k.prefix]
+        )
 
     def run_now(self, task_id: str, now: float) -> defer.Deferred:
         """Make a scheduled task due at ``now`` (an overdue one keeps its
@@ -308,7 +313,7 @@ class RedisStore:
         purged = 0
         while True:
             removed, left = yield self._eval(
-                scripts.PURGE, [k.due(queue)], [k.prefix, k.queue_prefix(queue), self.batch]
+                scripts.PURGE, k.queue(queue), [k.prefix, k.queue_prefix(queue), self.batch]
             )
             purged += removed
             if removed < self.batch or not left:
@@ -317,7 +322,7 @@ class RedisStore:
     def dead_letters(self, queue: str, offset: int = 0, limit: int = 50) -> defer.Deferred:
         """A :class:`DeadPage` of ``queue``'s dead letters, newest first."""
         k = self.keys
-        d = self._eval(scripts.DEAD_PAGE, [k.dead(queue)], [k.task_prefix, offset, limit])
+        d = self._eval(scripts.DEAD_PAGE, [k.dead(queue)], [k.prefix, offset, limit])
         return d.addCallback(_dead_page)
 
     def task_page(
@@ -356,14 +361,14 @@ class RedisStore:
         many moved."""
         k = self.keys
         args = [k.prefix, k.queue_prefix(queue), repr(now), k.wake(queue), HISTORY_LENGTH]
-        return self._in_batches(scripts.RETRY_DEAD, [k.dead(queue), k.due(queue)], args, ids)
+        return self._in_batches(scripts.RETRY_DEAD, k.queue(queue), args, ids)
 
     def delete_dead(self, queue: str, ids: Sequence[str] | None):
         """Delete dead letters (``None``: all of them); fires with how
         many.  Ids that aren't dead letters of ``queue`` are passed over."""
         k = self.keys
         args = [k.prefix, k.queue_prefix(queue)]
-        return self._in_batches(scripts.DELETE_DEAD, [k.dead(queue)], args, ids)
+        return self._in_batches(scripts.DELETE_DEAD, k.queue(queue), args, ids)
 
     @defer.inlineCallbacks
     def _in_batches(self, script: str, keys: list[str], args: list, ids: Sequence[str] | None):
