@@ -2,8 +2,10 @@
 the store turns both into StoreUnavailable (a 503 with Retry-After in the
 API) at once, not after its timeout; any other error stays an error."""
 
+import os
+
 import txredisapi
-from twisted.internet import defer, reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -129,3 +131,36 @@ class KnownDownTests(unittest.TestCase):
         self.assertNoResult(d)
         clock.advance(0.1)
         self.failureResultOf(d, StoreUnavailable)
+
+
+class _HangUp(protocol.Protocol):
+    """A server that drops each connection as soon as it is spoken to: a
+    Redis that dies between accepting a connection and answering its
+    ``SELECT``."""
+
+    def dataReceived(self, data):
+        self.factory.spoken_to += 1
+        self.transport.loseConnection()
+
+
+class HandshakeTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_a_connection_lost_during_its_handshake_is_tried_again(self):
+        # txredisapi stops the whole pool for good when a new connection's
+        # SELECT fails, even for a connection merely lost: the node would
+        # stay without Redis after a restart that happened at that moment.
+        server = ScratchRedis(self)
+        server.stop()
+        os.unlink(server.socket_path)  # a killed server leaves its socket file
+        factory = protocol.Factory.forProtocol(_HangUp)
+        factory.spoken_to = 0
+        port = reactor.listenUNIX(server.socket_path, factory)
+        redis = connect_pool(server.address)
+        self.addCleanup(redis.disconnect)
+        yield wait_for(lambda: factory.spoken_to >= 1, what="a handshake to be cut")
+        yield port.stopListening()
+        server.start()
+        store = RedisStore(redis, reactor, fresh_keys())
+        yield wait_for(
+            lambda: store.ping().addErrback(lambda _: False), timeout=15, what="Redis again"
+        )

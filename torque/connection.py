@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import txredisapi
-from twisted.internet import endpoints, ssl
+from twisted.internet import defer, endpoints, ssl
+from twisted.logger import Logger
 
 from torque.redis_url import RedisAddress
+
+log = Logger()
 
 # Seconds to wait for a TCP or TLS connection to Redis.
 CONNECT_TIMEOUT = 5
@@ -45,7 +48,27 @@ def known_down(redis) -> bool:
     return bool(getattr(getattr(redis, "_factory", None), "down", False))
 
 
-class _Pool(txredisapi.RedisFactory):
+class _KeepTrying:
+    """For txredisapi's factories (the pool, the subscriber): reconnect
+    after a failed handshake too."""
+
+    def stopTrying(self):
+        """Keep trying.  txredisapi calls this when a new connection's AUTH
+        or SELECT fails, and that includes a connection merely lost during
+        its handshake (Redis restarting at that moment): the whole pool
+        would then stay without Redis for good.  Only :meth:`disconnect`
+        stops a node's pool; until then it reconnects with its backoff."""
+        return defer.succeed(None)
+
+    def connectionError(self, why):
+        # txredisapi fails the lazy pool's "connected" Deferred with this,
+        # which nobody waits on: say it once in the log instead of leaving
+        # an unhandled error in a Deferred.
+        self.deferred = None
+        log.warn("Redis: {why}; trying again", why=why)
+
+
+class _Pool(_KeepTrying, txredisapi.RedisFactory):
     """txredisapi's pool of connections, which also knows when it is down.
 
     Each slot of the pool is a ``ClientService``, which asks
@@ -114,7 +137,7 @@ class _WakeProtocol(txredisapi.SubscriberProtocol):
         self.factory.on_message(channel, message)
 
 
-class WakeSubscriber(txredisapi.RedisFactory):
+class WakeSubscriber(_KeepTrying, txredisapi.RedisFactory):
     """Subscribes to ``channels`` and calls ``on_message(channel, message)``
     for each message, subscribing again after every reconnection.
 
