@@ -480,13 +480,19 @@ class RoundTripTests(TimingTests, SchedulerCase):
 
     # -- behaviours a deliberate bug once broke unnoticed (issue 11) --------
 
-    def test_a_batch_of_retries_arms_the_timer_for_the_earliest(self):
+    def three_held(self) -> Hook:
+        """A hook holding tasks a, b and c in flight: a claimed alone, then
+        b and c (added during that claim) by the next."""
         hook = Hook(self.clock, hold=True)
         self.start(hook)
         for task_id in ("a", "b", "c"):
             self.add(task_id)
-        self.later(3 * self.L)  # claimed: one, then the two added during that claim
+        self.later(3 * self.L)
         self.assertEqual(len(hook.held), 3)
+        return hook
+
+    def test_a_batch_of_retries_arms_the_timer_for_the_earliest(self):
+        hook = self.three_held()
         first, late, soon = hook.held
         first.finish()  # its outcome's write goes out alone ...
         self.stub.flush()
@@ -506,13 +512,7 @@ class RoundTripTests(TimingTests, SchedulerCase):
         self.assertEqual(self.info("c")["attempts"], "2")
 
     def test_stop_records_outcomes_queued_behind_a_write_in_flight(self):
-        hook = Hook(self.clock, hold=True)
-        self.start(hook)
-        for task_id in ("a", "b", "c"):
-            self.add(task_id)
-        self.later(3 * self.L)  # claimed: one, then the two added during that claim
-        self.assertEqual(len(hook.held), 3)
-        first, *others = hook.held
+        first, *others = self.three_held().held
         first.finish()  # its write goes out
         self.stub.flush()
         stopped = self.scheduler.stopService()  # SIGTERM
