@@ -114,6 +114,22 @@ class DispatchTests(unittest.TestCase):
         self.dispatch(handler, make_task(name="nightly-report"))
         self.assertEqual(handler.requests[0][2]["x-torque-task-name"], "nightly-report")
 
+    def test_a_doors_profile_adds_its_headers_to_that_doors_tasks(self):
+        class Door:
+            def headers(self, task, now, body):
+                door = f"{task.door_data['n']} {now:g} {len(body)}"
+                return {"User-Agent": "Door", "X-Door": door}
+
+        handler = Handler()
+        task = make_task(door="door", door_data={"n": "7"})
+        self.dispatch(handler, task, profiles={"door": Door()})
+        self.dispatch(handler, make_task(), profiles={"door": Door()})
+        [door, plain] = [request[2] for request in handler.requests]
+        self.assertEqual((door["user-agent"], door["x-door"]), ("Door", "7 1000 20"))
+        self.assertEqual(door["x-torque-task-id"], "t1")
+        self.assertEqual(plain["user-agent"], f"torque/{__version__}")
+        self.assertNotIn("x-door", plain)
+
     def test_retry_count_is_attempts_before_this_one(self):
         handler = Handler()
         self.dispatch(handler, make_task(attempts=3))

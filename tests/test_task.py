@@ -26,7 +26,7 @@ class TaskFieldsTests(unittest.TestCase):
             },
             task_id="abc123",
         )
-        task = attrs.evolve(task, attempts=2)
+        task = attrs.evolve(task, attempts=2, door="cloudtasks", door_data={"name": "t-1"})
         flat = task.to_fields()
         self.assertTrue(all(isinstance(item, str) for item in flat), flat)
         self.assertEqual(Task.from_fields("abc123", fields_to_hash(flat)), task)

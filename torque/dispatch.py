@@ -17,6 +17,7 @@ from twisted.web.client import HTTPConnectionPool, ResponseFailed, ResponseNever
 
 from torque import __version__
 from torque.body import BodyReader
+from torque.profiles import DeliveryProfile
 from torque.retry import NoResponse, Outcome, Response, parse_retry_after
 from torque.signing import Signer
 from torque.submission import is_own_header
@@ -54,6 +55,7 @@ class Dispatcher:
     :param detail_bytes: how much of a failing answer goes into
         ``last_error``.
     :param signer: signs each attempt (``--signing-secret``), if given.
+    :param profiles: the front doors' delivery profiles, by door name.
     """
 
     def __init__(
@@ -63,12 +65,14 @@ class Dispatcher:
         max_body: int = 64 * 1024,
         detail_bytes: int = 200,
         signer: Signer | None = None,
+        profiles: Mapping[str, DeliveryProfile] | None = None,
     ):
         self.http = http
         self.clock = clock
         self.max_body = max_body
         self.detail_bytes = detail_bytes
         self.signer = signer
+        self.profiles = profiles or {}
 
     def headers(self, task: Task, body: bytes = b"") -> dict[str, str]:
         """The task's own headers plus torque's (SPEC §4 and §5).
@@ -92,6 +96,8 @@ class Dispatcher:
             headers["Content-Type"] = task.content_type
         if self.signer is not None:
             headers.update(self.signer.headers(task.id, int(self.clock.seconds()), body))
+        if task.door in self.profiles:
+            headers.update(self.profiles[task.door].headers(task, self.clock.seconds(), body))
         return headers
 
     def dispatch(self, task: Task, timeout: float) -> defer.Deferred:

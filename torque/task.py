@@ -29,6 +29,11 @@ class Task:
     :param max_errors: per-task override of ``--max-task-errors``.
     :param attempts: how many times it has been handed to a node, this
         attempt included once it is claimed.
+    :param door: the front door it came in by (``""``: torque's own API;
+        a compatible door names itself, and the dispatcher adds that door's
+        delivery headers, :mod:`torque.profiles`).
+    :param door_data: what that door keeps with the task for its delivery
+        headers (strings only).
     """
 
     id: str
@@ -44,6 +49,8 @@ class Task:
     timeout: float | None = None
     max_errors: int | None = None
     attempts: int = 0
+    door: str = ""
+    door_data: Mapping[str, str] = attrs.field(factory=dict)
 
     def to_fields(self) -> list[str]:
         """Flatten into HSET arguments, leaving out what is unset or the
@@ -63,6 +70,8 @@ class Task:
             "created_at": repr(self.created_at),
             "due_at": repr(self.due_at),
             "attempts": str(self.attempts) if self.attempts else "",
+            "door": self.door,
+            "door_data": json.dumps(dict(self.door_data)) if self.door_data else "",
         }
         flat = []
         for key, value in fields.items():
@@ -90,6 +99,8 @@ class Task:
             timeout=_float_or_none(fields.get("timeout")),
             max_errors=_int_or_none(fields.get("max_errors")),
             attempts=int(fields.get("attempts") or 0),
+            door=fields.get("door", ""),
+            door_data=json.loads(fields.get("door_data") or "{}"),
         )
 
 
