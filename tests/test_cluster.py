@@ -1,0 +1,291 @@
+"""Tests of torque.cluster on a fake cluster whose nodes answer on a Clock,
+with latency: slots, routing, and every redirection the layer follows.
+
+``tests/test_cluster_redis.py`` runs the same layer against a real Redis
+Cluster.
+"""
+
+from __future__ import annotations
+
+import txredisapi
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from torque.cluster import (
+    DOWN_DELAY,
+    MAX_REDIRECTS,
+    TRYAGAIN_DELAY,
+    ClusterConnection,
+    ClusterUnavailable,
+    CrossSlot,
+    Redirect,
+    SlotMap,
+    command_slot,
+    key_slot,
+)
+from torque.redis_url import RedisAddress
+
+A, B, C = ("10.0.0.1", 7001), ("10.0.0.2", 7002), ("10.0.0.3", 7003)
+LATENCY = 0.002
+# Keys whose slots are known (redis-cli CLUSTER KEYSLOT): "foo" is 12182,
+# owned by C below; "{q}" keys share the slot of "q".
+FOO = "foo"
+
+
+class FakeCluster:
+    """Three primaries splitting the slots as ``redis-cli --cluster create``
+    does; each node answers from the cluster's true map after ``LATENCY``."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.truth = SlotMap([(0, 5460, A), (5461, 10922, B), (10923, 16383, C)])
+        self.migrating: dict[int, tuple[str, int]] = {}  # slot -> target (keys already there)
+        self.down: set[tuple[str, int]] = set()
+        self.errors: list[str] = []  # the next evals' answers, whatever node
+        self.log: list[tuple] = []
+
+    def cluster_slots(self) -> list:
+        """``CLUSTER SLOTS``: the runs of slots with one owner."""
+        ranges = []
+        for slot in range(16384):
+            host, port = self.truth.owner(slot)
+            if ranges and ranges[-1][2][:2] == [host, port] and ranges[-1][1] == slot - 1:
+                ranges[-1][1] = slot
+            else:
+                ranges.append([slot, slot, [host, port, "id"]])
+        return ranges
+
+    def connect(self, address: RedisAddress):
+        return FakeNode(self, (address.host, address.port))
+
+
+class FakeNode:
+    def __init__(self, cluster: FakeCluster, node):
+        self.cluster = cluster
+        self.node = node
+        self._factory = self  # txredisapi's handler keeps its pool here
+        self.connectionQueue = self
+        self.asking = False
+
+    @property
+    def down(self):  # what torque.connection.known_down reads
+        return self.node in self.cluster.down
+
+    def _later(self, answer):
+        d = defer.Deferred()
+        self.cluster.clock.callLater(LATENCY, answer, d)
+        return d
+
+    def eval(self, script, keys, args):
+        self.cluster.log.append((self.node, "EVAL", tuple(keys), self.asking))
+        asking, self.asking = self.asking, False
+
+        def answer(d):
+            if self.node in self.cluster.down:
+                return d.errback(txredisapi.ConnectionError("Not connected"))
+            if self.cluster.errors:
+                return d.errback(txredisapi.ResponseError(self.cluster.errors.pop(0)))
+            slot = key_slot(keys[0])
+            owner = self.cluster.truth.owner(slot)
+            target = self.cluster.migrating.get(slot)
+            if target == self.node and asking:
+                return d.callback(["ran on", self.node])
+            if target and owner == self.node:
+                return d.errback(txredisapi.ResponseError(f"ASK {slot} {target[0]}:{target[1]}"))
+            if owner != self.node:
+                return d.errback(txredisapi.ResponseError(f"MOVED {slot} {owner[0]}:{owner[1]}"))
+            d.callback(["ran on", self.node])
+
+        return self._later(answer)
+
+    def execute_command(self, *args):
+        self.cluster.log.append((self.node, *args))
+        if args == ("ASKING",):
+            self.asking = True
+            return self._later(lambda d: d.callback("OK"))
+
+        def answer(d):
+            if self.node in self.cluster.down:
+                return d.errback(txredisapi.ConnectionError("Not connected"))
+            d.callback(self.cluster.cluster_slots())
+
+        return self._later(answer)
+
+    def ping(self):
+        return self._later(lambda d: d.callback("PONG"))
+
+    def getConnection(self):
+        self.cluster.log.append((self.node, "take"))
+        return self._later(lambda d: d.callback(self))
+
+    def put(self, connection):
+        self.cluster.log.append((self.node, "put back"))
+
+    def disconnect(self):
+        return defer.succeed(None)
+
+
+class SlotTests(unittest.TestCase):
+    def test_slots_are_crc16_of_the_key_as_redis_computes_them(self):
+        # CLUSTER KEYSLOT's answers on Redis 7.0.
+        self.assertEqual(key_slot("foo"), 12182)
+        self.assertEqual(key_slot("123456789"), 0x31C3)  # the spec's check value
+        self.assertEqual(key_slot(b"foo"), 12182)
+
+    def test_a_hash_tag_is_the_first_non_empty_braces(self):
+        self.assertEqual(key_slot("torque:{foo}:due"), key_slot("foo"))
+        self.assertEqual(key_slot("{user1000}.following"), key_slot("{user1000}.followers"))
+        self.assertEqual(key_slot("foo{}{bar}"), key_slot(b"foo{}{bar}"))
+        self.assertNotEqual(key_slot("foo{}{bar}"), key_slot("bar"))  # {} is empty: whole key
+        self.assertEqual(key_slot("foo{{bar}}zap"), key_slot("{bar"))
+        self.assertEqual(key_slot("foo{bar}{zap}"), key_slot("bar"))
+
+    def test_keys_of_one_slot_are_one_command(self):
+        self.assertEqual(command_slot(["torque:{q}:due", "torque:{q}:task:1"]), key_slot("q"))
+        self.assertIsNone(command_slot([]))
+        with self.assertRaises(CrossSlot):
+            command_slot(["torque:{q}:due", "torque:{r}:due"])
+
+    def test_redirects_are_read_from_the_error(self):
+        self.assertEqual(
+            Redirect.parse("MOVED 3999 127.0.0.1:6381"), Redirect("MOVED", 3999, "127.0.0.1", 6381)
+        )
+        self.assertEqual(Redirect.parse("ASK 1 ::1:7000"), Redirect("ASK", 1, "::1", 7000))
+        self.assertIsNone(Redirect.parse("ERR wrong number of arguments"))
+
+    def test_the_map_reads_cluster_slots(self):
+        slots = SlotMap.from_cluster_slots(
+            [[0, 9, [b"h", 1, b"x"]], [10, 16383, ["g", 2, "y"], ["r", 3]]]
+        )
+        self.assertEqual((slots.owner(9), slots.owner(10)), (("h", 1), ("g", 2)))
+        self.assertEqual(slots.primaries, {("h", 1), ("g", 2)})
+        self.assertTrue(slots.covered)
+        self.assertFalse(SlotMap([(0, 5, ("h", 1))]).covered)
+
+
+class ClusterConnectionTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.cluster = FakeCluster(self.clock)
+        self.redis = ClusterConnection([RedisAddress(*A)], self.cluster.connect, self.clock)
+
+    def run_clock(self, d, seconds=5.0):
+        """Advance the clock in small steps until ``d`` has fired."""
+        results = []
+        d.addBoth(results.append)
+        steps = 0
+        while not results and steps < seconds / 0.001:
+            self.clock.advance(0.001)
+            steps += 1
+        self.assertTrue(results, "never answered")
+        return results[0]
+
+    def evals(self):
+        return [entry for entry in self.cluster.log if entry[1] == "EVAL"]
+
+    def test_a_script_goes_to_the_owner_of_its_keys_slot(self):
+        answer = self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.assertEqual(answer, ["ran on", C])
+        self.assertEqual(self.evals(), [(C, "EVAL", (FOO,), False)])
+        self.assertEqual(
+            [e for e in self.cluster.log if e[1] == "CLUSTER"], [(A, "CLUSTER", "SLOTS")]
+        )
+
+    def test_keys_in_two_slots_are_refused_before_sending(self):
+        with self.assertRaises(CrossSlot):
+            self.redis.eval("return 1", ["{a}x", "{b}x"], [])
+        self.assertEqual(self.cluster.log, [])
+
+    def test_moved_patches_the_map_and_goes_to_the_new_owner(self):
+        self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.cluster.truth.move(key_slot(FOO), B)  # resharded: for good
+        answer = self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.assertEqual(answer, ["ran on", B])
+        self.assertEqual(self.redis.map.owner(key_slot(FOO)), B)
+        self.run_clock(self.redis.eval("return 1", [FOO], []))
+        # The third call went straight to B: no second MOVED.
+        self.assertEqual([e[0] for e in self.evals()], [C, C, B, B])
+
+    def test_ask_sends_asking_and_the_command_on_one_connection_once(self):
+        self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.cluster.migrating[key_slot(FOO)] = A
+        answer = self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.assertEqual(answer, ["ran on", A])
+        on_a = [e for e in self.cluster.log if e[0] == A and e[1] != "CLUSTER"]
+        self.assertEqual(
+            on_a, [(A, "take"), (A, "ASKING"), (A, "EVAL", (FOO,), True), (A, "put back")]
+        )
+        # ASK changes no map: the slot is still C's until the migration ends.
+        self.assertEqual(self.redis.map.owner(key_slot(FOO)), C)
+
+    def test_tryagain_waits_then_tries_again(self):
+        self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.cluster.errors = ["TRYAGAIN Multiple keys request during rehashing of slot"]
+        d = self.redis.eval("return 1", [FOO], [])
+        self.clock.advance(LATENCY)
+        self.assertEqual(len(self.evals()), 2)
+        self.clock.advance(TRYAGAIN_DELAY - 0.001)
+        self.assertEqual(len(self.evals()), 2)  # not before the wait
+        self.assertEqual(self.run_clock(d), ["ran on", C])
+        self.assertEqual(len(self.evals()), 3)
+
+    def test_clusterdown_waits_and_reloads_the_map(self):
+        self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.cluster.errors = ["CLUSTERDOWN The cluster is down"]
+        self.cluster.truth.move(key_slot(FOO), B)  # a failover: B took over
+        answer = self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.assertEqual(answer, ["ran on", B])
+        self.assertEqual(len([e for e in self.cluster.log if e[1] == "CLUSTER"]), 2)
+        self.assertEqual([e[0] for e in self.evals()], [C, C, B])  # no MOVED needed
+
+    def test_an_unreachable_primary_makes_it_reload_the_map(self):
+        self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.cluster.down.add(C)
+        self.cluster.truth.move(key_slot(FOO), A)  # C's replica, now primary
+        answer = self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.assertEqual(answer, ["ran on", A])
+        # C is known down: nothing more is sent to it.
+        self.assertEqual([e[0] for e in self.evals()], [C, A])
+
+    def test_it_gives_up_after_the_redirect_limit(self):
+        self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.cluster.errors = ["TRYAGAIN"] * (MAX_REDIRECTS + 5)
+        failure = self.run_clock(self.redis.eval("return 1", [FOO], []), seconds=10)
+        self.assertIsInstance(failure.value, ClusterUnavailable)
+        self.assertEqual(len(self.evals()), 1 + MAX_REDIRECTS + 1)
+
+    def test_other_errors_reach_the_caller_at_once(self):
+        self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.cluster.errors = ["ERR Error running script"]
+        failure = self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.assertIsInstance(failure.value, txredisapi.ResponseError)
+        self.assertEqual(len(self.evals()), 2)
+
+    def test_no_node_answering_names_the_nodes_it_tried(self):
+        self.cluster.down.update({A, B, C})
+        failure = self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.assertIsInstance(failure.value, ClusterUnavailable)
+        self.assertIn("10.0.0.1:7001", str(failure.value))
+
+    def test_callers_during_a_reload_share_one_request(self):
+        first = self.redis.eval("return 1", [FOO], [])
+        second = self.redis.eval("return 1", ["bar"], [])
+        self.run_clock(defer.gatherResults([first, second]))
+        self.assertEqual(len([e for e in self.cluster.log if e[1] == "CLUSTER"]), 1)
+
+    def test_ping_asks_every_primary(self):
+        self.assertEqual(self.run_clock(self.redis.ping()), "PONG")
+        self.cluster.down.add(B)
+        failure = self.run_clock(self.redis.ping())
+        self.assertIn("10.0.0.2:7002", str(failure.value))
+
+    def test_the_down_wait_is_on_the_clock(self):
+        self.run_clock(self.redis.eval("return 1", [FOO], []))
+        self.cluster.errors = ["CLUSTERDOWN"]
+        self.redis.eval("return 1", [FOO], [])
+        self.clock.advance(LATENCY)
+        self.clock.advance(DOWN_DELAY - 0.001)
+        self.assertEqual(len([e for e in self.cluster.log if e[1] == "CLUSTER"]), 1)
+        self.clock.advance(0.002)
+        self.assertEqual(len([e for e in self.cluster.log if e[1] == "CLUSTER"]), 2)

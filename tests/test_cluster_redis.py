@@ -1,0 +1,106 @@
+"""torque.cluster against a real three-primary Redis Cluster
+(tests/redis_cluster.py): scripts reach the owner of their slot, and a slot
+that moves while it is used is followed through ASK and MOVED."""
+
+from __future__ import annotations
+
+import uuid
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from tests.node import wait_for
+from tests.redis_cluster import (
+    begin_move,
+    cli,
+    cluster_ports,
+    cluster_seeds,
+    end_move,
+    move_slot,
+    owner_port,
+)
+from torque.cluster import ClusterConnection, ShardedSubscriber, key_slot
+from torque.connection import connect_pool
+
+PUBLISH = "return redis.call('SPUBLISH', KEYS[1], ARGV[1])"
+SET = "return redis.call('SET', KEYS[1], ARGV[1])"
+GET = "return redis.call('GET', KEYS[1])"
+
+
+class ClusterRedisTests(unittest.TestCase):
+    timeout = 120
+
+    def setUp(self):
+        self.redis = ClusterConnection(
+            cluster_seeds()[:1], lambda address: connect_pool(address, reactor=reactor), reactor
+        )
+        self.addCleanup(self.redis.disconnect)
+        self.prefix = f"test:{uuid.uuid4().hex[:12]}"
+
+    @defer.inlineCallbacks
+    def test_each_script_runs_on_the_primary_that_owns_its_keys(self):
+        queues = [f"q{i}" for i in range(30)]
+        for queue in queues:
+            yield self.redis.eval(SET, [f"{self.prefix}:{{{queue}}}:x"], [queue])
+        ports = set()
+        for queue in queues:
+            key = f"{self.prefix}:{{{queue}}}:x"
+            self.assertEqual((yield self.redis.eval(GET, [key], [])), queue)
+            port = owner_port(key_slot(key))
+            # The key is on that primary, read there without torque.
+            self.assertEqual(cli(port, "GET", key), queue)
+            ports.add(port)
+        self.assertEqual(ports, set(cluster_ports()))  # 30 queues spread over all three
+        self.assertEqual((yield self.redis.ping()), "PONG")
+
+    @defer.inlineCallbacks
+    def test_a_slot_moved_while_in_use_is_followed_through_ask_and_moved(self):
+        old = f"{self.prefix}:{{mover}}:old"
+        new = f"{self.prefix}:{{mover}}:new"
+        slot = key_slot(old)
+        yield self.redis.eval(SET, [old], ["before"])
+        source = owner_port(slot)
+        target = next(port for port in cluster_ports() if port != source)
+        self.addCleanup(self._give_back, slot, source, target)
+
+        # Migration under way: keys not yet moved are answered with ASK.
+        begin_move(slot, source, target)
+        yield self.redis.eval(SET, [new], ["during"])  # not on the source: ASK
+        self.assertEqual(cli(target, "-c", "GET", new), "during")
+        self.assertEqual(self.redis.map.owner(slot)[1], source)  # ASK changes no map
+
+        # Migration done: the source now answers MOVED.
+        end_move(slot, source, target)
+        self.assertEqual((yield self.redis.eval(GET, [old], [])), "before")
+        self.assertEqual(self.redis.map.owner(slot)[1], target)
+
+    @defer.inlineCallbacks
+    def test_wake_ups_come_through_sharded_pub_sub_and_follow_a_moved_slot(self):
+        heard = []
+        subscriber = ShardedSubscriber(self.redis, reactor, lambda c, m: heard.append((c, m)))
+        self.addCleanup(subscriber.stop)
+        channels = [f"{self.prefix}:{{q{i}}}:wake" for i in range(6)]
+        for channel in channels:
+            yield subscriber.subscribe(channel)
+        yield wait_for(lambda: all((c, None) in heard for c in channels), what="subscribed")
+        for channel in channels:  # published from a script, in the channel's own slot
+            yield self.redis.eval(PUBLISH, [channel], ["12.5"])
+        yield wait_for(lambda: all((c, "12.5") in heard for c in channels), what="smessages")
+
+        channel = channels[0]
+        slot = key_slot(channel)
+        source = owner_port(slot)
+        target = next(port for port in cluster_ports() if port != source)
+        self.addCleanup(self._give_back, slot, source, target)
+        heard.clear()
+        move_slot(slot, source, target)  # Redis unsubscribes the channel on the source
+        yield wait_for(lambda: (channel, None) in heard, what="subscribed again on the new owner")
+        self.assertEqual(subscriber.channels[channel][1], target)
+        yield self.redis.eval(PUBLISH, [channel], ["13.5"])
+        yield wait_for(lambda: (channel, "13.5") in heard, what="a wake-up from the new owner")
+
+    def _give_back(self, slot: int, source: int, target: int) -> None:
+        cli(target, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+        cli(source, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+        if owner_port(slot) != source:
+            move_slot(slot, target, source)
