@@ -82,14 +82,21 @@ def _free_port() -> int:
 
 
 def _start() -> list[int]:
+    ports, _ = start_cluster(PRIMARIES, replicas=0)
+    return ports
+
+
+def start_cluster(primaries: int, replicas: int) -> tuple[list[int], dict[int, subprocess.Popen]]:
+    """A new cluster of ``primaries`` primaries with ``replicas`` replicas
+    each: the ports (primaries first) and each port's process."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         raise RuntimeError(
             "needs Debian's redis-server and redis-cli: apt-get install redis-server"
         )
     directory = tempfile.mkdtemp(prefix="torque-test-cluster-")
     atexit.register(shutil.rmtree, directory, True)
-    ports, processes = [], []
-    for _ in range(PRIMARIES):
+    ports, processes = [], {}
+    for _ in range(primaries * (1 + replicas)):
         port = _free_port()
         node_dir = os.path.join(directory, str(port))
         os.mkdir(node_dir)
@@ -103,10 +110,11 @@ def _start() -> list[int]:
         )
         atexit.register(process.kill)
         ports.append(port)
-        processes.append(process)
+        processes[port] = process
     _until(lambda: all(cli(port, "PING") == "PONG" for port in ports), "redis-server to start")
     created = subprocess.run(
-        ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
+        ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports]]
+        + ["--cluster-replicas", str(replicas), "--cluster-yes"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -117,7 +125,15 @@ def _start() -> list[int]:
         lambda: all("cluster_state:ok" in cli(port, "CLUSTER", "INFO") for port in ports),
         "the cluster to agree",
     )
-    return ports
+    # A replica that has not synced yet would refuse to take over.
+    replica_ports = [p for p in ports if "role:slave" in cli(p, "INFO", "replication")]
+    _until(
+        lambda: all(
+            "master_link_status:up" in cli(p, "INFO", "replication") for p in replica_ports
+        ),
+        "the replicas to sync",
+    )
+    return ports, processes
 
 
 def _until(condition, what: str, seconds: float = 60.0) -> None:

@@ -18,9 +18,11 @@ from tests.redis_cluster import (
     end_move,
     move_slot,
     owner_port,
+    start_cluster,
 )
 from torque.cluster import ClusterConnection, ShardedSubscriber, key_slot
 from torque.connection import connect_pool
+from torque.redis_url import RedisAddress
 
 PUBLISH = "return redis.call('SPUBLISH', KEYS[1], ARGV[1])"
 SET = "return redis.call('SET', KEYS[1], ARGV[1])"
@@ -104,3 +106,61 @@ class ClusterRedisTests(unittest.TestCase):
         cli(source, "CLUSTER", "SETSLOT", str(slot), "STABLE")
         if owner_port(slot) != source:
             move_slot(slot, target, source)
+
+
+class ClusterFailoverTests(unittest.TestCase):
+    """A cluster of its own, three primaries and a replica each, where a
+    primary is killed."""
+
+    timeout = 180
+
+    def setUp(self):
+        self.ports, self.processes = start_cluster(3, replicas=1)
+        self.addCleanup(lambda: [p.kill() for p in self.processes.values()])
+        seeds = [RedisAddress(host="127.0.0.1", port=port) for port in self.ports]
+        self.redis = ClusterConnection(
+            seeds, lambda address: connect_pool(address, reactor=reactor), reactor
+        )
+        self.addCleanup(self.redis.disconnect)
+
+    def bounded(self, d, seconds=2.0):
+        """As the store calls Redis: every command bounded by a timeout."""
+        return d.addTimeout(seconds, reactor)
+
+    @defer.inlineCallbacks
+    def test_a_killed_primary_is_replaced_by_its_replica_and_scripts_follow(self):
+        keys = [f"{{q{i}}}:x" for i in range(30)]
+        for key in keys:
+            yield self.bounded(self.redis.eval(SET, [key], ["0"]))
+        victim = self.redis.node_for(key_slot(keys[0]))
+        on_victim = [k for k in keys if self.redis.node_for(key_slot(k)) == victim]
+        self.processes[victim[1]].kill()  # kill -9
+        killed_at = reactor.seconds()
+
+        failed = []
+
+        @defer.inlineCallbacks
+        def every_key_written(value):
+            try:
+                for key in keys:
+                    yield self.bounded(self.redis.eval(SET, [key], [value]))
+            except Exception as e:
+                failed.append(e)
+                return False
+            return True
+
+        try:
+            yield wait_for(
+                lambda: every_key_written("1"), timeout=30, what="the replica to take over"
+            )
+        finally:
+            print(
+                "FAILED", [repr(e) for e in failed[:3]], [repr(e) for e in failed[-3:]], len(failed)
+            )
+        recovered_after = reactor.seconds() - killed_at
+        self.assertTrue(failed, "the kill went unnoticed: was a primary killed?")
+        new_owner = self.redis.node_for(key_slot(on_victim[0]))
+        self.assertNotEqual(new_owner, victim)
+        for key in keys:
+            self.assertEqual((yield self.bounded(self.redis.eval(GET, [key], []))), "1")
+        self.assertLess(recovered_after, 90)

@@ -54,6 +54,9 @@ RELOAD_EVERY = 16
 # or an unreachable primary.
 TRYAGAIN_DELAY = 0.05
 DOWN_DELAY = 0.25
+# Seconds one node has to answer for the slot map before the next is asked
+# (a node just killed may not be known to be down yet).
+MAP_TIMEOUT = 2.0
 
 _REDIRECT = re.compile(r"^(MOVED|ASK) (\d+) (\S+):(\d+)")
 
@@ -275,7 +278,8 @@ class ClusterConnection:
                 tried.append(f"{node[0]}:{node[1]} (unreachable)")
                 continue
             try:
-                reply = yield self._pool(node).execute_command("CLUSTER", "SLOTS")
+                asked = self._pool(node).execute_command("CLUSTER", "SLOTS")
+                reply = yield asked.addTimeout(MAP_TIMEOUT, self.clock)
             except Exception as e:
                 tried.append(f"{node[0]}:{node[1]} ({e})")
                 continue
