@@ -27,6 +27,9 @@ fields): other programs may add tasks by writing it directly.  With the default 
 ``torque:node:<id>``               hash: a live node (``id``, ``host``, ``pid``,
                                    ``version``, ``queues``, ``in_flight``,
                                    ``started_at``, ``seen_at``); expires
+``torque:door:<door>``             hash: what a compatible front door keeps
+                                   (SPEC 10), ``<key> -> text``: the Cloud
+                                   Tasks door keeps its queues there
 
 A task's state is *where its id is*: in ``due`` it is scheduled, in
 ``running`` a node holds a lease on it, in ``dead`` it is a dead letter; a
@@ -55,6 +58,7 @@ QUEUES = "queues"
 WAKE = "wake:"
 NODES = "nodes"
 NODE = "node:"
+DOOR = "door:"
 
 # Seconds a per-minute counter outlives its minute: the dashboard charts the
 # last few minutes, so two hours is plenty.
@@ -127,6 +131,9 @@ class Keys:
 
     def node(self, node_id: str) -> str:
         return self.prefix + NODE + node_id
+
+    def door(self, door: str) -> str:
+        return self.prefix + DOOR + door
 
 
 def _lua(text: str) -> str:
