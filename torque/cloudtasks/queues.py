@@ -154,7 +154,7 @@ def rate_limits(value: Any) -> dict[str, Any]:
     given = _object(value, "rateLimits")
     for key in given:
         if key not in RATE_FIELDS:
-            raise invalid(f"rateLimits.{key}", f'Unknown name "{key}" at \'rateLimits\'')
+            raise invalid(f"rateLimits.{key}", f"Unknown name \"{key}\" at 'rateLimits'")
     kept: dict[str, Any] = {}
     if given.get("maxDispatchesPerSecond") is not None:
         field = "rateLimits.maxDispatchesPerSecond"
@@ -174,7 +174,7 @@ def retry_config(value: Any) -> dict[str, Any]:
     given = _object(value, "retryConfig")
     for key in given:
         if key not in RETRY_FIELDS:
-            raise invalid(f"retryConfig.{key}", f'Unknown name "{key}" at \'retryConfig\'')
+            raise invalid(f"retryConfig.{key}", f"Unknown name \"{key}\" at 'retryConfig'")
     kept: dict[str, Any] = {}
     if given.get("maxAttempts") is not None:
         attempts = _number(given["maxAttempts"], "retryConfig.maxAttempts", -1, 10**6, True)

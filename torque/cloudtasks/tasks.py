@@ -74,7 +74,7 @@ def _known(value: Mapping[str, Any], known: frozenset, field: str) -> None:
         if key in REFUSED:
             raise unimplemented(REFUSED[key], f"{field}.{key}".lstrip("."))
         if key not in known:
-            raise invalid(f"{field}.{key}".lstrip("."), f'Unknown name "{key}" at \'{field}\'')
+            raise invalid(f"{field}.{key}".lstrip("."), f"Unknown name \"{key}\" at '{field}'")
 
 
 def task_from_request(
@@ -148,9 +148,7 @@ def _headers(value: Any) -> tuple[str, dict[str, str]]:
         if not isinstance(text, str):
             raise invalid("task.httpRequest.headers", f"header {name!r} must have a string value")
         if lower.startswith(RESERVED_PREFIXES):
-            raise invalid(
-                "task.httpRequest.headers", f"header {name!r} is reserved by Cloud Tasks"
-            )
+            raise invalid("task.httpRequest.headers", f"header {name!r} is reserved by Cloud Tasks")
         if lower == "content-type":
             content_type = text
         elif lower not in COMPUTED_HEADERS:
@@ -265,5 +263,3 @@ def grpc_code(status: int) -> int:
     if status in _GRPC_CODES:
         return _GRPC_CODES[status]
     return 13 if status >= 500 else 9 if 400 <= status < 500 else 2
-
-

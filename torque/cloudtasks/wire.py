@@ -69,7 +69,7 @@ def parse_duration(value: Any, field: str) -> float:
     """Seconds of a proto3 JSON Duration (``"30s"``, ``"0.100s"``)."""
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise invalid(field, f"{field} must be a duration in seconds, such as \"30s\" or \"0.5s\"")
+        raise invalid(field, f'{field} must be a duration in seconds, such as "30s" or "0.5s"')
     sign, whole, fraction = match.groups()
     seconds = int(whole) + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
     return -seconds if sign else seconds
