@@ -270,8 +270,20 @@ class CloudTasksClientTests(unittest.TestCase):
             with self.assertRaises(exceptions.MethodNotImplemented) as raised:
                 yield call(c.create_task, parent=queue, task=task)
             self.assertIn("torque", str(raised.exception))
-        with self.assertRaises(exceptions.MethodNotImplemented):
-            yield call(c.get_iam_policy, resource=queue)
+        unsupported = [
+            (c.get_iam_policy, {"resource": queue}),
+            (c.set_iam_policy, {"request": {"resource": queue, "policy": {}}}),
+            (c.test_iam_permissions, {"resource": queue, "permissions": ["x"]}),
+            (c.batch_create_tasks, {"parent": queue, "requests": []}),
+            (c.batch_delete_tasks, {"parent": queue, "names": [f"{queue}/tasks/t"]}),
+            (c.get_cmek_config, {"name": f"{PARENT}/cmekConfig"}),
+            (c.update_cmek_config, {"cmek_config": {"name": f"{PARENT}/cmekConfig"}}),
+        ]
+        for method, kwargs in unsupported:
+            with self.assertRaises(exceptions.MethodNotImplemented, msg=method.__name__):
+                yield call(method, **kwargs)
+        with self.assertRaises(exceptions.NotFound):
+            yield call(c.get_operation, {"name": f"{PARENT}/operations/op-1"})
         with self.assertRaises(exceptions.BadRequest) as raised:
             yield call(
                 c.create_task,
@@ -281,6 +293,20 @@ class CloudTasksClientTests(unittest.TestCase):
         self.assertIn("HEAD", str(raised.exception))
         code, _ = yield self.torque("/queues/jobs")
         self.assertEqual(code, 404)  # no task was stored: torque never heard of the queue
+
+    @defer.inlineCallbacks
+    def test_locations(self):
+        yield self.start()
+        c = self.client
+        location = yield call(c.get_location, {"name": PARENT})
+        self.assertEqual((location.name, location.location_id), (PARENT, LOCATION))
+        for parent in (PARENT, f"projects/{PROJECT}/locations/europe-west1"):
+            yield call(
+                c.create_queue, parent=parent, queue={"name": f"{parent}/queues/q-{parent[-4:]}"}
+            )
+        locations = yield call(c.list_locations, {"name": f"projects/{PROJECT}"})
+        shown = [loc.location_id for loc in locations.locations]
+        self.assertEqual(shown, ["europe-west1", LOCATION])
 
     @defer.inlineCallbacks
     def test_the_api_token_guards_the_door(self):

@@ -197,6 +197,19 @@ class CloudTasksAPI:
         ]
         return json_answer(request, {"locations": locations} if locations else {})
 
+    @app.route(PARENT + "/cmekConfig", methods=["GET", "PATCH"])
+    def cmek_config(self, request, project, location):
+        names.parent_of(project, location)
+        raise unimplemented("CMEK is not supported by torque: Redis holds the tasks")
+
+    @app.route(PARENT + "/operations/<operation>", methods=["GET"])
+    def get_operation(self, request, project, location, operation):
+        names.parent_of(project, location)
+        raise not_found(
+            f"no operation {operation!r}: torque starts none (batchCreate and batchDelete, "
+            "the long-running ones, are not supported)"
+        )
+
     @app.route(PARENT + "/queues", methods=["GET"])
     async def list_queues(self, request, project, location):
         parent = names.parent_of(project, location)
