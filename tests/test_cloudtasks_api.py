@@ -111,6 +111,11 @@ class QueueRouteTests(DoorTestCase):
         self.call("PATCH", QUEUE, {"rateLimits": {"maxDispatchesPerSecond": 7}}, query=mask)
         settings = self.successResultOf(self.store.get_settings("jobs"))
         self.assertEqual(settings, {"rate": 7.0, "max_errors": 3, "timeout": 9.0})
+        # As the Node client sends a mask its caller wrote in snake_case:
+        mask = ALT + "&updateMask=retry_config.max_attempts"
+        self.call("PATCH", QUEUE, {"retryConfig": {"maxAttempts": 8}}, query=mask)
+        settings = self.successResultOf(self.store.get_settings("jobs"))
+        self.assertEqual(settings, {"rate": 7.0, "max_errors": 8, "timeout": 9.0})
 
     def test_pausing_an_empty_queue_holds_its_first_task(self):
         self.call("POST", f"{PARENT}/queues", {"name": QUEUE})

@@ -274,7 +274,7 @@ class CloudTasksAPI:
         name = names.queue_name(project, location, _no_verb(segment))
         body = read_json(request)
         mask_text = arg(request, "updateMask")
-        mask = [p.strip() for p in mask_text.split(",") if p.strip()] if mask_text else None
+        mask = [camel(p.strip()) for p in mask_text.split(",") if p.strip()] if mask_text else None
         try:
             record = await self._record(name)
         except GoogleError as e:
@@ -512,6 +512,16 @@ class CloudTasksAPI:
             path=quoted(request.path),
         )
         return render(request, GoogleError(500, "INTERNAL", "internal error; see the node's log"))
+
+
+def camel(path: str) -> str:
+    """A field mask path in lowerCamelCase, as proto3 JSON writes it: the
+    Python client sends ``rateLimits.maxDispatchesPerSecond``, the Node one
+    passes on what its caller wrote (``rate_limits.max_dispatches_per_second``)."""
+    return ".".join(
+        part.split("_")[0] + "".join(w[:1].upper() + w[1:] for w in part.split("_")[1:])
+        for part in path.split(".")
+    )
 
 
 def _no_verb(segment: str) -> str:
