@@ -108,7 +108,12 @@ class TorqueNode(MultiService):
         http = HTTPClient(agent)
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
         dispatcher = Dispatcher(http, reactor, signer=signer)
-        policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
+        policy = RetryPolicy(
+            o["max-task-errors"],
+            o["min-task-delay"],
+            o["max-task-delay"],
+            max_age=o["max-task-age"],
+        )
 
         def new_scheduler(queue: str) -> QueueScheduler:
             return QueueScheduler(
