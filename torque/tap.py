@@ -115,7 +115,12 @@ class TorqueNode(MultiService):
         dispatcher = Dispatcher(
             http, reactor, signer=signer, profiles={cloudtasks.DOOR: CloudTasksProfile()}
         )
-        policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
+        policy = RetryPolicy(
+            o["max-task-errors"],
+            o["min-task-delay"],
+            o["max-task-delay"],
+            max_age=o["max-task-age"],
+        )
 
         def new_scheduler(queue: str) -> QueueScheduler:
             return QueueScheduler(
