@@ -241,6 +241,29 @@ class CloudTasksClientTests(unittest.TestCase):
         names = sorted(t["name"] for t in listed["tasks"])
         self.assertEqual(names, ["later-0", "later-2"])
 
+    @defer.inlineCallbacks
+    def test_deliveries_follow_the_queues_retry_config(self):
+        yield self.start()
+        c = self.client
+        queue = f"{PARENT}/queues/flaky"
+        retry = {"max_attempts": 3, "min_backoff": {"nanos": 100_000_000}, "max_backoff": "1s"}
+        yield call(c.create_queue, parent=PARENT, queue={"name": queue, "retry_config": retry})
+        self.receiver.respond("/flaky", 503)
+        made = yield call(
+            c.create_task,
+            parent=queue,
+            task={"http_request": {"url": self.receiver.url + "/flaky"}},
+        )
+        # Three attempts (maxAttempts, not the node's --max-task-errors 20), then none.
+        yield wait_for(lambda: self._missing(made.name), what="the task to fail for good")
+        attempts = self.receiver.to("/flaky")
+        self.assertEqual(len(attempts), 3)
+        counts = [a.headers["x-cloudtasks-taskretrycount"] for a in attempts]
+        self.assertEqual(counts, ["0", "1", "2"])
+        # Cloud Tasks would have dropped it; torque keeps the dead letter.
+        code, dead = yield self.torque("/queues/flaky/dead")
+        self.assertEqual([t["attempts"] for t in dead["tasks"]], [3])
+
     def _missing(self, name: str) -> defer.Deferred:
         d = call(self.client.get_task, name=name)
         return d.addCallbacks(lambda _: False, lambda f: f.check(exceptions.NotFound) is not None)
