@@ -241,6 +241,18 @@ class CloudTasksClientTests(unittest.TestCase):
         code, listed = yield self.torque("/queues/jobs/tasks")
         names = sorted(t["name"] for t in listed["tasks"])
         self.assertEqual(names, ["later-0", "later-2"])
+        code, one = yield self.torque(f"/tasks/{listed['tasks'][0]['id']}")
+        self.assertEqual((code, one["queue"], one["status"]), (200, "jobs", "scheduled"))
+        import treq
+
+        response = yield treq.get(
+            self.node.url + "/metrics",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            persistent=False,
+        )
+        metrics = (yield response.text()).splitlines()
+        self.assertIn('torque_queue_tasks{queue="jobs",state="scheduled"} 2.0', metrics)
+        self.assertIn('torque_tasks_added_total{queue="jobs"} 4.0', metrics)
 
     @defer.inlineCallbacks
     def test_deliveries_follow_the_queues_retry_config(self):
