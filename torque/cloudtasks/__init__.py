@@ -13,6 +13,8 @@ tasks (``door == "cloudtasks"``), so ``GET /queues``, the dashboard,
 - :mod:`~torque.cloudtasks.tasks`: a Cloud Tasks Task to a torque task and back;
 - :mod:`~torque.cloudtasks.queues`: a Cloud Tasks Queue, kept as a door
   record beside torque's queue settings;
+- :mod:`~torque.cloudtasks.book`: the door's queues and tasks over the store;
+- :mod:`~torque.cloudtasks.query`: bodies, query parameters, page tokens;
 - :mod:`~torque.cloudtasks.api`: the routes;
 - :mod:`~torque.cloudtasks.profile`: the ``X-CloudTasks-*`` delivery headers.
 """

@@ -2,30 +2,27 @@
 
 Mounted at ``/v2/projects/`` (:mod:`torque.doors`).  Custom verbs
 (``my-queue:pause``, ``task-1:run``) sit in a path's last segment, which is
-split on its last ``:``.  Every query carries ``$alt=json;enum-encoding=int``
-from the official clients: it is accepted and needs nothing, since enums are
-read as numbers or names alike.  Errors are Google's shape, in one place
-at the end.
+split on its last ``:``.  What a request says beyond its route is read by
+:mod:`~torque.cloudtasks.query`; queues and tasks are looked up by
+:mod:`~torque.cloudtasks.book`.  Errors are Google's shape, in one place at
+the end.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import secrets
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 from klein import Klein
-from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from torque.api import Utf8Only
 from torque.cloudtasks import DOOR, names
+from torque.cloudtasks.book import QueueBook
 from torque.cloudtasks.errors import (
     GoogleError,
     already_exists,
@@ -36,14 +33,25 @@ from torque.cloudtasks.errors import (
     unavailable,
     unimplemented,
 )
-from torque.cloudtasks.names import QueueName
-from torque.cloudtasks.queues import NodeDefaults, QueueRecord, new_queue, queue_json, updated_queue
+from torque.cloudtasks.query import (
+    LIVE,
+    arg,
+    camel,
+    json_answer,
+    no_verb,
+    page_size,
+    page_token,
+    read_json,
+    read_page_token,
+    state_filter,
+    task_position,
+)
+from torque.cloudtasks.queues import NodeDefaults, QueueRecord, new_queue, updated_queue
 from torque.cloudtasks.tasks import task_from_request, task_json
 from torque.cloudtasks.wire import view
 from torque.logs import quoted
 from torque.metrics import Metrics
 from torque.storage import DELIVERED_TTL, Store, StoreUnavailable
-from torque.submission import strict_json
 from torque.targets import TargetGuard, TargetRefused
 
 log = Logger()
@@ -55,66 +63,11 @@ MAX_TASK_PAGE = 1000
 # Queues in a page of ListQueues: by default, and at most.
 QUEUE_PAGE = 100
 MAX_QUEUE_PAGE = 1000
-#: States a task is listed and found in: Cloud Tasks deletes a task once it
-#: is delivered or has failed for good (torque keeps a dead letter).
-LIVE = ("scheduled", "running")
 IAM_VERBS = frozenset({"getIamPolicy", "setIamPolicy", "testIamPermissions"})
 
 
 def new_torque_id() -> str:
     return secrets.token_urlsafe(15)
-
-
-def read_json(request) -> dict[str, Any]:
-    """The body as a JSON object; none at all is ``{}`` (the clients send
-    ``Content-Type: application/json`` on bodiless GETs and DELETEs)."""
-    raw = request.content.read() if request.content is not None else b""
-    if not raw.strip():
-        return {}
-    try:
-        body = strict_json(raw)
-    except ValueError as e:
-        raise invalid("body", f"Invalid JSON payload received: {e}") from None
-    if not isinstance(body, dict):
-        raise invalid("body", "Invalid JSON payload received: the body must be a JSON object")
-    return body
-
-
-def arg(request, name: str) -> str | None:
-    values = request.args.get(name.encode())
-    if not values:
-        return None
-    try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise invalid(name, f"{name} must be UTF-8") from None
-
-
-def page_size(request, default: int, most: int) -> int:
-    text = arg(request, "pageSize")
-    if text in (None, "", "0"):
-        return default
-    if not text.isdigit() or len(text) > 9:
-        raise invalid("pageSize", "pageSize must be a positive whole number")
-    return min(int(text), most)
-
-
-def _token(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _untoken(text: str) -> Any:
-    try:
-        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (binascii.Error, ValueError):
-        raise invalid("pageToken", "pageToken is not one this server gave out") from None
-
-
-def json_answer(request, body: Any) -> bytes:
-    request.setResponseCode(200)
-    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-    return json.dumps(body).encode()
 
 
 class CloudTasksAPI:
@@ -150,36 +103,12 @@ class CloudTasksAPI:
         self.metrics = metrics
         self.new_id = new_id
         self.new_name = new_name
+        self.book = QueueBook(store, clock, defaults)
 
     def resource(self):
         return Utf8Only(self.app.resource())
 
     # -- queues: reading -----------------------------------------------------
-
-    async def _record(self, name: QueueName) -> QueueRecord:
-        """The door's record of queue ``name``: NOT_FOUND if there is none,
-        or if its id belongs to a queue of another project or location."""
-        text = await self.store.door_record(DOOR, name.queue)
-        if text is None:
-            raise not_found(f"Queue {name} does not exist.")
-        record = QueueRecord.from_text(text)
-        if record.name != name:
-            raise not_found(
-                f"Queue {name} does not exist: on this torque node, queue id "
-                f"{name.queue!r} is {record.name} (a node holds one queue of each id)"
-            )
-        return record
-
-    async def _shown(self, records: list[QueueRecord]) -> list[dict[str, Any]]:
-        if not records:
-            return []
-        queues = [record.name.queue for record in records]
-        stats = await self.store.queue_stats(queues, self.clock.seconds())
-        settings = await defer.gatherResults([self.store.get_settings(q) for q in queues])
-        return [
-            queue_json(record, s.paused if s.known else record.paused, got, self.defaults)
-            for record, s, got in zip(records, stats, settings, strict=True)
-        ]
 
     @app.route(PARENT, methods=["GET"])
     def get_location(self, request, project, location):
@@ -215,10 +144,10 @@ class CloudTasksAPI:
         parent = names.parent_of(project, location)
         size = page_size(request, QUEUE_PAGE, MAX_QUEUE_PAGE)
         token = arg(request, "pageToken")
-        after = _untoken(token) if token else ""
+        after = read_page_token(token) if token else ""
         if not isinstance(after, str):
             raise invalid("pageToken", "pageToken is not one this server gave out")
-        state = _state_filter(arg(request, "filter"))
+        state = state_filter(arg(request, "filter"))
         records = await self.store.door_records(DOOR)
         mine = sorted(
             (r for r in map(QueueRecord.from_text, records.values()) if r.name.parent == parent),
@@ -229,7 +158,7 @@ class CloudTasksAPI:
         next_after = None
         while mine and len(shown) < size:
             batch, mine = mine[: size - len(shown)], mine[size - len(shown) :]
-            for queue in await self._shown(batch):
+            for queue in await self.book.shown(batch):
                 if state is None or queue["state"] == state:
                     shown.append(queue)
             next_after = batch[-1].name.queue
@@ -237,13 +166,13 @@ class CloudTasksAPI:
         if shown:
             answer["queues"] = shown
         if mine:
-            answer["nextPageToken"] = _token(next_after)
+            answer["nextPageToken"] = page_token(next_after)
         return json_answer(request, answer)
 
     @app.route(PARENT + "/queues/<segment>", methods=["GET"])
     async def get_queue(self, request, project, location, segment):
-        name = names.queue_name(project, location, _no_verb(segment))
-        (shown,) = await self._shown([await self._record(name)])
+        name = names.queue_name(project, location, no_verb(segment))
+        (shown,) = await self.book.shown([await self.book.record(name)])
         return json_answer(request, shown)
 
     # -- queues: changing ----------------------------------------------------
@@ -266,17 +195,17 @@ class CloudTasksAPI:
         settings = {k: v for k, v in record.settings().items() if v is not None}
         if settings:
             await self.store.set_settings(name.queue, settings)
-        (shown,) = await self._shown([record])
+        (shown,) = await self.book.shown([record])
         return json_answer(request, shown)
 
     @app.route(PARENT + "/queues/<segment>", methods=["PATCH"])
     async def update_queue(self, request, project, location, segment):
-        name = names.queue_name(project, location, _no_verb(segment))
+        name = names.queue_name(project, location, no_verb(segment))
         body = read_json(request)
         mask_text = arg(request, "updateMask")
         mask = [camel(p.strip()) for p in mask_text.split(",") if p.strip()] if mask_text else None
         try:
-            record = await self._record(name)
+            record = await self.book.record(name)
         except GoogleError as e:
             if e.status != "NOT_FOUND" or await self.store.door_record(DOOR, name.queue):
                 raise
@@ -291,13 +220,13 @@ class CloudTasksAPI:
         changes = {k: v for k, v in new.settings().items() if old_settings.get(k) != v}
         if changes:
             await self.store.set_settings(name.queue, changes)
-        (shown,) = await self._shown([new])
+        (shown,) = await self.book.shown([new])
         return json_answer(request, shown)
 
     @app.route(PARENT + "/queues/<segment>", methods=["DELETE"])
     async def delete_queue(self, request, project, location, segment):
-        name = names.queue_name(project, location, _no_verb(segment))
-        await self._record(name)
+        name = names.queue_name(project, location, no_verb(segment))
+        await self.book.record(name)
         await self.store.purge(name.queue)
         await self.store.delete_dead(name.queue, None)
         await self.store.delete_queue(name.queue)  # busy while attempts finish: fine
@@ -313,7 +242,7 @@ class CloudTasksAPI:
             raise unimplemented(f"IAM is not supported by torque ({verb}): use --api-token")
         if verb not in ("pause", "resume", "purge"):
             raise not_found(f"no method {verb!r} on a queue")
-        record = await self._record(name)
+        record = await self.book.record(name)
         now = self.clock.seconds()
         if verb == "purge":
             await self.store.purge(name.queue)
@@ -326,7 +255,7 @@ class CloudTasksAPI:
         elif verb == "resume":
             await self.store.resume(name.queue)
             self.wake(name.queue, now)
-        (shown,) = await self._shown([record])
+        (shown,) = await self.book.shown([record])
         return json_answer(request, shown)
 
     # -- tasks ---------------------------------------------------------------
@@ -350,7 +279,7 @@ class CloudTasksAPI:
                 await self.targets.check_url(task.url)
             except TargetRefused as e:
                 raise invalid("task.httpRequest.url", str(e)) from None
-        record = await self._queue_for_task(name)
+        record = await self.book.queue_for_task(name)
         was_known = True
         if record.paused:
             (stats,) = await self.store.queue_stats([name.queue], now)
@@ -377,49 +306,19 @@ class CloudTasksAPI:
     def _timeout(self) -> float:
         return self.defaults.timeout
 
-    async def _queue_for_task(self, name: QueueName) -> QueueRecord:
-        """The queue a task goes to; created (following the node's options)
-        if it does not exist yet, as torque's own API creates queues."""
-        try:
-            return await self._record(name)
-        except GoogleError as e:
-            if e.status != "NOT_FOUND" or await self.store.door_record(DOOR, name.queue):
-                raise
-        record = QueueRecord(name)
-        if await self.store.put_door_record(DOOR, name.queue, record.to_text(), True):
-            log.info("Cloud Tasks queue {name} created by its first task", name=str(name))
-            return record
-        return await self._record(name)
-
-    async def _find(self, name: QueueName, task_id: str) -> tuple[str, dict[str, Any]]:
-        """``(torque id, description)`` of the live task ``task_id`` of
-        queue ``name``: by its name, else (a task torque's own API added
-        without one) by its torque id."""
-        await self._record(name)
-        torque_id = await self.store.named(name.queue, task_id)
-        fields = await self.store.describe(torque_id) if torque_id else None
-        if fields is None:
-            torque_id = task_id
-            fields = await self.store.describe(task_id)
-            if fields is not None and fields.get("name"):
-                fields = None  # a named task is found by its name only
-        if fields is None or fields.get("queue") != name.queue or fields["status"] not in LIVE:
-            raise not_found(f"Task {name.task(task_id)} does not exist.")
-        return torque_id, fields
-
     @app.route(PARENT + "/queues/<queue>/tasks/<segment>", methods=["GET"])
     async def get_task(self, request, project, location, queue, segment):
         name = names.queue_name(project, location, queue, "name")
-        task_id = names.check_task_id(_no_verb(segment))
+        task_id = names.check_task_id(no_verb(segment))
         shown_view = view(arg(request, "responseView") or 0)
-        _, fields = await self._find(name, task_id)
+        _, fields = await self.book.find(name, task_id)
         return json_answer(request, task_json(name, task_id, fields, shown_view, self._timeout))
 
     @app.route(PARENT + "/queues/<queue>/tasks/<segment>", methods=["DELETE"])
     async def delete_task(self, request, project, location, queue, segment):
         name = names.queue_name(project, location, queue, "name")
-        task_id = names.check_task_id(_no_verb(segment))
-        torque_id, _ = await self._find(name, task_id)
+        task_id = names.check_task_id(no_verb(segment))
+        torque_id, _ = await self.book.find(name, task_id)
         # As Cloud Tasks, the name stays taken a while (as after a delivery).
         if await self.store.cancel(torque_id, keep_name=DELIVERED_TTL) in ("", "delivered"):
             raise not_found(f"Task {name.task(task_id)} does not exist.")
@@ -436,7 +335,7 @@ class CloudTasksAPI:
             raise not_found(f"no method {verb!r} on a task")
         names.check_task_id(task_id)
         shown_view = view(body.get("responseView", 0))
-        torque_id, fields = await self._find(name, task_id)
+        torque_id, fields = await self.book.find(name, task_id)
         if fields["status"] != "scheduled":
             raise failed_precondition(f"Task {name.task(task_id)} is being dispatched already.")
         state, _, due_at = await self.store.run_now(torque_id, self.clock.seconds())
@@ -457,10 +356,10 @@ class CloudTasksAPI:
     @app.route(PARENT + "/queues/<queue>/tasks", methods=["GET"])
     async def list_tasks(self, request, project, location, queue):
         name = names.queue_name(project, location, queue, "parent")
-        await self._record(name)
+        await self.book.record(name)
         size = page_size(request, MAX_TASK_PAGE, MAX_TASK_PAGE)
         shown_view = view(arg(request, "responseView") or 0)
-        state, after = _task_position(arg(request, "pageToken"))
+        state, after = task_position(arg(request, "pageToken"))
         tasks: list[dict[str, Any]] = []
         token = None
         while True:
@@ -481,7 +380,7 @@ class CloudTasksAPI:
         if tasks:
             answer["tasks"] = tasks
         if token is not None:
-            answer["nextPageToken"] = _token(token)
+            answer["nextPageToken"] = page_token(token)
         return json_answer(request, answer)
 
     # -- errors, in one place ------------------------------------------------
@@ -512,48 +411,3 @@ class CloudTasksAPI:
             path=quoted(request.path),
         )
         return render(request, GoogleError(500, "INTERNAL", "internal error; see the node's log"))
-
-
-def camel(path: str) -> str:
-    """A field mask path in lowerCamelCase, as proto3 JSON writes it: the
-    Python client sends ``rateLimits.maxDispatchesPerSecond``, the Node one
-    passes on what its caller wrote (``rate_limits.max_dispatches_per_second``)."""
-    return ".".join(
-        part.split("_")[0] + "".join(w[:1].upper() + w[1:] for w in part.split("_")[1:])
-        for part in path.split(".")
-    )
-
-
-def _no_verb(segment: str) -> str:
-    resource, verb = names.split_verb(segment)
-    if verb is not None:
-        raise not_found(f"no method {verb!r} with this HTTP method")
-    return resource
-
-
-def _state_filter(text: str | None) -> str | None:
-    """ListQueues' ``filter``: empty, or ``state: PAUSED`` / ``state: RUNNING``."""
-    if not text or not text.strip():
-        return None
-    field, colon, value = text.partition(":")
-    value = value.strip().strip('"')
-    if field.strip() != "state" or not colon or value not in ("PAUSED", "RUNNING"):
-        raise invalid("filter", 'filter may only be "state: PAUSED" or "state: RUNNING"')
-    return value
-
-
-def _task_position(token: str | None) -> tuple[str, tuple[float, str] | None]:
-    if not token:
-        return LIVE[0], None
-    position = _untoken(token)
-    bad = invalid("pageToken", "pageToken is not one this server gave out")
-    if not isinstance(position, list) or not position or position[0] not in LIVE:
-        raise bad
-    if len(position) == 1:
-        return position[0], None
-    if len(position) != 3 or not all(isinstance(p, str) for p in position):
-        raise bad
-    try:
-        return position[0], (float(position[1]), position[2])
-    except ValueError:
-        raise bad from None
