@@ -166,6 +166,12 @@ class TaskMappingTests(unittest.TestCase):
         )
         self.assertEqual((task.body, task.content_type, task.timeout), ("", "", None))
 
+    def test_a_schedule_time_in_the_past_is_now(self):
+        task, _ = create(
+            {"httpRequest": {"url": "https://e.com/"}, "scheduleTime": "2001-01-01T00:00:00Z"}
+        )
+        self.assertEqual(task.due_at, NOW)
+
     def test_a_body_in_either_base64_alphabet_padded_or_not(self):
         for text, body in [
             ("Pz8_", "???"),

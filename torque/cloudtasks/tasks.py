@@ -117,7 +117,9 @@ def task_from_request(
         "name": task_id,
     }
     if task.get("scheduleTime") not in (None, ""):
-        fields["eta"] = parse_timestamp(task["scheduleTime"], "task.scheduleTime")
+        # A time in the past is now (torque's own API refuses one more than
+        # a day ago, as a likely mistake; Cloud Tasks takes any).
+        fields["eta"] = max(parse_timestamp(task["scheduleTime"], "task.scheduleTime"), now)
     if task.get("dispatchDeadline") not in (None, ""):
         deadline = parse_duration(task["dispatchDeadline"], "task.dispatchDeadline")
         if not MIN_DEADLINE <= deadline <= MAX_DEADLINE:
