@@ -243,6 +243,17 @@ class TaskRouteTests(DoorTestCase):
         for path in ("tasks:buffer", "tasks/a:buffer", "tasks:batchCreate", "tasks:batchDelete"):
             self.assertGoogleError(self.call("POST", f"{QUEUE}/{path}", {}), 501, "UNIMPLEMENTED")
 
+    def test_targets_torque_refuses_are_refused_here_too(self):
+        from torque.targets import TargetGuard
+
+        self.api.targets = TargetGuard()  # the node's defaults: link-local is refused
+        url = "http://169.254.169.254/computeMetadata"
+        answer = self.create_task("a", httpRequest={"url": url})
+        self.assertGoogleError(answer, 400, "INVALID_ARGUMENT")
+        violation = answer[1]["error"]["details"][0]["fieldViolations"][0]
+        self.assertEqual(violation["field"], "task.httpRequest.url")
+        self.assertEqual(self.store.tasks, {})
+
     def test_redis_unavailable_is_unavailable(self):
         self.store.available = False
         answer = self.create_task("a")
