@@ -273,6 +273,10 @@ class CloudTasksClientTests(unittest.TestCase):
         self.assertEqual(len(attempts), 3)
         counts = [a.headers["x-cloudtasks-taskretrycount"] for a in attempts]
         self.assertEqual(counts, ["0", "1", "2"])
+        previous = [a.headers.get("x-cloudtasks-taskpreviousresponse") for a in attempts]
+        self.assertEqual(previous, [None, "503", "503"])
+        reasons = [a.headers.get("x-cloudtasks-taskretryreason") for a in attempts]
+        self.assertEqual(reasons, [None, "HTTP 503: handler says no", "HTTP 503: handler says no"])
         # Cloud Tasks would have dropped it; torque keeps the dead letter.
         code, dead = yield self.torque("/queues/flaky/dead")
         self.assertEqual([t["attempts"] for t in dead["tasks"]], [3])

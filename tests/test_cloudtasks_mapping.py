@@ -401,6 +401,27 @@ class QueueMappingTests(unittest.TestCase):
 
 
 class ProfileTests(unittest.TestCase):
+    def test_a_retry_says_what_the_previous_attempt_got(self):
+        fields = {
+            "queue": "q",
+            "url": "https://e.com/",
+            "name": "task-1",
+            "attempts": "2",
+            "last_status": "503",
+            "last_error": "HTTP 503: busy\r\nnow",
+            "door": DOOR,
+        }
+        headers = CloudTasksProfile().headers(Task.from_fields("t1", fields), NOW, b"")
+        self.assertEqual(headers["X-CloudTasks-TaskPreviousResponse"], "503")
+        self.assertEqual(headers["X-CloudTasks-TaskRetryReason"], "HTTP 503: busy  now")
+        no_answer = {**fields, "last_status": "", "last_error": "timed out after 60 s"}
+        headers = CloudTasksProfile().headers(Task.from_fields("t1", no_answer), NOW, b"")
+        self.assertNotIn("X-CloudTasks-TaskPreviousResponse", headers)
+        self.assertEqual(headers["X-CloudTasks-TaskRetryReason"], "timed out after 60 s")
+        first = {**fields, "attempts": "1", "last_status": "", "last_error": ""}
+        headers = CloudTasksProfile().headers(Task.from_fields("t1", first), NOW, b"")
+        self.assertNotIn("X-CloudTasks-TaskRetryReason", headers)
+
     def test_delivery_headers(self):
         task = Task(
             id="t1",
