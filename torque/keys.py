@@ -17,16 +17,25 @@ fields): other programs may add tasks by writing it directly.  With the default 
 ``torque:queue:<q>:stats``         hash: running totals ``delivered``, ``failed``
 ``torque:queue:<q>:rate``          hash: the ``--rate`` token bucket, ``tokens``
                                    and ``at``
+``torque:queue:<q>:settings``      hash: the queue's own settings (``rate``,
+                                   ``concurrency``, … see
+                                   :mod:`torque.queue_settings`), each the
+                                   decimal text of its value
 ``torque:queue:<q>:minute:<t>``    hash: ``delivered``, ``retried``, ``dead``
                                    in the minute starting at <t>; expires
 ``torque:queues``                  sorted set: every queue that holds or held a
                                    task, each scored 0 so that it is ordered
                                    by name (paged with ZRANGEBYLEX)
-``torque:wake:<q>``                pub/sub channel: a due time, on every add
+``torque:wake:<q>``                pub/sub channel: a due time, on every add;
+                                   ``settings`` when the queue's settings
+                                   changed
 ``torque:nodes``                   sorted set: node id -> its heartbeat's end
 ``torque:node:<id>``               hash: a live node (``id``, ``host``, ``pid``,
                                    ``version``, ``queues``, ``in_flight``,
                                    ``started_at``, ``seen_at``); expires
+``torque:door:<door>``             hash: what a compatible front door keeps
+                                   (SPEC 10), ``<key> -> text``: the Cloud
+                                   Tasks door keeps its queues there
 
 A task's state is *where its id is*: in ``due`` it is scheduled, in
 ``running`` a node holds a lease on it, in ``dead`` it is a dead letter; a
@@ -50,11 +59,16 @@ NAME = "name:"
 PAUSED = "paused"
 RATE = "rate"
 STATS = "stats"
+SETTINGS = "settings"
 MINUTE = "minute:"
 QUEUES = "queues"
 WAKE = "wake:"
 NODES = "nodes"
 NODE = "node:"
+DOOR = "door:"
+
+# The message on a queue's wake channel that says its settings changed.
+SETTINGS_CHANGED = "settings"
 
 # Seconds a per-minute counter outlives its minute: the dashboard charts the
 # last few minutes, so two hours is plenty.
@@ -101,6 +115,9 @@ class Keys:
     def stats(self, queue: str) -> str:
         return self.queue_prefix(queue) + STATS
 
+    def settings(self, queue: str) -> str:
+        return self.queue_prefix(queue) + SETTINGS
+
     def queue(self, queue: str) -> list[str]:
         """One queue's fixed keys, in the order the Lua prelude's
         ``K.queue_of`` reads them from ``KEYS``: due, running, dead, stats,
@@ -127,6 +144,9 @@ class Keys:
 
     def node(self, node_id: str) -> str:
         return self.prefix + NODE + node_id
+
+    def door(self, door: str) -> str:
+        return self.prefix + DOOR + door
 
 
 def _lua(text: str) -> str:

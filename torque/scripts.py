@@ -137,7 +137,9 @@ end
 ADD = (
     _REGISTRY
     + """
--- Add a task, unless its name is taken by a live task.
+-- Add a task, unless its name is taken by a live task, or kept a while
+-- after its task was cancelled (a name key with a time to live: Store.cancel's
+-- keep_name).
 -- KEYS[1] task hash   KEYS[2] due zset   KEYS[3] name key (or the task
 -- hash again when unnamed)   KEYS[4] queue registry
 -- ARGV[1] id   ARGV[2] due_at   ARGV[3] queue   ARGV[4] 1 if named
@@ -145,7 +147,8 @@ ADD = (
 -- Returns {id, 1} when added, {existing id, 0} for a duplicate name.
 if ARGV[4] == '1' then
   local holder = redis.call('GET', KEYS[3])
-  if holder and redis.call('EXISTS', K.task(ARGV[6], holder)) == 1 then
+  if holder and (redis.call('EXISTS', K.task(ARGV[6], holder)) == 1
+                 or redis.call('PTTL', KEYS[3]) > 0) then
     return {holder, 0}
   end
 end
@@ -346,7 +349,7 @@ CANCEL = (
 -- finds no task and is dropped, so it is never retried.  A delivered task is
 -- left alone: its record keeps its name (idempotency) for its hour.
 -- KEYS[1] task hash   KEYS[2] its attempt history   ARGV[1] id
--- ARGV[2] key prefix
+-- ARGV[2] key prefix   ARGV[3] seconds its name stays taken (0: freed now)
 -- Returns the state the task was in, or '' if there was no such task.
 local queue = redis.call('HGET', KEYS[1], 'queue')
 if not queue then return '' end
@@ -356,7 +359,13 @@ local state = 'scheduled'
 if redis.call('ZREM', q.running, ARGV[1]) == 1 then state = 'running' end
 if redis.call('ZREM', q.dead, ARGV[1]) == 1 then state = 'dead' end
 redis.call('ZREM', q.due, ARGV[1])
-release_name(q.prefix, KEYS[1], ARGV[1])
+local keep = tonumber(ARGV[3])
+local holder = held_name(q.prefix, KEYS[1], ARGV[1])
+if holder and keep > 0 then
+  redis.call('EXPIRE', holder, math.ceil(keep))
+elseif holder then
+  redis.call('DEL', holder)
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 return state
 """
@@ -426,9 +435,10 @@ DELETE_QUEUE = (
     _REGISTRY
     + """
 -- Forget an empty queue: its place in the registry, its pause flag, its
--- running totals and rate bucket (its per-minute counts expire by
+-- running totals, rate bucket and settings (its per-minute counts expire by
 -- themselves).  A queue that holds a task is left alone.
 -- KEYS[1] queue registry   KEYS[2..7] the queue's keys (Keys.queue)
+-- KEYS[8] its settings
 -- ARGV[1] queue
 -- Returns {state, scheduled, running, dead}: state 'deleted', 'busy' (it
 -- holds tasks; the counts say which) or 'unknown'.
@@ -439,9 +449,29 @@ if counts[1] + counts[2] + counts[3] > 0 then
   return {'busy', counts[1], counts[2], counts[3]}
 end
 local known = redis.call('ZREM', registry(KEYS[1]), ARGV[1])
-local extra = redis.call('DEL', q.paused, q.stats, q.rate)
+local extra = redis.call('DEL', q.paused, q.stats, q.rate, KEYS[8])
 if known == 0 and extra == 0 then return {'unknown', 0, 0, 0} end
 return {'deleted', 0, 0, 0}
+"""
+)
+
+SET_SETTINGS = (
+    _PRELUDE
+    + """
+-- Change a queue's settings and tell its nodes (they read them again).
+-- KEYS[1] the queue's settings
+-- ARGV[1] its wake channel   ARGV[2] the message that says they changed
+-- ARGV[3..] field, value pairs: an empty value clears the field
+-- Returns the settings after the change, as HGETALL does.
+for i = 3, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return redis.call('HGETALL', KEYS[1])
 """
 )
 

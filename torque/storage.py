@@ -277,9 +277,36 @@ class Store(Protocol):
         attempts, newest first: see :func:`history_entry`), or ``None`` if
         there's no such task (or its delivery record has expired)."""
 
-    def cancel(self, task_id: str) -> Deferred[str]:
+    def cancel(self, task_id: str, keep_name: float = 0.0) -> Deferred[str]:
         """Delete a task; fires with the state it was in, ``""`` if none
-        (a delivered task stays, and ``"delivered"`` is the answer)."""
+        (a delivered task stays, and ``"delivered"`` is the answer).
+
+        :param keep_name: seconds the task's name stays taken (an add of
+            that name is a duplicate of the cancelled id meanwhile, as Cloud
+            Tasks keeps a deleted task's name); 0 frees it at once.
+        """
+
+    def named(self, queue: str, name: str) -> Deferred[str | None]:
+        """The id that holds ``name`` in ``queue`` (a live task's, a
+        delivery record's or a cancelled task's whose name is kept), or
+        ``None``: how a front door finds a task by its name."""
+
+    def door_records(self, door: str) -> Deferred[dict[str, str]]:
+        """Every record a compatible front door (SPEC 10) keeps beside the
+        tasks, ``{key: text}`` (the Cloud Tasks door's queues): a few
+        thousand at most, read whole."""
+
+    def door_record(self, door: str, key: str) -> Deferred[str | None]:
+        """One record of ``door``, or ``None``."""
+
+    def put_door_record(
+        self, door: str, key: str, text: str, only_new: bool = False
+    ) -> Deferred[bool]:
+        """Write one record of ``door``; fires with whether it was written
+        (with ``only_new``, an existing record is left as it is)."""
+
+    def delete_door_record(self, door: str, key: str) -> Deferred[bool]:
+        """Delete one record of ``door``; fires with whether there was one."""
 
     def run_now(self, task_id: str, now: float) -> Deferred[tuple[str, str | None, float | None]]:
         """Make a scheduled task due at ``now`` (an overdue one keeps its
@@ -290,6 +317,23 @@ class Store(Protocol):
             it is ``"scheduled"`` (``due_at`` is ``None`` otherwise).
         """
 
+    def get_settings(self, queue: str) -> Deferred[dict[str, int | float]]:
+        """The queue's own settings (:data:`torque.queue_settings.SETTINGS`):
+        only the fields it has, each typed; ``{}`` when it has none (or no
+        such queue).  One cheap read, made by every node's scheduler of the
+        queue at each safety tick and when told the settings changed."""
+
+    def set_settings(
+        self, queue: str, changes: dict[str, int | float | None]
+    ) -> Deferred[dict[str, int | float]]:
+        """Change some of the queue's settings at once (``None`` clears a
+        field: the node's option applies again), tell every node processing
+        the queue (its wake channel), and fire with the settings after the
+        change, as :meth:`get_settings` gives them.  The values must be
+        checked already (:func:`torque.queue_settings.check_changes`); an
+        unknown field fails with ``ValueError`` and changes nothing.  The
+        queue need not hold a task."""
+
     def pause(self, queue: str) -> Deferred[bool]:
         """Stop every node from claiming the queue's tasks; adds go on.
         Fires with whether the queue exists (if not, nothing changed)."""
@@ -299,7 +343,7 @@ class Store(Protocol):
         with whether the queue exists."""
 
     def delete_queue(self, queue: str) -> Deferred[tuple[str, int, int, int]]:
-        """Forget an empty queue.  Fires with ``(state, scheduled, running,
+        """Forget an empty queue, its settings too.  Fires with ``(state, scheduled, running,
         dead)``: ``deleted``, ``unknown``, or ``busy`` while it holds tasks
         (nothing changed)."""
 

@@ -72,9 +72,14 @@ class TorqueNode(MultiService):
         from treq.client import HTTPClient
         from twisted.web.client import Agent
 
+        from torque import cloudtasks
         from torque.api import TorqueAPI
         from torque.auth import RequireToken
+        from torque.cloudtasks.api import CloudTasksAPI
+        from torque.cloudtasks.profile import CloudTasksProfile
+        from torque.cloudtasks.queues import NodeDefaults
         from torque.dispatch import Dispatcher, QuietConnectionPool
+        from torque.doors import Doors
         from torque.heartbeat import Heartbeat
         from torque.metrics import Metrics
         from torque.scheduler import QueueScheduler
@@ -107,8 +112,15 @@ class TorqueNode(MultiService):
         agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
         http = HTTPClient(agent)
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
-        dispatcher = Dispatcher(http, reactor, signer=signer)
-        policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
+        dispatcher = Dispatcher(
+            http, reactor, signer=signer, profiles={cloudtasks.DOOR: CloudTasksProfile()}
+        )
+        policy = RetryPolicy(
+            o["max-task-errors"],
+            o["min-task-delay"],
+            o["max-task-delay"],
+            max_age=o["max-task-age"],
+        )
 
         def new_scheduler(queue: str) -> QueueScheduler:
             return QueueScheduler(
@@ -162,7 +174,24 @@ class TorqueNode(MultiService):
                 token_required=bool(o["api-tokens"]),
                 processed=heartbeat.processed,
             )
-            root = RequireToken(api.resource(), o["api-tokens"])
+            cloud_tasks = CloudTasksAPI(
+                store,
+                reactor,
+                NodeDefaults(
+                    max_errors=o["max-task-errors"],
+                    min_delay=o["min-task-delay"],
+                    max_delay=o["max-task-delay"],
+                    rate=o["rate"] or 0.0,
+                    concurrency=o["concurrency"],
+                    timeout=o["task-timeout"],
+                ),
+                wake=self.router.wake,
+                base_url=o["base-task-url"],
+                targets=guard,
+                metrics=metrics,
+            )
+            doors = Doors(api.resource(), {b"/v2/projects/": cloud_tasks.resource()})
+            root = RequireToken(doors, o["api-tokens"])
             endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
             site = QuietSite(
                 root,

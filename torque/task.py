@@ -34,6 +34,12 @@ class Task:
         delivery headers, :mod:`torque.profiles`).
     :param door_data: what that door keeps with the task for its delivery
         headers (strings only).
+    :param last_status: the status its previous attempt got (``None``: no
+        answer, or no previous attempt), and ``last_error`` why that attempt
+        failed, as the task's hash says when it is claimed: for a door's
+        delivery headers (``X-CloudTasks-TaskPreviousResponse``).  Written by
+        the store when it settles an attempt, never by :meth:`to_fields`,
+        and not part of a task's equality.
     """
 
     id: str
@@ -51,6 +57,8 @@ class Task:
     attempts: int = 0
     door: str = ""
     door_data: Mapping[str, str] = attrs.field(factory=dict)
+    last_status: int | None = attrs.field(default=None, eq=False)
+    last_error: str = attrs.field(default="", eq=False)
 
     def to_fields(self) -> list[str]:
         """Flatten into HSET arguments, leaving out what is unset or the
@@ -101,6 +109,8 @@ class Task:
             attempts=int(fields.get("attempts") or 0),
             door=fields.get("door", ""),
             door_data=json.loads(fields.get("door_data") or "{}"),
+            last_status=_status(fields.get("last_status")),
+            last_error=fields.get("last_error") or "",
         )
 
 
@@ -120,3 +130,9 @@ def _float_or_none(text: str | None) -> float | None:
 
 def _int_or_none(text: str | None) -> int | None:
     return int(text) if text else None
+
+
+def _status(text: str | None) -> int | None:
+    """A stored ``last_status``; ``None`` when there is none (or it is not
+    a number: a hash written by hand)."""
+    return int(text) if text and text.isdigit() else None
