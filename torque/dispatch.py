@@ -17,7 +17,7 @@ from twisted.web.client import HTTPConnectionPool, ResponseFailed, ResponseNever
 
 from torque import __version__
 from torque.body import BodyReader
-from torque.retry import NoResponse, Outcome, Response, parse_retry_after
+from torque.retry import NoResponse, Outcome, Response, parse_retry_after, parse_seconds
 from torque.signing import Signer
 from torque.submission import is_own_header
 from torque.targets import TargetRefused
@@ -144,11 +144,17 @@ class Dispatcher:
             detail = ""
             if not 200 <= status < 300:
                 detail = " ".join(head.decode("utf-8", "replace").split())
-            raw = response.headers.getRawHeaders(b"retry-after", [b""])[-1]
+            headers = response.headers
+
+            def header(name: bytes) -> str:
+                return headers.getRawHeaders(name, [b""])[-1].decode("latin-1")
+
             return Response(
                 status,
-                retry_after=parse_retry_after(raw.decode("latin-1"), self.clock.seconds()),
+                retry_after=parse_retry_after(header(b"retry-after"), self.clock.seconds()),
                 detail=detail,
+                postpone=parse_seconds(header(b"torque-postpone")),
+                complete_within=parse_seconds(header(b"torque-complete-within")),
             )
 
         return reader.done.addCallback(done)
