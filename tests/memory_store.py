@@ -76,6 +76,7 @@ class MemoryStore:
         self.buckets: dict[str, tuple[float, float]] = {}  # --rate: (tokens, at)
         self.settings: dict[str, dict[str, str]] = {}  # as the hash holds them
         self.settings_told: list[str] = []  # queues whose nodes were told of a change
+        self.signing_key: str | None = None  # of completion tokens
         self.queues: set[str] = set()
         self.stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.minutes: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -252,6 +253,13 @@ class MemoryStore:
             return self._answer(False)
         self._settle_one(queue, fields, task, decision, now)
         return self._answer(True)
+
+    def completion_key(self, candidate):
+        if not self.available:
+            return self._answer()
+        if self.signing_key is None:
+            self.signing_key = candidate
+        return self._answer(self.signing_key)
 
     def _settle_one(self, queue, fields, task, decision, now, *duration):
         due, running, dead = self._sets(queue)

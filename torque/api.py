@@ -24,17 +24,27 @@ from twisted.web.http import parse_qs
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from torque import dashboard, openapi
+from torque.auth import bearer_token
+from torque.completion import CompletionKey, attempt_of, looks_like_token
 from torque.cursor import decode_position, encode_position
 from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
-from torque.queue_settings import check_changes
+from torque.queue_settings import QueueConfig, check_changes
+from torque.retry import DELIVERED, RETRIED, Delivered, Retry, RetryPolicy, reported_failure
 from torque.storage import LISTED_STATES, Store, StoreUnavailable
-from torque.submission import InvalidTask, parse_submission, require_text, strict_json
+from torque.submission import (
+    MAX_AHEAD,
+    InvalidTask,
+    parse_submission,
+    require_text,
+    strict_json,
+)
 from torque.targets import TargetGuard, TargetRefused
-from torque.task import QUEUE_RE
+from torque.task import QUEUE_RE, Task
 from torque.views import processed_by, public_node, public_queue, public_task
 
 log = Logger()
+DEFAULT_POLICY = RetryPolicy()
 
 
 def new_task_id() -> str:
@@ -165,6 +175,28 @@ def cursor_arg(request) -> str | None:
     return cursor
 
 
+def read_failure(raw: bytes) -> tuple[str, float | None]:
+    """The ``{"error": "…", "retry_after": s}`` body of ``POST
+    /tasks/<id>/fail``: the error (at most 200 characters kept) and the
+    seconds to wait before the next attempt, if given."""
+    body = json_object(raw, 'a JSON object: {"error": "…"}')
+    unknown = sorted(set(body) - {"error", "retry_after"})
+    if unknown:
+        message = f"unknown field {unknown[0]!r}; known: error, retry_after"
+        raise InvalidTask(unknown[0], message, "unknown_field")
+    error = body.get("error")
+    if not isinstance(error, str) or not error.strip():
+        raise InvalidTask("error", "error must be a non-empty string", "missing_field")
+    retry_after = body.get("retry_after")
+    if retry_after is not None and (
+        isinstance(retry_after, bool)
+        or not isinstance(retry_after, int | float)
+        or not 0 <= retry_after <= MAX_AHEAD
+    ):
+        raise InvalidTask("retry_after", f"retry_after must be seconds from 0 to {MAX_AHEAD}")
+    return require_text("error", error)[:200], retry_after
+
+
 def read_ids(request) -> list[str] | None:
     """The ``{"ids": [...]}`` body of a dead-letter action; ``None`` for
     no body at all, which means every dead letter of the queue."""
@@ -224,6 +256,8 @@ class TorqueAPI:
     :param processed: whether a live node processes a queue (the node's
         heartbeat knows): an add to a queue that none processes logs a
         warning, once a minute per queue at most.
+    :param completion_key: checks completion tokens (SPEC 4 "Later").
+    :param policy: the node's retry limits, for a handler's reported failure.
     """
 
     app = Klein()
@@ -239,8 +273,12 @@ class TorqueAPI:
         targets: TargetGuard | None = None,
         token_required: bool = False,
         processed: Callable[[str], bool] = lambda queue: True,
+        completion_key: CompletionKey | None = None,
+        policy: RetryPolicy = DEFAULT_POLICY,
     ):
         self.processed = processed
+        self.completion_key = completion_key
+        self.policy = policy
         self._warned: dict[str, float] = {}  # queue -> when its warning was logged
         self.targets = targets
         self.token_required = token_required
@@ -359,6 +397,51 @@ class TorqueAPI:
         return json_body(
             request, 200, {"id": task_id, "queue": queue, "status": state, "due_at": due_at}
         )
+
+    # -- a handler's word on a task it took over (SPEC 4 "Later") -----------
+
+    @app.route("/tasks/<task_id>/complete", methods=["POST"])
+    async def complete_task(self, request, task_id):
+        return await self._report(request, task_id, None)
+
+    @app.route("/tasks/<task_id>/fail", methods=["POST"])
+    async def fail_task(self, request, task_id):
+        raw = request.content.read() if request.content is not None else b""
+        return await self._report(request, task_id, read_failure(raw))
+
+    async def _report(self, request, task_id: str, failure: tuple[str, float | None] | None):
+        given = bearer_token(request)
+        attempt = None
+        if given is not None and looks_like_token(given):
+            key = await self.completion_key.get() if self.completion_key else None
+            attempt = key and attempt_of(key, given.decode(), task_id)
+            if attempt is None:
+                message = "this completion token is not the token of this task"
+                return error_body(request, 403, "forbidden", message, "authorization")
+        fields = await self.store.describe(task_id)
+        if fields is None:
+            return error_body(request, 404, "not_found", f"no task {task_id!r}", "id")
+        task = Task.from_fields(task_id, fields)
+        if fields["status"] != "waiting" or attempt not in (None, task.attempts):
+            message = (
+                f"task {task_id!r} is not waiting for its handler's word"
+                f" (it is {fields['status']}, attempt {task.attempts})"
+            )
+            return error_body(request, 409, "conflict", message, "id")
+        now = self.clock.seconds()
+        if failure is None:
+            decision = Delivered(int(fields.get("last_status") or 202))
+        else:
+            settings = await self.store.get_settings(task.queue)
+            policy = QueueConfig(policy=self.policy).with_settings(settings).policy
+            decision = reported_failure(task, *failure, now, policy)
+        if not await self.store.complete(task.queue, task, decision, now):
+            message = f"task {task_id!r} is no longer waiting for its handler's word"
+            return error_body(request, 409, "conflict", message, "id")
+        if isinstance(decision, Retry):
+            self.wake(task.queue, decision.at)
+        status = {DELIVERED: "delivered", RETRIED: "scheduled"}.get(decision.label, "dead")
+        return json_body(request, 200, {"id": task_id, "status": status})
 
     # -- queues ------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from twisted.web.client import HTTPConnectionPool, ResponseFailed, ResponseNever
 
 from torque import __version__
 from torque.body import BodyReader
+from torque.completion import CompletionKey, token_for
 from torque.retry import NoResponse, Outcome, Response, parse_retry_after, parse_seconds
 from torque.signing import Signer
 from torque.submission import is_own_header
@@ -24,6 +25,7 @@ from torque.targets import TargetRefused
 from torque.task import Task
 
 USER_AGENT = f"torque/{__version__}"
+COMPLETION_HEADER = "Torque-Completion-Token"
 
 
 class _QuietClientFactory(HTTPConnectionPool._factory):
@@ -54,6 +56,8 @@ class Dispatcher:
     :param detail_bytes: how much of a failing answer goes into
         ``last_error``.
     :param signer: signs each attempt (``--signing-secret``), if given.
+    :param completion_key: the key of completion tokens
+        (:mod:`torque.completion`): each attempt carries its token.
     """
 
     def __init__(
@@ -63,12 +67,14 @@ class Dispatcher:
         max_body: int = 64 * 1024,
         detail_bytes: int = 200,
         signer: Signer | None = None,
+        completion_key: CompletionKey | None = None,
     ):
         self.http = http
         self.clock = clock
         self.max_body = max_body
         self.detail_bytes = detail_bytes
         self.signer = signer
+        self.completion_key = completion_key
 
     def headers(self, task: Task, body: bytes = b"") -> dict[str, str]:
         """The task's own headers plus torque's (SPEC §4 and §5).
@@ -102,15 +108,23 @@ class Dispatcher:
         started = self.clock.seconds()
         timed_out = []
         body = task.body.encode()
-        d = defer.maybeDeferred(
-            self.http.request,
-            task.method,
-            task.url,
-            headers=self.headers(task, body),
-            data=body or None,
-            allow_redirects=False,
-            unbuffered=True,
-        )
+
+        def send(key: str | None):
+            headers = self.headers(task, body)
+            if key is not None:
+                headers[COMPLETION_HEADER] = token_for(key, task.id, task.attempts)
+            return self.http.request(
+                task.method,
+                task.url,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                unbuffered=True,
+            )
+
+        # The key is read from Redis once; from then on it is there at once.
+        d = self.completion_key.get() if self.completion_key else defer.succeed(None)
+        d.addCallback(send)
         d.addCallback(self._read)
 
         def expire():

@@ -29,6 +29,8 @@ fields): other programs may add tasks by writing it directly.  With the default 
 ``torque:wake:<q>``                pub/sub channel: a due time, on every add;
                                    ``settings`` when the queue's settings
                                    changed
+``torque:completion-key``          string: the key every node signs completion
+                                   tokens with (:mod:`torque.completion`)
 ``torque:nodes``                   sorted set: node id -> its heartbeat's end
 ``torque:node:<id>``               hash: a live node (``id``, ``host``, ``pid``,
                                    ``version``, ``queues``, ``in_flight``,
@@ -61,6 +63,7 @@ MINUTE = "minute:"
 QUEUES = "queues"
 WAKE = "wake:"
 NODES = "nodes"
+COMPLETION_KEY = "completion-key"
 NODE = "node:"
 
 # The message on a queue's wake channel that says its settings changed.
@@ -133,6 +136,10 @@ class Keys:
 
     def wake(self, queue: str) -> str:
         return f"{self.prefix}{WAKE}{queue}"
+
+    @property
+    def completion_key(self) -> str:
+        return self.prefix + COMPLETION_KEY
 
     @property
     def nodes(self) -> str:

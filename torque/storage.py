@@ -282,6 +282,11 @@ class Store(Protocol):
         word came already, or its deadline passed and a claim counted the
         attempt as failed)."""
 
+    def completion_key(self, candidate: str) -> Deferred[str]:
+        """The key every node signs completion tokens with
+        (:mod:`torque.completion`): ``candidate`` when there is none yet
+        (the first node to ask makes it), else the one in force."""
+
     def describe(self, task_id: str) -> Deferred[dict[str, Any] | None]:
         """A task's fields plus ``status`` and ``history`` (its last
         attempts, newest first: see :func:`history_entry`), or ``None`` if

@@ -217,6 +217,12 @@ class RedisStore:
         ]
         return self._eval(scripts.COMPLETE, k.queue(queue), args).addCallback(bool)
 
+    def completion_key(self, candidate: str) -> defer.Deferred:
+        """The key completion tokens are signed with, shared by every node:
+        ``candidate`` if there was none yet."""
+        k = self.keys
+        return self._eval(scripts.COMPLETION_KEY, [k.completion_key], [candidate])
+
     def describe(self, task_id: str) -> defer.Deferred:
         """A task's fields plus ``status`` and ``history`` (its last
         attempts, newest first: see :func:`history_entry`), or ``None`` if

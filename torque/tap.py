@@ -74,6 +74,7 @@ class TorqueNode(MultiService):
 
         from torque.api import TorqueAPI
         from torque.auth import RequireToken
+        from torque.completion import CompletionKey
         from torque.dispatch import Dispatcher, QuietConnectionPool
         from torque.heartbeat import Heartbeat
         from torque.metrics import Metrics
@@ -107,7 +108,8 @@ class TorqueNode(MultiService):
         agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
         http = HTTPClient(agent)
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
-        dispatcher = Dispatcher(http, reactor, signer=signer)
+        completion_key = CompletionKey(store.completion_key)
+        dispatcher = Dispatcher(http, reactor, signer=signer, completion_key=completion_key)
         policy = RetryPolicy(
             o["max-task-errors"],
             o["min-task-delay"],
@@ -166,6 +168,8 @@ class TorqueNode(MultiService):
                 targets=guard,
                 token_required=bool(o["api-tokens"]),
                 processed=heartbeat.processed,
+                completion_key=completion_key,
+                policy=policy,
             )
             root = RequireToken(api.resource(), o["api-tokens"])
             endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
