@@ -407,9 +407,11 @@ class TorqueAPI:
     @app.route("/tasks/<task_id>/fail", methods=["POST"])
     async def fail_task(self, request, task_id):
         raw = request.content.read() if request.content is not None else b""
-        return await self._report(request, task_id, read_failure(raw))
+        return await self._report(request, task_id, raw)
 
-    async def _report(self, request, task_id: str, failure: tuple[str, float | None] | None):
+    async def _report(self, request, task_id: str, failure_body: bytes | None):
+        """Check the token (first: a stranger learns nothing from the body's
+        checks), then the body, then the task; record the word."""
         given = bearer_token(request)
         attempt = None
         if given is not None and looks_like_token(given):
@@ -418,6 +420,7 @@ class TorqueAPI:
             if attempt is None:
                 message = "this completion token is not the token of this task"
                 return error_body(request, 403, "forbidden", message, "authorization")
+        failure = None if failure_body is None else read_failure(failure_body)
         fields = await self.store.describe(task_id)
         if fields is None:
             return error_body(request, 404, "not_found", f"no task {task_id!r}", "id")

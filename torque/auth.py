@@ -59,7 +59,7 @@ class RequireToken(resource.Resource):
         if looks_like_token(given):
             # A completion token opens its two routes only; the handler
             # checks that it is the token of that task.
-            return ROUTE_RE.fullmatch(request.path) is not None
+            return request.method == b"POST" and ROUTE_RE.fullmatch(request.path) is not None
         # Compare against every token, so timing says nothing about which.
         matches = [hmac.compare_digest(given, token) for token in self.tokens]
         return any(matches)
