@@ -509,7 +509,8 @@ class MemoryStore:
             size += body
             if fields is not None:
                 history = [dict(entry) for entry in self.history.get(task_id, [])]
-                tasks.append((task_id, {"status": state, "history": history, **fields}))
+                status = "waiting" if "waiting_until" in fields else state
+                tasks.append((task_id, {"status": status, "history": history, **fields}))
         return self._answer(TaskPage(tasks, None))
 
     def _dead_ids(self, queue, ids):

@@ -48,6 +48,10 @@ class CompletionTests(APITestCase):
 
     def test_the_token_completes_its_task(self):
         tokens = self.waiting("t1")
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        _, shown = self.call("GET", "/tasks/t1", headers=headers)
+        self.assertEqual(shown["status"], "waiting")
+        self.assertEqual(shown["waiting_until"], self.clock.seconds() + 600)
         response, body = self.report("t1", tokens["t1"])
         self.assertEqual((response.code, body), (200, {"id": "t1", "status": "delivered"}))
         self.assertEqual(self.status("t1"), "delivered")

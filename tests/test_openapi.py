@@ -15,7 +15,7 @@ from tests.test_api import HOOK, APITestCase
 from torque import openapi
 from torque.api import TorqueAPI
 from torque.auth import RequireToken
-from torque.retry import Dead, Delivered, Waiting
+from torque.retry import Dead, Delivered, Postponed, Waiting
 from torque.storage import NodeInfo
 from torque.submission import MAX_AHEAD, InvalidTask, parse_submission
 
@@ -247,6 +247,11 @@ class ConformanceTests(APITestCase):
         self.successResultOf(self.store.settle("handed", waiting, 1000.0))
         done, failed = (task.id for task in handed)
         forged = {"Authorization": "Bearer tct.1." + "A" * 43}
+        self.check("GET", f"/tasks/{done}", t, 200)  # waiting, with its deadline
+        postponed = self.check("POST", "/queues/later/tasks", q + "/tasks", 201, json={"url": HOOK})
+        (task,) = self.successResultOf(self.store.claim("later", 1000.0, 1, 60.0, 20)).tasks
+        self.successResultOf(self.store.settle("later", [(task, Postponed(1060.0, 503))], 1000.0))
+        self.check("GET", f"/tasks/{postponed['id']}", t, 200)
         self.check("POST", f"/tasks/{done}/complete", t + "/complete", 200)
         self.check("POST", f"/tasks/{done}/complete", t + "/complete", 409)
         self.check("POST", "/tasks/nope/complete", t + "/complete", 404)

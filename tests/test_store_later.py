@@ -55,6 +55,8 @@ class LaterContract:
         self.assertEqual((yield claim(self.store, now=NOW + 599)).tasks, [], "not retried")
         (stats,) = yield self.store.queue_stats(["q"], NOW)
         self.assertEqual(stats.running, 1)
+        page = yield self.store.task_page("q", "running")
+        self.assertEqual([(i, f["status"]) for i, f in page.tasks], [("t1", "waiting")])
 
     @defer.inlineCallbacks
     def test_no_word_by_the_deadline_is_a_failed_attempt(self):

@@ -101,6 +101,13 @@ _TASK_PROPERTIES = {
     ),
     "delivered_at": _nullable("number", description="when it was delivered, else null"),
     "dead_at": _nullable("number", description="when it became a dead letter, else null"),
+    "waiting_until": _nullable(
+        "number",
+        description=(
+            "while it is waiting: the deadline of its handler's word "
+            "(Torque-Complete-Within), else null"
+        ),
+    ),
     "timeout": _nullable(
         "number",
         description="its own request timeout, seconds; null: the node's --task-timeout",
@@ -257,7 +264,10 @@ SCHEMAS: dict[str, Any] = {
             "attempt": _nullable("integer", description="null for a requeue"),
             "at": {"type": "number", "description": "when it ended (Unix seconds)"},
             "duration": _nullable("number"),
-            "outcome": {"type": "string", "enum": ["delivered", "retried", "dead", "requeued"]},
+            "outcome": {
+                "type": "string",
+                "enum": ["delivered", "retried", "dead", "postponed", "waiting", "requeued"],
+            },
             "status": _nullable("integer"),
             "error": _nullable("string"),
         },

@@ -517,6 +517,9 @@ def _task_page(reply, state: str) -> TaskPage:
     tasks = []
     for item in reply[2:]:
         history = [_history(text) for text in item[1]]
-        tasks.append((item[0], {"status": state, "history": history, **_pairs(item[2:])}))
+        fields = _pairs(item[2:])
+        # A waiting task keeps its lease in the running set (SPEC 4 "Later").
+        status = "waiting" if "waiting_until" in fields else state
+        tasks.append((item[0], {"status": status, "history": history, **fields}))
     after = (float(reply[0]), reply[1]) if reply[0] != "" else None
     return TaskPage(tasks, after)
