@@ -25,22 +25,17 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from torque import dashboard, openapi
 from torque.auth import bearer_token
-from torque.completion import CompletionKey, attempt_of, looks_like_token
+from torque.completion import CompletionKey
 from torque.cursor import decode_position, encode_position
+from torque.handover import Refused, decide, read_failure, token_attempt
 from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
-from torque.queue_settings import QueueConfig, check_changes
-from torque.retry import DELIVERED, RETRIED, Delivered, Retry, RetryPolicy, reported_failure
+from torque.queue_settings import check_changes
+from torque.retry import DELIVERED, RETRIED, Retry, RetryPolicy
 from torque.storage import LISTED_STATES, Store, StoreUnavailable
-from torque.submission import (
-    MAX_AHEAD,
-    InvalidTask,
-    parse_submission,
-    require_text,
-    strict_json,
-)
+from torque.submission import InvalidTask, parse_submission, require_text, strict_json
 from torque.targets import TargetGuard, TargetRefused
-from torque.task import QUEUE_RE, Task
+from torque.task import QUEUE_RE
 from torque.views import processed_by, public_node, public_queue, public_task
 
 log = Logger()
@@ -173,28 +168,6 @@ def cursor_arg(request) -> str | None:
     if not QUEUE_RE.fullmatch(cursor):
         raise InvalidTask("cursor", "cursor must be a next_cursor that GET /queues gave")
     return cursor
-
-
-def read_failure(raw: bytes) -> tuple[str, float | None]:
-    """The ``{"error": "…", "retry_after": s}`` body of ``POST
-    /tasks/<id>/fail``: the error (at most 200 characters kept) and the
-    seconds to wait before the next attempt, if given."""
-    body = json_object(raw, 'a JSON object: {"error": "…"}')
-    unknown = sorted(set(body) - {"error", "retry_after"})
-    if unknown:
-        message = f"unknown field {unknown[0]!r}; known: error, retry_after"
-        raise InvalidTask(unknown[0], message, "unknown_field")
-    error = body.get("error")
-    if not isinstance(error, str) or not error.strip():
-        raise InvalidTask("error", "error must be a non-empty string", "missing_field")
-    retry_after = body.get("retry_after")
-    if retry_after is not None and (
-        isinstance(retry_after, bool)
-        or not isinstance(retry_after, int | float)
-        or not 0 <= retry_after <= MAX_AHEAD
-    ):
-        raise InvalidTask("retry_after", f"retry_after must be seconds from 0 to {MAX_AHEAD}")
-    return require_text("error", error)[:200], retry_after
 
 
 def read_ids(request) -> list[str] | None:
@@ -410,37 +383,13 @@ class TorqueAPI:
         return await self._report(request, task_id, raw)
 
     async def _report(self, request, task_id: str, failure_body: bytes | None):
-        """Check the token (first: a stranger learns nothing from the body's
-        checks), then the body, then the task; record the word."""
-        given = bearer_token(request)
-        attempt = None
-        if given is not None and looks_like_token(given):
-            key = await self.completion_key.get() if self.completion_key else None
-            attempt = key and attempt_of(key, given.decode(), task_id)
-            if attempt is None:
-                message = "this completion token is not the token of this task"
-                return error_body(request, 403, "forbidden", message, "authorization")
+        # The token first: a stranger learns nothing from the body's checks.
+        attempt = await token_attempt(self.completion_key, bearer_token(request), task_id)
         failure = None if failure_body is None else read_failure(failure_body)
-        fields = await self.store.describe(task_id)
-        if fields is None:
-            return error_body(request, 404, "not_found", f"no task {task_id!r}", "id")
-        task = Task.from_fields(task_id, fields)
-        if fields["status"] != "waiting" or attempt not in (None, task.attempts):
-            message = (
-                f"task {task_id!r} is not waiting for its handler's word"
-                f" (it is {fields['status']}, attempt {task.attempts})"
-            )
-            return error_body(request, 409, "conflict", message, "id")
         now = self.clock.seconds()
-        if failure is None:
-            decision = Delivered(int(fields.get("last_status") or 202))
-        else:
-            settings = await self.store.get_settings(task.queue)
-            policy = QueueConfig(policy=self.policy).with_settings(settings).policy
-            decision = reported_failure(task, *failure, now, policy)
+        task, decision = await decide(self.store, self.policy, task_id, attempt, failure, now)
         if not await self.store.complete(task.queue, task, decision, now):
-            message = f"task {task_id!r} is no longer waiting for its handler's word"
-            return error_body(request, 409, "conflict", message, "id")
+            raise Refused(409, "conflict", f"task {task_id!r} is no longer waiting", "id")
         if isinstance(decision, Retry):
             self.wake(task.queue, decision.at)
         status = {DELIVERED: "delivered", RETRIED: "scheduled"}.get(decision.label, "dead")
@@ -584,6 +533,11 @@ class TorqueAPI:
     def invalid(self, request, failure):
         e = failure.value
         return error_body(request, 400, e.code, e.message, e.field)
+
+    @app.handle_errors(Refused)
+    def refused(self, request, failure):
+        e = failure.value
+        return error_body(request, e.status, e.code, e.message, e.field)
 
     @app.handle_errors(StoreUnavailable)
     def unavailable(self, request, failure):

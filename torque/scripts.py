@@ -525,13 +525,16 @@ return redis.call('HGETALL', KEYS[1])
 """
 )
 
-COMPLETION_KEY = """
+COMPLETION_KEY = (
+    _PRELUDE
+    + """
 -- The key completion tokens are signed with: the first one offered stays.
 -- KEYS[1] the key's key   ARGV[1] a new key, kept if there is none yet
 -- Returns the key in force.
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return redis.call('GET', KEYS[1])
 """
+)
 
 _QUEUE_ROW = """
 -- One queue's counts, each one O(1) or O(log n) command: no task is read.
