@@ -19,7 +19,7 @@ from collections import defaultdict
 from twisted.internet import defer
 
 from torque.queue_settings import SETTINGS, decode, encode
-from torque.retry import DEAD, DELIVERED, RETRIED
+from torque.retry import DEAD, DELIVERED, POSTPONED, RETRIED, WAITING
 from torque.storage import (
     DEAD_MAX,
     DEAD_TTL,
@@ -42,6 +42,7 @@ from torque.storage import (
 from torque.task import Task
 
 LEASE_LOST = "lease expired: the node died or lost Redis mid-request"
+NO_WORD = "no word from the handler by its deadline (Torque-Complete-Within)"
 
 
 class MemoryStore:
@@ -79,6 +80,7 @@ class MemoryStore:
         self.buckets: dict[str, tuple[float, float]] = {}  # --rate: (tokens, at)
         self.settings: dict[str, dict[str, str]] = {}  # as the hash holds them
         self.settings_told: list[str] = []  # queues whose nodes were told of a change
+        self.signing_key: str | None = None  # of completion tokens
         self.queues: set[str] = set()
         self.stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.minutes: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -194,18 +196,19 @@ class MemoryStore:
                 del running[task_id]
                 continue
             attempts = int(fields.get("attempts", 0))
+            lost = NO_WORD if fields.pop("waiting_until", None) is not None else LEASE_LOST
             if attempts >= int(fields.get("max_errors", max_errors)):
-                self._remember(task_id, history_entry(now, DEAD, attempts, error=LEASE_LOST))
+                self._remember(task_id, history_entry(now, DEAD, attempts, error=lost))
                 fields["last_attempt_at"] = repr(now)
-                self._bury(queue, task_id, now, "", LEASE_LOST)
+                self._bury(queue, task_id, now, "", lost)
             else:
-                self._remember(task_id, history_entry(now, RETRIED, attempts, error=LEASE_LOST))
+                self._remember(task_id, history_entry(now, RETRIED, attempts, error=lost))
                 del running[task_id]
                 due[task_id] = now
                 fields.update(
                     due_at=repr(now),
                     last_status="",
-                    last_error=LEASE_LOST,
+                    last_error=lost,
                     last_attempt_at=repr(now),
                 )
                 self._count(queue, now, RETRIED, "failed")
@@ -234,43 +237,83 @@ class MemoryStore:
         if not self.available:
             return self._answer()
         self.settled.append(list(outcomes))
-        due, running, dead = self._sets(queue)
         applied = 0
         for task, decision, *duration in outcomes:
             fields = self.tasks.get(task.id)
             if fields is None or fields.get("attempts") != str(task.attempts):
                 continue
             applied += 1
-            self._remember(task.id, settled_entry(task, decision, now, *duration))
-            status = "" if decision.status is None else str(decision.status)
-            if decision.label == DELIVERED:
-                for s in (due, running, dead):
-                    s.pop(task.id, None)
-                fields.update(delivered_at=repr(now), last_status=status, last_attempt_at=repr(now))
-                for field in ("body", "headers", "last_error"):
-                    fields.pop(field, None)
-                self.expires[task.id] = now + DELIVERED_TTL
-                self._count(queue, now, DELIVERED, "delivered")
-            elif decision.label == RETRIED:
-                running.pop(task.id, None)
-                due[task.id] = decision.at
-                fields.update(
-                    due_at=repr(decision.at),
-                    last_status=status,
-                    last_error=decision.error,
-                    last_attempt_at=repr(now),
-                )
-                self._count(queue, now, RETRIED, "failed")
-            else:
-                fields["last_attempt_at"] = repr(now)
-                self._bury(queue, task.id, now, status, decision.error)
+            self._settle_one(queue, fields, task, decision, now, *duration)
         return self._answer(applied)
+
+    def complete(self, queue, task, decision, now):
+        if not self.available:
+            return self._answer()
+        fields = self.tasks.get(task.id)
+        running = self._sets(queue)[1]
+        if (
+            fields is None
+            or fields.get("attempts") != str(task.attempts)
+            or "waiting_until" not in fields
+            or task.id not in running
+        ):
+            return self._answer(False)
+        self._settle_one(queue, fields, task, decision, now)
+        return self._answer(True)
+
+    def completion_key(self, candidate):
+        if not self.available:
+            return self._answer()
+        if self.signing_key is None:
+            self.signing_key = candidate
+        return self._answer(self.signing_key)
+
+    def _settle_one(self, queue, fields, task, decision, now, *duration):
+        due, running, dead = self._sets(queue)
+        self._remember(task.id, settled_entry(task, decision, now, *duration))
+        status = "" if decision.status is None else str(decision.status)
+        fields.pop("waiting_until", None)
+        if decision.label == DELIVERED:
+            for s in (due, running, dead):
+                s.pop(task.id, None)
+            fields.update(delivered_at=repr(now), last_status=status, last_attempt_at=repr(now))
+            for field in ("body", "headers", "last_error"):
+                fields.pop(field, None)
+            self.expires[task.id] = now + DELIVERED_TTL
+            self._count(queue, now, DELIVERED, "delivered")
+        elif decision.label == RETRIED:
+            running.pop(task.id, None)
+            due[task.id] = decision.at
+            fields.update(
+                due_at=repr(decision.at),
+                last_status=status,
+                last_error=decision.error,
+                last_attempt_at=repr(now),
+            )
+            self._count(queue, now, RETRIED, "failed")
+        elif decision.label == POSTPONED:
+            running.pop(task.id, None)
+            due[task.id] = decision.at
+            fields["attempts"] = str(int(fields["attempts"]) - 1)
+            fields.update(due_at=repr(decision.at), last_status=status, last_attempt_at=repr(now))
+            fields.pop("last_error", None)
+        elif decision.label == WAITING:
+            running[task.id] = decision.until
+            fields.update(
+                waiting_until=repr(decision.until),
+                last_status=status,
+                last_attempt_at=repr(now),
+            )
+            fields.pop("last_error", None)
+        else:
+            fields["last_attempt_at"] = repr(now)
+            self._bury(queue, task.id, now, status, decision.error)
 
     def _status(self, task_id, fields):
         queue = fields.get("queue", "default")
         due, running, dead = self._sets(queue)
         if task_id in running:
-            return "running"
+            return "waiting" if "waiting_until" in fields else "running"
         if task_id in dead:
             return "dead"
         if "delivered_at" in fields:
@@ -514,7 +557,8 @@ class MemoryStore:
             size += body
             if fields is not None:
                 history = [dict(entry) for entry in self.history.get(task_id, [])]
-                tasks.append((task_id, {"status": state, "history": history, **fields}))
+                status = "waiting" if "waiting_until" in fields else state
+                tasks.append((task_id, {"status": status, "history": history, **fields}))
         return self._answer(TaskPage(tasks, None))
 
     def _dead_ids(self, queue, ids):

@@ -15,7 +15,7 @@ from tests.test_api import HOOK, APITestCase
 from torque import openapi
 from torque.api import TorqueAPI
 from torque.auth import RequireToken
-from torque.retry import Dead, Delivered
+from torque.retry import Dead, Delivered, Postponed, Waiting
 from torque.storage import NodeInfo
 from torque.submission import MAX_AHEAD, InvalidTask, parse_submission
 
@@ -239,6 +239,28 @@ class ConformanceTests(APITestCase):
         self.check("DELETE", "/queues/default/tasks", q + "/tasks", 200)
         self.check("DELETE", "/queues/a.b/tasks", q + "/tasks", 400)
         self.check("DELETE", "/tasks/nope", t, 404)
+        # A handler's word on tasks it took over (SPEC 4 "Later").
+        for _ in range(2):
+            self.check("POST", "/queues/handed/tasks", q + "/tasks", 201, json={"url": HOOK})
+        handed = self.successResultOf(self.store.claim("handed", 1000.0, 2, 60.0, 20)).tasks
+        waiting = [(task, Waiting(1600.0, 202)) for task in handed]
+        self.successResultOf(self.store.settle("handed", waiting, 1000.0))
+        done, failed = (task.id for task in handed)
+        forged = {"Authorization": "Bearer tct.1." + "A" * 43}
+        self.check("GET", f"/tasks/{done}", t, 200)  # waiting, with its deadline
+        postponed = self.check("POST", "/queues/later/tasks", q + "/tasks", 201, json={"url": HOOK})
+        (task,) = self.successResultOf(self.store.claim("later", 1000.0, 1, 60.0, 20)).tasks
+        self.successResultOf(self.store.settle("later", [(task, Postponed(1060.0, 503))], 1000.0))
+        self.check("GET", f"/tasks/{postponed['id']}", t, 200)
+        self.check("POST", f"/tasks/{done}/complete", t + "/complete", 200)
+        self.check("POST", f"/tasks/{done}/complete", t + "/complete", 409)
+        self.check("POST", "/tasks/nope/complete", t + "/complete", 404)
+        self.check("POST", f"/tasks/{failed}/complete", t + "/complete", 403, headers=forged)
+        self.check("POST", f"/tasks/{failed}/fail", t + "/fail", 403, headers=forged, json={})
+        self.check("POST", f"/tasks/{failed}/fail", t + "/fail", 400, json={})
+        self.check("POST", f"/tasks/{failed}/fail", t + "/fail", 200, json={"error": "x"})
+        self.check("POST", f"/tasks/{failed}/fail", t + "/fail", 409, json={"error": "x"})
+        self.check("POST", "/tasks/nope/fail", t + "/fail", 404, json={"error": "x"})
         self.check("GET", "/health", "/health", 200)
         self.store.available = False
         for method, path, template in [
@@ -254,6 +276,8 @@ class ConformanceTests(APITestCase):
             ("GET", "/queues/default", q),
             ("DELETE", "/queues/default", q),
             ("PATCH", "/queues/default", q),
+            ("POST", "/tasks/x/complete", t + "/complete"),
+            ("POST", "/tasks/x/fail", t + "/fail"),
             ("GET", "/nodes", "/nodes"),
             ("POST", "/queues/default/pause", q + "/pause"),
             ("POST", "/queues/default/resume", q + "/resume"),
@@ -263,6 +287,7 @@ class ConformanceTests(APITestCase):
         ]:
             body = {"data": {"url": HOOK}} if "add" in path or path.endswith("tasks") else {}
             body = {"json": {"rate": 1}} if method == "PATCH" else body
+            body = {"json": {"error": "x"}} if path.endswith("/fail") else body
             self.check(method, path, template, 503, **body)
         self.check("GET", "/health", "/health", 503)
         # Every documented JSON answer but 401 and 413 (below, and in

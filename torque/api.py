@@ -24,10 +24,14 @@ from twisted.web.http import parse_qs
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from torque import dashboard, openapi
+from torque.auth import bearer_token
+from torque.completion import CompletionKey
 from torque.cursor import decode_position, encode_position
+from torque.handover import Refused, decide, read_failure, token_attempt
 from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
 from torque.queue_settings import check_changes
+from torque.retry import DELIVERED, RETRIED, Retry, RetryPolicy
 from torque.storage import LISTED_STATES, Store, StoreUnavailable
 from torque.submission import InvalidTask, parse_submission, require_text, strict_json
 from torque.targets import TargetGuard, TargetRefused
@@ -35,6 +39,7 @@ from torque.task import QUEUE_RE
 from torque.views import processed_by, public_node, public_queue, public_task
 
 log = Logger()
+DEFAULT_POLICY = RetryPolicy()
 
 
 def new_task_id() -> str:
@@ -224,6 +229,8 @@ class TorqueAPI:
     :param processed: whether a live node processes a queue (the node's
         heartbeat knows): an add to a queue that none processes logs a
         warning, once a minute per queue at most.
+    :param completion_key: checks completion tokens (SPEC 4 "Later").
+    :param policy: the node's retry limits, for a handler's reported failure.
     """
 
     app = Klein()
@@ -239,8 +246,12 @@ class TorqueAPI:
         targets: TargetGuard | None = None,
         token_required: bool = False,
         processed: Callable[[str], bool] = lambda queue: True,
+        completion_key: CompletionKey | None = None,
+        policy: RetryPolicy = DEFAULT_POLICY,
     ):
         self.processed = processed
+        self.completion_key = completion_key
+        self.policy = policy
         self._warned: dict[str, float] = {}  # queue -> when its warning was logged
         self.targets = targets
         self.token_required = token_required
@@ -359,6 +370,30 @@ class TorqueAPI:
         return json_body(
             request, 200, {"id": task_id, "queue": queue, "status": state, "due_at": due_at}
         )
+
+    # -- a handler's word on a task it took over (SPEC 4 "Later") -----------
+
+    @app.route("/tasks/<task_id>/complete", methods=["POST"])
+    async def complete_task(self, request, task_id):
+        return await self._report(request, task_id, None)
+
+    @app.route("/tasks/<task_id>/fail", methods=["POST"])
+    async def fail_task(self, request, task_id):
+        raw = request.content.read() if request.content is not None else b""
+        return await self._report(request, task_id, raw)
+
+    async def _report(self, request, task_id: str, failure_body: bytes | None):
+        # The token first: a stranger learns nothing from the body's checks.
+        attempt = await token_attempt(self.completion_key, bearer_token(request), task_id)
+        failure = None if failure_body is None else read_failure(failure_body)
+        now = self.clock.seconds()
+        task, decision = await decide(self.store, self.policy, task_id, attempt, failure, now)
+        if not await self.store.complete(task.queue, task, decision, now):
+            raise Refused(409, "conflict", f"task {task_id!r} is no longer waiting", "id")
+        if isinstance(decision, Retry):
+            self.wake(task.queue, decision.at)
+        status = {DELIVERED: "delivered", RETRIED: "scheduled"}.get(decision.label, "dead")
+        return json_body(request, 200, {"id": task_id, "status": status})
 
     # -- queues ------------------------------------------------------------
 
@@ -498,6 +533,11 @@ class TorqueAPI:
     def invalid(self, request, failure):
         e = failure.value
         return error_body(request, 400, e.code, e.message, e.field)
+
+    @app.handle_errors(Refused)
+    def refused(self, request, failure):
+        e = failure.value
+        return error_body(request, e.status, e.code, e.message, e.field)
 
     @app.handle_errors(StoreUnavailable)
     def unavailable(self, request, failure):

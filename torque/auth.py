@@ -3,6 +3,9 @@
 page, and the page holds no data: it asks for the token, and sends it with
 every API call it makes).
 
+A task's completion token (:mod:`torque.completion`) opens only
+``POST /tasks/<id>/complete`` and ``/fail``, whose handler checks it.
+
 Several tokens may be valid at once, so a token can be rotated without
 downtime: start nodes with the old and the new, move the clients, drop the
 old.  Tokens are compared in constant time, and never logged.
@@ -17,6 +20,7 @@ from collections.abc import Iterable
 from twisted.logger import Logger
 from twisted.web import resource
 
+from torque.completion import ROUTE_RE, looks_like_token
 from torque.logs import quoted
 
 log = Logger()
@@ -52,6 +56,10 @@ class RequireToken(resource.Resource):
         given = bearer_token(request)
         if given is None:
             return False
+        if looks_like_token(given):
+            # A completion token opens its two routes only; the handler
+            # checks that it is the token of that task.
+            return request.method == b"POST" and ROUTE_RE.fullmatch(request.path) is not None
         # Compare against every token, so timing says nothing about which.
         matches = [hmac.compare_digest(given, token) for token in self.tokens]
         return any(matches)

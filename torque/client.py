@@ -247,6 +247,12 @@ def parse_answer(status: int, body: bytes) -> Added:
             raise TorqueError(
                 f"unexpected answer: {_excerpt(body)}", status=status, code="bad_answer"
             ) from None
+    raise answer_error(status, body, document)
+
+
+def answer_error(status: int, body: bytes, document: Any) -> TorqueError:
+    """The error for torque's answer that is not a success: see
+    :func:`parse_answer`."""
     error = document.get("error") if isinstance(document, dict) else None
     if not isinstance(error, dict):
         error = {"message": _excerpt(body) or f"HTTP {status}"}
@@ -256,7 +262,7 @@ def parse_answer(status: int, body: bytes) -> Added:
         kind = TaskRejected
     else:
         kind = TorqueError
-    raise kind(
+    return kind(
         str(error.get("message") or f"HTTP {status}"),
         status=status,
         code=str(error.get("code") or f"http_{status}"),
@@ -420,3 +426,95 @@ def add_many(
     """Add tasks over one connection; see :meth:`Client.add_many`."""
     with Client(torque_url, api_token) as client:
         return client.add_many(tasks)
+
+
+# -- a handler's word on a task it took over (SPEC 4 "Later") ---------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Reported:
+    """torque's answer to :func:`complete` or :func:`fail`: the task's
+    status after the word (``delivered``, ``scheduled`` for a retry, or
+    ``dead``)."""
+
+    id: str
+    status: str
+
+
+def report_request(
+    task_id: str, token: str, error: str | None, retry_after: float | None, torque_url: str | None
+) -> tuple[str, bytes, dict[str, str]]:
+    """The URL, body and headers of ``POST /tasks/<id>/complete`` (``error``
+    ``None``) or ``/fail``, authorised by the delivery's completion token."""
+    parts = urllib.parse.urlsplit(add_endpoint(resolve_url(torque_url)))
+    verb = "complete" if error is None else "fail"
+    path = parts.path[: -len(ADD_PATH)] + f"/tasks/{urllib.parse.quote(task_id, safe='')}/{verb}"
+    url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    body = {} if error is None else {"error": error}
+    if retry_after is not None:
+        body["retry_after"] = retry_after
+    return url, jsonlib.dumps(body).encode(), request_headers(token)
+
+
+def parse_report(status: int, body: bytes) -> Reported:
+    """Turn torque's answer to a report into a :class:`Reported`, or raise
+    as :func:`parse_answer` does (403: the token is another task's; 409:
+    the task no longer waits for this word)."""
+    document = _json_or_none(body)
+    if status == 200 and isinstance(document, dict) and "status" in document:
+        return Reported(str(document.get("id")), str(document["status"]))
+    if status == 200:
+        raise TorqueError(f"unexpected answer: {_excerpt(body)}", status=status, code="bad_answer")
+    raise answer_error(status, body, document)
+
+
+def _report(
+    task_id: str,
+    token: str,
+    error: str | None,
+    retry_after: float | None,
+    torque_url: str | None,
+    timeout: float,
+) -> Reported:
+    url, body, headers = report_request(task_id, token, error, retry_after, torque_url)
+    parts = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("POST", parts.path, body, headers)
+        response = connection.getresponse()
+        status, content = response.status, response.read()
+    except TRANSPORT_ERRORS as failure:
+        raise unavailable(failure, timeout) from failure
+    finally:
+        connection.close()
+    return parse_report(status, content)
+
+
+def complete(
+    task_id: str, token: str, *, torque_url: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> Reported:
+    """Report a task that your handler took over (it answered ``202`` with
+    ``Torque-Complete-Within``) as done.
+
+    :param token: the ``Torque-Completion-Token`` its delivery carried.
+    :raises TaskRejected: 403 (another task's token), 404, 409 (the task is
+        not waiting: done already, or its deadline passed).
+    :raises TorqueUnavailable: torque could not take it now: try again.
+    """
+    return _report(task_id, token, None, None, torque_url, timeout)
+
+
+def fail(
+    task_id: str,
+    token: str,
+    error: str,
+    retry_after: float | None = None,
+    *,
+    torque_url: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Reported:
+    """Report that the attempt on a task your handler took over failed: it
+    is retried (after ``retry_after`` seconds, else the backoff), or dead
+    on its last attempt.  Raises as :func:`complete` does."""
+    return _report(task_id, token, error, retry_after, torque_url, timeout)

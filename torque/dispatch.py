@@ -17,14 +17,16 @@ from twisted.web.client import HTTPConnectionPool, ResponseFailed, ResponseNever
 
 from torque import __version__
 from torque.body import BodyReader
+from torque.completion import CompletionKey, token_for
 from torque.profiles import DeliveryProfile
-from torque.retry import NoResponse, Outcome, Response, parse_retry_after
+from torque.retry import NoResponse, Outcome, Response, parse_retry_after, parse_seconds
 from torque.signing import Signer
 from torque.submission import is_own_header
 from torque.targets import TargetRefused
 from torque.task import Task
 
 USER_AGENT = f"torque/{__version__}"
+COMPLETION_HEADER = "Torque-Completion-Token"
 
 
 class _QuietClientFactory(HTTPConnectionPool._factory):
@@ -56,6 +58,8 @@ class Dispatcher:
         ``last_error``.
     :param signer: signs each attempt (``--signing-secret``), if given.
     :param profiles: the front doors' delivery profiles, by door name.
+    :param completion_key: the key of completion tokens
+        (:mod:`torque.completion`): each attempt carries its token.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class Dispatcher:
         detail_bytes: int = 200,
         signer: Signer | None = None,
         profiles: Mapping[str, DeliveryProfile] | None = None,
+        completion_key: CompletionKey | None = None,
     ):
         self.http = http
         self.clock = clock
@@ -73,6 +78,7 @@ class Dispatcher:
         self.detail_bytes = detail_bytes
         self.signer = signer
         self.profiles = profiles or {}
+        self.completion_key = completion_key
 
     def headers(self, task: Task, body: bytes = b"") -> dict[str, str]:
         """The task's own headers plus torque's (SPEC §4 and §5).
@@ -108,15 +114,23 @@ class Dispatcher:
         started = self.clock.seconds()
         timed_out = []
         body = task.body.encode()
-        d = defer.maybeDeferred(
-            self.http.request,
-            task.method,
-            task.url,
-            headers=self.headers(task, body),
-            data=body or None,
-            allow_redirects=False,
-            unbuffered=True,
-        )
+
+        def send(key: str | None):
+            headers = self.headers(task, body)
+            if key is not None:
+                headers[COMPLETION_HEADER] = token_for(key, task.id, task.attempts)
+            return self.http.request(
+                task.method,
+                task.url,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                unbuffered=True,
+            )
+
+        # The key is read from Redis once; from then on it is there at once.
+        d = self.completion_key.get() if self.completion_key else defer.succeed(None)
+        d.addCallback(send)
         d.addCallback(self._read)
 
         def expire():
@@ -150,11 +164,17 @@ class Dispatcher:
             detail = ""
             if not 200 <= status < 300:
                 detail = " ".join(head.decode("utf-8", "replace").split())
-            raw = response.headers.getRawHeaders(b"retry-after", [b""])[-1]
+            headers = response.headers
+
+            def header(name: bytes) -> str:
+                return headers.getRawHeaders(name, [b""])[-1].decode("latin-1")
+
             return Response(
                 status,
-                retry_after=parse_retry_after(raw.decode("latin-1"), self.clock.seconds()),
+                retry_after=parse_retry_after(header(b"retry-after"), self.clock.seconds()),
                 detail=detail,
+                postpone=parse_seconds(header(b"torque-postpone")),
+                complete_within=parse_seconds(header(b"torque-complete-within")),
             )
 
         return reader.done.addCallback(done)

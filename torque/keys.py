@@ -29,6 +29,8 @@ fields): other programs may add tasks by writing it directly.  With the default 
 ``torque:wake:<q>``                pub/sub channel: a due time, on every add;
                                    ``settings`` when the queue's settings
                                    changed
+``torque:completion-key``          string: the key every node signs completion
+                                   tokens with (:mod:`torque.completion`)
 ``torque:nodes``                   sorted set: node id -> its heartbeat's end
 ``torque:node:<id>``               hash: a live node (``id``, ``host``, ``pid``,
                                    ``version``, ``queues``, ``in_flight``,
@@ -64,6 +66,7 @@ MINUTE = "minute:"
 QUEUES = "queues"
 WAKE = "wake:"
 NODES = "nodes"
+COMPLETION_KEY = "completion-key"
 NODE = "node:"
 DOOR = "door:"
 
@@ -137,6 +140,10 @@ class Keys:
 
     def wake(self, queue: str) -> str:
         return f"{self.prefix}{WAKE}{queue}"
+
+    @property
+    def completion_key(self) -> str:
+        return self.prefix + COMPLETION_KEY
 
     @property
     def nodes(self) -> str:

@@ -93,7 +93,8 @@ class Metrics:
         )
         self.attempts = Counter(
             "torque_deliveries",
-            "Delivery attempts this node made, by outcome: delivered, retried or dead",
+            "Delivery attempts this node made, by outcome: delivered, retried, dead, "
+            "postponed or waiting (a handler took the task over)",
             ["queue", "outcome"],
             registry=self.registry,
         )

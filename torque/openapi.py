@@ -158,6 +158,36 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/tasks/{task_id}/complete": {
+        "post": {
+            "summary": (
+                "A handler that took the task over (it answered 202 with "
+                "Torque-Complete-Within) reports it done; authorised by the delivery's "
+                "Torque-Completion-Token as the bearer token (or an API token)"
+            ),
+            "operationId": "completeTask",
+            "parameters": [_TASK_ID],
+            "responses": {
+                "200": json_response(ref("Reported"), "delivered"),
+                **error_responses("401", "403", "404", "409", "503"),
+            },
+        }
+    },
+    "/tasks/{task_id}/fail": {
+        "post": {
+            "summary": (
+                "A handler that took the task over reports its attempt failed: retried "
+                "(after retry_after or the backoff), or dead on its last attempt"
+            ),
+            "operationId": "failTask",
+            "parameters": [_TASK_ID],
+            "requestBody": {"required": True, "content": {JSON: {"schema": ref("Failure")}}},
+            "responses": {
+                "200": json_response(ref("Reported"), "retried or dead"),
+                **error_responses("400", "401", "403", "404", "409", "413", "503"),
+            },
+        }
+    },
     "/queues": {
         "get": {
             "summary": "The queues with their counts, a page at a time, by name",

@@ -51,6 +51,7 @@ def error_responses(*codes: str) -> dict[str, Any]:
 _ERROR_NAMES = {
     "400": "BadRequest",
     "401": "Unauthorized",
+    "403": "Forbidden",
     "404": "NotFound",
     "405": "MethodNotAllowed",
     "409": "Conflict",
@@ -58,7 +59,7 @@ _ERROR_NAMES = {
     "503": "Unavailable",
 }
 
-TASK_STATUSES = ["scheduled", "running", "delivered", "dead"]
+TASK_STATUSES = ["scheduled", "running", "waiting", "delivered", "dead"]
 # The states GET /queues/<q>/tasks lists (torque.store.LISTED_STATES).
 LISTED_STATES = ["scheduled", "running", "waiting", "dead"]
 QUEUE_PATTERN = f"^{QUEUE_RE.pattern}$"
@@ -100,6 +101,13 @@ _TASK_PROPERTIES = {
     ),
     "delivered_at": _nullable("number", description="when it was delivered, else null"),
     "dead_at": _nullable("number", description="when it became a dead letter, else null"),
+    "waiting_until": _nullable(
+        "number",
+        description=(
+            "while it is waiting: the deadline of its handler's word "
+            "(Torque-Complete-Within), else null"
+        ),
+    ),
     "timeout": _nullable(
         "number",
         description="its own request timeout, seconds; null: the node's --task-timeout",
@@ -256,7 +264,10 @@ SCHEMAS: dict[str, Any] = {
             "attempt": _nullable("integer", description="null for a requeue"),
             "at": {"type": "number", "description": "when it ended (Unix seconds)"},
             "duration": _nullable("number"),
-            "outcome": {"type": "string", "enum": ["delivered", "retried", "dead", "requeued"]},
+            "outcome": {
+                "type": "string",
+                "enum": ["delivered", "retried", "dead", "postponed", "waiting", "requeued"],
+            },
             "status": _nullable("integer"),
             "error": _nullable("string"),
         },
@@ -378,6 +389,33 @@ SCHEMAS: dict[str, Any] = {
             "processed_by",
         ],
     ),
+    "Failure": _object(
+        {
+            "error": {
+                "type": "string",
+                "minLength": 1,
+                "description": "what went wrong (the first 200 characters are kept)",
+            },
+            "retry_after": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": MAX_AHEAD,
+                "description": "seconds before the next attempt (default: the backoff)",
+            },
+        },
+        ["error"],
+    ),
+    "Reported": _object(
+        {
+            "id": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["delivered", "scheduled", "dead"],
+                "description": "the task's status after the handler's word",
+            },
+        },
+        ["id", "status"],
+    ),
     "QueueSettings": _object(
         {name: _setting(setting) for name, setting in SETTINGS.items()},
         description=(
@@ -470,6 +508,7 @@ SCHEMAS: dict[str, Any] = {
 _ERROR_DESCRIPTIONS = {
     "BadRequest": "invalid input; error.field names the field",
     "Unauthorized": "missing or wrong bearer token (nodes run with --api-token)",
+    "Forbidden": "a completion token of another task",
     "NotFound": "no such task, queue or endpoint",
     "MethodNotAllowed": "the path exists, not with this method; Allow lists the methods",
     "Conflict": "the task (or queue) is not in a state that allows this",

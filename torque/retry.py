@@ -18,6 +18,13 @@ or :class:`NoResponse`); :func:`next_step` turns it into a *decision*
 * the ``outcome`` label of ``torque_deliveries`` (:mod:`torque.metrics`)
   and the kind of line the scheduler logs for the attempt.
 
+Two more decisions spend no failed attempt (SPEC 4 "Not yet" and "Later"):
+``postponed`` (the handler answered ``Torque-Postpone: <seconds>``: the task
+is due again then, and the attempt is given back) and ``waiting`` (the
+handler answered ``202`` with ``Torque-Complete-Within: <seconds>``: it took
+the task over, and reports back with ``POST /tasks/<id>/complete`` or
+``/fail``; no word by then is a failed attempt).
+
 A lost lease is settled by the ``CLAIM`` script itself, with the same words
 (``retried``, or ``dead`` on the last attempt).
 """
@@ -62,12 +69,16 @@ class RetryPolicy:
 @attrs.frozen
 class Response:
     """The handler answered.  ``retry_after`` is its ``Retry-After`` in
-    seconds from now, if it sent one; ``detail`` is the start of its body."""
+    seconds from now, if it sent one; ``detail`` is the start of its body;
+    ``postpone`` its ``Torque-Postpone`` and ``complete_within`` its
+    ``Torque-Complete-Within``, in seconds, if it sent them."""
 
     status: int
     duration: float = 0.0
     retry_after: float | None = None
     detail: str = ""
+    postpone: float | None = None
+    complete_within: float | None = None
 
 
 @attrs.frozen
@@ -83,10 +94,12 @@ class NoResponse:
 Outcome = Response | NoResponse
 
 
-# The words of the three decisions (see the module's docstring).
+# The words of the decisions (see the module's docstring).
 DELIVERED = "delivered"
 RETRIED = "retried"
 DEAD = "dead"
+POSTPONED = "postponed"
+WAITING = "waiting"
 
 
 @attrs.frozen
@@ -116,7 +129,26 @@ class Dead:
     error: str
 
 
-Decision = Delivered | Retry | Dead
+@attrs.frozen
+class Postponed:
+    """Not yet: due again at ``at``, and the attempt is given back."""
+
+    label: ClassVar[str] = POSTPONED
+    at: float
+    status: int | None
+
+
+@attrs.frozen
+class Waiting:
+    """Later: the handler took the task over until ``until``; its lease
+    lasts that long, and ends as a failed attempt if no word came."""
+
+    label: ClassVar[str] = WAITING
+    until: float
+    status: int | None
+
+
+Decision = Delivered | Retry | Dead | Postponed | Waiting
 
 
 def backoff(retry: int, policy: RetryPolicy) -> float:
@@ -135,6 +167,19 @@ def classify(status: int) -> str:
     if status in RETRYABLE_STATUSES or status >= 500:
         return "retry"
     return "refused"
+
+
+def parse_seconds(value: str | None) -> float | None:
+    """Seconds from a ``Torque-Postpone`` or ``Torque-Complete-Within``
+    header: a finite number, 0 or more.  ``None`` when absent or unreadable
+    (the answer is then judged by its status alone)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -176,6 +221,10 @@ def next_step(
         constant.
     """
     status = outcome.status if isinstance(outcome, Response) else None
+    if isinstance(outcome, Response) and outcome.postpone is not None:
+        return postpone(task, outcome.postpone, status, now, policy)
+    if status == 202 and outcome.complete_within is not None:
+        return Waiting(now + outcome.complete_within, status)
     if status is not None:
         kind = classify(status)
         if kind == "delivered":
@@ -194,3 +243,37 @@ def next_step(
     else:
         delay = backoff(task.attempts, policy) * (1 + policy.jitter * rng())
     return Retry(now + delay, status, error)
+
+
+def postpone(
+    task: Task, seconds: float, status: int | None, now: float, policy: RetryPolicy
+) -> Postponed | Dead:
+    """Not yet: due again ``seconds`` from ``now``, unless that is past the
+    task's ``max_age`` from its creation (then it is dead).  A task written
+    to Redis without ``created_at`` counts from ``now``."""
+    at = now + seconds
+    if at > (task.created_at or now) + policy.max_age:
+        return Dead(
+            status,
+            f"postponed past its max age: {policy.max_age:g} s from its creation",
+        )
+    return Postponed(at, status)
+
+
+def reported_failure(
+    task: Task,
+    error: str,
+    retry_after: float | None,
+    now: float,
+    policy: RetryPolicy,
+    rng: Callable[[], float] = random.random,
+) -> Retry | Dead:
+    """A handler that took the task over (``waiting``) reports that its
+    attempt failed (``POST /tasks/<id>/fail``): a failed attempt, as if the
+    handler had answered 500 with ``error`` (and ``retry_after``)."""
+    outcome = Response(500, retry_after=retry_after, detail=error)
+    decision = next_step(task, outcome, now, policy, rng)
+    message = f"the handler reported: {error}"
+    if isinstance(decision, Dead):
+        return Dead(None, f"gave up after {task.attempts} attempts: {message}")
+    return Retry(decision.at, None, message)

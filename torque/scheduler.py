@@ -30,9 +30,12 @@ from torque.queue_settings import QueueConfig
 from torque.retry import (
     DEAD,
     DELIVERED,
+    POSTPONED,
     RETRIED,
+    WAITING,
     Decision,
     Outcome,
+    Postponed,
     Retry,
     RetryPolicy,
     next_step,
@@ -355,7 +358,9 @@ class QueueScheduler(Service):
                     failures=self._record_failures,
                 )
                 self._record_failures = 0
-            retries = [decision.at for _, decision, _ in batch if isinstance(decision, Retry)]
+            retries = [
+                decision.at for _, decision, _ in batch if isinstance(decision, Retry | Postponed)
+            ]
             if retries:
                 self._arm(min(retries))
             if self._outcomes:
@@ -433,6 +438,8 @@ ATTEMPT_LINES = {
     DELIVERED: ("info", "task {task_id} delivered ({status}) in {duration:.3f}s"),
     RETRIED: ("info", "task {task_id} attempt {attempt} failed: {error}; retry at {retry_at:.3f}"),
     DEAD: ("warn", "task {task_id} is dead after attempt {attempt}: {error}"),
+    POSTPONED: ("info", "task {task_id} postponed by its handler until {retry_at:.3f}"),
+    WAITING: ("info", "task {task_id} taken over by its handler until {retry_at:.3f}"),
 }
 
 
@@ -448,7 +455,9 @@ def _log_attempt(task: Task, outcome, decision: Decision) -> None:
         status=getattr(outcome, "status", None),
         error=quoted(getattr(decision, "error", None)),
     )
-    if isinstance(decision, Retry):
+    if isinstance(decision, Retry | Postponed):
         fields["retry_at"] = decision.at
+    elif decision.label == WAITING:
+        fields["retry_at"] = decision.until
     level, text = ATTEMPT_LINES[decision.label]
     getattr(log, level)(text, **fields)

@@ -204,6 +204,10 @@ for _, id in ipairs(lost) do
   local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0')
   local max_errors = tonumber(redis.call('HGET', key, 'max_errors') or ARGV[7])
   local err = 'lease expired: the node died or lost Redis mid-request'
+  if redis.call('HEXISTS', key, 'waiting_until') == 1 then
+    err = 'no word from the handler by its deadline (Torque-Complete-Within)'
+    redis.call('HDEL', key, 'waiting_until')
+  end
   if redis.call('EXISTS', key) == 0 then
     redis.call('ZREM', q.running, id)
   elseif attempts >= max_errors then
@@ -257,8 +261,61 @@ return out
 """
 )
 
-SETTLE = (
+# Shared by SETTLE and COMPLETE: record one decision on a task whose attempt
+# is its latest (the caller checked).  ``at`` is the retry or postponement
+# time, or the end of a ``waiting`` lease.
+_SETTLE_ONE = (
     _COMMON
+    + """
+local function settle_one(cfg, q, key, id, action, at, status, err, entry, now, keep)
+  remember(cfg, id, entry)
+  redis.call('HDEL', key, 'waiting_until')
+  if action == 'delivered' then
+    redis.call('ZREM', q.due, id)
+    redis.call('ZREM', q.running, id)
+    redis.call('ZREM', q.dead, id)
+    redis.call('HSET', key, 'delivered_at', now, 'last_status', status,
+               'last_attempt_at', now)
+    -- An earlier attempt's error is no longer the task's last word.
+    redis.call('HDEL', key, 'body', 'headers', 'last_error')
+    redis.call('EXPIRE', key, keep)
+    redis.call('EXPIRE', K.attempts(cfg.pfx, id), keep)
+    -- The record keeps its name (idempotency) as long as it lasts.
+    local holder = held_name(q.prefix, key, id)
+    if holder then redis.call('EXPIRE', holder, keep) end
+    redis.call('HINCRBY', q.stats, 'delivered', 1)
+    count(q, tonumber(now), 'delivered')
+  elseif action == 'retried' then
+    redis.call('ZREM', q.running, id)
+    redis.call('ZADD', q.due, at, id)
+    redis.call('HSET', key, 'due_at', at, 'last_status', status,
+               'last_error', err, 'last_attempt_at', now)
+    redis.call('HINCRBY', q.stats, 'failed', 1)
+    count(q, tonumber(now), 'retried')
+  elseif action == 'postponed' then
+    -- Not yet: no attempt spent, so the next one has this one's number.
+    redis.call('ZREM', q.running, id)
+    redis.call('ZADD', q.due, at, id)
+    redis.call('HINCRBY', key, 'attempts', -1)
+    redis.call('HSET', key, 'due_at', at, 'last_status', status, 'last_attempt_at', now)
+    redis.call('HDEL', key, 'last_error')
+  elseif action == 'waiting' then
+    -- Later: leased until the handler's deadline; a claim after it finds
+    -- the lease ended and counts a failed attempt.
+    redis.call('ZADD', q.running, at, id)
+    redis.call('HSET', key, 'waiting_until', at, 'last_status', status,
+               'last_attempt_at', now)
+    redis.call('HDEL', key, 'last_error')
+  else
+    redis.call('HSET', key, 'last_attempt_at', now)
+    bury(cfg, q, key, id, now, status, err)
+  end
+end
+"""
+)
+
+SETTLE = (
+    _SETTLE_ONE
     + """
 -- Record the outcomes of a batch of attempts in one round trip.
 -- KEYS[1..6] the queue's due, running, dead, stats, paused and rate keys
@@ -268,9 +325,10 @@ SETTLE = (
 -- ARGV[5] history length   ARGV[6] dead letters kept at most
 -- ARGV[7] their maximum age
 -- then seven per outcome: id, attempt, action (the decision's label,
--- torque.retry: 'delivered', 'retried' or 'dead'),
--- retry time, HTTP status ('' if none), error ('' if none), and the entry
--- for the task's attempt history (JSON text).
+-- torque.retry: 'delivered', 'retried', 'dead', 'postponed' or 'waiting'),
+-- its time (retry, postponement, end of the wait), HTTP status ('' if
+-- none), error ('' if none), and the entry for the task's attempt history
+-- (JSON text).
 -- An outcome whose attempt is no longer the task's latest (its lease ran out
 -- and another node claimed it, or it was cancelled) is ignored.
 -- Returns how many outcomes were applied.
@@ -284,37 +342,34 @@ for i = 8, #ARGV, 7 do
   local key = K.task(cfg.pfx, id)
   if redis.call('HGET', key, 'attempts') == attempt then
     applied = applied + 1
-    local status, err = ARGV[i + 4], ARGV[i + 5]
-    remember(cfg, id, ARGV[i + 6])
-    if action == 'delivered' then
-      redis.call('ZREM', q.due, id)
-      redis.call('ZREM', q.running, id)
-      redis.call('ZREM', q.dead, id)
-      redis.call('HSET', key, 'delivered_at', now, 'last_status', status,
-                 'last_attempt_at', now)
-      -- An earlier attempt's error is no longer the task's last word.
-      redis.call('HDEL', key, 'body', 'headers', 'last_error')
-      redis.call('EXPIRE', key, ARGV[4])
-      redis.call('EXPIRE', K.attempts(cfg.pfx, id), ARGV[4])
-      -- The record keeps its name (idempotency) as long as it lasts.
-      local holder = held_name(q.prefix, key, id)
-      if holder then redis.call('EXPIRE', holder, ARGV[4]) end
-      redis.call('HINCRBY', q.stats, 'delivered', 1)
-      count(q, tonumber(now), 'delivered')
-    elseif action == 'retried' then
-      redis.call('ZREM', q.running, id)
-      redis.call('ZADD', q.due, ARGV[i + 3], id)
-      redis.call('HSET', key, 'due_at', ARGV[i + 3], 'last_status', status,
-                 'last_error', err, 'last_attempt_at', now)
-      redis.call('HINCRBY', q.stats, 'failed', 1)
-      count(q, tonumber(now), 'retried')
-    else
-      redis.call('HSET', key, 'last_attempt_at', now)
-      bury(cfg, q, key, id, now, status, err)
-    end
+    settle_one(cfg, q, key, id, action, ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
+               ARGV[i + 6], now, ARGV[4])
   end
 end
 return applied
+"""
+)
+
+COMPLETE = (
+    _SETTLE_ONE
+    + """
+-- A handler that took a task over (it is 'waiting') reports back.
+-- KEYS[1..6] the queue's keys (Keys.queue)
+-- ARGV[1..7] as SETTLE's   ARGV[8..14] one outcome as SETTLE takes them
+-- Returns 1 when applied; 0 when the task is not waiting with that attempt
+-- (done already, its deadline passed, or another attempt's word).
+local now = ARGV[1]
+local q = K.queue_of(KEYS, 1, ARGV[3])
+local cfg = {pfx = ARGV[2], history = tonumber(ARGV[5]),
+             dead_max = tonumber(ARGV[6]), dead_age = tonumber(ARGV[7])}
+local id = ARGV[8]
+local key = K.task(cfg.pfx, id)
+local fields = redis.call('HMGET', key, 'attempts', 'waiting_until')
+if fields[1] ~= ARGV[9] or not fields[2] or not redis.call('ZSCORE', q.running, id) then
+  return 0
+end
+settle_one(cfg, q, key, id, ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], now, ARGV[4])
+return 1
 """
 )
 
@@ -331,6 +386,7 @@ local q = K.queue_named(ARGV[2], redis.call('HGET', KEYS[1], 'queue') or 'defaul
 local state = 'scheduled'
 if redis.call('ZSCORE', q.running, ARGV[1]) then
   state = 'running'
+  if redis.call('HEXISTS', KEYS[1], 'waiting_until') == 1 then state = 'waiting' end
 elseif redis.call('ZSCORE', q.dead, ARGV[1]) then
   state = 'dead'
 elseif redis.call('HEXISTS', KEYS[1], 'delivered_at') == 1 then
@@ -356,7 +412,10 @@ if not queue then return '' end
 if redis.call('HEXISTS', KEYS[1], 'delivered_at') == 1 then return 'delivered' end
 local q = K.queue_named(ARGV[2], queue)
 local state = 'scheduled'
-if redis.call('ZREM', q.running, ARGV[1]) == 1 then state = 'running' end
+if redis.call('ZREM', q.running, ARGV[1]) == 1 then
+  state = 'running'
+  if redis.call('HEXISTS', KEYS[1], 'waiting_until') == 1 then state = 'waiting' end
+end
 if redis.call('ZREM', q.dead, ARGV[1]) == 1 then state = 'dead' end
 redis.call('ZREM', q.due, ARGV[1])
 local keep = tonumber(ARGV[3])
@@ -472,6 +531,17 @@ for i = 3, #ARGV, 2 do
 end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return redis.call('HGETALL', KEYS[1])
+"""
+)
+
+COMPLETION_KEY = (
+    _PRELUDE
+    + """
+-- The key completion tokens are signed with: the first one offered stays.
+-- KEYS[1] the key's key   ARGV[1] a new key, kept if there is none yet
+-- Returns the key in force.
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 """
 )
 

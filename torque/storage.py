@@ -174,8 +174,9 @@ class TaskPage:
 
 
 # The states a queue's tasks can be listed in, and the set each lives in.
-# ``waiting`` (a handler took the task over, SPEC 4 "Later") has no set yet:
-# its page is always empty.
+# ``waiting`` (a handler took the task over, SPEC 4 "Later") lives in the
+# running set (its lease lasts until the handler's deadline) with the field
+# ``waiting_until``: it has no set of its own, and its page is always empty.
 LISTED_STATES = {"scheduled": "due", "running": "running", "waiting": None, "dead": "dead"}
 # Bytes of request bodies one page of tasks carries at most (past them it
 # ends early): a page's size must not depend on what clients put in bodies.
@@ -192,7 +193,8 @@ def history_entry(
 ) -> dict[str, Any]:
     """One entry of a task's attempt history, as both stores return it.
 
-    :param outcome: ``delivered``, ``retried``, ``dead``, or ``requeued``
+    :param outcome: a decision's label (:mod:`torque.retry`: ``delivered``,
+        ``retried``, ``dead``, ``postponed``, ``waiting``), or ``requeued``
         (taken back from the dead letters: not an attempt).
     """
     return {
@@ -271,6 +273,19 @@ class Store(Protocol):
         :returns: a Deferred firing with how many were applied; a decision
             on an attempt that is no longer the task's latest is dropped.
         """
+
+    def complete(self, queue: str, task: Task, decision: Decision, now: float) -> Deferred[bool]:
+        """Record the word of a handler that took ``task`` over (its status
+        is ``waiting``: SPEC 4 "Later"), as :meth:`settle` records an
+        attempt's decision.  Fires with whether it was applied: not when
+        the task is no longer waiting on attempt ``task.attempts`` (its
+        word came already, or its deadline passed and a claim counted the
+        attempt as failed)."""
+
+    def completion_key(self, candidate: str) -> Deferred[str]:
+        """The key every node signs completion tokens with
+        (:mod:`torque.completion`): ``candidate`` when there is none yet
+        (the first node to ask makes it), else the one in force."""
 
     def describe(self, task_id: str) -> Deferred[dict[str, Any] | None]:
         """A task's fields plus ``status`` and ``history`` (its last

@@ -197,6 +197,32 @@ class RedisStore:
             args += [task.id, task.attempts, *_settle_args(decision), json.dumps(entry)]
         return self._eval(scripts.SETTLE, k.queue(queue), args)
 
+    def complete(self, queue: str, task: Task, decision: Decision, now: float):
+        """Record the word of a handler that took ``task`` over: fires with
+        whether it was applied (the task was still waiting, on
+        ``task.attempts``)."""
+        k = self.keys
+        args = [
+            repr(now),
+            k.prefix,
+            k.queue_prefix(queue),
+            DELIVERED_TTL,
+            HISTORY_LENGTH,
+            self.dead_max,
+            self.dead_ttl,
+            task.id,
+            task.attempts,
+            *_settle_args(decision),
+            json.dumps(settled_entry(task, decision, now)),
+        ]
+        return self._eval(scripts.COMPLETE, k.queue(queue), args).addCallback(bool)
+
+    def completion_key(self, candidate: str) -> defer.Deferred:
+        """The key completion tokens are signed with, shared by every node:
+        ``candidate`` if there was none yet."""
+        k = self.keys
+        return self._eval(scripts.COMPLETION_KEY, [k.completion_key], [candidate])
+
     def describe(self, task_id: str) -> defer.Deferred:
         """A task's fields plus ``status`` and ``history`` (its last
         attempts, newest first: see :func:`history_entry`), or ``None`` if
@@ -444,7 +470,7 @@ def _settle_args(decision: Decision) -> list:
     """The action (the decision's label), retry time, status and error the
     ``SETTLE`` script takes for ``decision``."""
     status = "" if decision.status is None else decision.status
-    at = getattr(decision, "at", None)
+    at = getattr(decision, "at", getattr(decision, "until", None))
     return [
         decision.label,
         "" if at is None else repr(at),
@@ -519,6 +545,9 @@ def _task_page(reply, state: str) -> TaskPage:
     tasks = []
     for item in reply[2:]:
         history = [_history(text) for text in item[1]]
-        tasks.append((item[0], {"status": state, "history": history, **_pairs(item[2:])}))
+        fields = _pairs(item[2:])
+        # A waiting task keeps its lease in the running set (SPEC 4 "Later").
+        status = "waiting" if "waiting_until" in fields else state
+        tasks.append((item[0], {"status": status, "history": history, **fields}))
     after = (float(reply[0]), reply[1]) if reply[0] != "" else None
     return TaskPage(tasks, after)

@@ -39,7 +39,15 @@ RESERVED_HEADERS = frozenset(
 )
 # Torque's own headers (SPEC §4 and §5), reserved in any letter case: a
 # handler trusts them, so a task must not send a second, spoofed copy.
-OWN_HEADERS = frozenset({"user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"})
+OWN_HEADERS = frozenset(
+    {
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "torque-completion-token",
+    }
+)
 OWN_HEADER_PREFIX = "x-torque-"
 FIELDS = frozenset(
     {

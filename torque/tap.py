@@ -78,6 +78,7 @@ class TorqueNode(MultiService):
         from torque.cloudtasks.api import CloudTasksAPI
         from torque.cloudtasks.profile import CloudTasksProfile
         from torque.cloudtasks.queues import NodeDefaults
+        from torque.completion import CompletionKey
         from torque.dispatch import Dispatcher, QuietConnectionPool
         from torque.doors import Doors
         from torque.heartbeat import Heartbeat
@@ -112,8 +113,13 @@ class TorqueNode(MultiService):
         agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
         http = HTTPClient(agent)
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
+        completion_key = CompletionKey(store.completion_key)
         dispatcher = Dispatcher(
-            http, reactor, signer=signer, profiles={cloudtasks.DOOR: CloudTasksProfile()}
+            http,
+            reactor,
+            signer=signer,
+            completion_key=completion_key,
+            profiles={cloudtasks.DOOR: CloudTasksProfile()},
         )
         policy = RetryPolicy(
             o["max-task-errors"],
@@ -173,6 +179,8 @@ class TorqueNode(MultiService):
                 targets=guard,
                 token_required=bool(o["api-tokens"]),
                 processed=heartbeat.processed,
+                completion_key=completion_key,
+                policy=policy,
             )
             cloud_tasks = CloudTasksAPI(
                 store,

@@ -46,6 +46,8 @@ __all__ = [
     "add",
     "add_many",
     "add_task",
+    "complete",
+    "fail",
 ]
 
 # How treq reports that the node could not be reached or did not answer:
@@ -208,3 +210,55 @@ def add_many(
 ) -> Deferred[list[Added]]:
     """Add tasks in order; see :meth:`Client.add_many`."""
     return Client(torque_url, api_token, http).add_many(tasks)
+
+
+@inlineCallbacks
+def _report(task_id, token, error, retry_after, torque_url, http, timeout, clock):
+    url, body, headers = _rules.report_request(task_id, token, error, retry_after, torque_url)
+    sender = treq if http is None else http
+
+    @inlineCallbacks
+    def exchange():
+        try:
+            response = yield sender.post(url, data=body, headers=headers)
+            reader = BodyReader()
+            response.deliverBody(reader)
+            content = yield reader.done
+        except TRANSPORT_ERRORS as failure:
+            raise _unavailable(failure, timeout) from failure
+        return response.code, content
+
+    d = exchange()
+    d.addTimeout(timeout, clock or _global_reactor())
+    answer = yield d
+    return _rules.parse_report(*answer)
+
+
+def complete(
+    task_id: str,
+    token: str,
+    *,
+    torque_url: str | None = None,
+    http: Any = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    clock: IReactorTime | None = None,
+) -> Deferred[_rules.Reported]:
+    """Report a task your handler took over as done; see
+    :func:`torque.client.complete`."""
+    return _report(task_id, token, None, None, torque_url, http, timeout, clock)
+
+
+def fail(
+    task_id: str,
+    token: str,
+    error: str,
+    retry_after: float | None = None,
+    *,
+    torque_url: str | None = None,
+    http: Any = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    clock: IReactorTime | None = None,
+) -> Deferred[_rules.Reported]:
+    """Report that the attempt on a task your handler took over failed; see
+    :func:`torque.client.fail`."""
+    return _report(task_id, token, error, retry_after, torque_url, http, timeout, clock)

@@ -65,6 +65,7 @@ def public_task(task_id: str, fields: Mapping[str, Any], full: bool = True) -> d
         "last_error": fields.get("last_error") or None,
         "delivered_at": _number(fields.get("delivered_at")),
         "dead_at": _number(fields.get("dead_at")),
+        "waiting_until": _number(fields.get("waiting_until")),
         "timeout": _number(fields.get("timeout")),
         "max_errors": _number(fields.get("max_errors"), int),
         # The body's media type: none without a body (a delivered task's is gone).
