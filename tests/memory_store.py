@@ -18,6 +18,7 @@ from collections import defaultdict
 
 from twisted.internet import defer
 
+from torque.queue_settings import SETTINGS, decode, encode
 from torque.retry import DEAD, DELIVERED, RETRIED
 from torque.storage import (
     DEAD_MAX,
@@ -72,6 +73,8 @@ class MemoryStore:
         self.names: dict[tuple[str, str], str] = {}
         self.paused: set[str] = set()
         self.buckets: dict[str, tuple[float, float]] = {}  # --rate: (tokens, at)
+        self.settings: dict[str, dict[str, str]] = {}  # as the hash holds them
+        self.settings_told: list[str] = []  # queues whose nodes were told of a change
         self.queues: set[str] = set()
         self.stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.minutes: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -334,7 +337,28 @@ class MemoryStore:
         self.paused.discard(queue)
         self.stats.pop(queue, None)
         self.buckets.pop(queue, None)
+        known = self.settings.pop(queue, None) is not None or known
         return self._answer(("deleted" if known else "unknown", 0, 0, 0))
+
+    def get_settings(self, queue):
+        return self._answer(decode(self.settings.get(queue, {})))
+
+    def set_settings(self, queue, changes):
+        if not self.available:
+            return self._answer()
+        unknown = sorted(set(changes) - set(SETTINGS))
+        if unknown:
+            return defer.fail(ValueError(f"unknown queue settings: {', '.join(unknown)}"))
+        fields = self.settings.setdefault(queue, {})
+        for name, value in changes.items():
+            if value is None:
+                fields.pop(name, None)
+            else:
+                fields[name] = encode(value)
+        if not fields:
+            del self.settings[queue]  # as Redis drops an empty hash
+        self.settings_told.append(queue)
+        return self._answer(decode(fields))
 
     def queue_page(self, after, limit, now, minutes=RECENT_MINUTES, names_only=False):
         if not self.available:

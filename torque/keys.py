@@ -17,12 +17,18 @@ fields): other programs may add tasks by writing it directly.  With the default 
 ``torque:queue:<q>:stats``         hash: running totals ``delivered``, ``failed``
 ``torque:queue:<q>:rate``          hash: the ``--rate`` token bucket, ``tokens``
                                    and ``at``
+``torque:queue:<q>:settings``      hash: the queue's own settings (``rate``,
+                                   ``concurrency``, … see
+                                   :mod:`torque.queue_settings`), each the
+                                   decimal text of its value
 ``torque:queue:<q>:minute:<t>``    hash: ``delivered``, ``retried``, ``dead``
                                    in the minute starting at <t>; expires
 ``torque:queues``                  sorted set: every queue that holds or held a
                                    task, each scored 0 so that it is ordered
                                    by name (paged with ZRANGEBYLEX)
-``torque:wake:<q>``                pub/sub channel: a due time, on every add
+``torque:wake:<q>``                pub/sub channel: a due time, on every add;
+                                   ``settings`` when the queue's settings
+                                   changed
 ``torque:nodes``                   sorted set: node id -> its heartbeat's end
 ``torque:node:<id>``               hash: a live node (``id``, ``host``, ``pid``,
                                    ``version``, ``queues``, ``in_flight``,
@@ -50,11 +56,15 @@ NAME = "name:"
 PAUSED = "paused"
 RATE = "rate"
 STATS = "stats"
+SETTINGS = "settings"
 MINUTE = "minute:"
 QUEUES = "queues"
 WAKE = "wake:"
 NODES = "nodes"
 NODE = "node:"
+
+# The message on a queue's wake channel that says its settings changed.
+SETTINGS_CHANGED = "settings"
 
 # Seconds a per-minute counter outlives its minute: the dashboard charts the
 # last few minutes, so two hours is plenty.
@@ -100,6 +110,9 @@ class Keys:
 
     def stats(self, queue: str) -> str:
         return self.queue_prefix(queue) + STATS
+
+    def settings(self, queue: str) -> str:
+        return self.queue_prefix(queue) + SETTINGS
 
     def queue(self, queue: str) -> list[str]:
         """One queue's fixed keys, in the order the Lua prelude's

@@ -426,9 +426,10 @@ DELETE_QUEUE = (
     _REGISTRY
     + """
 -- Forget an empty queue: its place in the registry, its pause flag, its
--- running totals and rate bucket (its per-minute counts expire by
+-- running totals, rate bucket and settings (its per-minute counts expire by
 -- themselves).  A queue that holds a task is left alone.
 -- KEYS[1] queue registry   KEYS[2..7] the queue's keys (Keys.queue)
+-- KEYS[8] its settings
 -- ARGV[1] queue
 -- Returns {state, scheduled, running, dead}: state 'deleted', 'busy' (it
 -- holds tasks; the counts say which) or 'unknown'.
@@ -439,9 +440,29 @@ if counts[1] + counts[2] + counts[3] > 0 then
   return {'busy', counts[1], counts[2], counts[3]}
 end
 local known = redis.call('ZREM', registry(KEYS[1]), ARGV[1])
-local extra = redis.call('DEL', q.paused, q.stats, q.rate)
+local extra = redis.call('DEL', q.paused, q.stats, q.rate, KEYS[8])
 if known == 0 and extra == 0 then return {'unknown', 0, 0, 0} end
 return {'deleted', 0, 0, 0}
+"""
+)
+
+SET_SETTINGS = (
+    _PRELUDE
+    + """
+-- Change a queue's settings and tell its nodes (they read them again).
+-- KEYS[1] the queue's settings
+-- ARGV[1] its wake channel   ARGV[2] the message that says they changed
+-- ARGV[3..] field, value pairs: an empty value clears the field
+-- Returns the settings after the change, as HGETALL does.
+for i = 3, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return redis.call('HGETALL', KEYS[1])
 """
 )
 

@@ -290,6 +290,23 @@ class Store(Protocol):
             it is ``"scheduled"`` (``due_at`` is ``None`` otherwise).
         """
 
+    def get_settings(self, queue: str) -> Deferred[dict[str, int | float]]:
+        """The queue's own settings (:data:`torque.queue_settings.SETTINGS`):
+        only the fields it has, each typed; ``{}`` when it has none (or no
+        such queue).  One cheap read, made by every node's scheduler of the
+        queue at each safety tick and when told the settings changed."""
+
+    def set_settings(
+        self, queue: str, changes: dict[str, int | float | None]
+    ) -> Deferred[dict[str, int | float]]:
+        """Change some of the queue's settings at once (``None`` clears a
+        field: the node's option applies again), tell every node processing
+        the queue (its wake channel), and fire with the settings after the
+        change, as :meth:`get_settings` gives them.  The values must be
+        checked already (:func:`torque.queue_settings.check_changes`); an
+        unknown field fails with ``ValueError`` and changes nothing.  The
+        queue need not hold a task."""
+
     def pause(self, queue: str) -> Deferred[bool]:
         """Stop every node from claiming the queue's tasks; adds go on.
         Fires with whether the queue exists (if not, nothing changed)."""
@@ -299,7 +316,7 @@ class Store(Protocol):
         with whether the queue exists."""
 
     def delete_queue(self, queue: str) -> Deferred[tuple[str, int, int, int]]:
-        """Forget an empty queue.  Fires with ``(state, scheduled, running,
+        """Forget an empty queue, its settings too.  Fires with ``(state, scheduled, running,
         dead)``: ``deleted``, ``unknown``, or ``busy`` while it holds tasks
         (nothing changed)."""
 

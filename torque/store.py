@@ -17,7 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from torque import scripts
 from torque.connection import known_down
-from torque.keys import Keys
+from torque.keys import SETTINGS_CHANGED, Keys
+from torque.queue_settings import SETTINGS, decode, encode
 from torque.redis_errors import NOT_NOW, not_now
 from torque.retry import Decision
 from torque.storage import (
@@ -230,8 +231,27 @@ class RedisStore:
         dead)``: ``deleted``, ``unknown``, or ``busy`` while it holds tasks
         (nothing changed)."""
         k = self.keys
-        d = self._eval(scripts.DELETE_QUEUE, [k.queues, *k.queue(queue)], [queue])
+        keys = [k.queues, *k.queue(queue), k.settings(queue)]
+        d = self._eval(scripts.DELETE_QUEUE, keys, [queue])
         return d.addCallback(lambda r: (r[0], int(r[1]), int(r[2]), int(r[3])))
+
+    def get_settings(self, queue: str) -> defer.Deferred:
+        """The queue's own settings, typed: only the fields it has."""
+        d = self._call("execute_command", "HGETALL", self.keys.settings(queue))
+        return d.addCallback(lambda flat: decode(_pairs(flat)))
+
+    def set_settings(self, queue: str, changes: dict[str, int | float | None]):
+        """Change some of the queue's settings at once (``None`` clears a
+        field), tell the queue's nodes, and fire with the settings after."""
+        unknown = sorted(set(changes) - set(SETTINGS))
+        if unknown:
+            return defer.fail(ValueError(f"unknown queue settings: {', '.join(unknown)}"))
+        k = self.keys
+        args = [k.wake(queue), SETTINGS_CHANGED]
+        for name, value in changes.items():
+            args += [name, "" if value is None else encode(value)]
+        d = self._eval(scripts.SET_SETTINGS, [k.settings(queue)], args)
+        return d.addCallback(lambda flat: decode(_pairs(flat)))
 
     def queue_page(
         self,
