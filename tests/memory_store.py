@@ -71,6 +71,10 @@ class MemoryStore:
         self.running: dict[str, dict[str, float]] = {}
         self.dead: dict[str, dict[str, float]] = {}
         self.names: dict[tuple[str, str], str] = {}
+        # Names kept after their task was cancelled: (queue, name) -> (id,
+        # until); with no clock they are kept for good.
+        self.kept_names: dict[tuple[str, str], tuple[str, float]] = {}
+        self.doors: dict[str, dict[str, str]] = {}
         self.paused: set[str] = set()
         self.buckets: dict[str, tuple[float, float]] = {}  # --rate: (tokens, at)
         self.settings: dict[str, dict[str, str]] = {}  # as the hash holds them
@@ -139,6 +143,9 @@ class MemoryStore:
             holder = self.names.get((task.queue, task.name))
             if holder in self.tasks:
                 return self._answer((holder, False))
+            kept = self._kept_name(task.queue, task.name)
+            if kept is not None:
+                return self._answer((kept, False))
             self.names[(task.queue, task.name)] = task.id
         flat = task.to_fields()
         self.tasks[task.id] = dict(zip(flat[::2], flat[1::2], strict=True))
@@ -277,7 +284,18 @@ class MemoryStore:
         history = [dict(entry) for entry in self.history.get(task_id, [])]
         return self._answer({"status": self._status(task_id, fields), "history": history, **fields})
 
-    def cancel(self, task_id):
+    def _kept_name(self, queue, name):
+        """The cancelled id that still keeps ``name``, or ``None``."""
+        kept = self.kept_names.get((queue, name))
+        if kept is None:
+            return None
+        task_id, until = kept
+        if self.clock is not None and self.clock.seconds() >= until:
+            del self.kept_names[(queue, name)]
+            return None
+        return task_id
+
+    def cancel(self, task_id, keep_name=0.0):
         if not self.available:
             return self._answer()
         fields = self.tasks.get(task_id)
@@ -289,8 +307,38 @@ class MemoryStore:
         queue = fields.get("queue", "default")
         for s in self._sets(queue):
             s.pop(task_id, None)
+        name = fields.get("name", "")
+        if keep_name > 0 and name and self.names.get((queue, name)) == task_id:
+            now = self.clock.seconds() if self.clock is not None else 0.0
+            self.kept_names[(queue, name)] = (task_id, now + keep_name)
         self._forget(queue, task_id)
         return self._answer(status)
+
+    def named(self, queue, name):
+        if not self.available:
+            return self._answer()
+        holder = self.names.get((queue, name))
+        return self._answer(holder if holder is not None else self._kept_name(queue, name))
+
+    def door_records(self, door):
+        return self._answer(dict(self.doors.get(door, {})))
+
+    def door_record(self, door, key):
+        return self._answer(self.doors.get(door, {}).get(key))
+
+    def put_door_record(self, door, key, text, only_new=False):
+        if not self.available:
+            return self._answer()
+        records = self.doors.setdefault(door, {})
+        if only_new and key in records:
+            return self._answer(False)
+        records[key] = text
+        return self._answer(True)
+
+    def delete_door_record(self, door, key):
+        if not self.available:
+            return self._answer()
+        return self._answer(self.doors.get(door, {}).pop(key, None) is not None)
 
     def run_now(self, task_id, now):
         if not self.available:

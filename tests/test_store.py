@@ -293,6 +293,42 @@ class StoreContract:
     def test_cancel_of_unknown_task(self):
         self.assertEqual((yield self.store.cancel("nope")), "")
 
+    @defer.inlineCallbacks
+    def test_cancel_can_keep_the_name_taken(self):
+        yield self.store.add(make_task(name="once"))
+        self.assertEqual((yield self.store.cancel("t1", keep_name=3600)), "scheduled")
+        self.assertIsNone((yield self.store.describe("t1")))
+        self.assertEqual((yield self.store.add(make_task("t2", name="once"))), ("t1", False))
+        self.assertIsNone((yield self.store.describe("t2")))
+        self.assertEqual((yield self.store.named("q", "once")), "t1")
+        other = yield self.store.add(make_task("t3", queue="other", name="once"))
+        self.assertEqual(other, ("t3", True))
+
+    @defer.inlineCallbacks
+    def test_named_finds_the_task_holding_a_name(self):
+        yield self.store.add(make_task("t1", name="once"))
+        yield self.store.add(make_task("t2"))
+        self.assertEqual((yield self.store.named("q", "once")), "t1")
+        self.assertIsNone((yield self.store.named("other", "once")))
+        self.assertIsNone((yield self.store.named("q", "t2")))
+        yield self.store.cancel("t1")
+        self.assertIsNone((yield self.store.named("q", "once")))
+
+    @defer.inlineCallbacks
+    def test_door_records(self):
+        self.assertEqual((yield self.store.door_records("d")), {})
+        self.assertTrue((yield self.store.put_door_record("d", "a", "1", only_new=True)))
+        self.assertFalse((yield self.store.put_door_record("d", "a", "2", only_new=True)))
+        self.assertTrue((yield self.store.put_door_record("d", "b", "3")))
+        self.assertTrue((yield self.store.put_door_record("d", "b", "4")))
+        self.assertEqual((yield self.store.door_record("d", "a")), "1")
+        self.assertIsNone((yield self.store.door_record("d", "z")))
+        self.assertIsNone((yield self.store.door_record("other", "a")))
+        self.assertEqual((yield self.store.door_records("d")), {"a": "1", "b": "4"})
+        self.assertTrue((yield self.store.delete_door_record("d", "a")))
+        self.assertFalse((yield self.store.delete_door_record("d", "a")))
+        self.assertEqual((yield self.store.door_records("d")), {"b": "4"})
+
     # -- attempt history ---------------------------------------------------
 
     @defer.inlineCallbacks
@@ -1062,6 +1098,14 @@ class RedisScriptEdgeTests(RealRedisStore, ScriptEdgeContract, unittest.TestCase
         yield self.store.cancel("t3")
         for name in ("n1", "n2", "n3"):
             self.assertEqual((yield self.redis.exists(self.keys.name("q", name))), 0, name)
+
+    @defer.inlineCallbacks
+    def test_a_cancelled_tasks_kept_name_expires(self):
+        yield self.store.add(make_task(name="once"))
+        yield self.store.cancel("t1", keep_name=3600)
+        ttl = yield self.redis.ttl(self.keys.name("q", "once"))
+        self.assertTrue(3590 < ttl <= 3600, ttl)
+        self.assertEqual((yield self.redis.exists(self.keys.task("t1"))), 0)
 
     @defer.inlineCallbacks
     def test_a_delivered_named_tasks_name_expires_with_its_record(self):

@@ -33,6 +33,9 @@ fields): other programs may add tasks by writing it directly.  With the default 
 ``torque:node:<id>``               hash: a live node (``id``, ``host``, ``pid``,
                                    ``version``, ``queues``, ``in_flight``,
                                    ``started_at``, ``seen_at``); expires
+``torque:door:<door>``             hash: what a compatible front door keeps
+                                   (SPEC 10), ``<key> -> text``: the Cloud
+                                   Tasks door keeps its queues there
 
 A task's state is *where its id is*: in ``due`` it is scheduled, in
 ``running`` a node holds a lease on it, in ``dead`` it is a dead letter; a
@@ -62,6 +65,7 @@ QUEUES = "queues"
 WAKE = "wake:"
 NODES = "nodes"
 NODE = "node:"
+DOOR = "door:"
 
 # The message on a queue's wake channel that says its settings changed.
 SETTINGS_CHANGED = "settings"
@@ -140,6 +144,9 @@ class Keys:
 
     def node(self, node_id: str) -> str:
         return self.prefix + NODE + node_id
+
+    def door(self, door: str) -> str:
+        return self.prefix + DOOR + door
 
 
 def _lua(text: str) -> str:

@@ -137,7 +137,9 @@ end
 ADD = (
     _REGISTRY
     + """
--- Add a task, unless its name is taken by a live task.
+-- Add a task, unless its name is taken by a live task, or kept a while
+-- after its task was cancelled (a name key with a time to live: Store.cancel's
+-- keep_name).
 -- KEYS[1] task hash   KEYS[2] due zset   KEYS[3] name key (or the task
 -- hash again when unnamed)   KEYS[4] queue registry
 -- ARGV[1] id   ARGV[2] due_at   ARGV[3] queue   ARGV[4] 1 if named
@@ -145,7 +147,8 @@ ADD = (
 -- Returns {id, 1} when added, {existing id, 0} for a duplicate name.
 if ARGV[4] == '1' then
   local holder = redis.call('GET', KEYS[3])
-  if holder and redis.call('EXISTS', K.task(ARGV[6], holder)) == 1 then
+  if holder and (redis.call('EXISTS', K.task(ARGV[6], holder)) == 1
+                 or redis.call('PTTL', KEYS[3]) > 0) then
     return {holder, 0}
   end
 end
@@ -346,7 +349,7 @@ CANCEL = (
 -- finds no task and is dropped, so it is never retried.  A delivered task is
 -- left alone: its record keeps its name (idempotency) for its hour.
 -- KEYS[1] task hash   KEYS[2] its attempt history   ARGV[1] id
--- ARGV[2] key prefix
+-- ARGV[2] key prefix   ARGV[3] seconds its name stays taken (0: freed now)
 -- Returns the state the task was in, or '' if there was no such task.
 local queue = redis.call('HGET', KEYS[1], 'queue')
 if not queue then return '' end
@@ -356,7 +359,13 @@ local state = 'scheduled'
 if redis.call('ZREM', q.running, ARGV[1]) == 1 then state = 'running' end
 if redis.call('ZREM', q.dead, ARGV[1]) == 1 then state = 'dead' end
 redis.call('ZREM', q.due, ARGV[1])
-release_name(q.prefix, KEYS[1], ARGV[1])
+local keep = tonumber(ARGV[3])
+local holder = held_name(q.prefix, KEYS[1], ARGV[1])
+if holder and keep > 0 then
+  redis.call('EXPIRE', holder, math.ceil(keep))
+elseif holder then
+  redis.call('DEL', holder)
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 return state
 """

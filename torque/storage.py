@@ -277,9 +277,36 @@ class Store(Protocol):
         attempts, newest first: see :func:`history_entry`), or ``None`` if
         there's no such task (or its delivery record has expired)."""
 
-    def cancel(self, task_id: str) -> Deferred[str]:
+    def cancel(self, task_id: str, keep_name: float = 0.0) -> Deferred[str]:
         """Delete a task; fires with the state it was in, ``""`` if none
-        (a delivered task stays, and ``"delivered"`` is the answer)."""
+        (a delivered task stays, and ``"delivered"`` is the answer).
+
+        :param keep_name: seconds the task's name stays taken (an add of
+            that name is a duplicate of the cancelled id meanwhile, as Cloud
+            Tasks keeps a deleted task's name); 0 frees it at once.
+        """
+
+    def named(self, queue: str, name: str) -> Deferred[str | None]:
+        """The id that holds ``name`` in ``queue`` (a live task's, a
+        delivery record's or a cancelled task's whose name is kept), or
+        ``None``: how a front door finds a task by its name."""
+
+    def door_records(self, door: str) -> Deferred[dict[str, str]]:
+        """Every record a compatible front door (SPEC 10) keeps beside the
+        tasks, ``{key: text}`` (the Cloud Tasks door's queues): a few
+        thousand at most, read whole."""
+
+    def door_record(self, door: str, key: str) -> Deferred[str | None]:
+        """One record of ``door``, or ``None``."""
+
+    def put_door_record(
+        self, door: str, key: str, text: str, only_new: bool = False
+    ) -> Deferred[bool]:
+        """Write one record of ``door``; fires with whether it was written
+        (with ``only_new``, an existing record is left as it is)."""
+
+    def delete_door_record(self, door: str, key: str) -> Deferred[bool]:
+        """Delete one record of ``door``; fires with whether there was one."""
 
     def run_now(self, task_id: str, now: float) -> Deferred[tuple[str, str | None, float | None]]:
         """Make a scheduled task due at ``now`` (an overdue one keeps its

@@ -294,12 +294,40 @@ class RedisStore:
         d = self._eval(scripts.LIVE_NODES, [k.nodes], [k.prefix, MAX_NODES])
         return d.addCallback(lambda rows: [NodeInfo.from_fields(_pairs(row)) for row in rows])
 
-    def cancel(self, task_id: str) -> defer.Deferred:
-        """Delete a task; fires with the state it was in, ``""`` if none."""
+    def cancel(self, task_id: str, keep_name: float = 0.0) -> defer.Deferred:
+        """Delete a task; fires with the state it was in, ``""`` if none.
+        Its name stays taken ``keep_name`` seconds (0: freed at once)."""
         k = self.keys
         return self._eval(
-            scripts.CANCEL, [k.task(task_id), k.attempts(task_id)], [task_id, k.prefix]
+            scripts.CANCEL,
+            [k.task(task_id), k.attempts(task_id)],
+            [task_id, k.prefix, repr(float(keep_name))],
         )
+
+    def named(self, queue: str, name: str) -> defer.Deferred:
+        """The id of the task that holds ``name`` in ``queue``, or ``None``."""
+        return self._call("get", self.keys.name(queue, name))
+
+    def door_records(self, door: str) -> defer.Deferred:
+        """Every record ``door`` keeps: ``{key: text}``."""
+        return self._call("hgetall", self.keys.door(door)).addCallback(dict)
+
+    def door_record(self, door: str, key: str) -> defer.Deferred:
+        """One record of ``door``, or ``None``."""
+        return self._call("hget", self.keys.door(door), key)
+
+    def put_door_record(
+        self, door: str, key: str, text: str, only_new: bool = False
+    ) -> defer.Deferred:
+        """Write one record of ``door``; fires with whether it was written
+        (with ``only_new``, not over an existing one)."""
+        method = "hsetnx" if only_new else "hset"
+        d = self._call(method, self.keys.door(door), key, text)
+        return d.addCallback(lambda written: bool(written) or not only_new)
+
+    def delete_door_record(self, door: str, key: str) -> defer.Deferred:
+        """Delete one record of ``door``; fires with whether there was one."""
+        return self._call("hdel", self.keys.door(door), key).addCallback(bool)
 
     def run_now(self, task_id: str, now: float) -> defer.Deferred:
         """Make a scheduled task due at ``now`` (an overdue one keeps its
