@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     python_requires=">=3.11",
-    packages=["torque", "twisted.plugins"],
+    packages=["torque", "torque.qstash", "twisted.plugins"],
     package_data={"twisted.plugins": ["torque_plugin.py"], "torque": ["static/*"]},
     install_requires=[
         "twisted[tls]>=24.7",
@@ -41,6 +41,8 @@ setup(
             "playwright>=1.40",
             "schemathesis>=3.30",
             "docutils>=0.20",
+            # The official QStash SDK, driving the QStash door (tests only).
+            "qstash>=3.4",
         ],
     },
     classifiers=[

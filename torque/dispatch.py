@@ -108,14 +108,17 @@ class Dispatcher:
         started = self.clock.seconds()
         timed_out = []
         body = task.body.encode()
+        # The headers are made inside the Deferred: a door's profile that
+        # can't sign yet (its keys not read from Redis) is a failed attempt.
         d = defer.maybeDeferred(
-            self.http.request,
-            task.method,
-            task.url,
-            headers=self.headers(task, body),
-            data=body or None,
-            allow_redirects=False,
-            unbuffered=True,
+            lambda: self.http.request(
+                task.method,
+                task.url,
+                headers=self.headers(task, body),
+                data=body or None,
+                allow_redirects=False,
+                unbuffered=True,
+            )
         )
         d.addCallback(self._read)
 

@@ -72,11 +72,16 @@ class TorqueNode(MultiService):
         from treq.client import HTTPClient
         from twisted.web.client import Agent
 
-        from torque.api import TorqueAPI
+        from torque.api import TorqueAPI, Utf8Only
         from torque.auth import RequireToken
         from torque.dispatch import Dispatcher, QuietConnectionPool
         from torque.heartbeat import Heartbeat
         from torque.metrics import Metrics
+        from torque.qstash import DOOR as QSTASH
+        from torque.qstash.mount import QStashDoor
+        from torque.qstash.profile import QStashProfile
+        from torque.qstash.routes import QStashAPI
+        from torque.qstash.signing_keys import KeyLoader, SigningKeys
         from torque.scheduler import QueueScheduler
         from torque.site import ApiService, QuietSite
         from torque.storage import NodeInfo
@@ -107,7 +112,12 @@ class TorqueNode(MultiService):
         agent = Agent.usingEndpointFactory(reactor, endpoints_, pool=self.http_pool)
         http = HTTPClient(agent)
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
-        dispatcher = Dispatcher(http, reactor, signer=signer)
+        qstash_keys = SigningKeys(
+            {"current": o["qstash-current-signing-key"], "next": o["qstash-next-signing-key"]}
+        )
+        KeyLoader(qstash_keys, store, reactor).setServiceParent(self)
+        profiles = {QSTASH: QStashProfile(qstash_keys)}
+        dispatcher = Dispatcher(http, reactor, signer=signer, profiles=profiles)
         policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
 
         def new_scheduler(queue: str) -> QueueScheduler:
@@ -162,7 +172,16 @@ class TorqueNode(MultiService):
                 token_required=bool(o["api-tokens"]),
                 processed=heartbeat.processed,
             )
-            root = RequireToken(api.resource(), o["api-tokens"])
+            qstash = QStashAPI(
+                store,
+                reactor,
+                qstash_keys,
+                wake=self.router.wake,
+                metrics=metrics,
+                targets=guard,
+            )
+            doors = QStashDoor(api.resource(), Utf8Only(qstash.resource()))
+            root = RequireToken(doors, o["api-tokens"])
             endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
             site = QuietSite(
                 root,
