@@ -39,8 +39,8 @@ class QStashSDKTests(unittest.TestCase):
         )
         self.client = QStash("any-token", base_url=self.node.url)
 
-    def call(self, method, *args, **kwargs):
-        return deferToThread(method, *args, **kwargs)
+    def call(self, fn, /, *args, **kwargs):
+        return deferToThread(fn, *args, **kwargs)
 
     def delivered_to(self, path: str, count: int = 1):
         return wait_for(
@@ -81,3 +81,229 @@ class QStashSDKTests(unittest.TestCase):
         _, task = yield self.node.get(f"/tasks/{published.message_id}")
         self.assertEqual(task["status"], "delivered")
         self.assertEqual(task["url"], url)
+
+    @defer.inlineCallbacks
+    def test_messages_get_cancel_cancel_many_and_cancel_all(self):
+        url = self.receiver.url + "/later"
+        published = []
+        for n in range(4):
+            result = yield self.call(
+                self.client.message.publish,
+                url=url,
+                body=f"body {n}",
+                content_type="text/plain",
+                method="PUT",
+                delay="1h",
+                retries=2,
+                timeout="30s",
+                headers={"X-N": str(n)},
+                callback=self.receiver.url + "/cb",
+                failure_callback=self.receiver.url + "/failed",
+                label="nightly",
+            )
+            published.append(result.message_id)
+        got = yield self.call(self.client.message.get, published[0])
+        self.assertEqual(got.message_id, published[0])
+        self.assertEqual(got.url, url)
+        self.assertEqual(got.method, "PUT")
+        self.assertEqual(got.body, "body 0")
+        self.assertEqual(got.headers, {"X-N": ["0"], "Content-Type": ["text/plain"]})
+        self.assertEqual(got.max_retries, 2)
+        self.assertEqual(got.callback, self.receiver.url + "/cb")
+        self.assertEqual(got.failure_callback, self.receiver.url + "/failed")
+        self.assertEqual(got.label, "nightly")
+        self.assertEqual(got.queue, "default")
+        # The delay: due an hour after it was created, in milliseconds.
+        self.assertAlmostEqual(got.not_before - got.created_at, 3_600_000, delta=5)
+        _, task = yield self.node.get(f"/tasks/{published[0]}")
+        self.assertEqual((task["timeout"], task["max_errors"]), (30.0, 3))
+
+        yield self.call(self.client.message.cancel, published[0])
+        with self.assertRaises(QStashError) as raised:
+            yield self.call(self.client.message.get, published[0])
+        self.assertIn("404", str(raised.exception))
+        cancelled = yield self.call(
+            self.client.message.cancel_many, [published[1], "msg_no_such_message"]
+        )
+        self.assertEqual(cancelled, 1)
+        # A task added through torque's own API is not a QStash message:
+        # cancel_all leaves it.
+        status, own, _ = yield self.node.post(data={"url": url, "delay": "3600"})
+        self.assertEqual(status, 201, own)
+        cancelled = yield self.call(self.client.message.cancel_all)
+        self.assertEqual(cancelled, 2)
+        self.assertTrue((yield self.node.has_status(own["id"], "scheduled")))
+        self.assertEqual(self.receiver.to("/later"), [])
+
+    @defer.inlineCallbacks
+    def test_enqueue_and_queues_upsert_get_list_pause_resume_delete(self):
+        queue = self.client.queue
+        yield self.call(queue.upsert, "emails", parallelism=2)
+        got = yield self.call(queue.get, "emails")
+        self.assertEqual((got.name, got.parallelism, got.paused, got.lag), ("emails", 2, False, 0))
+        yield self.call(queue.pause, "emails")
+        url = self.receiver.url + "/email"
+        sent = yield self.call(
+            self.client.message.enqueue_json, queue="emails", url=url, body={"to": "a@b.c"}
+        )
+        # Enqueueing creates a queue too, with QStash's parallelism of 1.
+        yield self.call(self.client.message.enqueue, queue="sms", url=url, body="hi")
+        listed = yield self.call(queue.list)
+        self.assertEqual([(q.name, q.parallelism) for q in listed], [("emails", 2), ("sms", 1)])
+        got = yield self.call(queue.get, "emails")
+        self.assertEqual((got.paused, got.lag), (True, 1))
+        # One system: torque's own API shows the queue paused, the task waiting.
+        _, shown = yield self.node.get("/queues/emails")
+        self.assertIs(shown["paused"], True)
+        self.assertTrue((yield self.node.has_status(sent.message_id, "scheduled")))
+        yield self.call(queue.resume, "emails")
+        yield self.delivered_to("/email", 2)
+        yield wait_for(lambda: self.node.has_status(sent.message_id, "delivered"))
+        yield self.call(queue.delete, "emails")
+        listed = yield self.call(queue.list)
+        self.assertEqual([q.name for q in listed], ["sms"])
+        with self.assertRaises(QStashError) as raised:
+            yield self.call(queue.get, "emails")
+        self.assertIn("404", str(raised.exception))
+
+    @defer.inlineCallbacks
+    def test_batch_and_batch_json(self):
+        from qstash.message import BatchJsonRequest, BatchRequest
+
+        results = yield self.call(
+            self.client.message.batch_json,
+            [
+                BatchJsonRequest(url=self.receiver.url + "/a", body={"n": 1}, delay="0s"),
+                BatchJsonRequest(url=self.receiver.url + "/b", body={"n": 2}, queue="batched"),
+            ],
+        )
+        self.assertEqual(len(results), 2)
+        raw = yield self.call(
+            self.client.message.batch,
+            [BatchRequest(url=self.receiver.url + "/c", body="plain", method="PUT")],
+        )
+        (a,) = yield self.delivered_to("/a")
+        (b,) = yield self.delivered_to("/b")
+        (c,) = yield self.delivered_to("/c")
+        self.assertEqual(json.loads(a.body), {"n": 1})
+        self.assertEqual(b.headers["upstash-message-id"], results[1].message_id)
+        self.assertEqual((c.method, c.body), ("PUT", b"plain"))
+        self.assertEqual(c.headers["upstash-message-id"], raw[0].message_id)
+        _, task = yield self.node.get(f"/tasks/{results[1].message_id}")
+        self.assertEqual(task["queue"], "batched")
+
+    @defer.inlineCallbacks
+    def test_a_message_out_of_retries_is_in_the_dlq_to_get_list_retry_and_delete(self):
+        self.receiver.respond("/down", 500)
+        url = self.receiver.url + "/down"
+        ids = []
+        for n in range(3):
+            result = yield self.call(self.client.message.publish, url=url, body=f"{n}", retries=0)
+            ids.append(result.message_id)
+        for message_id in ids:
+            yield wait_for(lambda i=message_id: self.node.has_status(i, "dead"), what=message_id)
+        listed = yield self.call(self.client.dlq.list)
+        self.assertEqual(sorted(m.dlq_id for m in listed.messages), sorted(ids))
+        self.assertEqual({m.response_status for m in listed.messages}, {500})
+        # Paged with a cursor, and filtered.
+        first = yield self.call(self.client.dlq.list, count=2)
+        self.assertEqual(len(first.messages), 2)
+        rest = yield self.call(self.client.dlq.list, cursor=first.cursor, count=2)
+        self.assertEqual(len(rest.messages), 1)
+        self.assertIsNone(rest.cursor)
+        paged = [m.dlq_id for m in first.messages + rest.messages]
+        self.assertEqual(sorted(paged), sorted(ids))
+        only = yield self.call(self.client.dlq.list, filter={"message_id": ids[0]})
+        self.assertEqual([m.message_id for m in only.messages], [ids[0]])
+        got = yield self.call(self.client.dlq.get, ids[0])
+        self.assertEqual((got.message_id, got.url, got.response_status), (ids[0], url, 500))
+        yield self.call(self.client.dlq.delete, ids[0])
+        with self.assertRaises(QStashError):
+            yield self.call(self.client.dlq.get, ids[0])
+        # Retry is the JS SDK's (POST /v2/dlq/retry?dlqIds=…): raw HTTP here.
+        self.receiver.respond("/down", 200)
+        response = yield treq.post(
+            f"{self.node.url}/v2/dlq/retry?dlqIds={ids[1]}", persistent=False
+        )
+        self.assertEqual(response.code, 200)
+        answer = yield response.json()
+        self.assertEqual(answer, {"responses": [{"messageId": ids[1]}]})
+        yield wait_for(lambda: self.node.has_status(ids[1], "delivered"))
+        deleted = yield self.call(self.client.dlq.delete_many, [ids[2], ids[1]])
+        self.assertEqual(deleted, 1)  # ids[1] left the DLQ when it was retried
+        listed = yield self.call(self.client.dlq.list)
+        self.assertEqual(listed.messages, [])
+
+    @defer.inlineCallbacks
+    def test_deduplication_by_id_and_by_content(self):
+        url = self.receiver.url + "/once"
+        kwargs = {"url": url, "body": "same", "delay": "1h"}
+        first = yield self.call(self.client.message.publish, deduplication_id="d-1", **kwargs)
+        again = yield self.call(self.client.message.publish, deduplication_id="d-1", **kwargs)
+        self.assertEqual(again.message_id, first.message_id)
+        self.assertTrue(again.deduplicated)
+        other = yield self.call(self.client.message.publish, deduplication_id="d-2", **kwargs)
+        self.assertNotEqual(other.message_id, first.message_id)
+        by_content = []
+        for _ in range(2):
+            result = yield self.call(
+                self.client.message.publish, content_based_deduplication=True, **kwargs
+            )
+            by_content.append(result)
+        self.assertEqual(by_content[0].message_id, by_content[1].message_id)
+        self.assertTrue(by_content[1].deduplicated)
+        changed = yield self.call(
+            self.client.message.publish,
+            content_based_deduplication=True,
+            **{**kwargs, "body": "other"},
+        )
+        self.assertNotEqual(changed.message_id, by_content[0].message_id)
+
+    @defer.inlineCallbacks
+    def test_what_torque_does_not_support_is_refused_with_a_400_naming_it(self):
+        url = self.receiver.url + "/never"
+        cases = [
+            ({"retry_delay": "1000 * retried"}, "Upstash-Retry-Delay"),
+            ({"flow_control": {"key": "k", "parallelism": 2}}, "Upstash-Flow-Control-Key"),
+        ]
+        for extra, named in cases:
+            with self.assertRaises(QStashError) as raised:
+                yield self.call(self.client.message.publish, url=url, body="x", **extra)
+            self.assertIn("400", str(raised.exception))
+            self.assertIn(named, str(raised.exception))
+        with self.assertRaises(QStashError) as raised:
+            yield self.call(self.client.message.publish, url_group="my-group", body="x")
+        self.assertIn("URL groups", str(raised.exception))
+        with self.assertRaises(QStashError) as raised:
+            yield self.call(self.client.schedule.list)
+        self.assertIn("400", str(raised.exception))
+        self.assertIn("schedules are not supported", str(raised.exception))
+        self.assertEqual(self.receiver.requests, [])
+
+
+class QStashTokenTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_the_api_token_is_the_sdks_token(self):
+        receiver = start_receiver(self)
+        node = yield start_node(self, "--api-token", "s3cret")
+        url = receiver.url + "/hook"
+        wrong = QStash("not-the-token", base_url=node.url)
+        with self.assertRaises(QStashError) as raised:
+            yield deferToThread(wrong.message.publish_json, url=url, body={})
+        self.assertIn("401", str(raised.exception))
+        right = QStash("s3cret", base_url=node.url)
+        published = yield deferToThread(right.message.publish_json, url=url, body={})
+        (got,) = yield wait_for(lambda: receiver.to("/hook"))
+        self.assertEqual(got.headers["upstash-message-id"], published.message_id)
+        # Keys generated once, kept in Redis: another node on it serves the same.
+        keys = yield deferToThread(right.signing_key.get)
+        self.assertTrue(keys.current.startswith("sig_") and keys.next.startswith("sig_"))
+        self.assertNotEqual(keys.current, keys.next)
+        other = yield start_node(self, "--api-token", "s3cret", prefix=node.prefix)
+        again = yield deferToThread(QStash("s3cret", base_url=other.url).signing_key.get)
+        self.assertEqual((again.current, again.next), (keys.current, keys.next))
+        Receiver(keys.current, keys.next).verify(
+            signature=got.headers["upstash-signature"], body=got.body.decode(), url=url
+        )

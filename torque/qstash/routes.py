@@ -394,7 +394,7 @@ class QStashAPI:
             raise QStashError(400, "paused must be true or false")
         await self._ensure_queue(name, parallelism, updated=True)
         if paused:
-            await self.store.pause(name)
+            await self.store.pause(name, create=True)
         else:
             await self.store.resume(name)
         return json_answer(request, 200, {})
@@ -431,7 +431,7 @@ class QStashAPI:
     @app.route("/v2/queues/<queue>/pause", methods=["POST"])
     async def pause_queue(self, request, queue):
         await self._known_queue(queue)
-        await self.store.pause(queue)
+        await self.store.pause(queue, create=True)
         return json_answer(request, 200, {})
 
     @app.route("/v2/queues/<queue>/resume", methods=["POST"])
