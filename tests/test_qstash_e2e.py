@@ -8,6 +8,7 @@ so the reactor, and the receiver on it, keep running meanwhile.
 
 from __future__ import annotations
 
+import base64
 import json
 
 import treq
@@ -36,6 +37,8 @@ class QStashSDKTests(unittest.TestCase):
             CURRENT,
             "--qstash-next-signing-key",
             NEXT,
+            "--min-task-delay",
+            "0.2",
         )
         self.client = QStash("any-token", base_url=self.node.url)
 
@@ -279,6 +282,41 @@ class QStashSDKTests(unittest.TestCase):
         self.assertIn("400", str(raised.exception))
         self.assertIn("schedules are not supported", str(raised.exception))
         self.assertEqual(self.receiver.requests, [])
+
+    @defer.inlineCallbacks
+    def test_callbacks_after_each_attempt_and_a_failure_callback_once_dead(self):
+        self.receiver.respond("/flaky", 503, 200)
+        self.receiver.respond("/down", 500)
+        common = {
+            "body": "payload",
+            "callback": self.receiver.url + "/cb",
+            "failure_callback": self.receiver.url + "/failed",
+            "callback_headers": {"X-Cb": "1"},
+            "failure_callback_headers": {"X-Fcb": "2"},
+        }
+        flaky = yield self.call(
+            self.client.message.publish, url=self.receiver.url + "/flaky", retries=2, **common
+        )
+        down = yield self.call(
+            self.client.message.publish, url=self.receiver.url + "/down", retries=0, **common
+        )
+        callbacks = yield self.delivered_to("/cb", 3)
+        (failed,) = yield self.delivered_to("/failed")
+        bodies = [json.loads(c.body) for c in callbacks]
+        by_source = sorted((b["sourceMessageId"], b["retried"], b["status"]) for b in bodies)
+        expected = [(down.message_id, 0, 500), (flaky.message_id, 0, 503)]
+        expected.append((flaky.message_id, 1, 200))
+        self.assertEqual(by_source, sorted(expected))
+        for callback in callbacks:
+            self.assertEqual(callback.headers["x-cb"], "1")
+            self.assertIn("upstash-signature", callback.headers)
+        body = json.loads(failed.body)
+        self.assertEqual((body["sourceMessageId"], body["status"]), (down.message_id, 500))
+        self.assertEqual(base64.b64decode(body["sourceBody"]), b"payload")
+        self.assertEqual(base64.b64decode(body["body"]), b"handler says no")
+        self.assertEqual(failed.headers["x-fcb"], "2")
+        yield wait_for(lambda: self.node.has_status(flaky.message_id, "delivered"))
+        self.assertEqual(len(self.receiver.to("/failed")), 1)
 
 
 class QStashTokenTests(unittest.TestCase):

@@ -78,6 +78,7 @@ class TorqueNode(MultiService):
         from torque.heartbeat import Heartbeat
         from torque.metrics import Metrics
         from torque.qstash import DOOR as QSTASH
+        from torque.qstash.callbacks import Callbacks
         from torque.qstash.mount import QStashDoor
         from torque.qstash.profile import QStashProfile
         from torque.qstash.routes import QStashAPI
@@ -120,6 +121,12 @@ class TorqueNode(MultiService):
         dispatcher = Dispatcher(http, reactor, signer=signer, profiles=profiles)
         policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
 
+        callbacks = Callbacks(store, reactor, self.router.wake)
+
+        def on_attempt(task, outcome, decision) -> None:
+            metrics.attempt_finished(task, outcome, decision)
+            callbacks.attempt_finished(task, outcome, decision)
+
         def new_scheduler(queue: str) -> QueueScheduler:
             return QueueScheduler(
                 queue,
@@ -131,7 +138,7 @@ class TorqueNode(MultiService):
                 concurrency=o["concurrency"],
                 poll_interval=o["poll-interval"],
                 rate=o["rate"],
-                on_attempt=metrics.attempt_finished,
+                on_attempt=on_attempt,
                 log_deliveries=o["log-deliveries"],
             )
 
