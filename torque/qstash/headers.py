@@ -220,7 +220,11 @@ def _dedup_name(message: Publish) -> str | None:
         options = sorted(
             (k, v)
             for k, v in h.items()
-            if k.startswith("upstash-") and not k.startswith(IGNORED_PREFIX)
+            # The flag itself is left out: ``True`` (Python) and ``true``
+            # (JS) publish the same message.
+            if k.startswith("upstash-")
+            and not k.startswith(IGNORED_PREFIX)
+            and k != "upstash-content-based-deduplication"
         )
         key = "content\n" + json.dumps([message.destination, options])
         key += "\n" + hashlib.sha256(message.body).hexdigest()
