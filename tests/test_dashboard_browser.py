@@ -212,6 +212,11 @@ class Scenario:
         second = self.add("/listed-2", queue="mail", delay=1200)
         page.locator('tr[data-queue="mail"] button.link').click()
         expect(page.locator("#tasks-queue")).to_have_text("mail")
+        expect(page.locator("#queue-settings")).to_have_text("Settings: the nodes' options")
+        self.api("PATCH", "/queues/mail", {"concurrency": 3, "max_errors": 4})
+        expect(page.locator("#queue-settings")).to_have_text(
+            "Settings: concurrency 3, max_errors 4; the rest as the nodes' options"
+        )
         rows = page.locator("#tasks tbody tr")
         expect(rows).to_have_count(2)
         expect(rows.first).to_have_attribute("data-task-id", first)

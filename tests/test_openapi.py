@@ -209,6 +209,8 @@ class ConformanceTests(APITestCase):
         emptied = self.check("POST", "/queues/emptied/tasks", q + "/tasks", 201, json={"url": HOOK})
         self.check("DELETE", f"/tasks/{emptied['id']}", t, 200)
         self.check("DELETE", "/queues/emptied", q, 200)
+        self.check("PATCH", "/queues/default", q, 200, json={"rate": 2, "max_age": None})
+        self.check("PATCH", "/queues/default", q, 400, json={"timeout": 0})
         self.check("GET", "/queues/default", q, 200)
         self.check("GET", "/queues/nothing", q, 404)
         self.check("GET", "/queues/a.b", q, 400)
@@ -251,6 +253,7 @@ class ConformanceTests(APITestCase):
             ("GET", "/queues", "/queues"),
             ("GET", "/queues/default", q),
             ("DELETE", "/queues/default", q),
+            ("PATCH", "/queues/default", q),
             ("GET", "/nodes", "/nodes"),
             ("POST", "/queues/default/pause", q + "/pause"),
             ("POST", "/queues/default/resume", q + "/resume"),
@@ -259,6 +262,7 @@ class ConformanceTests(APITestCase):
             ("DELETE", "/queues/default/dead", q + "/dead"),
         ]:
             body = {"data": {"url": HOOK}} if "add" in path or path.endswith("tasks") else {}
+            body = {"json": {"rate": 1}} if method == "PATCH" else body
             self.check(method, path, template, 503, **body)
         self.check("GET", "/health", "/health", 503)
         # Every documented JSON answer but 401 and 413 (below, and in

@@ -27,6 +27,7 @@ from torque import dashboard, openapi
 from torque.cursor import decode_position, encode_position
 from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
+from torque.queue_settings import check_changes
 from torque.storage import LISTED_STATES, Store, StoreUnavailable
 from torque.submission import InvalidTask, parse_submission, require_text, strict_json
 from torque.targets import TargetGuard, TargetRefused
@@ -373,10 +374,20 @@ class TorqueAPI:
     @app.route("/queues/<queue>", methods=["GET"])
     async def get_queue(self, request, queue):
         (stats,) = await self.store.queue_stats([queue_name(queue)], self.clock.seconds())
-        if not stats.known:
+        settings = await self.store.get_settings(queue)
+        if not stats.known and not settings:
             return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
         nodes = await self.store.live_nodes()
-        return json_body(request, 200, public_queue(stats, processed_by(queue, nodes)))
+        shown = public_queue(stats, processed_by(queue, nodes))
+        return json_body(request, 200, {**shown, "settings": settings})
+
+    @app.route("/queues/<queue>", methods=["PATCH"])
+    async def patch_queue(self, request, queue):
+        queue_name(queue)
+        raw = request.content.read() if request.content is not None else b""
+        changes = check_changes(json_object(raw, "a JSON object of queue settings"))
+        settings = await self.store.set_settings(queue, changes)
+        return json_body(request, 200, {"name": queue, "settings": settings})
 
     @app.route("/queues/<queue>", methods=["DELETE"])
     async def delete_queue(self, request, queue):

@@ -201,6 +201,22 @@ PATHS: dict[str, Any] = {
                 **error_responses("400", "401", "404", "503"),
             },
         },
+        "patch": {
+            "summary": (
+                "Change the queue's own settings: stored in Redis, applied by every node "
+                "within a second, overriding the node's options for this queue"
+            ),
+            "operationId": "patchQueue",
+            "parameters": [_QUEUE],
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": ref("QueueSettingsChange")}},
+            },
+            "responses": {
+                "200": json_response(ref("QueueSettingsChanged"), "the settings after the change"),
+                **error_responses("400", "401", "413", "503"),
+            },
+        },
         "delete": {
             "summary": "Forget an empty queue (409 while it holds tasks)",
             "operationId": "deleteQueue",

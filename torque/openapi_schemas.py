@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from torque.queue_settings import MOST, SETTINGS, Setting
 from torque.submission import MAX_AHEAD, MAX_URL_LENGTH
 from torque.task import METHODS, NAME_RE, QUEUE_RE
 
@@ -27,6 +28,16 @@ def _object(properties: dict, required=(), extra: bool = False, **more) -> dict[
     if required:
         schema["required"] = list(required)
     return {**schema, **more}
+
+
+def _setting(setting: Setting) -> dict[str, Any]:
+    """One queue setting's schema (OpenAPI 3.0: ``exclusiveMinimum`` is a
+    flag beside ``minimum``)."""
+    kind = "integer" if setting.kind is int else "number"
+    schema = {"type": kind, "minimum": setting.least, "maximum": MOST}
+    if not setting.inclusive:
+        schema["exclusiveMinimum"] = True
+    return {**schema, "description": f"{setting.doc} (overrides {setting.option})"}
 
 
 def json_response(schema: dict, description: str) -> dict[str, Any]:
@@ -348,6 +359,10 @@ SCHEMAS: dict[str, Any] = {
                     "for a node started with --queue '*' or naming it"
                 ),
             },
+            "settings": {
+                **ref("QueueSettings"),
+                "description": "the queue's own settings (GET /queues/<q> only)",
+            },
         },
         [
             "name",
@@ -362,6 +377,22 @@ SCHEMAS: dict[str, Any] = {
             "recent",
             "processed_by",
         ],
+    ),
+    "QueueSettings": _object(
+        {name: _setting(setting) for name, setting in SETTINGS.items()},
+        description=(
+            "the queue's own settings, each overriding the node's option for this queue "
+            "on every node; a field that is absent falls back to the option"
+        ),
+    ),
+    "QueueSettingsChange": _object(
+        {name: {**_setting(setting), "nullable": True} for name, setting in SETTINGS.items()},
+        description="the settings to change; null clears one (the node's option applies)",
+        minProperties=1,
+    ),
+    "QueueSettingsChanged": _object(
+        {"name": {"type": "string"}, "settings": ref("QueueSettings")},
+        ["name", "settings"],
     ),
     "Queues": _object(
         {

@@ -86,6 +86,9 @@ class Options(usage.Options):
         ["min-task-delay", None, 1.0, "first retry delay, seconds", _real],
         ["max-task-delay", None, 3600.0, "cap on a retry delay, seconds", _real],
         ["task-timeout", None, 60.0, "per-request timeout, seconds", _real],
+        ["max-task-age", None, 30 * 86400.0,
+         "seconds from a task's creation during which its handler may postpone it "
+         "(Torque-Postpone); past it the task is dead", _real],
         ["concurrency", None, 100, "requests in flight per queue on this node", _whole],
         ["rate", None, 0.0,
          "dispatches per second per queue, shared by every node of the cluster "
@@ -284,6 +287,7 @@ class Options(usage.Options):
             "min-task-delay",
             "max-task-delay",
             "task-timeout",
+            "max-task-age",
             "poll-interval",
             "lease-margin",
             "dead-letter-ttl",

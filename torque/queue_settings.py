@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from torque.retry import RetryPolicy
 from torque.submission import InvalidTask
 
 
@@ -115,3 +116,30 @@ def _checked(name: str, setting: Setting, value: Any) -> int | float:
         bound = f"at least {low:g}" if setting.inclusive else f"more than {low:g}"
         raise InvalidTask(name, f"{name} must be {bound} and at most {MOST:g}")
     return value
+
+
+@attrs.frozen
+class QueueConfig:
+    """What one queue's scheduler works with: the node's options, or the
+    queue's own settings over them (:meth:`with_settings`).
+
+    :param policy: the retry rule's limits, ``max_age`` included.
+    """
+
+    timeout: float = 60.0
+    concurrency: int = 100
+    rate: float = 0.0
+    policy: RetryPolicy = RetryPolicy()
+
+    def with_settings(self, settings: Mapping[str, int | float]) -> QueueConfig:
+        """This node's options with ``settings`` (as
+        :meth:`torque.storage.Store.get_settings` gives them) over them.
+        ``host_concurrency`` is not here: the dispatch reads it."""
+        limits = ("max_errors", "min_delay", "max_delay", "max_age")
+        policy = attrs.evolve(self.policy, **{k: settings[k] for k in limits if k in settings})
+        return QueueConfig(
+            timeout=settings.get("timeout", self.timeout),
+            concurrency=int(settings.get("concurrency", self.concurrency)),
+            rate=settings.get("rate", self.rate),
+            policy=policy,
+        )

@@ -41,7 +41,11 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429})
 @attrs.frozen
 class RetryPolicy:
     """A node's defaults (``--max-task-errors``, ``--min-task-delay``,
-    ``--max-task-delay``); a task may override ``max_errors``.
+    ``--max-task-delay``, ``--max-task-age``), or a queue's own settings
+    over them; a task may override ``max_errors``.
+
+    :param max_age: seconds from a task's creation after which a handler
+        can no longer postpone it (SPEC 4 "Not yet").
 
     :param jitter: at most this fraction is *added* to a backoff delay, so
         that tasks failing together don't retry together, and no retry comes
@@ -52,6 +56,7 @@ class RetryPolicy:
     min_delay: float = 1.0
     max_delay: float = 3600.0
     jitter: float = 0.1
+    max_age: float = 30 * 86400.0
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ from twisted.application.service import IServiceCollection
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from torque.keys import Keys
+from torque.keys import SETTINGS_CHANGED, Keys
 from torque.task import QUEUE_RE
 
 log = Logger()
@@ -91,6 +91,11 @@ class QueueRouter:
                 self.wake(queue)
             return
         queue = channel[len(self.keys.wake("")) :]
+        if message == SETTINGS_CHANGED:
+            scheduler = self.schedulers.get(queue)
+            if scheduler is not None:
+                scheduler.reload_settings()
+            return
         try:
             self.wake(queue, float(message))
         except (TypeError, ValueError):

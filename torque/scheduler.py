@@ -7,6 +7,10 @@ net, for tasks written to Redis by hand or wake-ups lost in an outage.
 
 Back-pressure is built in: a claim asks for at most as many tasks as there
 are free slots (``concurrency`` minus the requests in flight).
+
+A queue's own settings (``PATCH /queues/<q>``) override the node's options:
+the scheduler reads them at every safety tick, and at once when a message on
+the queue's wake channel says they changed (:meth:`QueueScheduler.reload_settings`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from twisted.logger import Logger, LogLevel
 
 from torque.dispatch import Dispatcher
 from torque.logs import quoted
+from torque.queue_settings import QueueConfig
 from torque.retry import (
     DEAD,
     DELIVERED,
@@ -86,6 +91,10 @@ class QueueScheduler(Service):
         self.on_attempt = on_attempt
         self.rate = rate
         self.log_deliveries = log_deliveries
+        # The node's options, before the queue's own settings.
+        self.node_config = QueueConfig(timeout, concurrency, rate, policy)
+        #: The queue's own settings as last read (``{}``: none, or not read).
+        self.settings: dict[str, int | float] = {}
         self.in_flight: dict[str, defer.Deferred] = {}
         self._claiming: defer.Deferred | None = None
         self._more = False  # there may be due tasks that no claim took yet
@@ -151,11 +160,43 @@ class QueueScheduler(Service):
         def failed(failure):
             log.failure("tick of queue {queue} failed", failure, queue=self.queue)
 
+        # The settings are read beside the claim, not before it: the tick
+        # costs no extra round trip (a new scheduler's first claim works
+        # with the node's options).
+        settings = self.reload_settings()
         d = defer.maybeDeferred(self.pump)
         d.addErrback(failed)
         d.addCallback(lambda _: self.flush())
         d.addErrback(failed)
+        d.addCallback(lambda _: settings)
         return d
+
+    def reload_settings(self) -> defer.Deferred:
+        """Read the queue's own settings and apply them; never fails (a
+        Redis that doesn't answer leaves the last ones in force)."""
+        d = self.store.get_settings(self.queue)
+        d.addCallback(self.apply_settings)
+        d.addErrback(lambda f: f.trap(StoreUnavailable))  # the claims say so
+        d.addErrback(
+            lambda f: log.failure("reading the settings of queue {queue}", f, queue=self.queue)
+        )
+        return d
+
+    def apply_settings(self, settings: dict[str, int | float]) -> None:
+        """Work with the queue's own ``settings`` over the node's options
+        from now on; a change claims at once (there may be more room)."""
+        if settings == self.settings:
+            return
+        config = self.node_config.with_settings(settings)
+        self.settings = settings
+        self.timeout, self.concurrency = config.timeout, config.concurrency
+        self.rate, self.policy = config.rate, config.policy
+        log.info(
+            "queue {queue}: settings {settings}",
+            queue=self.queue,
+            settings=", ".join(f"{k}={v:g}" for k, v in settings.items()) or "the node's",
+        )
+        self.pump()
 
     def wake(self, due_at: float | None = None) -> None:
         """A task was added that is due at ``due_at`` (``None``: now)."""

@@ -119,7 +119,12 @@ class TorqueNode(MultiService):
         KeyLoader(qstash_keys, store, reactor).setServiceParent(self)
         profiles = {QSTASH: QStashProfile(qstash_keys)}
         dispatcher = Dispatcher(http, reactor, signer=signer, profiles=profiles)
-        policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
+        policy = RetryPolicy(
+            o["max-task-errors"],
+            o["min-task-delay"],
+            o["max-task-delay"],
+            max_age=o["max-task-age"],
+        )
 
         callbacks = Callbacks(store, reactor, self.router.wake)
 

@@ -238,7 +238,20 @@ async function loadTasks() {
   const cursor = list.cursors[list.cursors.length - 1];
   const path = "queues/" + enc(state.queue) + "/tasks?state=" + list.state + "&limit=" +
     list.limit + (cursor ? "&cursor=" + enc(cursor) : "");
-  renderTasks(await api("GET", path));
+  const [page, queue] = await Promise.all([
+    api("GET", path),
+    api("GET", "queues/" + enc(state.queue)).catch(() => null),
+  ]);
+  renderTasks(page);
+  renderSettings(queue && queue.settings);
+}
+
+// The queue's own settings (PATCH /queues/<q>); the rest are the nodes' options.
+function renderSettings(settings) {
+  const own = Object.entries(settings || {}).map(([name, value]) => name + " " + value);
+  $("queue-settings").textContent = own.length
+    ? "Settings: " + own.join(", ") + "; the rest as the nodes' options"
+    : "Settings: the nodes' options";
 }
 
 function renderTasks(page) {
