@@ -170,6 +170,24 @@ class QStashSDKTests(unittest.TestCase):
         self.assertIn("404", str(raised.exception))
 
     @defer.inlineCallbacks
+    def test_a_queues_parallelism_is_its_concurrency_on_every_node(self):
+        yield self.call(self.client.queue.upsert, "slow", parallelism=2, paused=True)
+        self.receiver.hold("/slow")
+        url = self.receiver.url + "/slow"
+        for n in range(3):
+            yield self.call(self.client.message.enqueue, queue="slow", url=url, body=str(n))
+        yield self.call(self.client.queue.resume, "slow")
+
+        @defer.inlineCallbacks
+        def two_running_one_waiting():
+            _, shown = yield self.node.get("/queues/slow")
+            return (shown["running"], shown["due"]) == (2, 1) and len(self.receiver.held) == 2
+
+        yield wait_for(two_running_one_waiting, what="two held and one waiting")
+        self.assertEqual(self.receiver.release(), 2)
+        yield wait_for(lambda: len(self.receiver.to("/slow")) == 3, what="the third")
+
+    @defer.inlineCallbacks
     def test_batch_and_batch_json(self):
         from qstash.message import BatchJsonRequest, BatchRequest
 
