@@ -10,12 +10,10 @@ says so.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from typing import Any
 
-from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -23,6 +21,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from torque.logs import quoted
 from torque.metrics import Metrics
 from torque.qstash import DOOR, dlq, views
+from torque.qstash.dlq_routes import DeadLetterRoutes
 from torque.qstash.headers import (
     DEFAULT_QUEUE,
     Publish,
@@ -31,11 +30,11 @@ from torque.qstash.headers import (
     lower_headers,
     new_message_id,
 )
+from torque.qstash.http import MAX_BATCH, app, ids_of, json_answer, queue_arg, read_json
+from torque.qstash.queue_routes import QueueRoutes
 from torque.qstash.signing_keys import KeysNotLoaded, SigningKeys
 from torque.storage import Store, StoreUnavailable
-from torque.submission import strict_json
 from torque.targets import TargetGuard, TargetRefused
-from torque.task import QUEUE_RE
 
 log = Logger()
 
@@ -61,17 +60,6 @@ UNSUPPORTED = {
     "globalParallelism": "flow control",
     "llm": "LLM destinations",
 }
-#: Messages in one ``/v2/batch``, and ids in one bulk action, at most.
-MAX_BATCH = 1000
-#: Dead letters a DLQ page or bulk action holds by default, and at most.
-DLQ_PAGE = 100
-MAX_DLQ_PAGE = 1000
-
-
-def json_answer(request, status: int, body: Any) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps(body).encode()
 
 
 def destination_of(uri: bytes, prefix: bytes) -> str:
@@ -89,53 +77,7 @@ def destination_of(uri: bytes, prefix: bytes) -> str:
     return destination
 
 
-def read_json(request) -> Any:
-    raw = request.content.read() if request.content is not None else b""
-    if not raw.strip():
-        return None
-    try:
-        return strict_json(raw)
-    except ValueError as e:
-        raise QStashError(400, f"the body is not valid JSON: {e}") from None
-
-
-def arg(request, name: str) -> str:
-    values = request.args.get(name.encode())
-    return values[-1].decode("utf-8", "replace") if values else ""
-
-
-def count_arg(request) -> int:
-    text = arg(request, "count")
-    if not text:
-        return DLQ_PAGE
-    if not text.isdigit() or not 1 <= int(text) <= MAX_DLQ_PAGE:
-        raise QStashError(400, f"count must be a whole number from 1 to {MAX_DLQ_PAGE}")
-    return int(text)
-
-
-def ids_of(request, body: Any, name: str) -> list[str] | None:
-    """Ids named in the query (``?dlqIds=a&dlqIds=b``, as the JS SDK
-    sends) or the JSON body (``{"dlqIds": […]}``, the Python SDK's)."""
-    ids = [v.decode("utf-8", "replace") for v in request.args.get(name.encode(), [])]
-    if isinstance(body, dict) and name in body:
-        listed = body[name]
-        if not isinstance(listed, list) or not all(isinstance(i, str) for i in listed):
-            raise QStashError(400, f"{name} must be a list of strings")
-        ids += listed
-    if not ids:
-        return None
-    if len(ids) > MAX_BATCH:
-        raise QStashError(400, f"at most {MAX_BATCH} {name} at once")
-    return list(dict.fromkeys(ids))
-
-
-def queue_arg(name: str) -> str:
-    if not QUEUE_RE.fullmatch(name):
-        raise QStashError(400, f"queue name must match {QUEUE_RE.pattern}")
-    return name
-
-
-class QStashAPI:
+class QStashAPI(QueueRoutes, DeadLetterRoutes):
     """The ``/v2/…`` routes of QStash, on torque's store.
 
     :param keys: the node's signing keys (``GET /v2/keys``).
@@ -143,7 +85,7 @@ class QStashAPI:
     :param targets: checks each destination as torque's own API does.
     """
 
-    app = Klein()
+    app = app
 
     def __init__(
         self,
@@ -288,188 +230,6 @@ class QStashAPI:
                     break
                 after = page.after
         return found
-
-    # -- the dead-letter queue ---------------------------------------------
-
-    @app.route("/v2/dlq", methods=["GET"])
-    async def list_dlq(self, request):
-        selection = await self._select(request)
-        body: dict[str, Any] = {
-            "messages": [views.dead_message(i, fields) for _, i, fields in selection.letters]
-        }
-        if selection.cursor:
-            body["cursor"] = selection.cursor
-        return json_answer(request, 200, body)
-
-    @app.route("/v2/dlq/<dlq_id>", methods=["GET"])
-    async def get_dlq(self, request, dlq_id):
-        fields = await self._dead(dlq_id)
-        return json_answer(request, 200, views.dead_message(dlq_id, fields))
-
-    @app.route("/v2/dlq/<dlq_id>", methods=["DELETE"])
-    async def delete_dlq(self, request, dlq_id):
-        fields = await self._dead(dlq_id)
-        deleted = await self.store.delete_dead(fields["queue"], [dlq_id])
-        if not deleted:
-            raise QStashError(404, f"dlq message {dlq_id} not found")
-        return json_answer(request, 200, {"deleted": 1})
-
-    @app.route("/v2/dlq", methods=["DELETE"])
-    async def delete_dlqs(self, request):
-        deleted, cursor = await self._bulk(request, self.store.delete_dead)
-        return json_answer(request, 200, {"deleted": len(deleted), **cursor})
-
-    @app.route("/v2/dlq/retry", methods=["POST"])
-    async def retry_dlqs(self, request):
-        now = self.clock.seconds()
-        retried, cursor = await self._bulk(
-            request, lambda queue, ids: self.store.retry_dead(queue, ids, now)
-        )
-        for queue in {q for q, _ in retried}:
-            self.wake(queue, now)
-        responses = [{"messageId": i} for _, i in retried]
-        return json_answer(request, 200, {"responses": responses, **cursor})
-
-    @app.route("/v2/dlq/retry/<dlq_id>", methods=["POST"])
-    async def retry_dlq(self, request, dlq_id):
-        fields = await self._dead(dlq_id)
-        now = self.clock.seconds()
-        if not await self.store.retry_dead(fields["queue"], [dlq_id], now):
-            raise QStashError(404, f"dlq message {dlq_id} not found")
-        self.wake(fields["queue"], now)
-        return json_answer(request, 200, {"messageId": dlq_id})
-
-    async def _select(self, request, count: int | None = None) -> dlq.Selection:
-        filters = dlq.check_filters({k.decode(): arg(request, k.decode()) for k in request.args})
-        if "queueName" in filters:
-            queue_arg(filters["queueName"])
-        count = count or count_arg(request)
-        return await dlq.select(
-            self.store, self.clock.seconds(), filters, arg(request, "cursor") or None, count
-        )
-
-    async def _bulk(self, request, act) -> tuple[list[tuple[str, str]], dict[str, str]]:
-        """Act on dead letters named by id, or on a page of those the
-        filters select (``?count=…&cursor=…``, as the JS SDK pages)."""
-        ids = ids_of(request, read_json(request), "dlqIds")
-        if ids is not None:
-            chosen = []
-            for dlq_id in ids:
-                fields = await self.store.describe(dlq_id)
-                if fields and fields.get("status") == "dead" and fields.get("door") == DOOR:
-                    chosen.append((fields["queue"], dlq_id))
-            cursor = None
-        else:
-            selection = await self._select(request)
-            chosen = [(q, i) for q, i, _ in selection.letters]
-            cursor = dlq.after_removal(selection)
-        done = []
-        for queue in dict.fromkeys(q for q, _ in chosen):
-            named = [i for q, i in chosen if q == queue]
-            if await act(queue, named):
-                done += [(queue, i) for i in named]
-        return done, ({"cursor": cursor} if cursor else {})
-
-    async def _dead(self, dlq_id: str) -> dict[str, Any]:
-        fields = await self.store.describe(dlq_id)
-        if not fields or fields.get("status") != "dead" or fields.get("door") != DOOR:
-            raise QStashError(404, f"dlq message {dlq_id} not found")
-        return fields
-
-    # -- queues ------------------------------------------------------------
-
-    @app.route("/v2/queues", methods=["POST"])
-    async def upsert_queue(self, request):
-        body = read_json(request)
-        if not isinstance(body, dict) or not isinstance(body.get("queueName"), str):
-            raise QStashError(400, 'the body must be {"queueName": …, "parallelism": …}')
-        name = queue_arg(body["queueName"])
-        parallelism = body.get("parallelism", 1)
-        if isinstance(parallelism, bool) or not isinstance(parallelism, int):
-            raise QStashError(400, "parallelism must be a whole number")
-        if not 1 <= parallelism <= 10_000:
-            raise QStashError(400, "parallelism must be from 1 to 10000")
-        paused = body.get("paused", False)
-        if not isinstance(paused, bool):
-            raise QStashError(400, "paused must be true or false")
-        await self._ensure_queue(name, parallelism, updated=True)
-        if paused:
-            await self.store.pause(name, create=True)
-        else:
-            await self.store.resume(name)
-        return json_answer(request, 200, {})
-
-    @app.route("/v2/queues", methods=["GET"])
-    async def list_queues(self, request):
-        records = await self.store.door_records(DOOR)
-        names = sorted(key[len("queue:") :] for key in records if key.startswith("queue:"))
-        shown = await self._queues(names, records)
-        return json_answer(request, 200, shown)
-
-    @app.route("/v2/queues/<queue>", methods=["GET"])
-    async def get_queue(self, request, queue):
-        record = await self.store.door_record(DOOR, "queue:" + queue_arg(queue))
-        if record is None:
-            raise QStashError(404, f"queue {queue} not found")
-        shown = await self._queues([queue], {"queue:" + queue: record})
-        return json_answer(request, 200, shown[0])
-
-    @app.route("/v2/queues/<queue>", methods=["DELETE"])
-    async def delete_queue(self, request, queue):
-        await self._known_queue(queue)
-        await self.store.purge(queue)
-        state, _, running, dead = await self.store.delete_queue(queue)
-        if state == "busy":
-            raise QStashError(
-                400,
-                f"queue {queue} still holds {running} running and {dead} dead messages: "
-                "let them finish, delete its dead letters, and delete it again",
-            )
-        await self.store.delete_door_record(DOOR, "queue:" + queue)
-        return json_answer(request, 200, {})
-
-    @app.route("/v2/queues/<queue>/pause", methods=["POST"])
-    async def pause_queue(self, request, queue):
-        await self._known_queue(queue)
-        await self.store.pause(queue, create=True)
-        return json_answer(request, 200, {})
-
-    @app.route("/v2/queues/<queue>/resume", methods=["POST"])
-    async def resume_queue(self, request, queue):
-        await self._known_queue(queue)
-        await self.store.resume(queue)
-        return json_answer(request, 200, {})
-
-    async def _known_queue(self, queue: str) -> None:
-        if await self.store.door_record(DOOR, "queue:" + queue_arg(queue)) is None:
-            raise QStashError(404, f"queue {queue} not found")
-
-    async def _ensure_queue(
-        self, queue: str, parallelism: int | None = None, updated: bool = False
-    ) -> None:
-        """Record a QStash queue (an enqueue creates its queue, with
-        QStash's parallelism of 1); its parallelism is the queue's
-        ``concurrency`` setting, on every node."""
-        now = views.millis(self.clock.seconds())
-        key = "queue:" + queue
-        record = {"createdAt": now, "updatedAt": now}
-        created = await self.store.put_door_record(DOOR, key, json.dumps(record), only_new=True)
-        if not created and updated:
-            old = json.loads(await self.store.door_record(DOOR, key) or "{}")
-            record["createdAt"] = old.get("createdAt", now)
-            await self.store.put_door_record(DOOR, key, json.dumps(record))
-        if created or parallelism is not None:
-            await self.store.set_settings(queue, {"concurrency": parallelism or 1})
-
-    async def _queues(self, names: list[str], records: dict[str, str]) -> list[dict]:
-        stats = await self.store.queue_stats(names, self.clock.seconds())
-        shown = []
-        for name, queue_stats in zip(names, stats, strict=True):
-            settings = await self.store.get_settings(name)
-            record = json.loads(records.get("queue:" + name) or "{}")
-            parallelism = int(settings.get("concurrency", 1))
-            shown.append(views.queue(name, record, queue_stats, parallelism))
-        return shown
 
     # -- keys, and what is not supported -----------------------------------
 
