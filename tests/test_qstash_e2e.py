@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import treq
 from qstash import QStash, Receiver
@@ -18,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from tests.node import start_node, start_receiver, wait_for
+from tests.node import ROOT, start_node, start_receiver, wait_for
 
 CURRENT = "sig_current_for_tests_0123456789"
 NEXT = "sig_next_for_tests_0123456789abc"
@@ -335,6 +336,41 @@ class QStashSDKTests(unittest.TestCase):
         self.assertEqual(failed.headers["x-fcb"], "2")
         yield wait_for(lambda: self.node.has_status(flaky.message_id, "delivered"))
         self.assertEqual(len(self.receiver.to("/failed")), 1)
+
+
+def docs_snippet() -> str:
+    """The Python example of docs/coming-from-qstash.rst."""
+    with open(os.path.join(ROOT, "docs", "coming-from-qstash.rst"), encoding="utf-8") as f:
+        text = f.read()
+    block = text.split(".. code-block:: python\n\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    return "\n".join(lines)
+
+
+class QStashDocsTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_the_docs_example_works(self):
+        receiver = start_receiver(self)
+        node = yield start_node(self)
+        code = docs_snippet()
+        self.assertIn("publish_json", code)
+        code = code.replace("http://127.0.0.1:8090", node.url)
+        code = code.replace("http://127.0.0.1:8000", receiver.url)
+        names: dict = {}
+        yield deferToThread(exec, code, names)
+        (got,) = yield wait_for(lambda: receiver.to("/hooks/hello"), timeout=60)
+        self.assertEqual(got.headers["upstash-message-id"], names["result"].message_id)
+        names["receiver"].verify(
+            signature=got.headers["upstash-signature"],
+            body=got.body.decode(),
+            url=receiver.url + "/hooks/hello?lang=en",
+        )
 
 
 class QStashTokenTests(unittest.TestCase):

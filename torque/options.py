@@ -109,10 +109,10 @@ class Options(usage.Options):
         ["dead-letter-ttl", None, 7 * 86400.0, "seconds a dead letter is kept", _real],
         ["qstash-current-signing-key", None, None,
          "the key QStash deliveries are signed with (Upstash-Signature), served by "
-         "GET /v2/keys [default: one generated once and kept in Redis]"],
+         "GET /v2/keys [default: generated once, kept in Redis]"],
         ["qstash-next-signing-key", None, None,
-         "the next QStash signing key, served by GET /v2/keys [default: one generated "
-         "once and kept in Redis]"],
+         "the next QStash signing key, served by GET /v2/keys "
+         "[default: generated once, kept in Redis]"],
     ]  # fmt: skip
     optFlags = [
         ["log-deliveries", None,
