@@ -16,7 +16,7 @@ from torque.qstash.headers import (
     duration,
     lower_headers,
 )
-from torque.task import JSON
+from torque.task import JSON, Task
 
 NOW = 1_800_000_000.0
 URL = "https://example.com/hook?x=1&y=2"
@@ -88,6 +88,14 @@ class BuildTaskTests(unittest.TestCase):
                 "failure_callback_headers": json.dumps({"X-Fcb": "2"}),
             },
         )
+
+    def test_a_body_without_a_media_type_is_not_taken_for_a_form(self):
+        task = build({}, b"a=1")
+        self.assertEqual(task.content_type, "application/octet-stream")
+        flat = task.to_fields()
+        stored = Task.from_fields(task.id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        self.assertEqual(stored.content_type, "application/octet-stream")
+        self.assertEqual(build({}, b"").content_type, "")
 
     def test_the_js_sdks_lower_case_is_the_same(self):
         title = build({"Upstash-Delay": "5m", "Upstash-Method": "PATCH", "Upstash-Retries": "2"})

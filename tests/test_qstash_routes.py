@@ -135,6 +135,17 @@ class QueueTests(RoutesTestCase):
         self.assertEqual(shown["parallelism"], 2)
         self.assertEqual(self.successResultOf(self.store.get_settings("q")), {"concurrency": 2})
 
+    def test_enqueue_makes_a_queue_of_parallelism_1_unless_torque_knows_it(self):
+        self.call("POST", f"/v2/enqueue/fresh/{HOOK}", data=b"x")
+        self.assertEqual(self.successResultOf(self.store.get_settings("fresh")), {"concurrency": 1})
+        self.call("POST", "/queues/mine/tasks", data={"url": HOOK})  # torque's own API
+        self.call("POST", f"/v2/enqueue/mine/{HOOK}", data=b"x")
+        self.assertEqual(self.successResultOf(self.store.get_settings("mine")), {})
+        _, shown = self.call("GET", "/v2/queues")
+        self.assertEqual(
+            [(q["name"], q["parallelism"]) for q in shown], [("fresh", 1), ("mine", 100)]
+        )
+
     def test_bad_upserts_are_refused(self):
         for body, text in [
             ({"parallelism": 1}, "queueName"),

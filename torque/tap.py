@@ -191,6 +191,7 @@ class TorqueNode(MultiService):
                 wake=self.router.wake,
                 metrics=metrics,
                 targets=guard,
+                default_parallelism=o["concurrency"],
             )
             doors = QStashDoor(api.resource(), Utf8Only(qstash.resource()))
             root = RequireToken(doors, o["api-tokens"])

@@ -29,6 +29,8 @@ DEFAULT_RETRIES = 3
 #: Retries a message may ask for (torque's ``max_errors`` is at most 10,000).
 MAX_RETRIES = 9999
 
+#: The media type of a body published without one.
+UNTYPED = "application/octet-stream"
 FORWARD = "upstash-forward-"
 CALLBACK = "upstash-callback"
 FAILURE_CALLBACK = "upstash-failure-callback"
@@ -191,10 +193,15 @@ def build_task(message: Publish, *, task_id: str, now: float) -> Task:
                 door_data[extra_key] = json.dumps(extra)
         elif extra:
             raise QStashError(400, f"{_title(header)}-* headers need an {_title(header)} URL")
+    content_type = h.get("content-type", "")
+    if body and not content_type:
+        # Said so, as torque would otherwise read a body without a media
+        # type back as a form (hand-written tasks, docs/redis-keys.rst).
+        content_type = UNTYPED
     return attrs.evolve(
         task,
         body=body,
-        content_type=h.get("content-type", ""),
+        content_type=content_type,
         door=DOOR,
         door_data=door_data,
     )

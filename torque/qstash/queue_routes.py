@@ -89,9 +89,10 @@ class QueueRoutes:
     async def _ensure_queue(
         self, queue: str, parallelism: int | None = None, updated: bool = False
     ) -> None:
-        """Record a QStash queue (an enqueue creates its queue, with
-        QStash's parallelism of 1); its parallelism is the queue's
-        ``concurrency`` setting, on every node."""
+        """Record a QStash queue; its parallelism is the queue's
+        ``concurrency`` setting, on every node.  An enqueue creates its
+        queue with QStash's parallelism of 1, unless torque knows the queue
+        already (its concurrency is left as it is)."""
         now = views.millis(self.clock.seconds())
         key = "queue:" + queue
         record = {"createdAt": now, "updatedAt": now}
@@ -100,8 +101,11 @@ class QueueRoutes:
             old = json.loads(await self.store.door_record(DOOR, key) or "{}")
             record["createdAt"] = old.get("createdAt", now)
             await self.store.put_door_record(DOOR, key, json.dumps(record))
-        if created or parallelism is not None:
-            await self.store.set_settings(queue, {"concurrency": parallelism or 1})
+        if parallelism is None and created:
+            (stats,) = await self.store.queue_stats([queue], self.clock.seconds())
+            parallelism = None if stats.known else 1
+        if parallelism is not None:
+            await self.store.set_settings(queue, {"concurrency": parallelism})
 
     async def _queues(self, names: list[str], records: dict[str, str]) -> list[dict]:
         stats = await self.store.queue_stats(names, self.clock.seconds())
@@ -109,6 +113,6 @@ class QueueRoutes:
         for name, queue_stats in zip(names, stats, strict=True):
             settings = await self.store.get_settings(name)
             record = json.loads(records.get("queue:" + name) or "{}")
-            parallelism = int(settings.get("concurrency", 1))
+            parallelism = int(settings.get("concurrency", self.default_parallelism))
             shown.append(views.queue(name, record, queue_stats, parallelism))
         return shown

@@ -83,6 +83,8 @@ class QStashAPI(QueueRoutes, DeadLetterRoutes):
     :param keys: the node's signing keys (``GET /v2/keys``).
     :param wake: called with ``(queue, due_at)`` after each add.
     :param targets: checks each destination as torque's own API does.
+    :param default_parallelism: the node's ``--concurrency``: the
+        parallelism of a queue without a ``concurrency`` setting of its own.
     """
 
     app = app
@@ -96,6 +98,7 @@ class QStashAPI(QueueRoutes, DeadLetterRoutes):
         new_id: Callable[[], str] = lambda: new_message_id(secrets.token_urlsafe),
         metrics: Metrics | None = None,
         targets: TargetGuard | None = None,
+        default_parallelism: int = 100,
     ):
         self.store = store
         self.clock = clock
@@ -104,6 +107,7 @@ class QStashAPI(QueueRoutes, DeadLetterRoutes):
         self.new_id = new_id
         self.metrics = metrics if metrics is not None else Metrics(clock)
         self.targets = targets
+        self.default_parallelism = default_parallelism
 
     def resource(self):
         return self.app.resource()
