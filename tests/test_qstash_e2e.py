@@ -81,10 +81,14 @@ class QStashSDKTests(unittest.TestCase):
             wrong.verify(signature=signature, body=body, url=url)
         with self.assertRaises(SignatureError):
             receiver.verify(signature=signature, body=body + " ", url=url)
-        # One system: the message is an ordinary torque task.
+        # One system: the message is an ordinary torque task, counted.
         _, task = yield self.node.get(f"/tasks/{published.message_id}")
         self.assertEqual(task["status"], "delivered")
         self.assertEqual(task["url"], url)
+        response = yield treq.get(self.node.url + "/metrics", persistent=False)
+        metrics = (yield response.text()).splitlines()
+        self.assertIn('torque_tasks_added_total{queue="default"} 1.0', metrics)
+        self.assertIn('torque_deliveries_total{outcome="delivered",queue="default"} 1.0', metrics)
 
     @defer.inlineCallbacks
     def test_messages_get_cancel_cancel_many_and_cancel_all(self):
@@ -235,6 +239,9 @@ class QStashSDKTests(unittest.TestCase):
         self.assertIsNone(rest.cursor)
         paged = [m.dlq_id for m in first.messages + rest.messages]
         self.assertEqual(sorted(paged), sorted(ids))
+        # One system: torque's own dead letters of the queue are the same.
+        _, dead = yield self.node.get("/queues/default/dead")
+        self.assertEqual(sorted(t["id"] for t in dead["tasks"]), sorted(ids))
         only = yield self.call(self.client.dlq.list, filter={"message_id": ids[0]})
         self.assertEqual([m.message_id for m in only.messages], [ids[0]])
         got = yield self.call(self.client.dlq.get, ids[0])
@@ -336,6 +343,8 @@ class QStashSDKTests(unittest.TestCase):
         self.assertEqual(failed.headers["x-fcb"], "2")
         yield wait_for(lambda: self.node.has_status(flaky.message_id, "delivered"))
         self.assertEqual(len(self.receiver.to("/failed")), 1)
+        attempts = [r.headers["upstash-retried"] for r in self.receiver.to("/flaky")]
+        self.assertEqual(attempts, ["0", "1"])
 
 
 def docs_snippet() -> str:

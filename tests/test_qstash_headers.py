@@ -143,7 +143,11 @@ class BuildTaskTests(unittest.TestCase):
             ({"Upstash-Delay": "31d"}, "Upstash-Delay"),
             ({"Upstash-Timeout": "soon"}, "Upstash-Timeout"),
             ({"Upstash-Forward-Host": "evil"}, "Upstash-Forward-*"),
-            ({"Upstash-Callback": "ftp://x"}, "destination"),
+            ({"Upstash-Callback": "ftp://x"}, "Upstash-Callback: url must"),
+            (
+                {"Upstash-Callback": "https://example.com/cb", "Upstash-Callback-Host": "x"},
+                "Upstash-Callback-*: header 'Host'",
+            ),
             ({"Upstash-Content-Based-Deduplication": "yes"}, "Content-Based"),
         ]
         for headers, named in cases:

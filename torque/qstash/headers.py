@@ -188,7 +188,9 @@ def build_task(message: Publish, *, task_id: str, now: float) -> Task:
         (FAILURE_CALLBACK, "failure_callback", failure_headers, "failure_callback_headers"),
     ]:
         if header in h:
-            door_data[key] = _submit({"url": h[header].strip()}, "check", now).url
+            # Checked as a task's would be, headers too: the callback is one.
+            checked = {"url": h[header].strip(), "headers": extra or None}
+            door_data[key] = _submit(checked, "check", now, _title(header)).url
             if extra:
                 door_data[extra_key] = json.dumps(extra)
         elif extra:
@@ -207,11 +209,14 @@ def build_task(message: Publish, *, task_id: str, now: float) -> Task:
     )
 
 
-def _submit(fields: dict, task_id: str, now: float) -> Task:
+def _submit(fields: dict, task_id: str, now: float, callback: str = "") -> Task:
+    """:param callback: the callback header whose URL and headers these are."""
     try:
         return parse_submission(fields, task_id=task_id, now=now)
     except InvalidTask as e:
         where = _FIELD_HEADERS.get(e.field, e.field)
+        if callback:
+            where = callback + ("-*" if e.field == "headers" else "")
         raise QStashError(400, f"{where}: {e.message}") from None
 
 
