@@ -14,8 +14,8 @@ from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
 from torque.api import TorqueAPI
-from torque.qstash.mount import QStashDoor
-from torque.qstash.routes import QStashAPI
+from torque.doors import Doors
+from torque.qstash.routes import PREFIXES, QStashAPI
 from torque.qstash.signing_keys import SigningKeys
 
 BASE = "http://torque.test"
@@ -31,7 +31,8 @@ class RoutesTestCase(unittest.TestCase):
         ids = (f"msg_{n}" for n in range(100))
         self.door = QStashAPI(self.store, self.clock, self.keys, new_id=lambda: next(ids))
         api = TorqueAPI(self.store, self.clock)
-        self.stub = StubTreq(QStashDoor(api.resource(), self.door.resource()))
+        door = self.door.resource()
+        self.stub = StubTreq(Doors(api.resource(), {path: door for path in PREFIXES}))
 
     def call(self, method, path, **kwargs):
         d = self.stub.request(method, BASE + path, **kwargs)

@@ -75,12 +75,13 @@ class TorqueNode(MultiService):
         from torque.api import TorqueAPI, Utf8Only
         from torque.auth import RequireToken
         from torque.dispatch import Dispatcher, QuietConnectionPool
+        from torque.doors import Doors
         from torque.heartbeat import Heartbeat
         from torque.metrics import Metrics
         from torque.qstash import DOOR as QSTASH
         from torque.qstash.callbacks import Callbacks
-        from torque.qstash.mount import QStashDoor
         from torque.qstash.profile import QStashProfile
+        from torque.qstash.routes import PREFIXES as QSTASH_PATHS
         from torque.qstash.routes import QStashAPI
         from torque.qstash.signing_keys import KeyLoader, SigningKeys
         from torque.scheduler import QueueScheduler
@@ -193,7 +194,8 @@ class TorqueNode(MultiService):
                 targets=guard,
                 default_parallelism=o["concurrency"],
             )
-            doors = QStashDoor(api.resource(), Utf8Only(qstash.resource()))
+            qstash_door = Utf8Only(qstash.resource())
+            doors = Doors(api.resource(), {path: qstash_door for path in QSTASH_PATHS})
             root = RequireToken(doors, o["api-tokens"])
             endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
             site = QuietSite(
