@@ -27,6 +27,12 @@ MAY_INSTALL = {
     # klein's klein._app does ``from twisted.internet import reactor`` at
     # module level too; the Klein app lives in api.py alone.
     "api": "imports klein",
+    # The QStash door is a Klein app of its own: its routes share
+    # torque.qstash.http's app.
+    "qstash.http": "imports klein",
+    "qstash.routes": "imports klein",
+    "qstash.queue_routes": "imports klein",
+    "qstash.dlq_routes": "imports klein",
 }
 
 PROBE = """
@@ -40,7 +46,9 @@ for name in sys.argv[1:]:
 
 
 def torque_modules() -> list[str]:
-    return sorted(info.name for info in pkgutil.iter_modules(torque.__path__))
+    """Every module of torque, its subpackages' too (``qstash.routes``)."""
+    found = pkgutil.walk_packages(torque.__path__, prefix="torque.")
+    return sorted(info.name.removeprefix("torque.") for info in found)
 
 
 class ReactorFreeTests(unittest.TestCase):

@@ -58,7 +58,7 @@ class ProtocolTests(unittest.TestCase):
         """``store.<name>`` in torque's modules (but the stores' own) names
         a member of :class:`Store`."""
         members = set(protocol_methods()) | set(Store.__annotations__)
-        for path in sorted(TORQUE.glob("*.py")):
+        for path in sorted(TORQUE.rglob("*.py")):
             if path.stem in ("store", "storage"):
                 continue
             # (store.py, the file, is named in docstrings: not a member.)
