@@ -116,3 +116,10 @@ class QStashNodeClientTests(unittest.TestCase):
     @defer.inlineCallbacks
     def is_dead(self, node, task_id: str):
         return (yield self.get(node, f"/tasks/{task_id}")).get("status") == "dead"
+
+
+class MissingNodeTests(unittest.TestCase):
+    def test_without_node_and_npm_it_fails_naming_them(self):
+        self.patch(os, "environ", {**os.environ, "PATH": os.path.abspath(self.mktemp())})
+        failure = self.failureResultOf(installed_package(), AssertionError)
+        self.assertIn("node and npm not found on PATH", str(failure.value))
