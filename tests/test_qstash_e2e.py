@@ -9,6 +9,7 @@ so the reactor, and the receiver on it, keep running meanwhile.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 
@@ -303,10 +304,29 @@ class QStashSDKTests(unittest.TestCase):
         with self.assertRaises(QStashError) as raised:
             yield self.call(self.client.message.publish, url_group="my-group", body="x")
         self.assertIn("URL groups", str(raised.exception))
-        with self.assertRaises(QStashError) as raised:
-            yield self.call(self.client.schedule.list)
-        self.assertIn("400", str(raised.exception))
-        self.assertIn("schedules are not supported", str(raised.exception))
+        # Every SDK call torque has no meaning for is a 400 saying what.
+        c = self.client
+        calls = [
+            (c.schedule.list, (), "schedules"),
+            (c.schedule.get, ("scd_1",), "schedules"),
+            (
+                functools.partial(c.schedule.create, destination=url, cron="* * * * *"),
+                (),
+                "schedules",
+            ),
+            (c.url_group.list, (), "URL groups"),
+            (c.url_group.get, ("g",), "URL groups"),
+            (c.url_group.delete, ("g",), "URL groups"),
+            (c.log.list, (), "events"),
+            (c.flow_control.get, ("k",), "flow control"),
+            (c.flow_control.get_global_parallelism, (), "flow control"),
+        ]
+        for fn, args, what in calls:
+            with self.assertRaises(QStashError, msg=repr(fn)) as raised:
+                yield self.call(fn, *args)
+            self.assertIn("status: 400", str(raised.exception), repr(fn))
+            self.assertIn(f"{what}", str(raised.exception))
+            self.assertIn("are not supported", str(raised.exception))
         self.assertEqual(self.receiver.requests, [])
 
     @defer.inlineCallbacks

@@ -52,7 +52,7 @@ PREFIXES = (
 )
 #: QStash routes torque does not have, and what they are.
 UNSUPPORTED = {
-    "topics": "URL groups (topics)",
+    "topics": "URL groups and topics",
     "schedules": "schedules",
     "logs": "logs",
     "events": "events",
