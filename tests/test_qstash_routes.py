@@ -90,6 +90,21 @@ class PublishTests(RoutesTestCase):
         )
 
 
+class TargetTests(RoutesTestCase):
+    def setUp(self):
+        super().setUp()
+        from torque.targets import TargetGuard, TargetRules
+
+        rules = TargetRules.parse(["example.com"])
+        self.door.targets = TargetGuard(rules, resolver=None, clock=self.clock)
+
+    def test_a_batch_with_a_refused_target_adds_nothing(self):
+        items = [{"destination": HOOK}, {"destination": "https://elsewhere.test/x"}]
+        response, body = self.call("POST", "/v2/batch", json=items)
+        self.assertQStashError(response, body, 400, "elsewhere.test")
+        self.assertIsNone(self.task("msg_0"))
+
+
 class ErrorTests(RoutesTestCase):
     def test_an_unknown_message_is_a_404(self):
         response, body = self.call("GET", "/v2/messages/msg_nope")

@@ -135,7 +135,9 @@ class QStashAPI(QueueRoutes, DeadLetterRoutes):
         if len(items) > MAX_BATCH:
             raise QStashError(400, f"at most {MAX_BATCH} messages in a batch")
         messages = [self._batch_item(request, i, item) for i, item in enumerate(items)]
-        tasks = [self._task(message) for message in messages]  # all checked before any add
+        tasks = [self._task(message) for message in messages]
+        for task in tasks:  # every one checked before any is added
+            await self._check_target(task)
         return json_answer(request, 201, [await self._add_task(task) for task in tasks])
 
     def _publish(self, request, destination: str, queue: str) -> Publish:
@@ -178,14 +180,19 @@ class QStashAPI(QueueRoutes, DeadLetterRoutes):
         return build_task(message, task_id=self.new_id(), now=self.clock.seconds())
 
     async def _add(self, message: Publish) -> dict[str, Any]:
-        return await self._add_task(self._task(message))
+        task = self._task(message)
+        await self._check_target(task)
+        return await self._add_task(task)
 
-    async def _add_task(self, task) -> dict[str, Any]:
+    async def _check_target(self, task) -> None:
         if self.targets is not None:
             try:
                 await self.targets.check_url(task.url)
             except TargetRefused as e:
                 raise QStashError(400, f"destination: {e}") from None
+
+    async def _add_task(self, task) -> dict[str, Any]:
+        """Add a checked task (its queue recorded first, if not the default)."""
         if task.queue != DEFAULT_QUEUE:
             await self._ensure_queue(task.queue)
         task_id, created = await self.store.add(task)
