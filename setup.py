@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     python_requires=">=3.11",
-    packages=["torque", "torque.cloudtasks", "twisted.plugins"],
+    packages=["torque", "torque.cloudtasks", "torque.qstash", "twisted.plugins"],
     package_data={"twisted.plugins": ["torque_plugin.py"], "torque": ["static/*"]},
     install_requires=[
         "twisted[tls]>=24.7",
@@ -43,6 +43,8 @@ setup(
             "docutils>=0.20",
             # The Cloud Tasks door is tested with Google's own client.
             "google-cloud-tasks>=2.16",
+            # The official QStash SDK, driving the QStash door (tests only).
+            "qstash>=3.4",
         ],
     },
     classifiers=[

@@ -402,10 +402,10 @@ class MemoryStore:
     def _exists(self, queue):
         return queue in self.queues or any(self._sets(queue))
 
-    def pause(self, queue):
+    def pause(self, queue, create=False):
         if not self.available:
             return self._answer()
-        if not self._exists(queue):
+        if not self._exists(queue) and not create:
             return self._answer(False)
         self.paused.add(queue)
         self.queues.add(queue)

@@ -30,6 +30,12 @@ MAY_INSTALL = {
     "api": "imports klein",
     # The Cloud Tasks door is a Klein app of its own.
     "cloudtasks.api": "imports klein",
+    # The QStash door is a Klein app of its own: its routes share
+    # torque.qstash.http's app.
+    "qstash.http": "imports klein",
+    "qstash.routes": "imports klein",
+    "qstash.queue_routes": "imports klein",
+    "qstash.dlq_routes": "imports klein",
 }
 
 PROBE = """

@@ -561,6 +561,17 @@ class StoreContract:
         (stats,) = yield self.store.queue_stats(["q"], NOW)
         self.assertFalse(stats.paused)
 
+    @defer.inlineCallbacks
+    def test_pause_makes_an_unknown_queue_only_when_asked_to(self):
+        self.assertFalse((yield self.store.pause("fresh")))
+        (stats,) = yield self.store.queue_stats(["fresh"], NOW)
+        self.assertEqual((stats.paused, stats.known), (False, False))
+        self.assertTrue((yield self.store.pause("fresh", create=True)))
+        (stats,) = yield self.store.queue_stats(["fresh"], NOW)
+        self.assertEqual((stats.paused, stats.known), (True, True))
+        yield self.store.add(make_task("t1", queue="fresh"))
+        self.assertEqual((yield claim(self.store, queue="fresh")).tasks, [])
+
     # -- purge -------------------------------------------------------------
 
     @defer.inlineCallbacks

@@ -133,11 +133,21 @@ def readme_defaults(text: str) -> dict[str, str]:
     starts = [m.start() for m in re.finditer(r"=+", border)]
     defaults: dict[str, str] = {}
     names: list[str] = []
+    cell = ""
     for line in lines[header + 2 :]:
         if line.startswith("="):
             break
         first, default = line[: starts[1]].strip(), line[starts[2] :].strip()
-        if first:
+        if first and not first.startswith("``--") and cell.endswith("-``"):
+            # A name too long for the column, wrapped: ``--qstash-current-``
+            # then ``signing-key`` on the next line.
+            written = " ".join(defaults.pop(name) for name in names)
+            cell = cell[:-2] + first[2:]
+            names = re.findall(r"``--([\w-]+)``", cell)
+            for name in names:
+                defaults[name] = f"{written} {default}".strip()
+        elif first:
+            cell = first
             names = re.findall(r"``--([\w-]+)``", first)
             for name in names:
                 defaults[name] = default

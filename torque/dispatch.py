@@ -116,6 +116,9 @@ class Dispatcher:
         body = task.body.encode()
 
         def send(key: str | None):
+            # The headers are made inside the Deferred: a door's profile
+            # that can't sign yet (its keys not read from Redis) is a
+            # failed attempt.
             headers = self.headers(task, body)
             if key is not None:
                 headers[COMPLETION_HEADER] = token_for(key, task.id, task.attempts)

@@ -107,6 +107,12 @@ class Options(usage.Options):
         ["dead-letter-max", None, 10000,
          "dead letters kept per queue; past it the oldest are deleted", _whole],
         ["dead-letter-ttl", None, 7 * 86400.0, "seconds a dead letter is kept", _real],
+        ["qstash-current-signing-key", None, None,
+         "the key QStash deliveries are signed with (Upstash-Signature), served by "
+         "GET /v2/keys [default: generated once, kept in Redis]"],
+        ["qstash-next-signing-key", None, None,
+         "the next QStash signing key, served by GET /v2/keys "
+         "[default: generated once, kept in Redis]"],
     ]  # fmt: skip
     optFlags = [
         ["log-deliveries", None,
@@ -288,6 +294,10 @@ class Options(usage.Options):
         ):
             if not self[name] > 0:
                 raise usage.UsageError(f"{self.named(name)} must be more than 0")
+        for name in ("qstash-current-signing-key", "qstash-next-signing-key"):
+            key = self[name]
+            if key is not None and (not key.strip() or not key.isprintable()):
+                raise usage.UsageError(f"{self.named(name)} must be printable text")
         if not 0 <= self["rate"] < float("inf"):
             raise usage.UsageError(f"{self.named('rate')} must be 0 (no limit) or more")
         if self["min-task-delay"] > self["max-task-delay"]:

@@ -459,13 +459,13 @@ PAUSE = (
     _REGISTRY
     + """
 -- KEYS[1] queue registry   KEYS[2..7] the queue's keys (Keys.queue)
--- ARGV[1] queue
+-- ARGV[1] queue   ARGV[2] '1' to create the queue if it does not exist
 -- Every claim reads the flag, so every node stops at its next claim.
 -- Returns 0, changing nothing, for a queue that does not exist: a pause must
--- not create one.
+-- not create one, unless asked to (a front door's queue made paused).
 local q = K.queue_of(KEYS, 2)
 local known = redis.call('ZSCORE', registry(KEYS[1]), ARGV[1])
-if not known and holds(q) == 0 then return 0 end
+if not known and holds(q) == 0 and ARGV[2] ~= '1' then return 0 end
 if not known then redis.call('ZADD', KEYS[1], 0, ARGV[1]) end
 redis.call('SET', q.paused, '1')
 return 1

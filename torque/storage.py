@@ -349,9 +349,13 @@ class Store(Protocol):
         unknown field fails with ``ValueError`` and changes nothing.  The
         queue need not hold a task."""
 
-    def pause(self, queue: str) -> Deferred[bool]:
+    def pause(self, queue: str, create: bool = False) -> Deferred[bool]:
         """Stop every node from claiming the queue's tasks; adds go on.
-        Fires with whether the queue exists (if not, nothing changed)."""
+        Fires with whether the queue exists (if not, nothing changed).
+
+        :param create: make the queue, paused, if it does not exist (a
+            front door's queue can be made paused before its first task).
+        """
 
     def resume(self, queue: str) -> Deferred[bool]:
         """Let nodes claim the queue's tasks again, and wake them.  Fires

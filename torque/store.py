@@ -233,11 +233,13 @@ class RedisStore:
         )
         return d.addCallback(_described)
 
-    def pause(self, queue: str) -> defer.Deferred:
+    def pause(self, queue: str, create: bool = False) -> defer.Deferred:
         """Stop every node from claiming the queue's tasks; adds go on.
-        Fires with whether the queue exists (if not, nothing changed)."""
+        Fires with whether the queue exists (if not, nothing changed,
+        unless ``create``: then it is made, paused)."""
         k = self.keys
-        d = self._eval(scripts.PAUSE, [k.queues, *k.queue(queue)], [queue])
+        args = [queue, "1" if create else "0"]
+        d = self._eval(scripts.PAUSE, [k.queues, *k.queue(queue)], args)
         return d.addCallback(bool)
 
     def resume(self, queue: str) -> defer.Deferred:

@@ -73,7 +73,7 @@ class TorqueNode(MultiService):
         from twisted.web.client import Agent
 
         from torque import cloudtasks
-        from torque.api import TorqueAPI
+        from torque.api import TorqueAPI, Utf8Only
         from torque.auth import RequireToken
         from torque.cloudtasks.api import CloudTasksAPI
         from torque.cloudtasks.profile import CloudTasksProfile
@@ -83,6 +83,12 @@ class TorqueNode(MultiService):
         from torque.doors import Doors
         from torque.heartbeat import Heartbeat
         from torque.metrics import Metrics
+        from torque.qstash import DOOR as QSTASH
+        from torque.qstash.callbacks import Callbacks
+        from torque.qstash.profile import QStashProfile
+        from torque.qstash.routes import PREFIXES as QSTASH_PATHS
+        from torque.qstash.routes import QStashAPI
+        from torque.qstash.signing_keys import KeyLoader, SigningKeys
         from torque.scheduler import QueueScheduler
         from torque.site import ApiService, QuietSite
         from torque.storage import NodeInfo
@@ -114,12 +120,13 @@ class TorqueNode(MultiService):
         http = HTTPClient(agent)
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
         completion_key = CompletionKey(store.completion_key)
+        qstash_keys = SigningKeys(
+            {"current": o["qstash-current-signing-key"], "next": o["qstash-next-signing-key"]}
+        )
+        KeyLoader(qstash_keys, store, reactor).setServiceParent(self)
+        profiles = {cloudtasks.DOOR: CloudTasksProfile(), QSTASH: QStashProfile(qstash_keys)}
         dispatcher = Dispatcher(
-            http,
-            reactor,
-            signer=signer,
-            completion_key=completion_key,
-            profiles={cloudtasks.DOOR: CloudTasksProfile()},
+            http, reactor, signer=signer, completion_key=completion_key, profiles=profiles
         )
         policy = RetryPolicy(
             o["max-task-errors"],
@@ -127,6 +134,12 @@ class TorqueNode(MultiService):
             o["max-task-delay"],
             max_age=o["max-task-age"],
         )
+
+        callbacks = Callbacks(store, reactor, self.router.wake)
+
+        def on_attempt(task, outcome, decision) -> None:
+            metrics.attempt_finished(task, outcome, decision)
+            callbacks.attempt_finished(task, outcome, decision)
 
         def new_scheduler(queue: str) -> QueueScheduler:
             return QueueScheduler(
@@ -139,7 +152,7 @@ class TorqueNode(MultiService):
                 concurrency=o["concurrency"],
                 poll_interval=o["poll-interval"],
                 rate=o["rate"],
-                on_attempt=metrics.attempt_finished,
+                on_attempt=on_attempt,
                 log_deliveries=o["log-deliveries"],
             )
 
@@ -198,7 +211,19 @@ class TorqueNode(MultiService):
                 targets=guard,
                 metrics=metrics,
             )
-            doors = Doors(api.resource(), {b"/v2/projects/": cloud_tasks.resource()})
+            qstash = QStashAPI(
+                store,
+                reactor,
+                qstash_keys,
+                wake=self.router.wake,
+                metrics=metrics,
+                targets=guard,
+                default_parallelism=o["concurrency"],
+            )
+            qstash_door = Utf8Only(qstash.resource())
+            prefixes = {path: qstash_door for path in QSTASH_PATHS}
+            prefixes[b"/v2/projects/"] = cloud_tasks.resource()
+            doors = Doors(api.resource(), prefixes)
             root = RequireToken(doors, o["api-tokens"])
             endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
             site = QuietSite(
