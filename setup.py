@@ -41,6 +41,7 @@ setup(
             "playwright>=1.40",
             "schemathesis>=3.30",
             "docutils>=0.20",
+            "PyYAML>=6",  # tests/test_deploy.py reads deploy/compose.yaml
         ],
     },
     classifiers=[
