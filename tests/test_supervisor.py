@@ -7,8 +7,9 @@ processes it "started"; the real processes are tests/test_workers_e2e.py's.
 from __future__ import annotations
 
 import json
+import os
 
-from twisted.internet import error
+from twisted.internet import error, reactor
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
@@ -244,3 +245,55 @@ def _text(event) -> str:
     from twisted.logger import formatEvent
 
     return formatEvent(event)
+
+
+class SupervisorServiceTests(unittest.TestCase):
+    """The service around the pool, with the real reactor listening and a
+    fake spawner."""
+
+    def supervisor(self, *argv: str):
+        from torque.options import Options
+        from torque.supervisor import Supervisor
+
+        options = Options({})
+        options.parseOptions(["--redis", "redis://127.0.0.1:1/0", "--workers", "2", *argv])
+        self.spawn = FakeSpawner()
+        supervisor = Supervisor(options, reactor, spawn=self.spawn)
+        supervisor.privilegedStartService()
+        supervisor.startService()
+        return supervisor
+
+    def test_it_listens_once_accepts_nothing_itself_and_hands_the_socket_to_each_worker(self):
+        import socket
+
+        supervisor = self.supervisor("--port", "tcp:0:interface=127.0.0.1")
+        port = supervisor.port
+        self.assertNotIn(port, reactor.getReaders(), "the supervisor accepts connections")
+        self.assertEqual(self.spawn.indexes(), [1, 2])
+        for call in self.spawn.calls:
+            self.assertEqual(call["fds"][3], port.fileno())
+            self.assertEqual(call["args"][4], "3")
+            self.assertEqual(call["env"]["PROMETHEUS_MULTIPROC_DIR"], supervisor.metrics_dir)
+            self.assertEqual(call["args"][-2:], ["--workers", "1"])
+        # The socket listens (a connection is queued by the kernel) but the
+        # supervisor's reactor never accepts it: that is the workers' job.
+        with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5):
+            pass
+        self.assertTrue(os.path.isdir(supervisor.metrics_dir))
+        stopped = supervisor.stopService()
+        self.assertEqual([c["process"].signals for c in self.spawn.calls], [["TERM"]] * 2)
+        self.spawn.end(0, code=0)
+        self.spawn.end(1, code=0)
+        self.assertTrue(stopped.called)
+        self.assertFalse(os.path.exists(supervisor.metrics_dir), "the metrics directory is left")
+
+    def test_with_no_api_the_workers_get_no_socket(self):
+        supervisor = self.supervisor("--port", "none")
+        self.assertIsNone(supervisor.port)
+        for call in self.spawn.calls:
+            self.assertNotIn(3, call["fds"])
+            self.assertEqual(call["args"][4], "-")
+        stopped = supervisor.stopService()
+        self.spawn.end(0, code=0)
+        self.spawn.end(1, code=0)
+        self.assertTrue(stopped.called)
