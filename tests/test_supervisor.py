@@ -43,8 +43,12 @@ class FakeSpawner:
 
     def __init__(self):
         self.calls: list[dict] = []
+        self.fail_next: Exception | None = None
 
     def __call__(self, proto, executable, args, env=None, path=None, childFDs=None):
+        if self.fail_next is not None:
+            failure, self.fail_next = self.fail_next, None
+            raise failure
         process = FakeProcess(1000 + len(self.calls))
         self.calls.append(
             {"protocol": proto, "process": process, "args": args, "env": env, "fds": childFDs}
@@ -171,6 +175,21 @@ class RestartTests(PoolTestCase):
         self.assertEqual(len(died), 1, texts)
         self.assertIn("at start (1 in a row): starting it again in 1 s", died[0])
         self.assertIn("its last words: worker 1 could not start: no redis-server found", died[0])
+
+    def test_a_worker_that_cannot_be_spawned_is_tried_again_with_the_back_off(self):
+        self.pool(1)
+        self.spawn.fail_next = OSError(24, "Too many open files")
+        self.clock.advance(START_WINDOW)
+        with capturedLogs() as events:
+            self.spawn.end(0, code=None, signal=9)
+            self.clock.advance(0)  # the restart: spawning fails
+        self.assertEqual(len(self.spawn.calls), 1)
+        self.assertEqual(len([e for e in events if "could not be started" in _text(e)]), 1)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.clock.advance(0.99)
+        self.assertEqual(len(self.spawn.calls), 1, "tried again before the back-off")
+        self.clock.advance(0.01)
+        self.assertEqual(self.spawn.indexes(), [1, 1])
 
     def test_output_that_is_not_a_log_line_is_relayed_as_a_warning(self):
         self.pool(1)

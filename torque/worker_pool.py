@@ -131,11 +131,23 @@ class WorkerPool:
             return
         executable, args = self.command(worker.index)
         fds = {0: "w", 1: "r", 2: "r", **self.child_fds}
-        worker.ended = defer.Deferred()
         worker.started_at = self.clock.seconds()
-        worker.process = self.spawn(
-            worker, executable, args, env=self.env, path=os.getcwd(), childFDs=fds
-        )
+        worker.tail.clear()  # its last words are this life's
+        try:
+            worker.process = self.spawn(
+                worker, executable, args, env=self.env, path=os.getcwd(), childFDs=fds
+            )
+        except Exception:  # no process at all (out of descriptors, say): try again later
+            worker.failures += 1
+            delay = restart_delay(0.0, worker.failures)
+            log.failure(
+                "worker {worker} could not be started: trying again in {delay:g} s",
+                worker=worker.index,
+                delay=delay,
+            )
+            worker.restart = self.clock.callLater(delay, self._spawn, worker)
+            return
+        worker.ended = defer.Deferred()
         worker.pid = getattr(worker.process, "pid", None)
         self.spawned += 1
         log.info("worker {worker} started (pid {pid})", worker=worker.index, pid=worker.pid)
