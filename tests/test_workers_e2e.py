@@ -135,6 +135,59 @@ class WorkersTests(unittest.TestCase):
             self.assertEqual(float(found_delivered.group(1)), total)
 
 
+class SupervisedTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_the_supervisor_owns_the_embedded_redis_and_stops_it_after_the_workers(self):
+        receiver = start_receiver(self)
+        node = yield start_node(self, "--workers", "2", embedded=True)
+        found = yield two_workers(node)
+        self.assertEqual(node.output.count("embedded Redis /"), 1, "one embedded Redis, not three")
+        status, body, _ = yield node.post(data={"url": receiver.url + "/e"})
+        self.assertEqual(status, 201)
+        yield wait_for(lambda: node.has_status(body["id"], "delivered"))
+        redis_pid = embedded_redis_pid(node.process.pid)
+        self.assertIsNotNone(redis_pid, "no redis-server under the supervisor")
+        self.assertNotIn(redis_pid, [w["pid"] for w in found.values()])
+        yield node.stop()
+        self.assertFalse(alive(redis_pid), "the embedded Redis outlived the supervisor")
+        self.assertNotIn("could not record", node.output)
+
+    @defer.inlineCallbacks
+    def test_the_tasks_of_a_worker_killed_mid_request_are_delivered_again(self):
+        receiver = start_receiver(self)
+        receiver.hold("/slow")
+        # A lease of 3 + 1 s: the task is due again 4 s after its claim.
+        node = yield start_node(self, "--workers", "2", "--task-timeout", "3",
+                                "--lease-margin", "1")  # fmt: skip
+        yield two_workers(node)
+        _, body, _ = yield node.post(data={"url": receiver.url + "/slow"})
+        yield wait_for(lambda: receiver.to("/slow"), what="the request in flight")
+
+        @defer.inlineCallbacks
+        def holder():
+            now = yield workers(node)
+            busy = [w for w in now.values() if w["in_flight"]]
+            return busy[0] if busy else None
+
+        busy = yield wait_for(holder, what="a heartbeat with the request in flight")
+        os.kill(busy["pid"], signal.SIGKILL)
+        receiver.holding.clear()  # the next attempt is answered
+        yield wait_for(lambda: len(receiver.to("/slow")) >= 2, timeout=60, what="a second attempt")
+        yield wait_for(lambda: node.has_status(body["id"], "delivered"))
+        self.assertIn(f"(pid {busy['pid']}) was killed by SIGKILL", node.output)
+
+
+def embedded_redis_pid(supervisor: int) -> int | None:
+    from pathlib import Path
+
+    for task in Path(f"/proc/{supervisor}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"redis-server" in cmdline:
+                return int(child)
+    return None
+
+
 def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
