@@ -45,6 +45,7 @@ setup(
             "google-cloud-tasks>=2.16",
             # The official QStash SDK, driving the QStash door (tests only).
             "qstash>=3.4",
+            "PyYAML>=6",  # tests/test_deploy.py reads deploy/compose.yaml
         ],
     },
     classifiers=[

@@ -281,9 +281,11 @@ class QueueTests(OpsTestCase):
             body["nodes"],
             [
                 {"id": "n2", "host": "host", "pid": 1, "version": "0.1", "queues": ["a", "b"],
-                 "in_flight": 0, "started_at": 940.0, "seen_at": 1000.0},
+                 "in_flight": 0, "started_at": 940.0, "seen_at": 1000.0, "worker": None,
+                 "supervisor_pid": None},
                 {"id": "n1", "host": "host", "pid": 1, "version": "0.1", "queues": "*",
-                 "in_flight": 0, "started_at": 950.0, "seen_at": 1000.0},
+                 "in_flight": 0, "started_at": 950.0, "seen_at": 1000.0, "worker": None,
+                 "supervisor_pid": None},
             ],
         )  # fmt: skip
         self.successResultOf(self.store.leave("n2"))

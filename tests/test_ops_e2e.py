@@ -281,9 +281,10 @@ class EveryQueueTests(unittest.TestCase):
         (listed,) = nodes["nodes"]
         self.assertEqual(listed["queues"], ["foobar"])
         self.assertEqual(listed["version"], __version__)
+        self.assertEqual((listed["worker"], listed["supervisor_pid"]), (None, None))  # one process
         self.assertEqual(
             sorted(listed), ["host", "id", "in_flight", "pid", "queues", "seen_at", "started_at",
-                             "version"],
+                             "supervisor_pid", "version", "worker"],
         )  # fmt: skip
         # A node for every queue comes: the queue is processed, and delivered.
         every = yield start_node(self, prefix=node.prefix)

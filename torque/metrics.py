@@ -80,11 +80,28 @@ class Metrics:
     """One node's metrics.
 
     :param clock: for the add-to-delivery lag (``now - created_at``).
+    :param multiprocess_dir: a worker's (``--workers``): prometheus_client's
+        multiprocess directory, where each worker's counters and histograms
+        live in a file of its own, so that a scrape through the shared port,
+        whichever worker takes it, sums every worker's (a dead worker's
+        file stays: counters never go back).  The process must have been
+        started with ``PROMETHEUS_MULTIPROC_DIR`` set to it, which
+        prometheus_client reads when imported.
     """
 
-    def __init__(self, clock: IReactorTime):
+    def __init__(self, clock: IReactorTime, multiprocess_dir: str | None = None):
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=True)
+        self.exposed = self.registry  # what a scrape renders
+        if multiprocess_dir is not None:
+            from prometheus_client import multiprocess, values
+
+            if not getattr(values.ValueClass, "_multiprocess", False):
+                raise RuntimeError(
+                    "multiprocess metrics need PROMETHEUS_MULTIPROC_DIR set when the process starts"
+                )
+            self.exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.exposed, path=multiprocess_dir)
         self.added = Counter(
             "torque_tasks_added",
             "Tasks added through this node's API (duplicates of a name not counted)",
@@ -129,7 +146,7 @@ class Metrics:
 
         :param truncated: there are more queues than ``queues``.
         """
-        return generate_latest(self.registry) + queue_exposition(queues, truncated)
+        return generate_latest(self.exposed) + queue_exposition(queues, truncated)
 
 
 def queue_exposition(queues: Sequence[QueueStats] | None, truncated: bool = False) -> bytes:

@@ -466,6 +466,12 @@ SCHEMAS: dict[str, Any] = {
             },
             "started_at": {"type": "number"},
             "seen_at": {"type": "number", "description": "its last heartbeat"},
+            "worker": _nullable(
+                "integer", description="its number under a --workers supervisor; null: a lone node"
+            ),
+            "supervisor_pid": _nullable(
+                "integer", description="the process id of its supervisor; null: none"
+            ),
         },
         ["id", "host", "pid", "version", "queues", "in_flight", "started_at", "seen_at"],
     ),

@@ -113,6 +113,9 @@ class Options(usage.Options):
         ["qstash-next-signing-key", None, None,
          "the next QStash signing key, served by GET /v2/keys "
          "[default: generated once, kept in Redis]"],
+        ["workers", None, "1",
+         "worker processes sharing the API's socket, each with the API and the "
+         "schedulers, under a supervisor that restarts them; 'auto': one per CPU"],
     ]  # fmt: skip
     optFlags = [
         ["log-deliveries", None,
@@ -131,6 +134,12 @@ class Options(usage.Options):
         self._reading: str | None = None  # the variable being read, if any
         for name, handler in list(self._dispatch.items()):
             self._dispatch[name] = self._sourced(name, handler)
+
+    def parseOptions(self, options=None):
+        #: the command line as given, which a supervisor hands to its workers
+        #: (with the same environment, they read the same options).
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def _sourced(self, name: str, handler):
         """Wrap an option's handler: remember where its value came from, and
@@ -255,6 +264,12 @@ class Options(usage.Options):
                     f"{self.named('queue')}: {queue!r} must match {QUEUE_RE.pattern}"
                 )
         self["endpoint"] = _endpoint(self["port"])
+        self["workers"] = _workers(self["workers"], self.named("workers"))
+        if self["workers"] > 1 and self["endpoint"] and self["endpoint"].startswith("ssl:"):
+            raise usage.UsageError(
+                f"{self.named('workers')}: workers can't share a TLS port (ssl:); "
+                "put TLS in a reverse proxy in front of a tcp: port"
+            )
         if self["endpoint"]:
             try:  # parsed only: nothing listens (and no reactor is used) yet
                 endpoints.serverFromString(None, self["endpoint"])
@@ -304,6 +319,29 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"{self.named('min-task-delay')} must not exceed {self.named('max-task-delay')}"
             )
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _workers(value, where: str) -> int:
+    """``--workers``: a whole number of at least 1, or ``auto`` (one per CPU)."""
+    if isinstance(value, int):
+        return value
+    if str(value).strip().lower() == "auto":
+        return cpu_count()
+    try:
+        workers = int(value)
+    except ValueError:
+        raise usage.UsageError(f"{where}: {value!r} is not a whole number or 'auto'") from None
+    if workers < 1:
+        raise usage.UsageError(f"{where} must be at least 1 (or 'auto')")
+    return workers
 
 
 def _endpoint(port: str) -> str | None:

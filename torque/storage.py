@@ -107,6 +107,9 @@ class NodeInfo:
         (``--queue '*'``).
     :param in_flight: requests it had in flight at its last heartbeat.
     :param seen_at: its last heartbeat.
+    :param worker: its number under a ``--workers`` supervisor (1 to N),
+        0 for a node of one process.
+    :param supervisor_pid: that supervisor's process id (0: none).
     """
 
     id: str
@@ -117,6 +120,8 @@ class NodeInfo:
     in_flight: int = 0
     started_at: float = 0.0
     seen_at: float = 0.0
+    worker: int = 0
+    supervisor_pid: int = 0
 
     def processes(self, queue: str) -> bool:
         return self.queues is None or queue in self.queues
@@ -127,6 +132,7 @@ class NodeInfo:
             *("id", self.id, "host", self.host, "pid", str(self.pid), "version", self.version),
             *("queues", queues, "in_flight", str(self.in_flight)),
             *("started_at", repr(self.started_at), "seen_at", repr(self.seen_at)),
+            *("worker", str(self.worker), "supervisor_pid", str(self.supervisor_pid)),
         ]
 
     @classmethod
@@ -145,6 +151,8 @@ class NodeInfo:
             in_flight=int(fields.get("in_flight") or 0),
             started_at=float(fields.get("started_at") or 0),
             seen_at=float(fields.get("seen_at") or 0),
+            worker=int(fields.get("worker") or 0),
+            supervisor_pid=int(fields.get("supervisor_pid") or 0),
         )
 
 

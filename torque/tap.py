@@ -33,6 +33,7 @@ from torque.retry import RetryPolicy
 from torque.router import QueueRouter
 from torque.signing import Signer
 from torque.targets import TargetGuard, resolver_on
+from torque.worker import AdoptedEndpoint, WorkerRole
 
 #: ``twistd torque`` and ``torque.tac`` take their options from here.
 __all__ = ["Options", "TorqueNode", "makeService", "options_from_environ"]
@@ -48,10 +49,11 @@ class TorqueNode(MultiService):
     that runs the node.
     """
 
-    def __init__(self, options: Options, reactor):
+    def __init__(self, options: Options, reactor, role: WorkerRole | None = None):
         super().__init__()
         self.options = options
         self.reactor = reactor
+        self.role = role  # a supervised worker's (torque.worker), else None
         self.keys = Keys(options["redis-prefix"])
         self.router = QueueRouter(self, reactor, self.keys, options["all-queues"])
         self.embedded = None
@@ -106,7 +108,10 @@ class TorqueNode(MultiService):
             dead_max=o["dead-letter-max"],
             dead_ttl=o["dead-letter-ttl"],
         )
-        metrics = Metrics(reactor)  # this node's own registry, never the global one
+        role = self.role
+        # This node's own registry, never the global one; a worker's sums
+        # every worker of its supervisor.
+        metrics = Metrics(reactor, multiprocess_dir=role.metrics_dir if role else None)
         self.http_pool = QuietConnectionPool(reactor, persistent=True)
         self.http_pool.maxPersistentPerHost = o["concurrency"]
         # Below the idle timeout of most servers, so a reused connection is
@@ -178,6 +183,8 @@ class TorqueNode(MultiService):
             version=__version__,
             queues=None if o["all-queues"] else tuple(o["queues"]),
             started_at=reactor.seconds(),
+            worker=role.index if role else 0,
+            supervisor_pid=role.supervisor_pid if role else 0,
         )
         in_flight = lambda: sum(len(s.in_flight) for s in self.schedulers.values())  # noqa: E731
         heartbeat = Heartbeat(store, reactor, node, in_flight)
@@ -225,7 +232,11 @@ class TorqueNode(MultiService):
             prefixes[b"/v2/projects/"] = cloud_tasks.resource()
             doors = Doors(api.resource(), prefixes)
             root = RequireToken(doors, o["api-tokens"])
-            endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
+            if role is not None and role.listen_fd is not None:
+                listening = AdoptedEndpoint(reactor, role.listen_fd)  # the supervisor's socket
+            else:
+                listening = endpoints.serverFromString(reactor, o["endpoint"])
+            endpoint = ReportingEndpoint(listening, guard)
             site = QuietSite(
                 root,
                 max_body=o["max-body"],
@@ -315,7 +326,12 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
-def makeService(options: Options) -> TorqueNode:
+def makeService(options: Options):
+    """A lone node, or with ``--workers`` over 1, a supervisor of workers."""
     from twisted.internet import reactor
 
+    if options["workers"] > 1:
+        from torque.supervisor import Supervisor
+
+        return Supervisor(options, reactor)
     return TorqueNode(options, reactor)

@@ -95,6 +95,8 @@ def public_node(node: NodeInfo) -> dict[str, Any]:
         "in_flight": node.in_flight,
         "started_at": node.started_at,
         "seen_at": node.seen_at,
+        "worker": node.worker or None,
+        "supervisor_pid": node.supervisor_pid or None,
     }
 
 
