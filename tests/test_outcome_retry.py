@@ -88,7 +88,10 @@ class OutcomeRetryTests(unittest.TestCase):
         return self.successResultOf(self.store.describe(task_id))["status"]
 
     def messages(self, events=None):
-        return [event["log_format"].format(**event) for event in events or self.errors]
+        return [
+            event["log_format"].format(**event)
+            for event in (self.errors if events is None else events)
+        ]
 
     def test_refused_outcome_is_logged_and_recorded_once_redis_takes_it(self):
         self.refusal = StoreUnavailable(OOM)
