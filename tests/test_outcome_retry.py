@@ -39,10 +39,13 @@ class OutcomeRetryTests(unittest.TestCase):
 
         self.store.settle = settle
         self.errors = []
+        self.infos = []
 
         def observe(event):
             if event.get("log_level") == LogLevel.error:
                 self.errors.append(event)
+            elif event.get("log_level") == LogLevel.info:
+                self.infos.append(event)
 
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
@@ -69,19 +72,26 @@ class OutcomeRetryTests(unittest.TestCase):
             self.clock.advance(60)
             return stopped
 
-    def deliver(self, task_id="t1"):
-        """A task claimed at the clock's time, answered 200 now."""
+    def deliver(self, task_id="t1", took=0.0, status=200):
+        """A task claimed at the clock's time, answered ``status`` after
+        ``took`` seconds."""
         task = Task(id=task_id, queue="q", url="http://hook.test/do", due_at=self.clock.seconds())
         self.successResultOf(self.store.add(task))
         self.scheduler.wake()
-        self.hook.held.pop().finish()
+        self.clock.advance(took)
+        request = self.hook.held.pop()
+        request.setResponseCode(status)
+        request.finish()
         self.stub.flush()
 
     def status(self, task_id="t1"):
         return self.successResultOf(self.store.describe(task_id))["status"]
 
-    def messages(self):
-        return [event["log_format"].format(**event) for event in self.errors]
+    def messages(self, events=None):
+        return [
+            event["log_format"].format(**event)
+            for event in (self.errors if events is None else events)
+        ]
 
     def test_refused_outcome_is_logged_and_recorded_once_redis_takes_it(self):
         self.refusal = StoreUnavailable(OOM)
@@ -147,3 +157,95 @@ class OutcomeRetryTests(unittest.TestCase):
         self.refusal = None
         self.clock.advance(0.5)
         self.assertEqual((self.status("a"), self.status("b")), ("delivered", "delivered"))
+
+    # -- edges that mutation testing found unguarded (tests/mutation/run
+    # scheduler): each test names the behaviour a one-token change breaks
+
+    def test_the_backoff_doubles_from_half_a_second_up_to_five(self):
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver()
+        self.clock.pump([0.5] * 50)  # 25 s
+        self.assertEqual(self.tries, [0.0, 0.5, 1.5, 3.5, 7.5, 12.5, 17.5, 22.5])
+
+    def test_after_a_recovery_the_backoff_starts_again_from_half_a_second(self):
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver("a")
+        self.clock.advance(0.5)  # a second failed try: the next at 1.5
+        self.refusal = None
+        self.clock.advance(1.0)
+        self.assertEqual(self.status("a"), "delivered")
+        recovered = [m for m in self.messages(self.infos) if "recorded again" in m]
+        self.assertEqual(recovered, ["queue q: outcomes recorded again after 2 failed tries"])
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver("b")  # at 1.5, refused
+        self.clock.pump([0.25, 0.25])
+        self.assertEqual(self.tries, [0.0, 0.5, 1.5, 1.5, 2.0])
+
+    def test_a_write_refused_while_a_retry_waits_adds_no_second_timer(self):
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver("a")  # refused at 0: the next try at 0.5
+        self.clock.advance(0.25)
+        self.deliver("b")  # its own write, refused at 0.25: the next try is still at 0.5
+        self.clock.pump([0.25] * 12)  # to 3.25
+        self.assertEqual(self.tries, [0.0, 0.25, 0.5, 2.5])
+
+    def test_an_outcome_is_given_up_at_the_very_moment_its_lease_ends(self):
+        # The request takes 2.5 s, so the tries fall at 2.5, 3, 4, 6, 10,
+        # 15 ... 35 and 40, the lease's end: a claim at 40 may already
+        # hand the task to another node.
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver(took=2.5)
+        self.assertEqual(self.store.running["q"]["t1"], 40.0)
+        self.clock.pump([0.5] * 90)
+        self.assertEqual(self.first_tries[-2:], [30.0, 35.0])
+        self.assertEqual(len([m for m in self.messages() if "gave up" in m]), 1)
+
+    def test_giving_up_counts_every_task_and_names_the_first_ten(self):
+        self.refusal = StoreUnavailable(OOM)
+        for n in range(11):
+            self.deliver(f"t{n:02}")
+        self.clock.pump([0.5] * 90)
+        gave_up = [m for m in self.messages() if "gave up" in m]
+        self.assertEqual(len(gave_up), 1)
+        named = ", ".join(f"t{n:02}" for n in range(10))
+        self.assertIn(f"outcomes of 11 tasks ({named}): their leases ended", gave_up[0])
+
+    def test_an_attempt_is_forgotten_once_its_outcome_is_recorded_or_given_up(self):
+        # A busy node keeps no lease end past its outcome.
+        self.deliver("a")
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver("b")
+        self.clock.pump([0.5] * 90)  # b's lease ends at 40: given up
+        self.assertEqual(self.status("a"), "delivered")
+        self.assertEqual(len(self.hook.held), 1, "b's second attempt, claimed at 40")
+        self.assertEqual(list(self.scheduler._lease_ends), [("b", 2)], "that attempt alone")
+
+    def test_stopping_records_an_outcome_waiting_for_a_retry_without_an_error(self):
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver()
+        self.refusal = None
+        self.successResultOf(self.scheduler.stopService())
+        self.assertEqual(self.status(), "delivered")
+        self.assertEqual(len(self.errors), 1, "only the refusal: " + repr(self.messages()))
+
+    def test_stopping_when_the_lease_ended_meanwhile_says_only_that_it_gave_up(self):
+        answer = defer.Deferred()  # Redis is slow to answer the first write
+        self.store.settle = lambda *args: answer
+        self.deliver()
+        stopped = self.scheduler.stopService()  # waits for that write
+        self.clock.advance(41.0)  # the lease ended at 40
+        answer.errback(StoreUnavailable("Redis did not answer in time"))
+        self.successResultOf(stopped)
+        messages = self.messages()
+        self.assertEqual(len(messages), 2, messages)
+        self.assertIn("could not record 1 outcomes", messages[0])
+        self.assertIn("gave up recording the outcomes of 1 tasks (t1)", messages[1])
+
+    def test_a_retry_recorded_while_stopping_arms_no_timer(self):
+        self.refusal = StoreUnavailable(OOM)
+        self.deliver(status=503)  # to be tried again: its write refused
+        self.refusal = None
+        self.successResultOf(self.scheduler.stopService())
+        self.assertEqual(self.successResultOf(self.store.describe("t1"))["attempts"], "1")
+        self.assertEqual(self.store.settled[-1][0][1].label, "retried")
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -474,9 +474,11 @@ class RoundTripTests(TimingTests, SchedulerCase):
         self.start(hook)
         self.store.paused.add("q")
         self.add("held", due_at=1.0)
+        self.until(5.0)
+        self.add("also held")  # its claim's answer names 1.0, long past
         self.until(10.0)
         self.assertEqual(hook.times, [])
-        self.assertEqual(len(self.store.claims), 2, "the start-up claim and the timer's")
+        self.assertEqual(len(self.store.claims), 3, "the start-up claim, the timer's, the add's")
 
     # -- behaviours a deliberate bug once broke unnoticed (issue 11) --------
 

@@ -291,10 +291,13 @@ class QueueTests(SubmissionTestCase):
         self.assertEqual(parse({"url": HOOK}, queue="emails").queue, "emails")
 
     def test_body_queue_may_repeat_the_route_queue(self):
-        self.assertEqual(parse({"url": HOOK, "queue": "emails"}, queue="emails").queue, "emails")
+        # As a request gives it: the body's text is not the route's str object.
+        body = json.loads(json.dumps({"url": HOOK, "queue": "emails"}))
+        self.assertEqual(parse(body, queue="emails").queue, "emails")
 
     def test_body_queue_that_differs_from_the_route_is_refused(self):
-        self.assertInvalid("mismatch", {"url": HOOK, "queue": "other"}, "queue", queue="emails")
+        for queue in ("other", "a"):  # sorting after the route's name, and before it
+            self.assertInvalid(queue, {"url": HOOK, "queue": queue}, "queue", queue="emails")
 
     def test_invalid_route_queue_is_refused(self):
         for route in ["bad queue", "q" * 101, "a.b"]:
@@ -547,6 +550,13 @@ class UrlTests(SubmissionTestCase):
             task = parse({"url": url}, base_url=base_url)
             self.assertEqual(task.url, expected, f"{base_url} + {url}")
 
+    def test_params_may_bring_a_get_url_to_the_limit_but_not_past_it(self):
+        def fields(length):  # a GET whose params make a url of that length
+            return {"url": HOOK, "method": "GET", "params": {"a": "x" * (length - len(HOOK) - 3)}}
+
+        self.assertEqual(len(parse(fields(2083)).url), 2083)
+        self.assertInvalid("one over", fields(2084), "params")
+
     def test_joined_url_over_the_limit_is_refused(self):
         path = "/" + "a" * (2083 - len(BASE))
         self.assertInvalid("base + long path", {"url": path}, "url", base_url=BASE)
@@ -556,6 +566,12 @@ class UnknownFieldTests(SubmissionTestCase):
     def test_unknown_field_is_refused_by_name(self):
         error = self.assertInvalid("typo", {"url": HOOK, "delya": 5}, "delya", "unknown_field")
         self.assertIn("delya", error.message)
+
+    def test_of_several_unknown_fields_the_first_in_order_is_named(self):
+        error = self.assertInvalid(
+            "two", {"url": HOOK, "zeta": 1, "alpha": 2}, "alpha", "unknown_field"
+        )
+        self.assertIn("unknown field 'alpha'", error.message)
 
     def test_unknown_field_in_a_form_post(self):
         self.assertInvalid(
@@ -589,6 +605,9 @@ class HorizonTests(unittest.TestCase):
         with self.assertRaises(InvalidTask) as caught:
             parse({"url": HOOK, "delay": 30 * 86400 + 1})
         self.assertEqual(caught.exception.field, "delay")
+
+    def test_a_delay_of_exactly_30_days_is_taken(self):
+        self.assertEqual(parse({"url": HOOK, "delay": 30 * 86400}).due_at, NOW + 30 * 86400)
 
     def test_eta_past_30_days_is_refused(self):
         with self.assertRaises(InvalidTask) as caught:
@@ -629,6 +648,30 @@ class LimitTests(unittest.TestCase):
         self.refused({"headers": json.dumps(many)}, "headers", "too_many")
         large = {"X-Big": "v" * (80 * 1024)}
         self.refused({"headers": json.dumps(large)}, "headers", "too_large")
+
+    def test_headers_at_their_limits_are_taken(self):
+        hundred = {f"X-H{i}": "v" for i in range(100)}
+        self.assertEqual(parse({"url": HOOK, "headers": hundred}).headers, hundred)
+
+        # 80 KiB of names and values together (two headers, so that the sum
+        # is what counts): taken; one byte more is refused.
+        def headers(size):
+            return {"X-A": "a" * 1000, "X-Big": "v" * (size - 1000 - 3 - 5)}
+
+        self.assertEqual(
+            parse({"url": HOOK, "headers": headers(80 * 1024)}).headers["X-A"], "a" * 1000
+        )
+        self.refused({"headers": headers(80 * 1024 + 1)}, "headers", "too_large")
+
+    def test_a_number_field_says_which_kind_of_number_it_wants(self):
+        for field, value, wanted in [
+            ("max_errors", 1.5, "max_errors must be a whole number"),
+            ("max_errors", True, "max_errors must be a whole number"),
+            ("timeout", True, "timeout must be a number"),
+            ("delay", False, "delay must be a number"),
+        ]:
+            error = self.refused({field: value}, field, "invalid_field")
+            self.assertEqual(error.message, wanted)
 
 
 class HostileInputTests(SubmissionTestCase):

@@ -70,3 +70,26 @@ class TaskFieldsTests(unittest.TestCase):
     def test_hand_written_hash_with_a_body_and_a_lower_case_method(self):
         task = Task.from_fields("x1", {"url": HOOK, "queue": "q", "method": "put", "body": "a=1"})
         self.assertEqual((task.method, task.body, task.content_type), ("PUT", "a=1", FORM))
+
+    # -- edges that mutation testing found unguarded (tests/mutation/run task)
+
+    def test_a_post_given_in_any_letter_case_leaves_the_method_out(self):
+        # "post".upper() is a new str, equal to "POST" but not the same object
+        for method in ("post", "POST", "Post"):
+            fields = fields_to_hash(parse({"url": HOOK, "method": method}).to_fields())
+            self.assertNotIn("method", fields, method)
+
+    def test_a_form_content_type_read_back_from_redis_is_left_out_again(self):
+        # A hash's text comes back from Redis as a new str, not torque's FORM.
+        task = Task.from_fields(
+            "t1", {"url": HOOK, "body": "a=1", "content_type": FORM.encode().decode()}
+        )
+        self.assertNotIn("content_type", fields_to_hash(task.to_fields()))
+
+    def test_any_other_content_type_with_a_body_is_kept(self):
+        # Left out, it would read back as a form body.
+        for content_type in ("text/plain", "application/xml", JSON):
+            task = Task(id="t1", queue="q", url=HOOK, body="x", content_type=content_type)
+            fields = fields_to_hash(task.to_fields())
+            self.assertEqual(fields["content_type"], content_type)
+            self.assertEqual(Task.from_fields("t1", fields), task)
