@@ -7,6 +7,15 @@ net, for tasks written to Redis by hand or wake-ups lost in an outage.
 
 Back-pressure is built in: a claim asks for at most as many tasks as there
 are free slots (``concurrency`` minus the requests in flight).
+
+Flow control per target host (:mod:`torque.hosts`): each claim carries what
+each host may take, so a host at its ``host_concurrency``, throttled or
+with an open circuit does not hold up the others.  Looking past a saturated
+host's due tasks costs a claim; a *deep* claim looks up to
+:data:`DEEP_SKIP` of them (on a wake-up, a timer, the tick, or when a host
+whose tasks were passed over frees a slot and a shallow claim didn't find
+them), a *shallow* one stops at the first (when a slot frees otherwise:
+draining one host costs no more than before).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
 from torque.dispatch import Dispatcher
+from torque.hosts import HostTable, host_of
 from torque.logs import quoted
 from torque.retry import (
     DEAD,
@@ -41,6 +51,10 @@ DEFAULT_POLICY = RetryPolicy()
 # from half a second, doubling, up to five.
 RECORD_RETRY_INITIAL = 0.5
 RECORD_RETRY_MAX = 5.0
+# Due tasks of saturated hosts a deep claim passes over at most, and a
+# shallow one (see the module's docstring).
+DEEP_SKIP = 1000
+SHALLOW_SKIP = 0
 
 
 class QueueScheduler(Service):
@@ -57,6 +71,10 @@ class QueueScheduler(Service):
     :param log_deliveries: log successful attempts too, not only failures
         (off by default: formatting a line per delivery is a cost on the
         hot path that a busy queue rarely wants).
+    :param hosts: the node's flow control per target host, shared by its
+        schedulers; ``None`` takes due tasks in order, whatever their host.
+    :param host_concurrency: this queue's cap on requests in flight per
+        host (``None``: the node's, ``hosts.host_concurrency``).
     """
 
     def __init__(
@@ -73,6 +91,8 @@ class QueueScheduler(Service):
         on_attempt: Callable[[Task, Outcome, Decision], object] | None = None,
         rate: float = 0.0,
         log_deliveries: bool = False,
+        hosts: HostTable | None = None,
+        host_concurrency: int | None = None,
     ):
         self.queue = queue
         self.store = store
@@ -86,6 +106,11 @@ class QueueScheduler(Service):
         self.on_attempt = on_attempt
         self.rate = rate
         self.log_deliveries = log_deliveries
+        self.hosts = hosts
+        self.host_concurrency = host_concurrency
+        self._deep = True  # the next claim looks past saturated hosts
+        self._waiting: set[str] = set()  # hosts whose due tasks were passed over
+        self._held_back = False  # the last claim passed due tasks over
         self.in_flight: dict[str, defer.Deferred] = {}
         self._claiming: defer.Deferred | None = None
         self._more = False  # there may be due tasks that no claim took yet
@@ -187,12 +212,22 @@ class QueueScheduler(Service):
 
     # -- claiming ----------------------------------------------------------
 
-    def pump(self) -> defer.Deferred:
+    def host_cap(self) -> int | None:
+        """This queue's cap on requests in flight per host: the one place
+        it is looked up (``None``: the node's ``--host-concurrency``)."""
+        return self.host_concurrency
+
+    def pump(self, deep: bool = True) -> defer.Deferred:
         """Claim due tasks into the free slots and start them.
 
         Only one claim runs at a time; a wake-up during a claim is
         remembered and served by another claim right after.
+
+        :param deep: look past saturated hosts' due tasks (a wake-up, a
+            timer, the tick); ``False`` when a slot freed.
         """
+        if deep:
+            self._deep = True
         if not self.running:
             return defer.succeed(None)
         free = self.concurrency - len(self.in_flight)
@@ -201,14 +236,21 @@ class QueueScheduler(Service):
             return defer.succeed(None)
         self._more = False
         now = self._claim_sent_at = self.clock.seconds()
-        d = self.store.claim(self.queue, now, free, self.timeout, self.policy.max_errors, self.rate)
+        budgets = None
+        if self.hosts is not None:
+            skip = DEEP_SKIP if self._deep else SHALLOW_SKIP
+            budgets = self.hosts.budgets(now, self.host_cap(), skip)
+        self._deep = False
+        d = self.store.claim(
+            self.queue, now, free, self.timeout, self.policy.max_errors, self.rate, budgets
+        )
         self._claiming = d
-        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free, now))
+        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free, now, budgets))
         d.addBoth(self._claim_ended)
         d.addErrback(lambda f: log.failure("claim on queue {queue} failed", f, queue=self.queue))
         return d
 
-    def _claimed(self, claim: Claim, asked: int, asked_at: float) -> None:
+    def _claimed(self, claim: Claim, asked: int, asked_at: float, budgets=None) -> None:
         if self._redis_down:
             self._redis_down = False
             log.info("queue {queue}: Redis answers again, resuming", queue=self.queue)
@@ -216,6 +258,8 @@ class QueueScheduler(Service):
             self._start(task)
         if len(claim.tasks) == asked:
             self._more = True
+        if budgets is not None:
+            self._passed_over(claim, budgets, asked_at)
         # A next due time after the claim's ``now`` is a task this claim
         # could not take yet: claim at that time, or at once if it passed
         # while the answer travelled.  One at or before it was held back
@@ -223,6 +267,28 @@ class QueueScheduler(Service):
         # those), and claiming again at once would only spin.
         if claim.next_at is not None and claim.next_at > asked_at:
             self._arm(claim.next_at)
+
+    def _passed_over(self, claim: Claim, budgets, asked_at: float) -> None:
+        """Remember the hosts whose due tasks this claim passed over:
+        when one of them frees a slot, a claim must find them again."""
+        if budgets.max_skip >= DEEP_SKIP:
+            self._waiting = set(claim.waiting)
+        else:
+            self._waiting.update(claim.waiting)
+            # A waiting host had room but a shallow claim stopped before its
+            # tasks: look deeper at once.
+            taken = {host_of(task.url) for task in claim.tasks}
+            room = [
+                h
+                for h in self._waiting
+                if h not in taken and budgets.budgets.get(h, budgets.default) > 0
+            ]
+            if room and claim.skipped:
+                self._deep = self._more = True
+        self._held_back = bool(claim.skipped)
+        if claim.skipped:
+            # A throttled host's next request, or an open circuit's probe.
+            self._arm(self.hosts.next_token_at(asked_at))
 
     def _claim_failed(self, failure) -> None:
         failure.trap(StoreUnavailable)
@@ -242,7 +308,7 @@ class QueueScheduler(Service):
     def _claim_ended(self, result) -> None:
         self._claiming = None
         if self._more and not self._redis_down:
-            self.pump()
+            self.pump(deep=False)
         return result
 
     # -- attempts ----------------------------------------------------------
@@ -257,6 +323,8 @@ class QueueScheduler(Service):
         self._lease_ends[task.id, task.attempts] = (
             self._claim_sent_at + timeout + self.store.lease_margin
         )
+        if self.hosts is not None:
+            self.hosts.started(host_of(task.url), self.clock.seconds())
         d = self.dispatcher.dispatch(task, timeout)
         self.in_flight[task.id] = d
         d.addCallback(self._finished, task)
@@ -265,19 +333,24 @@ class QueueScheduler(Service):
     def _crashed(self, failure, task: Task) -> None:
         # A bug, not a failed delivery: there is no outcome to record.
         self._lease_ends.pop((task.id, task.attempts), None)
+        if self.hosts is not None:
+            self.hosts.released(host_of(task.url))
         log.failure("attempt on {task_id} failed", failure, task_id=task.id)
 
     def _finished(self, outcome, task: Task) -> None:
         del self.in_flight[task.id]
-        decision = next_step(task, outcome, self.clock.seconds(), self.policy, self.rng)
+        now = self.clock.seconds()
+        if self.hosts is not None:
+            self.hosts.finished(host_of(task.url), outcome, now)
+        decision = next_step(task, outcome, now, self.policy, self.rng)
         if self.log_deliveries or decision.label != DELIVERED:
             _log_attempt(task, outcome, decision)
         if self.on_attempt is not None:
             self.on_attempt(task, outcome, decision)
         self._outcomes.append((task, decision, outcome.duration))
         self.flush()
-        if self._more:
-            self.pump()
+        if self._more or self._held_back:
+            self.pump(deep=False)
 
     # -- recording outcomes ------------------------------------------------
 

@@ -76,6 +76,7 @@ class TorqueNode(MultiService):
         from torque.auth import RequireToken
         from torque.dispatch import Dispatcher, QuietConnectionPool
         from torque.heartbeat import Heartbeat
+        from torque.hosts import HostTable
         from torque.metrics import Metrics
         from torque.scheduler import QueueScheduler
         from torque.site import ApiService, QuietSite
@@ -109,6 +110,9 @@ class TorqueNode(MultiService):
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
         dispatcher = Dispatcher(http, reactor, signer=signer)
         policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
+        self.hosts = HostTable(
+            o["host-concurrency"], o["breaker-cooldown"], o["breaker-max-cooldown"]
+        )
 
         def new_scheduler(queue: str) -> QueueScheduler:
             return QueueScheduler(
@@ -123,6 +127,7 @@ class TorqueNode(MultiService):
                 rate=o["rate"],
                 on_attempt=metrics.attempt_finished,
                 log_deliveries=o["log-deliveries"],
+                hosts=self.hosts,
             )
 
         self.router.new_scheduler = new_scheduler
