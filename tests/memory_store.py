@@ -254,7 +254,9 @@ class MemoryStore:
             self.buckets[queue] = (tokens, now)
             if due and min(due.values()) <= now and tokens < 1:
                 heads[0] = now + (1 - tokens) / rate
-        return self._answer(Claim(tasks, min(heads) if heads else None, skipped, past, tuple(waiting)))
+        return self._answer(
+            Claim(tasks, min(heads) if heads else None, skipped, past, tuple(waiting))
+        )
 
     def settle(self, queue, outcomes, now):
         if not self.available:

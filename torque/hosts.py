@@ -77,6 +77,7 @@ class Host:
     """One host's state on this node."""
 
     in_flight: int = 0
+    stale: int = 0  # of them, sent before the circuit opened
     failures: int = 0  # connection errors or timeouts in a row
     circuit: str = CLOSED
     cooldown: float = 0.0
@@ -139,7 +140,7 @@ class HostTable:
                 continue
             free = cap - host.in_flight
             if host.circuit == PROBING:
-                free = 1 - host.in_flight
+                free = 1 - (host.in_flight - host.stale)
             if host.rate is not None:
                 free = min(free, int(self._tokens(host, now)))
             budgets[name] = max(0, free)
@@ -166,6 +167,8 @@ class HostTable:
         """A request to ``url_host`` goes out at ``now``."""
         host = self.hosts.setdefault(url_host, Host())
         host.in_flight += 1
+        if host.circuit == OPEN:
+            host.stale += 1  # claimed before it opened: no probe
         if host.rate is not None:
             self._tokens(host, now)
             host.tokens -= 1
@@ -184,8 +187,12 @@ class HostTable:
         """The request to ``url_host`` ended at ``now`` with ``outcome``."""
         host = self.hosts.setdefault(url_host, Host())
         host.in_flight = max(0, host.in_flight - 1)
+        stale = host.stale > 0
+        host.stale = max(0, host.stale - 1)
         if isinstance(outcome, NoResponse):
-            if outcome.permanent:
+            # A request sent before the circuit opened is no probe: its
+            # failure is old news.
+            if outcome.permanent or (stale and host.circuit != CLOSED):
                 return
             host.failures += 1
             if host.circuit == PROBING or (
@@ -211,6 +218,7 @@ class HostTable:
             host.cooldown = min(self.max_cooldown, self.first_cooldown)
         host.circuit = OPEN
         host.reopen_at = now + host.cooldown
+        host.stale = host.in_flight
 
     def _open_to_probe(self, host: Host, now: float) -> None:
         if host.circuit == OPEN and host.reopen_at <= now:

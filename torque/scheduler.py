@@ -254,12 +254,12 @@ class QueueScheduler(Service):
         if self._redis_down:
             self._redis_down = False
             log.info("queue {queue}: Redis answers again, resuming", queue=self.queue)
+        if budgets is not None:
+            self._passed_over(claim, budgets, asked_at)
         for task in claim.tasks:
             self._start(task)
         if len(claim.tasks) == asked:
             self._more = True
-        if budgets is not None:
-            self._passed_over(claim, budgets, asked_at)
         # A next due time after the claim's ``now`` is a task this claim
         # could not take yet: claim at that time, or at once if it passed
         # while the answer travelled.  One at or before it was held back
