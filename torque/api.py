@@ -223,6 +223,8 @@ class TorqueAPI:
     :param processed: whether a live node processes a queue (the node's
         heartbeat knows): an add to a queue that none processes logs a
         warning, once a minute per queue at most.
+    :param circuits: the target hosts of a queue whose circuit is open on
+        this node (:meth:`torque.hosts.HostTable.open_circuits`).
     """
 
     app = Klein()
@@ -238,8 +240,10 @@ class TorqueAPI:
         targets: TargetGuard | None = None,
         token_required: bool = False,
         processed: Callable[[str], bool] = lambda queue: True,
+        circuits: Callable[[str], list[str]] = lambda queue: [],
     ):
         self.processed = processed
+        self.circuits = circuits
         self._warned: dict[str, float] = {}  # queue -> when its warning was logged
         self.targets = targets
         self.token_required = token_required
@@ -367,7 +371,9 @@ class TorqueAPI:
         after = cursor_arg(request)
         page = await self.store.queue_page(after, limit, self.clock.seconds())
         nodes = await self.store.live_nodes()
-        queues = [public_queue(q, processed_by(q.name, nodes)) for q in page.queues]
+        queues = [
+            public_queue(q, processed_by(q.name, nodes), self.circuits(q.name)) for q in page.queues
+        ]
         return json_body(request, 200, {"queues": queues, "next_cursor": page.next_cursor})
 
     @app.route("/queues/<queue>", methods=["GET"])
@@ -376,7 +382,8 @@ class TorqueAPI:
         if not stats.known:
             return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
         nodes = await self.store.live_nodes()
-        return json_body(request, 200, public_queue(stats, processed_by(queue, nodes)))
+        shown = public_queue(stats, processed_by(queue, nodes), self.circuits(queue))
+        return json_body(request, 200, shown)
 
     @app.route("/queues/<queue>", methods=["DELETE"])
     async def delete_queue(self, request, queue):

@@ -88,6 +88,7 @@ class Host:
     tokens_at: float = 0.0
     decreased_at: float = float("-inf")
     started: list[float] = attrs.field(factory=list)  # starts in the last second
+    queues: set[str] = attrs.field(factory=set)  # that sent it requests
 
     def idle(self, now: float) -> bool:
         return (
@@ -157,15 +158,21 @@ class HostTable:
                 times.append(host.reopen_at)
         return min(times) if times else None
 
-    def open_circuits(self, now: float) -> list[str]:
-        """The hosts whose circuit is open (or probing), sorted."""
-        return sorted(n for n, h in self.hosts.items() if h.circuit != CLOSED)
+    def open_circuits(self, queue: str | None = None) -> list[str]:
+        """The hosts whose circuit is open (or probing), sorted; with
+        ``queue``, only those that queue sent requests to."""
+        return sorted(
+            name
+            for name, host in self.hosts.items()
+            if host.circuit != CLOSED and (queue is None or queue in host.queues)
+        )
 
     # -- what happened -------------------------------------------------------
 
-    def started(self, url_host: str, now: float) -> None:
-        """A request to ``url_host`` goes out at ``now``."""
+    def started(self, url_host: str, now: float, queue: str = "") -> None:
+        """A request to ``url_host`` goes out at ``now``, for ``queue``."""
         host = self.hosts.setdefault(url_host, Host())
+        host.queues.add(queue)
         host.in_flight += 1
         if host.circuit == OPEN:
             host.stale += 1  # claimed before it opened: no probe

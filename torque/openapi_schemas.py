@@ -348,6 +348,14 @@ SCHEMAS: dict[str, Any] = {
                     "for a node started with --queue '*' or naming it"
                 ),
             },
+            "open_circuits": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": (
+                    "target hosts (host[:port]) of this queue whose circuit is open on the "
+                    "node that answered: their tasks are postponed until a probe succeeds"
+                ),
+            },
         },
         [
             "name",
@@ -361,6 +369,7 @@ SCHEMAS: dict[str, Any] = {
             "paused",
             "recent",
             "processed_by",
+            "open_circuits",
         ],
     ),
     "Queues": _object(

@@ -324,7 +324,7 @@ class QueueScheduler(Service):
             self._claim_sent_at + timeout + self.store.lease_margin
         )
         if self.hosts is not None:
-            self.hosts.started(host_of(task.url), self.clock.seconds())
+            self.hosts.started(host_of(task.url), self.clock.seconds(), self.queue)
         d = self.dispatcher.dispatch(task, timeout)
         self.in_flight[task.id] = d
         d.addCallback(self._finished, task)

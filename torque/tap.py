@@ -113,6 +113,7 @@ class TorqueNode(MultiService):
         self.hosts = HostTable(
             o["host-concurrency"], o["breaker-cooldown"], o["breaker-max-cooldown"]
         )
+        metrics.open_circuits.set_function(lambda: len(self.hosts.open_circuits()))
 
         def new_scheduler(queue: str) -> QueueScheduler:
             return QueueScheduler(
@@ -166,6 +167,7 @@ class TorqueNode(MultiService):
                 targets=guard,
                 token_required=bool(o["api-tokens"]),
                 processed=heartbeat.processed,
+                circuits=self.hosts.open_circuits,
             )
             root = RequireToken(api.resource(), o["api-tokens"])
             endpoint = ReportingEndpoint(endpoints.serverFromString(reactor, o["endpoint"]), guard)
