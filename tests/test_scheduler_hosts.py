@@ -7,10 +7,11 @@ from treq.testing import StubTreq
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from tests.test_api import APITestCase
 from tests.test_scheduler import LATENCY, SchedulerCase
 from torque.dispatch import Dispatcher
 from torque.hosts import BREAKER_THRESHOLD, HostTable
-from torque.retry import RetryPolicy
+from torque.retry import NoResponse, RetryPolicy
 from torque.scheduler import DEEP_SKIP, SHALLOW_SKIP, QueueScheduler
 from torque.task import Task
 
@@ -165,3 +166,22 @@ class HostSchedulerTests(SchedulerCase):
         self.assertEqual(len(hook.times("busy.test")), 1, "held after the first answer")
         self.assertEqual(len(hook.times("calm.test")), 1)
         self.assertEqual(float(self.info("b1")["due_at"]), round(t0 + 5 + self.L, 6))
+
+
+class OpenCircuitsShownTests(APITestCase):
+    """``GET /queues/<q>`` and ``GET /queues`` list the queue's open circuits
+    as the node's :class:`HostTable` knows them."""
+
+    def test_a_queues_open_circuits_are_listed(self):
+        table = HostTable()
+        for _ in range(BREAKER_THRESHOLD):
+            table.started("down.test:8080", 1000.0, "default")
+            table.finished("down.test:8080", NoResponse("connection refused"), 1000.0)
+        table.started("other.test", 1000.0, "default")
+        self.api.circuits = table.open_circuits
+        self.add(data={"url": "http://down.test:8080/x"})
+        _, queue = self.call("GET", "/queues/default")
+        self.assertEqual(queue["open_circuits"], ["down.test:8080"])
+        _, page = self.call("GET", "/queues")
+        self.assertEqual(page["queues"][0]["open_circuits"], ["down.test:8080"])
+        self.assertEqual(table.open_circuits("another"), [])
