@@ -111,6 +111,7 @@ class QueueScheduler(Service):
         self._deep = True  # the next claim looks past saturated hosts
         self._waiting: set[str] = set()  # hosts whose due tasks were passed over
         self._held_back = False  # the last claim passed due tasks over
+        self._soon: IDelayedCall | None = None
         self.in_flight: dict[str, defer.Deferred] = {}
         self._claiming: defer.Deferred | None = None
         self._more = False  # there may be due tasks that no claim took yet
@@ -141,8 +142,9 @@ class QueueScheduler(Service):
             self._loop.stop()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        if self._record_timer is not None and self._record_timer.active():
-            self._record_timer.cancel()
+        for call in (self._record_timer, self._soon):
+            if call is not None and call.active():
+                call.cancel()
         claiming = self._claiming or defer.succeed(None)
         d = _settled(claiming)
         d.addCallback(lambda _: _settled(defer.DeferredList(list(self.in_flight.values()))))
@@ -349,8 +351,12 @@ class QueueScheduler(Service):
             self.on_attempt(task, outcome, decision)
         self._outcomes.append((task, decision, outcome.duration))
         self.flush()
-        if self._more or self._held_back:
+        if self._more:
             self.pump(deep=False)
+        elif self._held_back and not (self._soon and self._soon.active()):
+            # A slot of a host at its cap freed: the others that end in
+            # this turn of the reactor go into the same claim.
+            self._soon = self.clock.callLater(0, self.pump, False)
 
     # -- recording outcomes ------------------------------------------------
 
