@@ -12,7 +12,7 @@ from tests.test_scheduler import LATENCY, SchedulerCase
 from torque.dispatch import Dispatcher
 from torque.hosts import BREAKER_THRESHOLD, HostTable
 from torque.retry import NoResponse, RetryPolicy
-from torque.scheduler import DEEP_SKIP, SHALLOW_SKIP, QueueScheduler
+from torque.scheduler import DEEP_RETRY, DEEP_SKIP, SHALLOW_SKIP, QueueScheduler
 from torque.task import Task
 
 
@@ -120,6 +120,23 @@ class HostSchedulerTests(SchedulerCase):
         skips = [b.max_skip for b in self.budgets]
         self.assertEqual(skips[:2], [DEEP_SKIP, DEEP_SKIP], "the start and the wake-up")
         self.assertEqual(set(skips[2:]), {SHALLOW_SKIP}, "then slots freeing: shallow claims")
+
+    def test_a_burst_of_adds_to_a_saturated_host_does_not_make_every_claim_deep(self):
+        hook = Hosts(self.clock, hang={"slow.test"})
+        self.start(hook)
+        for i in range(50):
+            self.add_to("slow.test", f"slow{i}")
+            self.later(0.01)
+        deep = [b for b in self.budgets if b.max_skip == DEEP_SKIP]
+        # The start, the three adds before the cap, the first one past it,
+        # then one every DEEP_RETRY over the half second of adds.
+        self.assertLessEqual(len(deep), 1 + 3 + 1 + 0.5 / DEEP_RETRY + 1, "not one per add")
+        self.assertGreater(len(self.budgets), 20, "but a claim per add")
+        t0 = self.clock.seconds()
+        self.add_to("fast.test", "fast0")  # right after a fruitless deep claim
+        self.later(DEEP_RETRY + 2 * self.L)
+        self.assertEqual(len(hook.times("fast.test")), 1)
+        self.assertLessEqual(hook.times("fast.test")[0] - t0, DEEP_RETRY + 2 * self.L)
 
     def test_an_open_circuit_postpones_its_tasks_and_probes_once_per_cooldown(self):
         hook = Hosts(self.clock, hang={"down.test"})

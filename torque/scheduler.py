@@ -15,7 +15,9 @@ host's due tasks costs a claim; a *deep* claim looks up to
 :data:`DEEP_SKIP` of them (on a wake-up, a timer, the tick, or when a host
 whose tasks were passed over frees a slot and a shallow claim didn't find
 them), a *shallow* one stops at the first (when a slot frees otherwise:
-draining one host costs no more than before).
+draining one host costs no more than before).  After a deep claim found
+nothing past the saturated hosts, wake-ups claim shallow for
+:data:`DEEP_RETRY` seconds and a timer looks deep at the end of it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ RECORD_RETRY_MAX = 5.0
 # shallow one (see the module's docstring).
 DEEP_SKIP = 1000
 SHALLOW_SKIP = 0
+# Seconds after a deep claim that found nothing past the saturated hosts
+# during which wake-ups claim shallow (a timer looks deep at the end): a
+# burst of adds to a saturated host must not make every claim read 1,000
+# tasks.
+DEEP_RETRY = 0.25
 
 
 class QueueScheduler(Service):
@@ -112,6 +119,7 @@ class QueueScheduler(Service):
         self._waiting: set[str] = set()  # hosts whose due tasks were passed over
         self._held_back = False  # the last claim passed due tasks over
         self._soon: IDelayedCall | None = None
+        self._fruitless_at: float | None = None  # see DEEP_RETRY
         self.in_flight: dict[str, defer.Deferred] = {}
         self._claiming: defer.Deferred | None = None
         self._more = False  # there may be due tasks that no claim took yet
@@ -241,6 +249,10 @@ class QueueScheduler(Service):
         budgets = None
         if self.hosts is not None:
             skip = DEEP_SKIP if self._deep else SHALLOW_SKIP
+            fruitless = self._fruitless_at
+            if skip == DEEP_SKIP and fruitless is not None and now < fruitless + DEEP_RETRY:
+                skip = SHALLOW_SKIP
+                self._arm(fruitless + DEEP_RETRY)
             budgets = self.hosts.budgets(now, self.host_cap(), skip)
         self._deep = False
         d = self.store.claim(
@@ -275,6 +287,8 @@ class QueueScheduler(Service):
         when one of them frees a slot, a claim must find them again."""
         if budgets.max_skip >= DEEP_SKIP:
             self._waiting = set(claim.waiting)
+            fruitless = claim.skipped and not claim.found_past
+            self._fruitless_at = asked_at if fruitless else None
         else:
             self._waiting.update(claim.waiting)
             # A waiting host had room but a shallow claim stopped before its
@@ -287,6 +301,7 @@ class QueueScheduler(Service):
             ]
             if room and claim.skipped:
                 self._deep = self._more = True
+                self._fruitless_at = None  # there is something deeper
         self._held_back = bool(claim.skipped)
         if claim.skipped:
             # A throttled host's next request, or an open circuit's probe.
