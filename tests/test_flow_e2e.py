@@ -139,7 +139,7 @@ class BreakerE2ETests(unittest.TestCase):
         # A 6 s outage with cool-downs capped at 1 s: the 60 s outage
         # with a 10 s cap, ten times faster.
         node = yield start_node(
-            self, "--breaker-cooldown", "0.5", "--breaker-max-cooldown", "1",
+            self, "--breaker-cooldown", "0.5", "--max-cooldown", "1",
             "--min-task-delay", "0.5", "--max-task-delay", "2",
         )  # fmt: skip
         yield add_all(node, "flaky", url, 30, "t")

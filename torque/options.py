@@ -96,8 +96,8 @@ class Options(usage.Options):
         ["breaker-cooldown", None, 1.0,
          "seconds a host's open circuit waits before its first probe (doubling "
          "while the host keeps failing)", _real],
-        ["breaker-max-cooldown", None, 60.0,
-         "cap on a circuit's cool-down, seconds", _real],
+        ["max-cooldown", None, 60.0,
+         "cap on a host circuit's cool-down, seconds (--breaker-cooldown doubles up to it)", _real],
         ["redis-prefix", None, "torque:", "prefix of every Redis key torque uses"],
         ["max-body", None, 1024 * 1024, "largest request body the API takes, bytes", _whole],
         ["max-connections", None, 500,
@@ -291,7 +291,7 @@ class Options(usage.Options):
             "lease-margin",
             "dead-letter-ttl",
             "breaker-cooldown",
-            "breaker-max-cooldown",
+            "max-cooldown",
         ):
             if not self[name] > 0:
                 raise usage.UsageError(f"{self.named(name)} must be more than 0")

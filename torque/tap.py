@@ -110,9 +110,7 @@ class TorqueNode(MultiService):
         signer = Signer.from_secrets(o["signing-secrets"]) if o["signing-secrets"] else None
         dispatcher = Dispatcher(http, reactor, signer=signer)
         policy = RetryPolicy(o["max-task-errors"], o["min-task-delay"], o["max-task-delay"])
-        self.hosts = HostTable(
-            o["host-concurrency"], o["breaker-cooldown"], o["breaker-max-cooldown"]
-        )
+        self.hosts = HostTable(o["host-concurrency"], o["breaker-cooldown"], o["max-cooldown"])
         metrics.open_circuits.set_function(lambda: len(self.hosts.open_circuits()))
 
         def new_scheduler(queue: str) -> QueueScheduler:
