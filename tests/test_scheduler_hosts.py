@@ -9,6 +9,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from tests.test_api import APITestCase
 from tests.test_scheduler import LATENCY, SchedulerCase
+from torque import scheduler
 from torque.dispatch import Dispatcher
 from torque.hosts import BREAKER_THRESHOLD, HostTable
 from torque.retry import NoResponse, RetryPolicy
@@ -122,15 +123,16 @@ class HostSchedulerTests(SchedulerCase):
         self.assertEqual(set(skips[2:]), {SHALLOW_SKIP}, "then slots freeing: shallow claims")
 
     def test_a_burst_of_adds_to_a_saturated_host_does_not_make_every_claim_deep(self):
+        self.patch(scheduler, "DEEP_COSTLY", 10)  # for 50 tasks, not 250
         hook = Hosts(self.clock, hang={"slow.test"})
         self.start(hook)
         for i in range(50):
             self.add_to("slow.test", f"slow{i}")
             self.later(0.01)
         deep = [b for b in self.budgets if b.max_skip == DEEP_SKIP]
-        # The start, the three adds before the cap, the first one past it,
-        # then one every DEEP_RETRY over the half second of adds.
-        self.assertLessEqual(len(deep), 1 + 3 + 1 + 0.5 / DEEP_RETRY + 1, "not one per add")
+        # The start, the adds until 10 are passed over, then one every
+        # DEEP_RETRY over the half second of adds.
+        self.assertLessEqual(len(deep), 1 + 3 + 11 + 0.5 / DEEP_RETRY + 1, "not one per add")
         self.assertGreater(len(self.budgets), 20, "but a claim per add")
         t0 = self.clock.seconds()
         self.add_to("fast.test", "fast0")  # right after a fruitless deep claim

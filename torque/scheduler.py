@@ -15,9 +15,10 @@ host's due tasks costs a claim; a *deep* claim looks up to
 :data:`DEEP_SKIP` of them (on a wake-up, a timer, the tick, or when a host
 whose tasks were passed over frees a slot and a shallow claim didn't find
 them), a *shallow* one stops at the first (when a slot frees otherwise:
-draining one host costs no more than before).  After a deep claim found
-nothing past the saturated hosts, wake-ups claim shallow for
-:data:`DEEP_RETRY` seconds and a timer looks deep at the end of it.
+draining one host costs no more than before).  After a deep claim passed
+over more than :data:`DEEP_COSTLY` due tasks and found nothing past them,
+wake-ups claim shallow for :data:`DEEP_RETRY` seconds and a timer looks deep
+at the end of it.
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ RECORD_RETRY_MAX = 5.0
 # shallow one (see the module's docstring).
 DEEP_SKIP = 1000
 SHALLOW_SKIP = 0
-# Seconds after a deep claim that found nothing past the saturated hosts
-# during which wake-ups claim shallow (a timer looks deep at the end): a
-# burst of adds to a saturated host must not make every claim read 1,000
-# tasks.
+# Seconds after a costly deep claim (it passed over more than DEEP_COSTLY
+# due tasks) that found nothing past the saturated hosts, during which
+# wake-ups claim shallow (a timer looks deep at the end): a burst of adds to
+# a saturated host must not make every claim read 1,000 tasks.
 DEEP_RETRY = 0.25
+DEEP_COSTLY = 250
 
 
 class QueueScheduler(Service):
@@ -287,7 +289,7 @@ class QueueScheduler(Service):
         when one of them frees a slot, a claim must find them again."""
         if budgets.max_skip >= DEEP_SKIP:
             self._waiting = set(claim.waiting)
-            fruitless = claim.skipped and not claim.found_past
+            fruitless = claim.skipped > DEEP_COSTLY and not claim.found_past
             self._fruitless_at = asked_at if fruitless else None
         else:
             self._waiting.update(claim.waiting)
