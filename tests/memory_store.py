@@ -18,6 +18,7 @@ from collections import defaultdict
 
 from twisted.internet import defer
 
+from torque.hosts import host_of
 from torque.queue_settings import SETTINGS, decode, encode
 from torque.retry import DEAD, DELIVERED, POSTPONED, RETRIED, WAITING
 from torque.storage import (
@@ -179,7 +180,7 @@ class MemoryStore:
             del dead[task_id]
             self._forget(queue, task_id)
 
-    def claim(self, queue, now, limit, timeout, max_errors, rate=0.0):
+    def claim(self, queue, now, limit, timeout, max_errors, rate=0.0, hosts=None):
         if not self.available:
             return self._answer()
         self.claims.append((queue, now, limit))
@@ -213,25 +214,62 @@ class MemoryStore:
                 )
                 self._count(queue, now, RETRIED, "failed")
         tasks = []
-        if queue not in self.paused and limit > 0:
+        skipped = past = 0
+        waiting = []
+
+        def take(task_id, fields):
+            fields["attempts"] = str(int(fields.get("attempts", 0)) + 1)
+            lease = float(fields.get("timeout", timeout)) + self.lease_margin
+            running[task_id] = now + lease
+            tasks.append(Task.from_fields(task_id, fields))
+
+        if queue not in self.paused and limit > 0 and hosts is None:
             for task_id, _ in sorted(due.items(), key=_score)[:limit]:
                 if due[task_id] > now:
                     break
                 del due[task_id]
                 fields = self.tasks.get(task_id)
+                if fields is not None:
+                    take(task_id, fields)
+        elif queue not in self.paused and limit > 0:
+            budget = dict(hosts.budgets)
+            holds = {h: at for h, at in hosts.holds.items() if at > now}
+            postponed = 0
+            for task_id, score in sorted(due.items(), key=_score):
+                if score > now:
+                    break
+                if len(tasks) >= limit or skipped > hosts.max_skip:
+                    break
+                if postponed >= hosts.max_postpone:
+                    break
+                fields = self.tasks.get(task_id)
                 if fields is None:
+                    del due[task_id]
                     continue
-                fields["attempts"] = str(int(fields.get("attempts", 0)) + 1)
-                lease = float(fields.get("timeout", timeout)) + self.lease_margin
-                running[task_id] = now + lease
-                tasks.append(Task.from_fields(task_id, fields))
+                host = host_of(fields.get("url", ""))
+                left = budget.get(host, hosts.default)
+                if host in holds:
+                    due[task_id] = holds[host]
+                    fields["due_at"] = repr(holds[host])
+                    postponed += 1
+                elif left <= 0:
+                    skipped += 1
+                    if host not in waiting:
+                        waiting.append(host)
+                else:
+                    budget[host] = left - 1
+                    del due[task_id]
+                    take(task_id, fields)
+                    past += skipped > 0
         heads = [min(s.values()) for s in (due, running) if s]
         if rate > 0:
             tokens -= len(tasks)
             self.buckets[queue] = (tokens, now)
             if due and min(due.values()) <= now and tokens < 1:
                 heads[0] = now + (1 - tokens) / rate
-        return self._answer(Claim(tasks, min(heads) if heads else None))
+        return self._answer(
+            Claim(tasks, min(heads) if heads else None, skipped, past, tuple(waiting))
+        )
 
     def settle(self, queue, outcomes, now):
         if not self.available:

@@ -134,6 +134,7 @@ class MetricsTests(unittest.TestCase):
                 "torque_queue_oldest_due_age_seconds": "gauge",
                 "torque_queue_paused": "gauge",
                 "torque_queue_attempts": "counter",
+                "torque_open_circuits": "gauge",
             },
         )
 

@@ -160,6 +160,7 @@ class QueueTests(OpsTestCase):
                 "oldest_due_age": 7.0,
                 "paused": False,
                 "processed_by": 0,
+                "open_circuits": [],
             },
         )
         self.assertEqual(len(mail["recent"]), 15)

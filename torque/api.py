@@ -231,6 +231,8 @@ class TorqueAPI:
         warning, once a minute per queue at most.
     :param completion_key: checks completion tokens (SPEC 4 "Later").
     :param policy: the node's retry limits, for a handler's reported failure.
+    :param circuits: the target hosts of a queue whose circuit is open on
+        this node (:meth:`torque.hosts.HostTable.open_circuits`).
     """
 
     app = Klein()
@@ -248,10 +250,12 @@ class TorqueAPI:
         processed: Callable[[str], bool] = lambda queue: True,
         completion_key: CompletionKey | None = None,
         policy: RetryPolicy = DEFAULT_POLICY,
+        circuits: Callable[[str], list[str]] = lambda queue: [],
     ):
         self.processed = processed
         self.completion_key = completion_key
         self.policy = policy
+        self.circuits = circuits
         self._warned: dict[str, float] = {}  # queue -> when its warning was logged
         self.targets = targets
         self.token_required = token_required
@@ -403,7 +407,9 @@ class TorqueAPI:
         after = cursor_arg(request)
         page = await self.store.queue_page(after, limit, self.clock.seconds())
         nodes = await self.store.live_nodes()
-        queues = [public_queue(q, processed_by(q.name, nodes)) for q in page.queues]
+        queues = [
+            public_queue(q, processed_by(q.name, nodes), self.circuits(q.name)) for q in page.queues
+        ]
         return json_body(request, 200, {"queues": queues, "next_cursor": page.next_cursor})
 
     @app.route("/queues/<queue>", methods=["GET"])
@@ -413,7 +419,7 @@ class TorqueAPI:
         if not stats.known and not settings:
             return error_body(request, 404, "not_found", f"no queue {queue!r}", "queue")
         nodes = await self.store.live_nodes()
-        shown = public_queue(stats, processed_by(queue, nodes))
+        shown = public_queue(stats, processed_by(queue, nodes), self.circuits(queue))
         return json_body(request, 200, {**shown, "settings": settings})
 
     @app.route("/queues/<queue>", methods=["PATCH"])

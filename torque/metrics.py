@@ -35,6 +35,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -127,6 +128,12 @@ class Metrics:
             "Seconds from a task's add to its delivery, delay and retries included",
             ["queue"],
             buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+
+        self.open_circuits = Gauge(
+            "torque_open_circuits",
+            "Target hosts whose circuit is open on this node (their tasks wait for a probe)",
             registry=self.registry,
         )
 

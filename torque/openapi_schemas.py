@@ -374,6 +374,14 @@ SCHEMAS: dict[str, Any] = {
                 **ref("QueueSettings"),
                 "description": "the queue's own settings (GET /queues/<q> only)",
             },
+            "open_circuits": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": (
+                    "target hosts (host[:port]) of this queue whose circuit is open on the "
+                    "node that answered: their tasks are postponed until a probe succeeds"
+                ),
+            },
         },
         [
             "name",
@@ -387,6 +395,7 @@ SCHEMAS: dict[str, Any] = {
             "paused",
             "recent",
             "processed_by",
+            "open_circuits",
         ],
     ),
     "Failure": _object(

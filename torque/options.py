@@ -93,6 +93,14 @@ class Options(usage.Options):
         ["rate", None, 0.0,
          "dispatches per second per queue, shared by every node of the cluster "
          "(give them all the same); 0 for no limit", _real],
+        ["host-concurrency", None, 10,
+         "requests in flight per target host on this node; a host at its cap "
+         "does not hold up other hosts' tasks", _whole],
+        ["breaker-cooldown", None, 1.0,
+         "seconds a host's open circuit waits before its first probe (doubling "
+         "while the host keeps failing)", _real],
+        ["max-cooldown", None, 60.0,
+         "cap on a host circuit's cool-down, seconds (--breaker-cooldown doubles up to it)", _real],
         ["redis-prefix", None, "torque:", "prefix of every Redis key torque uses"],
         ["max-body", None, 1024 * 1024, "largest request body the API takes, bytes", _whole],
         ["max-connections", None, 500,
@@ -292,6 +300,7 @@ class Options(usage.Options):
         for name in (
             "max-task-errors",
             "concurrency",
+            "host-concurrency",
             "dead-letter-max",
             "max-body",
             "max-connections",
@@ -306,6 +315,8 @@ class Options(usage.Options):
             "poll-interval",
             "lease-margin",
             "dead-letter-ttl",
+            "breaker-cooldown",
+            "max-cooldown",
         ):
             if not self[name] > 0:
                 raise usage.UsageError(f"{self.named(name)} must be more than 0")

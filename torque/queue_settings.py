@@ -134,7 +134,8 @@ class QueueConfig:
     def with_settings(self, settings: Mapping[str, int | float]) -> QueueConfig:
         """This node's options with ``settings`` (as
         :meth:`torque.storage.Store.get_settings` gives them) over them.
-        ``host_concurrency`` is not here: the dispatch reads it."""
+        ``host_concurrency`` is not here: :meth:`QueueScheduler.host_cap`
+        reads it."""
         limits = ("max_errors", "min_delay", "max_delay", "max_age")
         policy = attrs.evolve(self.policy, **{k: settings[k] for k in limits if k in settings})
         return QueueConfig(

@@ -11,6 +11,18 @@ are free slots (``concurrency`` minus the requests in flight).
 A queue's own settings (``PATCH /queues/<q>``) override the node's options:
 the scheduler reads them at every safety tick, and at once when a message on
 the queue's wake channel says they changed (:meth:`QueueScheduler.reload_settings`).
+
+Flow control per target host (:mod:`torque.hosts`): each claim carries what
+each host may take, so a host at its ``host_concurrency``, throttled or
+with an open circuit does not hold up the others.  Looking past a saturated
+host's due tasks costs a claim; a *deep* claim looks up to
+:data:`DEEP_SKIP` of them (on a wake-up, a timer, the tick, or when a host
+whose tasks were passed over frees a slot and a shallow claim didn't find
+them), a *shallow* one stops at the first (when a slot frees otherwise:
+draining one host costs no more than before).  After a deep claim passed
+over more than :data:`DEEP_COSTLY` due tasks and found nothing past them,
+wake-ups claim shallow for :data:`DEEP_RETRY` seconds and a timer looks deep
+at the end of it.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
 from torque.dispatch import Dispatcher
+from torque.hosts import HostTable, host_of
 from torque.logs import quoted
 from torque.queue_settings import QueueConfig
 from torque.retry import (
@@ -49,6 +62,16 @@ DEFAULT_POLICY = RetryPolicy()
 # from half a second, doubling, up to five.
 RECORD_RETRY_INITIAL = 0.5
 RECORD_RETRY_MAX = 5.0
+# Due tasks of saturated hosts a deep claim passes over at most, and a
+# shallow one (see the module's docstring).
+DEEP_SKIP = 1000
+SHALLOW_SKIP = 0
+# Seconds after a costly deep claim (it passed over more than DEEP_COSTLY
+# due tasks) that found nothing past the saturated hosts, during which
+# wake-ups claim shallow (a timer looks deep at the end): a burst of adds to
+# a saturated host must not make every claim read 1,000 tasks.
+DEEP_RETRY = 0.25
+DEEP_COSTLY = 250
 
 
 class QueueScheduler(Service):
@@ -65,6 +88,10 @@ class QueueScheduler(Service):
     :param log_deliveries: log successful attempts too, not only failures
         (off by default: formatting a line per delivery is a cost on the
         hot path that a busy queue rarely wants).
+    :param hosts: the node's flow control per target host, shared by its
+        schedulers; ``None`` takes due tasks in order, whatever their host.
+    :param host_concurrency: this queue's cap on requests in flight per
+        host (``None``: the node's, ``hosts.host_concurrency``).
     """
 
     def __init__(
@@ -81,6 +108,8 @@ class QueueScheduler(Service):
         on_attempt: Callable[[Task, Outcome, Decision], object] | None = None,
         rate: float = 0.0,
         log_deliveries: bool = False,
+        hosts: HostTable | None = None,
+        host_concurrency: int | None = None,
     ):
         self.queue = queue
         self.store = store
@@ -98,6 +127,13 @@ class QueueScheduler(Service):
         self.node_config = QueueConfig(timeout, concurrency, rate, policy)
         #: The queue's own settings as last read (``{}``: none, or not read).
         self.settings: dict[str, int | float] = {}
+        self.hosts = hosts
+        self.host_concurrency = host_concurrency
+        self._deep = True  # the next claim looks past saturated hosts
+        self._waiting: set[str] = set()  # hosts whose due tasks were passed over
+        self._held_back = False  # the last claim passed due tasks over
+        self._soon: IDelayedCall | None = None
+        self._fruitless_at: float | None = None  # see DEEP_RETRY
         self.in_flight: dict[str, defer.Deferred] = {}
         self._claiming: defer.Deferred | None = None
         self._more = False  # there may be due tasks that no claim took yet
@@ -128,8 +164,9 @@ class QueueScheduler(Service):
             self._loop.stop()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        if self._record_timer is not None and self._record_timer.active():
-            self._record_timer.cancel()
+        for call in (self._record_timer, self._soon):
+            if call is not None and call.active():
+                call.cancel()
         claiming = self._claiming or defer.succeed(None)
         d = _settled(claiming)
         d.addCallback(lambda _: _settled(defer.DeferredList(list(self.in_flight.values()))))
@@ -231,12 +268,24 @@ class QueueScheduler(Service):
 
     # -- claiming ----------------------------------------------------------
 
-    def pump(self) -> defer.Deferred:
+    def host_cap(self) -> int | None:
+        """This queue's cap on requests in flight per host: the one place
+        it is looked up.  The queue's own setting (``PATCH /queues/<q>``)
+        wins over the scheduler's, and ``None`` is the node's
+        ``--host-concurrency``."""
+        return self.settings.get("host_concurrency", self.host_concurrency)
+
+    def pump(self, deep: bool = True) -> defer.Deferred:
         """Claim due tasks into the free slots and start them.
 
         Only one claim runs at a time; a wake-up during a claim is
         remembered and served by another claim right after.
+
+        :param deep: look past saturated hosts' due tasks (a wake-up, a
+            timer, the tick); ``False`` when a slot freed.
         """
+        if deep:
+            self._deep = True
         if not self.running:
             return defer.succeed(None)
         free = self.concurrency - len(self.in_flight)
@@ -245,17 +294,30 @@ class QueueScheduler(Service):
             return defer.succeed(None)
         self._more = False
         now = self._claim_sent_at = self.clock.seconds()
-        d = self.store.claim(self.queue, now, free, self.timeout, self.policy.max_errors, self.rate)
+        budgets = None
+        if self.hosts is not None:
+            skip = DEEP_SKIP if self._deep else SHALLOW_SKIP
+            fruitless = self._fruitless_at
+            if skip == DEEP_SKIP and fruitless is not None and now < fruitless + DEEP_RETRY:
+                skip = SHALLOW_SKIP
+                self._arm(fruitless + DEEP_RETRY)
+            budgets = self.hosts.budgets(now, self.host_cap(), skip)
+        self._deep = False
+        d = self.store.claim(
+            self.queue, now, free, self.timeout, self.policy.max_errors, self.rate, budgets
+        )
         self._claiming = d
-        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free, now))
+        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free, now, budgets))
         d.addBoth(self._claim_ended)
         d.addErrback(lambda f: log.failure("claim on queue {queue} failed", f, queue=self.queue))
         return d
 
-    def _claimed(self, claim: Claim, asked: int, asked_at: float) -> None:
+    def _claimed(self, claim: Claim, asked: int, asked_at: float, budgets=None) -> None:
         if self._redis_down:
             self._redis_down = False
             log.info("queue {queue}: Redis answers again, resuming", queue=self.queue)
+        if budgets is not None:
+            self._passed_over(claim, budgets, asked_at)
         for task in claim.tasks:
             self._start(task)
         if len(claim.tasks) == asked:
@@ -267,6 +329,31 @@ class QueueScheduler(Service):
         # those), and claiming again at once would only spin.
         if claim.next_at is not None and claim.next_at > asked_at:
             self._arm(claim.next_at)
+
+    def _passed_over(self, claim: Claim, budgets, asked_at: float) -> None:
+        """Remember the hosts whose due tasks this claim passed over:
+        when one of them frees a slot, a claim must find them again."""
+        if budgets.max_skip >= DEEP_SKIP:
+            self._waiting = set(claim.waiting)
+            fruitless = claim.skipped > DEEP_COSTLY and not claim.found_past
+            self._fruitless_at = asked_at if fruitless else None
+        else:
+            self._waiting.update(claim.waiting)
+            # A waiting host had room but a shallow claim stopped before its
+            # tasks: look deeper at once.
+            taken = {host_of(task.url) for task in claim.tasks}
+            room = [
+                h
+                for h in self._waiting
+                if h not in taken and budgets.budgets.get(h, budgets.default) > 0
+            ]
+            if room and claim.skipped:
+                self._deep = self._more = True
+                self._fruitless_at = None  # there is something deeper
+        self._held_back = bool(claim.skipped)
+        if claim.skipped:
+            # A throttled host's next request, or an open circuit's probe.
+            self._arm(self.hosts.next_token_at(asked_at))
 
     def _claim_failed(self, failure) -> None:
         failure.trap(StoreUnavailable)
@@ -286,7 +373,7 @@ class QueueScheduler(Service):
     def _claim_ended(self, result) -> None:
         self._claiming = None
         if self._more and not self._redis_down:
-            self.pump()
+            self.pump(deep=False)
         return result
 
     # -- attempts ----------------------------------------------------------
@@ -301,6 +388,8 @@ class QueueScheduler(Service):
         self._lease_ends[task.id, task.attempts] = (
             self._claim_sent_at + timeout + self.store.lease_margin
         )
+        if self.hosts is not None:
+            self.hosts.started(host_of(task.url), self.clock.seconds(), self.queue)
         d = self.dispatcher.dispatch(task, timeout)
         self.in_flight[task.id] = d
         d.addCallback(self._finished, task)
@@ -309,11 +398,16 @@ class QueueScheduler(Service):
     def _crashed(self, failure, task: Task) -> None:
         # A bug, not a failed delivery: there is no outcome to record.
         self._lease_ends.pop((task.id, task.attempts), None)
+        if self.hosts is not None:
+            self.hosts.released(host_of(task.url))
         log.failure("attempt on {task_id} failed", failure, task_id=task.id)
 
     def _finished(self, outcome, task: Task) -> None:
         del self.in_flight[task.id]
-        decision = next_step(task, outcome, self.clock.seconds(), self.policy, self.rng)
+        now = self.clock.seconds()
+        if self.hosts is not None:
+            self.hosts.finished(host_of(task.url), outcome, now)
+        decision = next_step(task, outcome, now, self.policy, self.rng)
         if self.log_deliveries or decision.label != DELIVERED:
             _log_attempt(task, outcome, decision)
         if self.on_attempt is not None:
@@ -321,7 +415,11 @@ class QueueScheduler(Service):
         self._outcomes.append((task, decision, outcome.duration))
         self.flush()
         if self._more:
-            self.pump()
+            self.pump(deep=False)
+        elif self._held_back and not (self._soon and self._soon.active()):
+            # A slot of a host at its cap freed: the others that end in
+            # this turn of the reactor go into the same claim.
+            self._soon = self.clock.callLater(0, self.pump, False)
 
     # -- recording outcomes ------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 from twisted.internet.defer import Deferred
 
+from torque.hosts import HostBudgets
 from torque.retry import Decision
 from torque.task import Task
 
@@ -47,10 +48,21 @@ class StoreUnavailable(Exception):
 @attrs.frozen
 class Claim:
     """Tasks leased to the caller, and when the queue next needs a look
-    (the earliest due time or lease end), or ``None`` if it is empty."""
+    (the earliest due time or lease end), or ``None`` if it is empty.
+
+    :param skipped: due tasks passed over because their host was at its
+        budget (:class:`torque.hosts.HostBudgets`); they are still due.
+    :param found_past: tasks taken from behind a passed-over one (looking
+        past the saturated hosts paid off).
+    :param waiting: the hosts whose due tasks were passed over, in the
+        order met.
+    """
 
     tasks: list[Task]
     next_at: float | None
+    skipped: int = 0
+    found_past: int = 0
+    waiting: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -258,6 +270,7 @@ class Store(Protocol):
         timeout: float,
         max_errors: int,
         rate: float = 0.0,
+        hosts: HostBudgets | None = None,
     ) -> Deferred[Claim]:
         """Lease up to ``limit`` due tasks of ``queue``; a :class:`Claim`.
         Tasks whose lease ended first are settled as a failed attempt
@@ -270,6 +283,11 @@ class Store(Protocol):
         :param rate: dispatches per second for the queue (``--rate``),
             shared by every claimer; 0 for no limit.  While it holds due
             tasks back, the claim's ``next_at`` is when it won't.
+        :param hosts: how many tasks each target host may have claimed and
+            which hosts are held (:mod:`torque.hosts`): a host at its budget
+            is passed over, not waited for, and a held host's due tasks are
+            postponed to the hold's end without spending an attempt.
+            ``None``: the due tasks in order.
         """
 
     def settle(self, queue: str, outcomes: Sequence[tuple], now: float) -> Deferred[int]:

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from torque import scripts
 from torque.connection import known_down
+from torque.hosts import HostBudgets
 from torque.keys import SETTINGS_CHANGED, Keys
 from torque.queue_settings import SETTINGS, decode, encode
 from torque.redis_errors import NOT_NOW, not_now
@@ -143,6 +144,7 @@ class RedisStore:
         timeout: float,
         max_errors: int,
         rate: float = 0.0,
+        hosts: HostBudgets | None = None,
     ) -> defer.Deferred:
         """Lease up to ``limit`` due tasks of ``queue``; a :class:`Claim`.
 
@@ -153,6 +155,9 @@ class RedisStore:
         :param rate: dispatches per second for the queue (``--rate``),
             shared by every claimer through Redis; 0 for no limit.  While it
             holds due tasks back, the claim's ``next_at`` is when it won't.
+        :param hosts: what each target host may take (fairness, open
+            circuits, throttles: :mod:`torque.hosts`); ``None`` takes the
+            due tasks in order.
         """
         k = self.keys
         d = self._eval(
@@ -170,6 +175,7 @@ class RedisStore:
                 self.dead_max,
                 self.dead_ttl,
                 repr(float(rate)),
+                *_host_args(hosts),
             ],
         )
         return d.addCallback(_claimed)
@@ -487,8 +493,20 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
 
 def _claimed(reply) -> Claim:
     heads = [float(score) for score in reply[:2] if score != ""]
-    tasks = [Task.from_fields(item[0], _pairs(item[1:])) for item in reply[2:]]
-    return Claim(tasks, min(heads) if heads else None)
+    tasks = [Task.from_fields(item[0], _pairs(item[1:])) for item in reply[3:]]
+    skipped, past, *waiting = reply[2]
+    return Claim(tasks, min(heads) if heads else None, int(skipped), int(past), tuple(waiting))
+
+
+def _host_args(hosts: HostBudgets | None) -> list:
+    """The ``CLAIM`` script's arguments from ARGV[12] on."""
+    if hosts is None:
+        return []
+    args = [hosts.default, hosts.max_skip, hosts.max_postpone, len(hosts.budgets)]
+    for host, budget in hosts.budgets.items():
+        hold = hosts.holds.get(host)
+        args += [host, budget, "" if hold is None else repr(hold)]
+    return args
 
 
 def _described(reply) -> dict | None:

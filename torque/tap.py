@@ -84,6 +84,7 @@ class TorqueNode(MultiService):
         from torque.dispatch import Dispatcher, QuietConnectionPool
         from torque.doors import Doors
         from torque.heartbeat import Heartbeat
+        from torque.hosts import HostTable
         from torque.metrics import Metrics
         from torque.qstash import DOOR as QSTASH
         from torque.qstash.callbacks import Callbacks
@@ -140,6 +141,9 @@ class TorqueNode(MultiService):
             max_age=o["max-task-age"],
         )
 
+        self.hosts = HostTable(o["host-concurrency"], o["breaker-cooldown"], o["max-cooldown"])
+        metrics.open_circuits.set_function(lambda: len(self.hosts.open_circuits()))
+
         callbacks = Callbacks(store, reactor, self.router.wake)
 
         def on_attempt(task, outcome, decision) -> None:
@@ -159,6 +163,7 @@ class TorqueNode(MultiService):
                 rate=o["rate"],
                 on_attempt=on_attempt,
                 log_deliveries=o["log-deliveries"],
+                hosts=self.hosts,
             )
 
         self.router.new_scheduler = new_scheduler
@@ -201,6 +206,7 @@ class TorqueNode(MultiService):
                 processed=heartbeat.processed,
                 completion_key=completion_key,
                 policy=policy,
+                circuits=self.hosts.open_circuits,
             )
             cloud_tasks = CloudTasksAPI(
                 store,

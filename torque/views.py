@@ -100,11 +100,15 @@ def public_node(node: NodeInfo) -> dict[str, Any]:
     }
 
 
-def public_queue(stats: QueueStats, processed_by: int | None = None) -> dict[str, Any]:
+def public_queue(
+    stats: QueueStats, processed_by: int | None = None, open_circuits: list[str] | None = None
+) -> dict[str, Any]:
     """A queue as ``GET /queues`` shows it.
 
     :param processed_by: live nodes that process it (0 with due tasks: they
         wait for a node that will never come; the dashboard warns).
+    :param open_circuits: its target hosts whose circuit is open on the
+        node that answers (their tasks wait for a probe to succeed).
     """
     shown = {
         "name": stats.name,
@@ -123,4 +127,6 @@ def public_queue(stats: QueueStats, processed_by: int | None = None) -> dict[str
     }
     if processed_by is not None:
         shown["processed_by"] = processed_by
+    if open_circuits is not None:
+        shown["open_circuits"] = open_circuits
     return shown

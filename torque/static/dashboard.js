@@ -149,6 +149,15 @@ function queueBadge(q) {
   return el("span", { class: "badge active", title: q.processed_by + " node(s)" }, "active");
 }
 
+// Target hosts whose circuit is open (on the node that answered): their
+// tasks wait for a probe to get through.
+function circuitBadge(q) {
+  const hosts = q.open_circuits || [];
+  if (!hosts.length) return null;
+  return el("span", { class: "badge circuit", title: "open circuit: " + hosts.join(", ") },
+            hosts.length + (hosts.length === 1 ? " open circuit" : " open circuits"));
+}
+
 function renderQueuePager(page) {
   state.nextQueues = page.next_cursor;
   $("queues-next").hidden = !page.next_cursor;
@@ -186,7 +195,7 @@ function renderQueues(queues) {
   $("queues").tBodies[0].replaceChildren(...queues.map((q) => el("tr",
     { dataset: { queue: q.name }, class: q.name === state.queue ? "selected" : "" },
     el("td", {}, el("button", { class: "link", onclick: () => selectQueue(q.name) }, q.name)),
-    el("td", {}, queueBadge(q)),
+    el("td", {}, queueBadge(q), circuitBadge(q)),
     ...COUNTS.map((name) => el("td", { class: "num", dataset: { field: name } }, q[name])),
     el("td", { class: "num", dataset: { field: "oldest_due_age" } },
        q.oldest_due_age ? ago(q.oldest_due_age) : "-"),
