@@ -98,6 +98,17 @@ class HostSchedulerTests(SchedulerCase):
         self.assertEqual(len(fast), 6, "every fast task, not after the slow ones' timeout")
         self.assertLess(max(fast) - t0, 10 * self.L, "within a few round trips")
 
+    def test_the_queues_own_host_concurrency_setting_is_its_cap(self):
+        hook = Hosts(self.clock, hang={"slow.test"})
+        self.start(hook, host_concurrency=3)
+        self.scheduler.apply_settings({"host_concurrency": 5})
+        for i in range(20):
+            self.add_to("slow.test", f"slow{i}")
+        self.later(1.0)
+        self.assertEqual(len(hook.times("slow.test")), 5, "the queue's setting, not the node's 3")
+        self.scheduler.apply_settings({})  # cleared: the node's cap again, for new claims
+        self.assertEqual(self.scheduler.host_cap(), None)
+
     def test_tasks_behind_a_saturated_host_are_found_when_their_host_frees_a_slot(self):
         hook = Hosts(self.clock, hang={"slow.test"})
         self.start(hook)
