@@ -82,7 +82,7 @@ class _CaptureRedis:
 
     def eval(self, script, keys, args):
         self.calls.append((script, keys, args))
-        return defer.succeed([args[0], 1])
+        return defer.succeed([args[1], 1])  # ADD_MANY's: (id, created)
 
 
 def add_commands(prefix: str, urls, delay: float = 0.0):
@@ -92,7 +92,8 @@ def add_commands(prefix: str, urls, delay: float = 0.0):
     The second item of each command is the script's text, for
     :func:`load_tasks` to replace with its SHA."""
     capture = _CaptureRedis()
-    store = RedisStore(capture, Clock(), Keys(prefix))
+    clock = Clock()
+    store = RedisStore(capture, clock, Keys(prefix))
     for url in urls:
         fields = {"url": url, "params": PARAMS_JSON, "queue": QUEUE}
         if delay:
@@ -100,6 +101,7 @@ def add_commands(prefix: str, urls, delay: float = 0.0):
         task_id = secrets.token_urlsafe(15)  # as torque.api.new_task_id makes them
         task = parse_submission(fields, task_id=task_id, now=time.time(), is_form=True)
         store.add(task)
+        clock.advance(0)  # the end of the turn: the store's adds go out
         script, keys, args = capture.calls.pop()
         yield ["EVALSHA", script, len(keys), *keys, *args]
 

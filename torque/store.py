@@ -117,22 +117,34 @@ class RedisStore:
         :returns: a Deferred firing with ``(id, True)``, or with
             ``(existing id, False)`` when a live task already has its name.
         """
+        return self.add_many([task]).addCallback(lambda added: added[0])
+
+    def add_many(self, tasks: Sequence[Task]) -> defer.Deferred:
+        """Store ``tasks`` in order, in one script call (one round trip),
+        each as :meth:`add` would; one wake-up per queue.
+
+        :returns: a Deferred firing with an ``(id, created)`` per task.
+        """
+        if not tasks:
+            return defer.succeed([])
         k = self.keys
-        name_key = k.name(task.queue, task.name) if task.name else k.task(task.id)
-        d = self._eval(
-            scripts.ADD,
-            [k.task(task.id), k.due(task.queue), name_key, k.queues],
-            [
+        keys = [k.queues]
+        args: list = [k.prefix]
+        for task in tasks:
+            fields = task.to_fields()
+            name_key = k.name(task.queue, task.name) if task.name else k.task(task.id)
+            keys += [k.task(task.id), k.due(task.queue), name_key]
+            args += [
                 task.id,
                 repr(task.due_at),
                 task.queue,
                 "1" if task.name else "0",
                 k.wake(task.queue),
-                k.prefix,
-                *task.to_fields(),
-            ],
-        )
-        return d.addCallback(lambda reply: (reply[0], bool(reply[1])))
+                len(fields),
+                *fields,
+            ]
+        d = self._eval(scripts.ADD, keys, args)
+        return d.addCallback(_added)
 
     def claim(
         self,
@@ -407,6 +419,10 @@ def _settle_args(decision: Decision) -> list:
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _added(reply) -> list[tuple[str, bool]]:
+    return [(reply[i], bool(reply[i + 1])) for i in range(0, len(reply), 2)]
 
 
 def _claimed(reply) -> Claim:
