@@ -23,15 +23,15 @@ from twisted.web import resource
 from twisted.web.http import parse_qs
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from torque import dashboard, openapi
+from torque import batch, dashboard, openapi
 from torque.cursor import decode_position, encode_position
 from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
 from torque.storage import LISTED_STATES, Store, StoreUnavailable
 from torque.submission import InvalidTask, parse_submission, require_text, strict_json
 from torque.targets import TargetGuard, TargetRefused
-from torque.task import QUEUE_RE
-from torque.views import processed_by, public_node, public_queue, public_task
+from torque.task import QUEUE_RE, Task
+from torque.views import added_task, processed_by, public_node, public_queue, public_task
 
 log = Logger()
 
@@ -289,19 +289,50 @@ class TorqueAPI:
         self.wake(task.queue, task.due_at)
         self._warn_if_unprocessed(task.queue)
         request.setHeader(b"Location", f"/tasks/{task_id}".encode())
-        return json_body(
-            request,
-            201,
-            {
-                "id": task_id,
-                "queue": task.queue,
-                "name": task.name or None,
-                "url": task.url,
-                "status": "scheduled",
-                "due_at": task.due_at,
-                "created_at": task.created_at,
-            },
-        )
+        return json_body(request, 201, added_task(task))
+
+    @app.route("/tasks/batch", methods=["POST"])
+    async def add_batch(self, request):
+        items = batch.read_batch(request.content.read())
+        now = self.clock.seconds()
+        parsed = batch.parse_items(items, self.new_id, now, self.base_url)
+        if self.targets is not None:
+            parsed = await self._check_targets(parsed)
+        tasks = [task for task in parsed if isinstance(task, Task)]
+        added = (await self.store.add_many(tasks)) if tasks else []
+        results, duplicates = batch.results(parsed, added)
+        for task, (_, created) in zip(tasks, added, strict=True):
+            if created:
+                self.metrics.task_added(task.queue)
+        for queue, due_at in batch.earliest_due(tasks, added).items():
+            self.wake(queue, due_at)
+            self._warn_if_unprocessed(queue)
+        for at, task_id in duplicates.items():  # rare: a round trip each, at once
+            duplicates[at] = self.store.describe(task_id).addErrback(
+                lambda failure: failure.trap(StoreUnavailable) and None
+            )
+        for at, described in duplicates.items():
+            fields = await described
+            task_id = results[at]["task"]["id"]
+            shown = public_task(task_id, fields) if fields else {"id": task_id}
+            results[at] = batch.duplicate_result(shown)
+        return json_body(request, 200, {"results": results})
+
+    async def _check_targets(self, parsed: list) -> list:
+        """``parsed`` with each task whose URL ``--allow-target`` refuses
+        replaced by its error; each distinct URL is checked once."""
+        verdicts = {}
+        for item in parsed:
+            if isinstance(item, Task) and item.url not in verdicts:
+                try:
+                    await self.targets.check_url(item.url)
+                    verdicts[item.url] = None
+                except TargetRefused as e:
+                    verdicts[item.url] = InvalidTask("url", str(e), "target_not_allowed")
+        return [
+            verdicts[item.url] if isinstance(item, Task) and verdicts[item.url] else item
+            for item in parsed
+        ]
 
     def _warn_if_unprocessed(self, queue: str) -> None:
         if self.processed(queue):

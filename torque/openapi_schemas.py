@@ -144,20 +144,17 @@ def _number_or_text(schema: dict) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "string"}]}
 
 
+_ERROR_DETAIL = _object(
+    {
+        "code": {"type": "string", "example": "invalid_field"},
+        "message": {"type": "string"},
+        "field": {"type": "string", "description": "the field at fault"},
+    },
+    ["code", "message"],
+)
+
 SCHEMAS: dict[str, Any] = {
-    "Error": _object(
-        {
-            "error": _object(
-                {
-                    "code": {"type": "string", "example": "invalid_field"},
-                    "message": {"type": "string"},
-                    "field": {"type": "string", "description": "the field at fault"},
-                },
-                ["code", "message"],
-            )
-        },
-        ["error"],
-    ),
+    "Error": _object({"error": _ERROR_DETAIL}, ["error"]),
     "Submission": _object(
         {
             "url": _URL,
@@ -239,6 +236,47 @@ SCHEMAS: dict[str, Any] = {
         },
         ["id", "duplicate"],
         description="the task that already has this name",
+    ),
+    "Batch": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 1000,
+        "items": ref("Submission"),
+        "description": "tasks, each with its own queue; each is judged on its own",
+    },
+    "BatchResults": _object(
+        {
+            "results": {
+                "type": "array",
+                "description": "one per task of the batch, in order",
+                "items": {
+                    "oneOf": [
+                        _object(
+                            {"status": {"type": "integer", "enum": [201]}, "task": ref("Added")},
+                            ["status", "task"],
+                            description="stored",
+                        ),
+                        _object(
+                            {
+                                "status": {"type": "integer", "enum": [200]},
+                                "task": ref("Duplicate"),
+                            },
+                            ["status", "task"],
+                            description="a live task already has this name: nothing added",
+                        ),
+                        _object(
+                            {
+                                "status": {"type": "integer", "enum": [400]},
+                                "error": _ERROR_DETAIL,
+                            },
+                            ["status", "error"],
+                            description="refused: error.field names the field",
+                        ),
+                    ]
+                },
+            }
+        },
+        ["results"],
     ),
     "Attempt": _object(
         {
