@@ -197,7 +197,7 @@ ROWS = [
     ),
     ("add: node CPU-s per 1,000 adds", "s", _get("add", "cpu_per_1000"), None, "", None),
     (
-        "batch: tasks/s, 100 a request (32 conn)",
+        "batch: tasks/s, 100 a request (8 conn)",
         "/s",
         _get("batch", "rate"),
         _ratio(_get("batch", "rate"), _get("calibrate", "rate")),
