@@ -1,6 +1,6 @@
 """Adding many tasks in one round trip (``Store.add_many``, behind
-``POST /tasks/batch``), held against a real redis-server and the in-memory
-double."""
+``POST /tasks/batch``) and the coalescing of single adds into it, held
+against a real redis-server and the in-memory double."""
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -91,6 +91,22 @@ class RedisAddManyTests(RealRedisStore, AddManyContract, unittest.TestCase):
         self.assertEqual(len(added), 100)
         self.assertEqual(len(self.counting.scripts), 1)
         self.assertIs(self.counting.scripts[0], scripts.ADD)
+
+    @defer.inlineCallbacks
+    def test_adds_made_in_one_turn_are_one_script_call(self):
+        """Requests that arrive together are stored together."""
+        added = yield defer.gatherResults(
+            [
+                self.store.add(make_task(f"t{i}", name="n" if i in (3, 7) else None))
+                for i in range(20)
+            ]
+        )
+        expected = [(f"t{i}", True) for i in range(20)]
+        expected[7] = ("t3", False)
+        self.assertEqual(added, expected)
+        self.assertEqual(len(self.counting.scripts), 1)
+        yield self.store.add(make_task("t20"))
+        self.assertEqual(len(self.counting.scripts), 2, "a later turn: a call of its own")
 
     @defer.inlineCallbacks
     def test_each_queue_is_woken_once_with_its_earliest_due_time(self):

@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from torque import scripts
+from torque.coalesce import Coalescer
 from torque.connection import known_down
 from torque.keys import Keys
 from torque.redis_errors import NOT_NOW, not_now
@@ -46,6 +47,9 @@ DEFAULT_KEYS = Keys()
 # Tasks one script call purges, retries or deletes: each call holds Redis
 # for about a millisecond, so other clients go on between them.
 BATCH = 1000
+# Tasks one coalesced add call takes at most (POST /tasks/batch's limit).
+MAX_ADDS = 1000
+NO_CONNECTION = "Redis is unreachable: no connection"
 
 
 class RedisStore:
@@ -82,12 +86,13 @@ class RedisStore:
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
         self.batch = batch
+        self._adds = Coalescer(clock, self.add_many, limit=MAX_ADDS)
 
     def _call(self, method: str, *args) -> defer.Deferred:
         if known_down(self.redis):
             # Waiting for the timeout would only hold the caller: the
             # command would wait for a connection that isn't coming.
-            return defer.fail(StoreUnavailable("Redis is unreachable: no connection"))
+            return defer.fail(StoreUnavailable(NO_CONNECTION))
         d = defer.maybeDeferred(getattr(self.redis, method), *args)
         d.addTimeout(self.timeout, self.clock)
         d.addErrback(self._unavailable)
@@ -114,10 +119,16 @@ class RedisStore:
     def add(self, task: Task) -> defer.Deferred:
         """Store ``task`` and wake the queue's schedulers.
 
+        The adds made in one turn of the reactor (the requests that arrived
+        together) go to Redis as one :meth:`add_many` call: one script call
+        and one reply to parse instead of one each.
+
         :returns: a Deferred firing with ``(id, True)``, or with
             ``(existing id, False)`` when a live task already has its name.
         """
-        return self.add_many([task]).addCallback(lambda added: added[0])
+        if known_down(self.redis):
+            return defer.fail(StoreUnavailable(NO_CONNECTION))  # at once, as _call
+        return self._adds.submit(task)
 
     def add_many(self, tasks: Sequence[Task]) -> defer.Deferred:
         """Store ``tasks`` in order, in one script call (one round trip),
