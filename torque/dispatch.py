@@ -7,6 +7,7 @@ timeout, a refused connection) ends in a :class:`~torque.retry.Response` or
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -45,14 +46,16 @@ class QuietConnectionPool(HTTPConnectionPool):
 
 
 class ReadyURL(EncodedURL):
-    """A URL parsed and encoded once, handed to treq as it is.
+    """A URL handed to treq already in the form treq sends.
 
     treq parses every ``str`` URL with hyperlink, then IDNA-encodes it with
     ``to_uri()`` and writes it out with ``to_text()``: a fifth of a
-    delivery's CPU, paid again for every task although the tasks of a queue
-    share a handful of URLs.  Given a hyperlink URL, treq skips the parse;
-    this one also answers ``to_uri()`` and ``to_text()`` with what they gave
-    the first time.
+    delivery's CPU.  Given a hyperlink URL, treq skips the parse and only
+    asks ``to_uri().to_text()`` (and, with cookies to set, which torque
+    never passes, the URL's origin); this one answers with the text treq
+    would have made.  :meth:`parse` makes it the long way, once per URL;
+    :meth:`known` wraps a text already in that form (see
+    :meth:`Dispatcher.url`) without parsing it at all.
     """
 
     _text: str
@@ -74,6 +77,14 @@ class ReadyURL(EncodedURL):
         ready._text = uri.to_text()
         return ready
 
+    @classmethod
+    def known(cls, text: str) -> ReadyURL:
+        """``text``, which hyperlink would leave as it is, unparsed: only
+        what treq asks of it works."""
+        ready = cls.__new__(cls)
+        ready._text = text
+        return ready
+
     def to_uri(self) -> ReadyURL:
         return self
 
@@ -81,10 +92,20 @@ class ReadyURL(EncodedURL):
         return self._text
 
 
-# Distinct URLs a dispatcher keeps parsed; past this it starts afresh (a
-# queue whose every task has a URL of its own gains nothing from the cache,
-# and must not grow it without bound).
+# Distinct URLs (and origins) a dispatcher keeps parsed; past this it starts
+# afresh, so that URLs all different never grow it without bound.
 URL_CACHE = 1024
+# A path and query that hyperlink's ``to_uri().to_text()`` gives back as
+# they are: ASCII that needs no %-encoding (``%`` escapes are kept as they
+# are), no fragment, and no empty query (a bare trailing ``?`` is dropped).
+_PLAIN_REST = re.compile(r"(/[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*)?")
+
+
+def _origin(url: str) -> tuple[str, str]:
+    """``url`` cut into ``scheme://host[:port]`` and the rest."""
+    start = url.find("://") + 3
+    end = url.find("/", start) if start > 2 else -1
+    return (url, "") if end < 0 else (url[:end], url[end:])
 
 
 class Dispatcher:
@@ -114,11 +135,20 @@ class Dispatcher:
         self.detail_bytes = detail_bytes
         self.signer = signer
         self._urls: dict[str, ReadyURL | str] = {}
+        self._origins: dict[str, bool] = {}  # origin -> hyperlink leaves it as it is
 
     def url(self, url: str) -> ReadyURL | str:
-        """``url`` parsed once for all its tasks (:class:`ReadyURL`); a URL
-        that hyperlink refuses is given to treq as it is, to fail there as
-        any attempt does."""
+        """``url`` in the form treq sends (:class:`ReadyURL`), each distinct
+        one parsed once.  An origin (scheme, host and port) is parsed once
+        too: when hyperlink leaves it as it is (an ASCII host name in lower
+        case, no default port), a URL of it with a plain path and query
+        (:data:`_PLAIN_REST`) is already in treq's form and is not parsed
+        at all, though every task's URL differ.  A URL that hyperlink
+        refuses is given to treq as it is, to fail there as any attempt
+        does."""
+        origin, rest = _origin(url)
+        if self._origins.get(origin) and _PLAIN_REST.fullmatch(rest) and rest[-1:] != "?":
+            return ReadyURL.known(url)
         ready = self._urls.get(url)
         if ready is None:
             if len(self._urls) >= URL_CACHE:
@@ -128,6 +158,13 @@ class Dispatcher:
             except ValueError:
                 ready = url
             self._urls[url] = ready
+        if origin not in self._origins:
+            if len(self._origins) >= URL_CACHE:
+                self._origins.clear()
+            try:
+                self._origins[origin] = ReadyURL.parse(origin).to_text() == origin
+            except ValueError:
+                self._origins[origin] = False
         return ready
 
     def headers(self, task: Task, body: bytes = b"") -> dict[str, str]:
