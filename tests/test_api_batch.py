@@ -109,3 +109,11 @@ class BatchTests(APITestCase):
         self.assertEqual(body["results"][1]["error"]["field"], "url")
         self.assertEqual(len(self.store.tasks), 2)
         self.assertEqual(checked, [HOOK, other], "each distinct URL checked once")
+
+    def test_405_allows_only_post(self):
+        """/tasks/batch also matches /tasks/<task_id>, whose GET and DELETE
+        are not its methods."""
+        for method in ("PUT", "OPTIONS"):
+            response, body = self.call(method, "/tasks/batch")
+            self.assertError(response, body, 405)
+            self.assertEqual(response.headers.getRawHeaders("allow"), ["POST"])

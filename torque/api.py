@@ -543,6 +543,8 @@ class TorqueAPI:
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request, failure):
         allowed = failure.value.valid_methods or []
+        if request.path == b"/tasks/batch":  # it also matches /tasks/<task_id>'s methods
+            allowed = ["POST"]
         request.setHeader(b"Allow", ", ".join(allowed).encode())
         return error_body(request, 405, "method_not_allowed", "method not allowed here")
 

@@ -241,8 +241,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "array",
         "minItems": 1,
         "maxItems": 1000,
-        "items": ref("Submission"),
-        "description": "tasks, each with its own queue; each is judged on its own",
+        # Any item is taken: one that is no valid Submission gets its error
+        # in the results, and the others are stored.
+        "items": {"description": "a task, as a Submission (with its own queue)"},
+        "description": "tasks, each judged on its own: an item that is not a valid "
+        "Submission is refused in the results, the others are stored",
     },
     "BatchResults": _object(
         {
