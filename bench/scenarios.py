@@ -130,8 +130,9 @@ def load_backlog(redis: Redis, prefix: str, base: str, count: int, delay: float)
     (template,) = add_commands(prefix, [hook_url(base, "backlog", 0)], delay)
     nkeys = template[2]
     args = template[3 + nkeys :]
-    fields = args[6:]
-    due_at = args[1]
+    # The ADD script's: prefix, then id, due_at, queue, named, wake, n, fields.
+    fields = args[7:]
+    due_at = args[2]
     url_at = fields.index("url") + 1
     head, tail = fields[:url_at], fields[url_at + 1 :]
     hset_head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + len(fields))
