@@ -23,6 +23,8 @@ fields): other programs may add tasks by writing it directly.  With the default 
                                    task, each scored 0 so that it is ordered
                                    by name (paged with ZRANGEBYLEX)
 ``torque:wake:<q>``                pub/sub channel: a due time, on every add
+                                   (once per queue for adds stored together:
+                                   their earliest)
 ``torque:nodes``                   sorted set: node id -> its heartbeat's end
 ``torque:node:<id>``               hash: a live node (``id``, ``host``, ``pid``,
                                    ``version``, ``queues``, ``in_flight``,
