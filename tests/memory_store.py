@@ -142,19 +142,27 @@ class MemoryStore:
     def add(self, task: Task):
         if not self.available:
             return self._answer()
+        return self._answer(self._add(task))
+
+    def add_many(self, tasks):
+        if not self.available:
+            return self._answer()
+        return self._answer([self._add(task) for task in tasks])
+
+    def _add(self, task: Task):
         if task.name:
             holder = self.names.get((task.queue, task.name))
             if holder in self.tasks:
-                return self._answer((holder, False))
+                return (holder, False)
             kept = self._kept_name(task.queue, task.name)
             if kept is not None:
-                return self._answer((kept, False))
+                return (kept, False)
             self.names[(task.queue, task.name)] = task.id
         flat = task.to_fields()
         self.tasks[task.id] = dict(zip(flat[::2], flat[1::2], strict=True))
         self._sets(task.queue)[0][task.id] = task.due_at
         self.queues.add(task.queue)
-        return self._answer((task.id, True))
+        return (task.id, True)
 
     def _bury(self, queue, task_id, now, status, error):
         due, running, dead = self._sets(queue)

@@ -50,6 +50,7 @@ class FakeTorque:
     def __init__(self, testcase: unittest.TestCase):
         self.requests: list[Request] = []
         self.answers: list[Any] = []
+        self.tasks = 0
         self.hang_up_after_answer = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -71,11 +72,19 @@ class FakeTorque:
         """The client ports seen: one per TCP connection."""
         return {request.client_port for request in self.requests}
 
-    def next_answer(self, payload: dict) -> tuple[Any, Any]:
+    def next_answer(self, payload: Any) -> tuple[Any, Any]:
         if self.answers:
             return self.answers.pop(0)
-        return 201, {
-            "id": f"t-{len(self.requests)}",
+        if isinstance(payload, list):  # POST /tasks/batch
+            return 200, {"results": [{"status": 201, "task": self.task(p)} for p in payload]}
+        return 201, self.task(payload, len(self.requests))
+
+    def task(self, payload: dict, number: int | None = None) -> dict:
+        """The task's answer: numbered by request for a single add, by task
+        in a batch."""
+        self.tasks += 1
+        return {
+            "id": f"t-{number or self.tasks}",
             "queue": payload.get("queue", "default"),
             "name": payload.get("name"),
             "status": "scheduled",
@@ -254,11 +263,54 @@ class ConnectionTests(IsolatedTestCase):
         results = client.add_many(tasks, torque_url=self.torque.url)
         self.assertEqual([r.id for r in results], ["t-1", "t-2", "t-3"])
         self.assertEqual(results[2].queue, "other")
-        self.assertEqual(
-            [r.payload.get("params") for r in self.torque.requests],
-            [{"n": 1}, {"n": 2}, None],
-        )
+        [request] = self.torque.requests
+        self.assertEqual(request.path, "/tasks/batch")
+        self.assertEqual([p.get("params") for p in request.payload], [{"n": 1}, {"n": 2}, None])
+
+    def test_add_many_sends_1000_tasks_a_request_over_one_connection(self) -> None:
+        results = client.add_many([{"url": HOOK}] * 2500, torque_url=self.torque.url)
+        self.assertEqual([r.id for r in results], [f"t-{i}" for i in range(1, 2501)])
+        self.assertEqual([len(r.payload) for r in self.torque.requests], [1000, 1000, 500])
         self.assertEqual(len(self.torque.connections), 1)
+
+    def test_add_many_keeps_each_request_under_the_nodes_body_limit(self) -> None:
+        big = {"url": HOOK, "params": {"x": "y" * 100_000}}  # about 100 KB each
+        client.add_many([big] * 20, torque_url=self.torque.url)
+        sizes = [len(json.dumps(r.payload)) for r in self.torque.requests]
+        self.assertEqual([len(r.payload) for r in self.torque.requests], [9, 9, 2])
+        self.assertLess(max(sizes), client.BATCH_BYTES)
+
+    def test_add_many_with_refused_tasks_raises_with_each_result(self) -> None:
+        error = {"code": "invalid_field", "message": "url must be http(s)", "field": "url"}
+        task = {"id": "t-9", "queue": "q", "name": "n", "status": "scheduled", "due_at": 1.0}
+        self.torque.answer(200, {"results": [
+            {"status": 201, "task": task},
+            {"status": 400, "error": error},
+            {"status": 200, "task": {**task, "duplicate": True}},
+        ]})  # fmt: skip
+        with self.assertRaises(client.BatchRejected) as caught:
+            client.add_many(
+                [{"url": HOOK}, {"url": "ftp://x"}, {"url": HOOK}], torque_url=self.torque.url
+            )
+        added, refused, duplicate = caught.exception.results
+        self.assertEqual((added.id, added.duplicate), ("t-9", False))
+        self.assertIsInstance(refused, TaskRejected)
+        self.assertEqual((refused.status, refused.field), (400, "url"))
+        self.assertEqual((duplicate.id, duplicate.duplicate), ("t-9", True))
+        self.assertIsInstance(caught.exception, TaskRejected)
+        self.assertEqual(caught.exception.field, "url")
+        self.assertIn("1 of 3 tasks refused", str(caught.exception))
+
+    def test_add_many_when_torque_is_down_raises_unavailable(self) -> None:
+        self.torque.answer(503, {"error": {"code": "unavailable", "message": "Redis"}})
+        with self.assertRaises(TorqueUnavailable):
+            client.add_many([{"url": HOOK}], torque_url=self.torque.url)
+
+    def test_add_many_refuses_an_answer_that_is_not_one_result_per_task(self) -> None:
+        self.torque.answer(200, {"results": []})
+        with self.assertRaises(client.TorqueError) as caught:
+            client.add_many([{"url": HOOK}], torque_url=self.torque.url)
+        self.assertEqual(caught.exception.code, "bad_answer")
 
     def test_add_many_of_nothing(self) -> None:
         self.assertEqual(client.add_many([], torque_url=self.torque.url), [])

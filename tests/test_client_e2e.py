@@ -110,6 +110,35 @@ class SeedSpellingTests(NodeTestCase):
             yield self.assert_delivered(f"/hooks/do/many/{n}", added, {"n": str(n)})
 
     @inlineCallbacks
+    def test_add_many_with_a_refused_task_adds_the_others(self):
+        """``POST /tasks/batch``: each task judged on its own, in one request."""
+        tasks = [
+            {"url": "/hooks/do/batch/0", "params": {"n": 0}},
+            {"url": "/hooks/do/batch/1", "queue": "not a queue"},
+            {"url": "/hooks/do/batch/2", "params": {"n": 2}, "queue": "second"},
+        ]
+        with self.assertRaises(client.BatchRejected) as caught:
+            yield deferToThread(client.add_many, tasks)
+        first, refused, third = caught.exception.results
+        self.assertEqual((refused.status, refused.field), (400, "queue"))
+        self.assertEqual(third.queue, "second")
+        yield self.assert_delivered("/hooks/do/batch/0", first, {"n": "0"})
+        yield self.assert_delivered("/hooks/do/batch/2", third, {"n": "2"})
+        self.assertEqual(self.delivered("/hooks/do/batch/1"), [])
+
+    @inlineCallbacks
+    def test_txclient_add_many(self):
+        pool = HTTPConnectionPool(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        tx = txclient.Client(self.node.url, http=HTTPClient(Agent(reactor, pool=pool)))
+        tasks = [{"url": f"/hooks/do/txmany/{n}", "params": {"n": n}} for n in range(1200)]
+        results = yield tx.add_many(tasks)
+        self.assertEqual(len({added.id for added in results}), 1200)
+        yield wait_for(lambda: len(self.receiver.requests) >= 1200, timeout=120)
+        paths = sorted(r.path for r in self.receiver.requests)
+        self.assertEqual(paths, sorted(f"/hooks/do/txmany/{n}" for n in range(1200)))
+
+    @inlineCallbacks
     def test_txclient(self):
         # Its own pool, closed at the end: treq's shared pool would leave
         # connections open after the test.

@@ -352,3 +352,125 @@ class OwnHeadersTests(unittest.TestCase):
         self.assertNotIn("SPOOF", headers["webhook-signature"][0])
         self.assertEqual(headers["content-type"], [FORM])
         self.assertEqual(headers["authorization"], ["Bearer kept"])
+
+
+class RecordingAgent:
+    """An ``IAgent`` that records the URI of each request and never answers."""
+
+    def __init__(self):
+        self.uris: list[bytes] = []
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        self.uris.append(uri)
+        return defer.Deferred()
+
+
+class ParsedOnceTests(unittest.TestCase):
+    """Each distinct URL is parsed once and handed to treq parsed, and the
+    request treq makes of it is the one it makes of the URL's text."""
+
+    URLS = [
+        "http://app.test/hooks/do/foo?x=1",
+        "https://app.test:8443/a%20b/c?q=%C3%A9&r#frag",
+        "http://bücher.example/ä/ö?ü=1",
+        "http://127.0.0.1:8000/",
+        "http://app.test",
+    ]
+
+    def requested(self, url, parsed: bool) -> bytes:
+        agent = RecordingAgent()
+        if parsed:
+            Dispatcher(HTTPClient(agent), Clock()).dispatch(make_task(url=url), TIMEOUT)
+        else:
+            HTTPClient(agent).request("POST", url, data=b"x", allow_redirects=False)
+        [uri] = agent.uris
+        return uri
+
+    def test_the_request_is_the_one_treq_makes_of_the_text(self):
+        for url in self.URLS:
+            with self.subTest(url=url):
+                self.assertEqual(self.requested(url, parsed=True), self.requested(url, False))
+
+    def test_urls_of_a_known_origin_are_requested_as_treq_would(self):
+        """Through one dispatcher, so that all but the first of each origin
+        take the unparsed path: every character class, %-escapes, empty
+        and odd queries, fragments, and origins hyperlink rewrites."""
+        rests = [
+            "",
+            "/",
+            "//a",
+            "/a?",
+            "/a?x=1",
+            "/a??b",
+            "/a?x=1&&y",
+            "/a;b",
+            "/%41",
+            "/%zz",
+            "/a?x=%41",
+            "/a#f",
+            "/a?#f",
+            "/a b",
+            "/ä",
+            "/a?ü=1",
+            "/a/~b-c_d.e",
+            "/!$&'()*+,;=:@",
+            *(f"/a{c}b" for c in '"<>[\\]^`{|}'),
+            "?x=1",
+            "/a?x=1#",
+        ]
+        origins = [
+            "http://app.test",
+            "http://App.Test",
+            "http://app.test:80",
+            "https://app.test:8443",
+            "http://127.0.0.1:8000",
+            "http://bücher.example",
+        ]
+        agent = RecordingAgent()
+        dispatcher = Dispatcher(HTTPClient(agent), Clock())
+        urls = [origin + rest for _ in range(2) for origin in origins for rest in rests]
+        for url in urls:
+            dispatcher.dispatch(make_task(url=url), TIMEOUT)
+        for url, uri in zip(urls, agent.uris, strict=True):
+            with self.subTest(url=url):
+                self.assertEqual(uri, self.requested(url, parsed=False))
+
+    def test_each_distinct_url_is_parsed_once(self):
+        from torque import dispatch
+
+        parsed = []
+        parse = dispatch.ReadyURL.parse
+        self.patch(dispatch.ReadyURL, "parse", lambda url: parsed.append(url) or parse(url))
+        agent = RecordingAgent()
+        dispatcher = Dispatcher(HTTPClient(agent), Clock())
+        for i, url in enumerate([self.URLS[0], self.URLS[1], self.URLS[0], self.URLS[0]]):
+            dispatcher.dispatch(make_task(id=f"t{i}", url=url), TIMEOUT)
+        origins = ["http://app.test", "https://app.test:8443"]
+        self.assertEqual(parsed, [self.URLS[0], origins[0], self.URLS[1], origins[1]])
+        self.assertEqual(len(agent.uris), 4)
+        self.assertEqual(agent.uris[2], agent.uris[0])
+
+    def test_plain_urls_of_a_known_origin_are_not_parsed(self):
+        from torque import dispatch
+
+        parsed = []
+        parse = dispatch.ReadyURL.parse
+        self.patch(dispatch.ReadyURL, "parse", lambda url: parsed.append(url) or parse(url))
+        dispatcher = Dispatcher(HTTPClient(RecordingAgent()), Clock())
+        for i in range(5):
+            dispatcher.dispatch(make_task(url=f"http://app.test/hook/{i}?n={i}"), TIMEOUT)
+        self.assertEqual(parsed, ["http://app.test/hook/0?n=0", "http://app.test"])
+
+    def test_the_cache_is_bounded(self):
+        from torque import dispatch
+
+        self.patch(dispatch, "URL_CACHE", 2)
+        dispatcher = Dispatcher(HTTPClient(RecordingAgent()), Clock())
+        for i in range(5):
+            dispatcher.dispatch(make_task(url=f"http://app.test/{i}"), TIMEOUT)
+            self.assertLessEqual(len(dispatcher._urls), 2)
+
+    def test_a_url_hyperlink_refuses_fails_the_attempt_as_before(self):
+        dispatcher = Dispatcher(HTTPClient(RecordingAgent()), Clock())
+        outcome = self.successResultOf(dispatcher.dispatch(make_task(url="http://a:b/"), TIMEOUT))
+        self.assertIsInstance(outcome, NoResponse)

@@ -182,6 +182,10 @@ class ConformanceTests(APITestCase):
         self.check("POST", "/hooks/add", "/hooks/add", 400, data={"url": "ftp://x"})
         self.check("POST", "/add_task", "/add_task", 400, json={"nope": 1})
         self.check("POST", "/queues/default/tasks", q + "/tasks", 400, json={})
+        batch = [{"url": HOOK, "name": "n"}, {"url": HOOK, "queue": "b"}, {"url": "ftp://x"}]
+        results = self.check("POST", "/tasks/batch", "/tasks/batch", 200, json=batch)["results"]
+        self.assertEqual([r["status"] for r in results], [200, 201, 400])
+        self.check("POST", "/tasks/batch", "/tasks/batch", 400, json={"url": HOOK})
         # A history, and a dead letter.
         tasks = self.successResultOf(self.store.claim("default", 1000.0, 1, 60.0, 20)).tasks
         self.successResultOf(
@@ -267,6 +271,7 @@ class ConformanceTests(APITestCase):
             ("POST", "/hooks/add", "/hooks/add"),
             ("POST", "/add_task", "/add_task"),
             ("POST", "/queues/default/tasks", q + "/tasks"),
+            ("POST", "/tasks/batch", "/tasks/batch"),
             ("DELETE", "/queues/default/tasks", q + "/tasks"),
             ("GET", "/queues/default/tasks", q + "/tasks"),
             ("GET", "/tasks/x", t),
@@ -288,6 +293,7 @@ class ConformanceTests(APITestCase):
             body = {"data": {"url": HOOK}} if "add" in path or path.endswith("tasks") else {}
             body = {"json": {"rate": 1}} if method == "PATCH" else body
             body = {"json": {"error": "x"}} if path.endswith("/fail") else body
+            body = {"json": [{"url": HOOK}]} if path.endswith("batch") else body
             self.check(method, path, template, 503, **body)
         self.check("GET", "/health", "/health", 503)
         # Every documented JSON answer but 401 and 413 (below, and in

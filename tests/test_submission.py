@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from twisted.trial import unittest
 
+from torque import submission
 from torque.submission import (
     InvalidTask,
     encode_params,
@@ -776,3 +777,33 @@ class StrictJsonTests(unittest.TestCase):
         for text in ["NaN", "[Infinity]", '{"a": -Infinity}', "1e999", "-1e999", "[" * 100_000]:
             with self.assertRaises(ValueError, msg=text[:20]):
                 strict_json(text)
+
+
+class UrlCheckCacheTests(unittest.TestCase):
+    """Each distinct URL is checked once (hyperlink and IDNA are a third of
+    an add's validation); a refused one is refused every time."""
+
+    def setUp(self):
+        submission._checked_url.cache_clear()
+        self.addCleanup(submission._checked_url.cache_clear)
+        self.checked = []
+        requestable = submission._requestable
+        self.patch(
+            submission,
+            "_requestable",
+            lambda url, host: self.checked.append(url) or requestable(url, host),
+        )
+
+    def parse(self, url):
+        return submission.parse_submission({"url": url}, task_id="t", now=0.0)
+
+    def test_a_url_seen_before_is_not_checked_again(self):
+        for url in ("http://app.test/a", "http://app.test/a", "http://app.test/b"):
+            self.assertEqual(self.parse(url).url, url)
+        self.assertEqual(self.checked, ["http://app.test/a", "http://app.test/b"])
+
+    def test_a_refused_url_is_refused_every_time(self):
+        for _ in range(2):
+            with self.assertRaises(submission.InvalidTask):
+                self.parse("http://my_app/x")
+        self.assertEqual(self.checked, ["http://my_app/x"] * 2)

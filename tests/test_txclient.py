@@ -38,6 +38,7 @@ class FakeTorque(Resource):
         super().__init__()
         self.requests: list[tuple[bytes, dict[str, str], Any]] = []
         self.answers: list[tuple[int, Any]] = []
+        self.tasks = 0
 
     def render_POST(self, request: Any) -> bytes:
         payload = json.loads(request.content.read())
@@ -46,14 +47,21 @@ class FakeTorque(Resource):
             for name, values in request.requestHeaders.getAllRawHeaders()
         }
         self.requests.append((request.path, headers, payload))
-        status, body = self.answers.pop(0) if self.answers else self.created(payload)
+        if self.answers:
+            status, body = self.answers.pop(0)
+        elif isinstance(payload, list):  # POST /tasks/batch
+            results = [{"status": 201, "task": self.created(p)[1]} for p in payload]
+            status, body = 200, {"results": results}
+        else:
+            status, body = self.created(payload)
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")
         return body if isinstance(body, bytes) else json.dumps(body).encode()
 
     def created(self, payload: dict) -> tuple[int, dict]:
+        self.tasks += 1
         return 201, {
-            "id": f"t-{len(self.requests)}",
+            "id": f"t-{self.tasks}",
             "queue": payload.get("queue", "default"),
             "name": payload.get("name"),
             "status": "scheduled",
@@ -134,12 +142,30 @@ class SpellingTests(TxClientTestCase):
         results = self.successResultOf(d)
         self.assertEqual([r.id for r in results], ["t-1", "t-2", "t-3"])
         self.assertEqual(results[2].queue, "other")
-        self.assertEqual([p.get("params") for p in self.payloads()], [{"n": 1}, {"n": 2}, None])
+        [(path, _, payload)] = self.torque.requests
+        self.assertEqual(path, b"/tasks/batch")
+        self.assertEqual([p.get("params") for p in payload], [{"n": 1}, {"n": 2}, None])
 
-    def test_add_many_stops_at_the_first_error(self) -> None:
-        self.torque.answers = [(201, self.torque.created({})[1]), (400, b"no")]
-        d = self.client.add_many([{"url": HOOK}] * 3)
-        self.failureResultOf(d, TaskRejected)
+    def test_add_many_sends_1000_tasks_a_request(self) -> None:
+        results = self.successResultOf(self.client.add_many([{"url": HOOK}] * 1500))
+        self.assertEqual(len(results), 1500)
+        self.assertEqual([len(p) for p in self.payloads()], [1000, 500])
+
+    def test_add_many_with_refused_tasks_fails_with_each_result(self) -> None:
+        error = {"code": "invalid_field", "message": "bad", "field": "url"}
+        task = {"id": "t-9", "queue": "q", "name": None, "status": "scheduled", "due_at": 1.0}
+        results = [{"status": 400, "error": error}, {"status": 201, "task": task}]
+        self.torque.answers = [(200, {"results": results})]
+        d = self.client.add_many([{"url": "ftp://x"}, {"url": HOOK}])
+        failure = self.failureResultOf(d, client.BatchRejected)
+        refused, added = failure.value.results
+        self.assertEqual((refused.field, added.id), ("url", "t-9"))
+
+    def test_add_many_stops_when_a_request_is_not_taken(self) -> None:
+        first = {"results": [{"status": 201, "task": self.torque.created({})[1]}] * 1000}
+        self.torque.answers = [(200, first), (503, b"no")]
+        d = self.client.add_many([{"url": HOOK}] * 2500)
+        self.failureResultOf(d, TorqueUnavailable)
         self.assertEqual(len(self.torque.requests), 2)
 
     def test_unknown_field_fails_the_deferred(self) -> None:

@@ -23,11 +23,12 @@ from twisted.web import resource
 from twisted.web.http import parse_qs
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from torque import dashboard, openapi
+from torque import batch, dashboard, openapi
 from torque.auth import bearer_token
 from torque.completion import CompletionKey
 from torque.cursor import decode_position, encode_position
 from torque.handover import Refused, decide, read_failure, token_attempt
+from torque.hot_route import HotRoute
 from torque.logs import quoted
 from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
 from torque.queue_settings import check_changes
@@ -35,8 +36,8 @@ from torque.retry import DELIVERED, RETRIED, Retry, RetryPolicy
 from torque.storage import LISTED_STATES, Store, StoreUnavailable
 from torque.submission import InvalidTask, parse_submission, require_text, strict_json
 from torque.targets import TargetGuard, TargetRefused
-from torque.task import QUEUE_RE
-from torque.views import processed_by, public_node, public_queue, public_task
+from torque.task import QUEUE_RE, Task
+from torque.views import added_task, processed_by, public_node, public_queue, public_task
 
 log = Logger()
 DEFAULT_POLICY = RetryPolicy()
@@ -268,7 +269,9 @@ class TorqueAPI:
         self.metric_queues = METRICS_QUEUES  # queues with gauges in /metrics, at most
 
     def resource(self):
-        return Utf8Only(self.app.resource())
+        # The hottest route, POST /hooks/add, skips Klein's routing.
+        hot = HotRoute(self.app.resource(), b"POST", b"/hooks/add", self.add, self.error_body)
+        return Utf8Only(hot)
 
     # -- adding tasks ------------------------------------------------------
 
@@ -305,19 +308,50 @@ class TorqueAPI:
         self.wake(task.queue, task.due_at)
         self._warn_if_unprocessed(task.queue)
         request.setHeader(b"Location", f"/tasks/{task_id}".encode())
-        return json_body(
-            request,
-            201,
-            {
-                "id": task_id,
-                "queue": task.queue,
-                "name": task.name or None,
-                "url": task.url,
-                "status": "scheduled",
-                "due_at": task.due_at,
-                "created_at": task.created_at,
-            },
-        )
+        return json_body(request, 201, added_task(task))
+
+    @app.route("/tasks/batch", methods=["POST"])
+    async def add_batch(self, request):
+        items = batch.read_batch(request.content.read())
+        now = self.clock.seconds()
+        parsed = batch.parse_items(items, self.new_id, now, self.base_url)
+        if self.targets is not None:
+            parsed = await self._check_targets(parsed)
+        tasks = [task for task in parsed if isinstance(task, Task)]
+        added = (await self.store.add_many(tasks)) if tasks else []
+        results, duplicates = batch.results(parsed, added)
+        for task, (_, created) in zip(tasks, added, strict=True):
+            if created:
+                self.metrics.task_added(task.queue)
+        for queue, due_at in batch.earliest_due(tasks, added).items():
+            self.wake(queue, due_at)
+            self._warn_if_unprocessed(queue)
+        for at, task_id in duplicates.items():  # rare: a round trip each, at once
+            duplicates[at] = self.store.describe(task_id).addErrback(
+                lambda failure: failure.trap(StoreUnavailable) and None
+            )
+        for at, described in duplicates.items():
+            fields = await described
+            task_id = results[at]["task"]["id"]
+            shown = public_task(task_id, fields) if fields else {"id": task_id}
+            results[at] = batch.duplicate_result(shown)
+        return json_body(request, 200, {"results": results})
+
+    async def _check_targets(self, parsed: list) -> list:
+        """``parsed`` with each task whose URL ``--allow-target`` refuses
+        replaced by its error; each distinct URL is checked once."""
+        verdicts = {}
+        for item in parsed:
+            if isinstance(item, Task) and item.url not in verdicts:
+                try:
+                    await self.targets.check_url(item.url)
+                    verdicts[item.url] = None
+                except TargetRefused as e:
+                    verdicts[item.url] = InvalidTask("url", str(e), "target_not_allowed")
+        return [
+            verdicts[item.url] if isinstance(item, Task) and verdicts[item.url] else item
+            for item in parsed
+        ]
 
     def _warn_if_unprocessed(self, queue: str) -> None:
         if self.processed(queue):
@@ -535,6 +569,15 @@ class TorqueAPI:
 
     # -- errors, in one place (tried in this order) ------------------------
 
+    def error_body(self, failure, request) -> bytes:
+        """The answer to a failure, as the handlers below give it: for the
+        routes served without Klein (:class:`torque.hot_route.HotRoute`)."""
+        if failure.check(InvalidTask):
+            return self.invalid(request, failure)
+        if failure.check(StoreUnavailable):
+            return self.unavailable(request, failure)
+        return self.crashed(request, failure)
+
     @app.handle_errors(InvalidTask)
     def invalid(self, request, failure):
         e = failure.value
@@ -557,6 +600,8 @@ class TorqueAPI:
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request, failure):
         allowed = failure.value.valid_methods or []
+        if request.path == b"/tasks/batch":  # it also matches /tasks/<task_id>'s methods
+            allowed = ["POST"]
         request.setHeader(b"Allow", ", ".join(allowed).encode())
         return error_body(request, 405, "method_not_allowed", "method not allowed here")
 

@@ -29,6 +29,11 @@ from torque import __version__
 DEFAULT_URL = "http://localhost:8090"
 DEFAULT_TIMEOUT = 10.0
 ADD_PATH = "/hooks/add"
+BATCH_PATH = "/tasks/batch"
+#: Tasks one ``POST /tasks/batch`` holds at most (the node's limit), and
+#: the bytes of its body (below the node's 1 MiB ``--max-body``).
+BATCH_TASKS = 1000
+BATCH_BYTES = 900 * 1024
 # Statuses that mean "not now" rather than "not this task": the caller may
 # retry them, as a node retries its own deliveries (SPEC §4).
 RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -80,6 +85,27 @@ class TorqueError(Exception):
 class TaskRejected(TorqueError):
     """torque answered 4xx: the task (or the token) is wrong, and sending the
     same request again will fail the same way."""
+
+
+class BatchRejected(TaskRejected):
+    """``add_many`` sent every task, and torque refused some of them: the
+    others were added.
+
+    :ivar results: per task, in order, its :class:`Added` or its
+        :class:`TaskRejected`.
+    """
+
+    def __init__(self, results: list[Added | TaskRejected]):
+        self.results = results
+        refused = [(i, r) for i, r in enumerate(results) if isinstance(r, TaskRejected)]
+        at, first = refused[0]
+        super().__init__(
+            f"{len(refused)} of {len(results)} tasks refused, the first (task {at}): "
+            f"{first.message}",
+            status=first.status,
+            code=first.code,
+            field=first.field,
+        )
 
 
 class TorqueUnavailable(TorqueError):
@@ -196,17 +222,80 @@ def resolve_token(api_token: str | None = None) -> str | None:
     return api_token or os.environ.get("TORQUE_API_TOKEN") or None
 
 
-def add_endpoint(torque_url: str) -> str:
-    """The full URL to POST tasks to.  A path in ``torque_url`` is kept as a
-    prefix, for a node behind a reverse proxy at ``https://host/torque``.
+def add_endpoint(torque_url: str, path: str = ADD_PATH) -> str:
+    """The full URL to POST tasks to (``path``, by default the single add's).
+    A path in ``torque_url`` is kept as a prefix, for a node behind a
+    reverse proxy at ``https://host/torque``.
 
     :raises ValueError: for a URL that is not ``http(s)://host…``.
     """
     parts = urllib.parse.urlsplit(torque_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"torque URL must be http(s)://host[:port], got {torque_url!r}")
-    path = parts.path.rstrip("/") + ADD_PATH
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return urllib.parse.urlunsplit(
+        (parts.scheme, parts.netloc, parts.path.rstrip("/") + path, "", "")
+    )
+
+
+def encode_batches(tasks: list[Task]) -> list[tuple[int, bytes]]:
+    """``POST /tasks/batch`` bodies for ``tasks``, in order: ``(how many
+    tasks, body)``, each within :data:`BATCH_TASKS` and :data:`BATCH_BYTES`
+    (a task larger than that alone goes in a body of its own)."""
+    batches: list[tuple[int, bytes]] = []
+    chunk: list[bytes] = []
+    size = 0
+    for task in tasks:
+        encoded = encode_task(task)
+        if chunk and (len(chunk) == BATCH_TASKS or size + len(encoded) + 1 > BATCH_BYTES):
+            batches.append((len(chunk), b"[" + b",".join(chunk) + b"]"))
+            chunk, size = [], 0
+        chunk.append(encoded)
+        size += len(encoded) + 1
+    if chunk:
+        batches.append((len(chunk), b"[" + b",".join(chunk) + b"]"))
+    return batches
+
+
+def parse_batch_answer(status: int, body: bytes, count: int) -> list[Added | TaskRejected]:
+    """Each task's :class:`Added` or :class:`TaskRejected` from torque's
+    answer to a batch of ``count`` tasks.
+
+    :raises TorqueError: as :func:`parse_answer`, when the batch as a whole
+        was refused or not taken.
+    """
+    if status not in (200, 201):
+        parse_answer(status, body)  # raises for every other status
+    document = _json_or_none(body)
+    results = document.get("results") if isinstance(document, dict) else None
+    if status != 200 or not isinstance(results, list) or len(results) != count:
+        raise TorqueError(f"unexpected answer: {_excerpt(body)}", status=status, code="bad_answer")
+    parsed: list[Added | TaskRejected] = []
+    for result in results:
+        item = result if isinstance(result, dict) else {}
+        code = item.get("status")
+        if code in (200, 201):
+            task = item.get("task")
+            parsed.append(parse_answer(code, jsonlib.dumps(task).encode()))
+        else:
+            try:
+                parse_answer(code if isinstance(code, int) else 599, jsonlib.dumps(item).encode())
+            except TaskRejected as refused:
+                parsed.append(refused)
+            except TorqueError as other:
+                raise TorqueError(
+                    f"unexpected answer: {other.message}", status=status, code="bad_answer"
+                ) from None
+    return parsed
+
+
+def all_added(results: list[Added | TaskRejected]) -> list[Added]:
+    """``results`` when every task was added.
+
+    :raises BatchRejected: when some were refused (the others were added).
+    """
+    if any(isinstance(result, TaskRejected) for result in results):
+        raise BatchRejected(results)
+    return results  # type: ignore[return-value]
 
 
 def request_headers(api_token: str | None) -> dict[str, str]:
@@ -316,6 +405,9 @@ class Client:
         self._headers = request_headers(resolve_token(api_token))
         parts = urllib.parse.urlsplit(self.url)
         self._path = parts.path
+        self._batch_path = urllib.parse.urlsplit(
+            add_endpoint(resolve_url(torque_url), BATCH_PATH)
+        ).path
         self._connection_class = (
             http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         )
@@ -331,21 +423,31 @@ class Client:
         return self.send(Task(url, **fields))
 
     def add_many(self, tasks: Iterable[Task | Mapping[str, Any]]) -> list[Added]:
-        """Add tasks one after another over this one connection.
+        """Add tasks with ``POST /tasks/batch``, up to 1,000 a request, over
+        this one connection.
 
         Every task is built first, so a misspelled field raises
-        ``TypeError`` before anything is sent.  Then it stops at the first
-        error: the tasks before it were added, those after it were not.
+        ``TypeError`` before anything is sent.  Each task is judged on its
+        own: the valid ones are added even when others are refused.
 
         :param tasks: :class:`Task` objects or dicts of their fields.
         :returns: an :class:`Added` per task, in order.
+        :raises BatchRejected: torque refused some tasks; the others were
+            added, and its ``results`` say which was which.
+        :raises TorqueUnavailable: torque could not take a request: the
+            tasks of the requests before it were added (give tasks a
+            ``name`` to make sending them again safe).
         """
         built = [as_task(task) for task in tasks]
-        return [self.send(task) for task in built]
+        results: list[Added | TaskRejected] = []
+        for count, body in encode_batches(built):
+            status, answer = self._post(body, self._batch_path)
+            results += parse_batch_answer(status, answer, count)
+        return all_added(results)
 
     def send(self, task: Task) -> Added:
         """Add a built :class:`Task`."""
-        status, body = self._post(encode_task(task))
+        status, body = self._post(encode_task(task), self._path)
         return parse_answer(status, body)
 
     def close(self) -> None:
@@ -360,28 +462,28 @@ class Client:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _post(self, body: bytes) -> tuple[int, bytes]:
+    def _post(self, body: bytes, path: str) -> tuple[int, bytes]:
         # A kept-alive socket may have been closed by the server while idle;
         # that shows only when it is used, so retry once on a fresh one.  A
         # fresh connection that fails is torque's failure: no retry.
         reused = self._connection is not None and self._connection.sock is not None
         try:
-            return self._exchange(body)
+            return self._exchange(body, path)
         except STALE_CONNECTION_ERRORS as error:
             if not reused:
                 raise unavailable(error, self.timeout) from error
         except TRANSPORT_ERRORS as error:
             raise unavailable(error, self.timeout) from error
         try:
-            return self._exchange(body)
+            return self._exchange(body, path)
         except TRANSPORT_ERRORS as error:
             raise unavailable(error, self.timeout) from error
 
-    def _exchange(self, body: bytes) -> tuple[int, bytes]:
+    def _exchange(self, body: bytes, path: str) -> tuple[int, bytes]:
         if self._connection is None:
             self._connection = self._connection_class(self._host, self._port, timeout=self.timeout)
         try:
-            self._connection.request("POST", self._path, body, self._headers)
+            self._connection.request("POST", path, body, self._headers)
             response = self._connection.getresponse()
             return response.status, response.read()
         except TRANSPORT_ERRORS:
@@ -423,7 +525,8 @@ def add_many(
     torque_url: str | None = None,
     api_token: str | None = None,
 ) -> list[Added]:
-    """Add tasks over one connection; see :meth:`Client.add_many`."""
+    """Add tasks with ``POST /tasks/batch`` over one connection; see
+    :meth:`Client.add_many`."""
     with Client(torque_url, api_token) as client:
         return client.add_many(tasks)
 

@@ -14,6 +14,7 @@ import txredisapi
 from twisted.internet import defer, endpoints, ssl
 from twisted.logger import Logger
 
+from torque import fast_commands
 from torque.redis_url import RedisAddress
 
 log = Logger()
@@ -34,6 +35,7 @@ def connect_pool(address: RedisAddress, poolsize: int = 2, reactor=None):
     the pool knows there is no connection to wait for."""
     if reactor is None:
         from twisted.internet import reactor
+    fast_commands.install()
     pool = _Pool(address, poolsize)
     pool.startConnecting(_endpoint(reactor, address))
     return pool.handler

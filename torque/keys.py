@@ -26,9 +26,10 @@ fields): other programs may add tasks by writing it directly.  With the default 
 ``torque:queues``                  sorted set: every queue that holds or held a
                                    task, each scored 0 so that it is ordered
                                    by name (paged with ZRANGEBYLEX)
-``torque:wake:<q>``                pub/sub channel: a due time, on every add;
-                                   ``settings`` when the queue's settings
-                                   changed
+``torque:wake:<q>``                pub/sub channel: a due time, on every add
+                                   (once per queue for adds stored together:
+                                   their earliest); ``settings`` when the
+                                   queue's settings changed
 ``torque:completion-key``          string: the key every node signs completion
                                    tokens with (:mod:`torque.completion`)
 ``torque:nodes``                   sorted set: node id -> its heartbeat's end

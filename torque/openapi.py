@@ -126,6 +126,22 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/tasks/batch": {
+        "post": {
+            "summary": "Add many tasks at once",
+            "description": "Up to 1,000 tasks (and the node's --max-body, 1 MiB by default), "
+            "each with its own queue, stored in one Redis round trip.  Each task is judged on "
+            "its own: the valid ones are stored even when others are refused, and the answer "
+            "holds one result per task, in order.  Only a body that is no such array is "
+            "refused whole (400, field body).",
+            "operationId": "addTasks",
+            "requestBody": {"required": True, "content": {JSON: {"schema": ref("Batch")}}},
+            "responses": {
+                "200": json_response(ref("BatchResults"), "one result per task, in order"),
+                **error_responses("400", "401", "413", "503"),
+            },
+        },
+    },
     "/tasks/{task_id}": {
         "get": {
             "summary": "A task, with its last attempts",

@@ -163,20 +163,17 @@ def _number_or_text(schema: dict) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "string"}]}
 
 
+_ERROR_DETAIL = _object(
+    {
+        "code": {"type": "string", "example": "invalid_field"},
+        "message": {"type": "string"},
+        "field": {"type": "string", "description": "the field at fault"},
+    },
+    ["code", "message"],
+)
+
 SCHEMAS: dict[str, Any] = {
-    "Error": _object(
-        {
-            "error": _object(
-                {
-                    "code": {"type": "string", "example": "invalid_field"},
-                    "message": {"type": "string"},
-                    "field": {"type": "string", "description": "the field at fault"},
-                },
-                ["code", "message"],
-            )
-        },
-        ["error"],
-    ),
+    "Error": _object({"error": _ERROR_DETAIL}, ["error"]),
     "Submission": _object(
         {
             "url": _URL,
@@ -258,6 +255,50 @@ SCHEMAS: dict[str, Any] = {
         },
         ["id", "duplicate"],
         description="the task that already has this name",
+    ),
+    "Batch": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 1000,
+        # Any item is taken: one that is no valid Submission gets its error
+        # in the results, and the others are stored.
+        "items": {"description": "a task, as a Submission (with its own queue)"},
+        "description": "tasks, each judged on its own: an item that is not a valid "
+        "Submission is refused in the results, the others are stored",
+    },
+    "BatchResults": _object(
+        {
+            "results": {
+                "type": "array",
+                "description": "one per task of the batch, in order",
+                "items": {
+                    "oneOf": [
+                        _object(
+                            {"status": {"type": "integer", "enum": [201]}, "task": ref("Added")},
+                            ["status", "task"],
+                            description="stored",
+                        ),
+                        _object(
+                            {
+                                "status": {"type": "integer", "enum": [200]},
+                                "task": ref("Duplicate"),
+                            },
+                            ["status", "task"],
+                            description="a live task already has this name: nothing added",
+                        ),
+                        _object(
+                            {
+                                "status": {"type": "integer", "enum": [400]},
+                                "error": _ERROR_DETAIL,
+                            },
+                            ["status", "error"],
+                            description="refused: error.field names the field",
+                        ),
+                    ]
+                },
+            }
+        },
+        ["results"],
     ),
     "Attempt": _object(
         {

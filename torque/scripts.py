@@ -137,27 +137,55 @@ end
 ADD = (
     _REGISTRY
     + """
--- Add a task, unless its name is taken by a live task, or kept a while
+-- Add tasks (one, or many at once), in order, each unless its name is taken
+-- by a live task (even one added earlier in the same call) or kept a while
 -- after its task was cancelled (a name key with a time to live: Store.cancel's
--- keep_name).
--- KEYS[1] task hash   KEYS[2] due zset   KEYS[3] name key (or the task
--- hash again when unnamed)   KEYS[4] queue registry
--- ARGV[1] id   ARGV[2] due_at   ARGV[3] queue   ARGV[4] 1 if named
--- ARGV[5] wake channel   ARGV[6] key prefix   ARGV[7..] field, value...
--- Returns {id, 1} when added, {existing id, 0} for a duplicate name.
-if ARGV[4] == '1' then
-  local holder = redis.call('GET', KEYS[3])
-  if holder and (redis.call('EXISTS', K.task(ARGV[6], holder)) == 1
-                 or redis.call('PTTL', KEYS[3]) > 0) then
-    return {holder, 0}
+-- keep_name); one wake-up per
+-- queue, with its earliest new due time.  Tasks are validated before the
+-- call, so none can fail half-way: each is written whole or not at all.
+-- KEYS[1] queue registry; then per task, 3 keys: task hash, due zset,
+-- name key (or the task hash again when unnamed)
+-- ARGV[1] key prefix; then per task: id, due_at, queue, 1 if named,
+-- wake channel, n (fields and values that follow), field, value...
+-- Returns per task {id, 1} when added, {existing id, 0} for a duplicate name.
+local out, woken, order, registered = {}, {}, {}, {}
+local a, k = 2, 2
+while a <= #ARGV do
+  local id, due, queue, named, wake = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local n = tonumber(ARGV[a + 5])
+  local holder = nil
+  if named == '1' then
+    holder = redis.call('GET', KEYS[k + 2])
+    if holder and redis.call('EXISTS', K.task(ARGV[1], holder)) == 0
+       and redis.call('PTTL', KEYS[k + 2]) <= 0 then
+      holder = nil
+    end
   end
+  if holder then
+    out[#out + 1] = holder
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', KEYS[k], unpack(ARGV, a + 6, a + 5 + n))
+    redis.call('ZADD', KEYS[k + 1], due, id)
+    if named == '1' then redis.call('SET', KEYS[k + 2], id) end
+    if not registered[queue] then
+      redis.call('ZADD', registry(KEYS[1]), 'NX', 0, queue)
+      registered[queue] = true
+    end
+    if woken[wake] == nil then
+      order[#order + 1] = wake
+      woken[wake] = due
+    elseif tonumber(due) < tonumber(woken[wake]) then
+      woken[wake] = due
+    end
+    out[#out + 1] = id
+    out[#out + 1] = 1
+  end
+  a = a + 6 + n
+  k = k + 3
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1]) end
-redis.call('ZADD', registry(KEYS[4]), 'NX', 0, ARGV[3])
-redis.call('PUBLISH', ARGV[5], ARGV[2])
-return {ARGV[1], 1}
+for _, wake in ipairs(order) do redis.call('PUBLISH', wake, woken[wake]) end
+return out
 """
 )
 

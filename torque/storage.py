@@ -262,6 +262,15 @@ class Store(Protocol):
             ``(existing id, False)`` when a live task already has its name.
         """
 
+    def add_many(self, tasks: Sequence[Task]) -> Deferred[list[tuple[str, bool]]]:
+        """Store ``tasks`` in order, in one round trip, each as :meth:`add`
+        would (a name taken earlier in the same call is a duplicate too),
+        and wake each queue once.
+
+        :returns: a Deferred firing with an ``(id, created)`` per task, in
+            order: ``(existing id, False)`` for a duplicate name.
+        """
+
     def claim(
         self,
         queue: str,

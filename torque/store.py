@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from torque import scripts
+from torque.coalesce import Coalescer
 from torque.connection import known_down
 from torque.hosts import HostBudgets
 from torque.keys import SETTINGS_CHANGED, Keys
@@ -48,6 +49,9 @@ DEFAULT_KEYS = Keys()
 # Tasks one script call purges, retries or deletes: each call holds Redis
 # for about a millisecond, so other clients go on between them.
 BATCH = 1000
+# Tasks one coalesced add call takes at most (POST /tasks/batch's limit).
+MAX_ADDS = 1000
+NO_CONNECTION = "Redis is unreachable: no connection"
 
 
 class RedisStore:
@@ -84,12 +88,13 @@ class RedisStore:
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
         self.batch = batch
+        self._adds = Coalescer(clock, self.add_many, limit=MAX_ADDS)
 
     def _call(self, method: str, *args) -> defer.Deferred:
         if known_down(self.redis):
             # Waiting for the timeout would only hold the caller: the
             # command would wait for a connection that isn't coming.
-            return defer.fail(StoreUnavailable("Redis is unreachable: no connection"))
+            return defer.fail(StoreUnavailable(NO_CONNECTION))
         d = defer.maybeDeferred(getattr(self.redis, method), *args)
         d.addTimeout(self.timeout, self.clock)
         d.addErrback(self._unavailable)
@@ -116,25 +121,43 @@ class RedisStore:
     def add(self, task: Task) -> defer.Deferred:
         """Store ``task`` and wake the queue's schedulers.
 
+        The adds made in one turn of the reactor (the requests that arrived
+        together) go to Redis as one :meth:`add_many` call: one script call
+        and one reply to parse instead of one each.
+
         :returns: a Deferred firing with ``(id, True)``, or with
             ``(existing id, False)`` when a live task already has its name.
         """
+        if known_down(self.redis):
+            return defer.fail(StoreUnavailable(NO_CONNECTION))  # at once, as _call
+        return self._adds.submit(task)
+
+    def add_many(self, tasks: Sequence[Task]) -> defer.Deferred:
+        """Store ``tasks`` in order, in one script call (one round trip),
+        each as :meth:`add` would; one wake-up per queue.
+
+        :returns: a Deferred firing with an ``(id, created)`` per task.
+        """
+        if not tasks:
+            return defer.succeed([])
         k = self.keys
-        name_key = k.name(task.queue, task.name) if task.name else k.task(task.id)
-        d = self._eval(
-            scripts.ADD,
-            [k.task(task.id), k.due(task.queue), name_key, k.queues],
-            [
+        keys = [k.queues]
+        args: list = [k.prefix]
+        for task in tasks:
+            fields = task.to_fields()
+            name_key = k.name(task.queue, task.name) if task.name else k.task(task.id)
+            keys += [k.task(task.id), k.due(task.queue), name_key]
+            args += [
                 task.id,
                 repr(task.due_at),
                 task.queue,
                 "1" if task.name else "0",
                 k.wake(task.queue),
-                k.prefix,
-                *task.to_fields(),
-            ],
-        )
-        return d.addCallback(lambda reply: (reply[0], bool(reply[1])))
+                len(fields),
+                *fields,
+            ]
+        d = self._eval(scripts.ADD, keys, args)
+        return d.addCallback(_added)
 
     def claim(
         self,
@@ -489,6 +512,10 @@ def _settle_args(decision: Decision) -> list:
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _added(reply) -> list[tuple[str, bool]]:
+    return [(reply[i], bool(reply[i + 1])) for i in range(0, len(reply), 2)]
 
 
 def _claimed(reply) -> Claim:

@@ -9,6 +9,7 @@ values); :func:`parse_submission` either returns a :class:`Task` or raises
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -205,6 +206,14 @@ def _url(value: Any, base_url: str | None) -> str:
                 "url is a path, and this node has no --base-task-url to prefix it with",
             )
         value = base_url.rstrip("/") + value
+    return _checked_url(value)
+
+
+# Most tasks of an application go to a handful of URLs, and checking one
+# (hyperlink's parse and IDNA, below) is a third of an add's validation:
+# each distinct URL is checked once.  Only URLs that pass are kept.
+@functools.lru_cache(maxsize=1024)
+def _checked_url(value: str) -> str:
     if len(value) > MAX_URL_LENGTH:
         raise InvalidTask("url", f"url is over {MAX_URL_LENGTH} characters")
     if any(c.isspace() or ord(c) < 32 for c in value):

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import treq
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.error import (
     ConnectError,
     ConnectingCancelledError,
@@ -31,6 +31,7 @@ from torque.body import BodyReader
 from torque.client import (
     DEFAULT_TIMEOUT,
     Added,
+    BatchRejected,
     TaskRejected,
     TorqueError,
     TorqueUnavailable,
@@ -38,6 +39,7 @@ from torque.client import (
 
 __all__ = [
     "Added",
+    "BatchRejected",
     "Client",
     "Task",
     "TaskRejected",
@@ -104,6 +106,7 @@ class Client:
         clock: IReactorTime | None = None,
     ):
         self.url = _rules.add_endpoint(_rules.resolve_url(torque_url))
+        self.batch_url = _rules.add_endpoint(_rules.resolve_url(torque_url), _rules.BATCH_PATH)
         self.timeout = timeout
         self._http = treq if http is None else http
         self._clock = clock
@@ -115,43 +118,49 @@ class Client:
         :returns: a Deferred firing with an :class:`Added`, or failing with
             :class:`TaskRejected` or :class:`TorqueUnavailable`.
         """
-        d = self.add_many([{"url": url, **fields}])
-        return d.addCallback(lambda added: added[0])
+        return maybeDeferred(_rules.Task, url, **fields).addCallback(self.send)
 
     @inlineCallbacks
     def add_many(self, tasks: Iterable[_rules.Task | Mapping[str, Any]]):
-        """Add tasks one after another, each once the previous one is in.
+        """Add tasks with ``POST /tasks/batch``, up to 1,000 a request, one
+        request after another.
 
-        Sequential, like the blocking client: every task is built first (a
-        misspelled field fails the Deferred with ``TypeError`` before
-        anything is sent), the order of the answers is the order of the
-        adds, and the first error stops the rest.
+        As the blocking client's: every task is built first (a misspelled
+        field fails the Deferred with ``TypeError`` before anything is
+        sent), each task is judged on its own, and the answers are in the
+        order of the tasks.
 
         :param tasks: :class:`Task` objects or dicts of their fields.
-        :returns: a Deferred firing with a list of :class:`Added`, in order.
+        :returns: a Deferred firing with a list of :class:`Added`, in order,
+            or failing with :class:`BatchRejected` (some tasks refused, the
+            others added) or :class:`TorqueUnavailable`.
         """
         built = [_rules.as_task(task) for task in tasks]
-        results = []
-        for task in built:
-            results.append((yield self.send(task)))
-        return results
+        results: list = []
+        for count, body in _rules.encode_batches(built):
+            status, answer = yield self._deadline(self._exchange(body, self.batch_url))
+            results += _rules.parse_batch_answer(status, answer, count)
+        return _rules.all_added(results)
 
     def send(self, task: _rules.Task) -> Deferred[Added]:
         """Add a built :class:`Task`; a Deferred firing with an
         :class:`Added`."""
+        d = self._deadline(self._exchange(_rules.encode_task(task), self.url))
+        return d.addCallback(lambda answer: _rules.parse_answer(*answer))
+
+    def _deadline(self, d: Deferred) -> Deferred:
         # One deadline for the request and the body: treq's own ``timeout``
         # stops at the answer's headers, and a node that sent them and then
         # stalled would hold the Deferred (and its connection) forever.
-        d = self._exchange(_rules.encode_task(task))
-        d.addTimeout(self.timeout, self._clock or _global_reactor())
-        return d.addCallback(lambda answer: _rules.parse_answer(*answer))
+        return d.addTimeout(self.timeout, self._clock or _global_reactor())
 
     @inlineCallbacks
-    def _exchange(self, body: bytes):
-        """POST ``body``; ``(status, answer body)``.  Cancelled by the
-        deadline, it fails with :class:`TorqueUnavailable` (``timeout``)."""
+    def _exchange(self, body: bytes, url: str):
+        """POST ``body`` to ``url``; ``(status, answer body)``.  Cancelled
+        by the deadline, it fails with :class:`TorqueUnavailable`
+        (``timeout``)."""
         try:
-            response = yield self._http.post(self.url, data=body, headers=self._headers)
+            response = yield self._http.post(url, data=body, headers=self._headers)
             reader = BodyReader()
             response.deliverBody(reader)
             content = yield reader.done

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torque.storage import NodeInfo, QueueStats
-from torque.task import stored_content_type
+from torque.task import Task, stored_content_type
 
 REDACTED = "[redacted]"
 # Authorization, Cookie, *-Token, *-Key, *Secret*, and their usual cousins.
@@ -27,6 +27,19 @@ def redact(headers: Mapping[str, str]) -> dict[str, str]:
     """``headers`` with the values of credential-carrying ones replaced."""
     return {
         name: REDACTED if SECRET_HEADER.search(name) else value for name, value in headers.items()
+    }
+
+
+def added_task(task: Task) -> dict[str, Any]:
+    """The answer to an add that stored ``task``."""
+    return {
+        "id": task.id,
+        "queue": task.queue,
+        "name": task.name or None,
+        "url": task.url,
+        "status": "scheduled",
+        "due_at": task.due_at,
+        "created_at": task.created_at,
     }
 
 
