@@ -72,8 +72,12 @@ class FairnessE2ETests(unittest.TestCase):
         mixed = yield self.lags(node, healthy, "mixed", 200, "m")
         print(f"\nhealthy host p99: alone {p99(alone):.3f} s, beside a hanging host "
               f"{p99(mixed):.3f} s")  # fmt: skip
-        # Before, 19.2 s (two rounds of 100 hanging requests).
-        self.assertLess(p99(mixed), 2 * p99(alone))
+        # Before, 19.2 s (two rounds of 100 hanging requests): head-of-line
+        # blocking costs the task timeout (10 s) at least.  Within 2x of the
+        # same load alone, plus a quarter second for a shared machine's noise
+        # (the adds themselves make most of the lag, and -j2 runs another
+        # test beside this one).
+        self.assertLess(p99(mixed), 2 * p99(alone) + 0.25)
         self.assertEqual(len(hanging.held), 10, "--host-concurrency 10: no more")
 
 
