@@ -24,6 +24,7 @@ from torque.storage import (
     DEAD_TTL,
     DELIVERED_TTL,
     HISTORY_LENGTH,
+    LEASE,
     LISTED_STATES,
     PAGE_BYTES,
     RECENT_MINUTES,
@@ -46,7 +47,7 @@ LEASE_LOST = "lease expired: the node died or lost Redis mid-request"
 class MemoryStore:
     def __init__(
         self,
-        lease_margin: float = 30.0,
+        lease: float = LEASE,
         dead_max: int = DEAD_MAX,
         dead_ttl: float = DEAD_TTL,
         clock=None,
@@ -61,7 +62,8 @@ class MemoryStore:
             raise ValueError("a latency needs a clock")
         self.clock = clock
         self.latency = latency
-        self.lease_margin = lease_margin
+        self.lease = lease
+        self.renewals: list[list] = []  # each renew call's held attempts, for assertions
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
         self.tasks: dict[str, dict[str, str]] = {}
@@ -209,8 +211,7 @@ class MemoryStore:
                 if fields is None:
                     continue
                 fields["attempts"] = str(int(fields.get("attempts", 0)) + 1)
-                lease = float(fields.get("timeout", timeout)) + self.lease_margin
-                running[task_id] = now + lease
+                running[task_id] = now + self.lease
                 tasks.append(Task.from_fields(task_id, fields))
         heads = [min(s.values()) for s in (due, running) if s]
         if rate > 0:
@@ -219,6 +220,20 @@ class MemoryStore:
             if due and min(due.values()) <= now and tokens < 1:
                 heads[0] = now + (1 - tokens) / rate
         return self._answer(Claim(tasks, min(heads) if heads else None))
+
+    def renew(self, held, now):
+        if not self.available:
+            return self._answer()
+        self.renewals.append(list(held))
+        lost = []
+        for queue, task_id, attempt in held:
+            running = self.running.setdefault(queue, {})
+            fields = self.tasks.get(task_id)
+            if task_id in running and fields and fields.get("attempts") == str(attempt):
+                running[task_id] = now + self.lease
+            else:
+                lost.append(task_id)
+        return self._answer(lost)
 
     def settle(self, queue, outcomes, now):
         if not self.available:

@@ -95,9 +95,9 @@ class Options(usage.Options):
         ["max-connections", None, 500,
          "open API connections at most; past it a new connection closes the one that "
          "has waited longest for its request head (or body), or is refused", _whole],
-        ["lease-margin", None, 30.0,
-         "seconds a claimed task's lease outlasts its timeout: how long after a node "
-         "dies its tasks wait, beyond their timeout, to be delivered again", _real],
+        ["lease", None, 10.0,
+         "seconds a claimed task's lease lasts, renewed while its request runs: how "
+         "long after a node dies its tasks wait to be delivered again", _real],
         ["poll-interval", None, 1.0,
          "seconds between safety-net polls (due tasks are claimed on wake-up, "
          "not by polling)", _real],
@@ -279,7 +279,7 @@ class Options(usage.Options):
             "max-task-delay",
             "task-timeout",
             "poll-interval",
-            "lease-margin",
+            "lease",
             "dead-letter-ttl",
         ):
             if not self[name] > 0:

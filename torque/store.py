@@ -25,6 +25,7 @@ from torque.storage import (
     DEAD_TTL,
     DELIVERED_TTL,
     HISTORY_LENGTH,
+    LEASE,
     LISTED_STATES,
     MAX_NODES,
     PAGE_BYTES,
@@ -55,7 +56,8 @@ class RedisStore:
     :param clock: times the calls out.
     :param timeout: seconds a call may take before it fails with
         :class:`StoreUnavailable`.
-    :param lease_margin: seconds a lease outlasts its task's timeout.
+    :param lease: seconds a claim's or a renewal's lease lasts, whatever the
+        task's timeout: the node renews it while the request runs.
     :param dead_max: dead letters kept per queue; past it the oldest go.
     :param dead_ttl: seconds a dead letter is kept: older ones go at the
         queue's next claim (every node's claims, paused or not) or death.
@@ -69,7 +71,7 @@ class RedisStore:
         clock: IReactorTime,
         keys: Keys = DEFAULT_KEYS,
         timeout: float = 5.0,
-        lease_margin: float = 30.0,
+        lease: float = LEASE,
         dead_max: int = DEAD_MAX,
         dead_ttl: float = DEAD_TTL,
         batch: int = BATCH,
@@ -78,7 +80,7 @@ class RedisStore:
         self.clock = clock
         self.keys = keys
         self.timeout = timeout
-        self.lease_margin = lease_margin
+        self.lease = lease
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
         self.batch = batch
@@ -146,7 +148,7 @@ class RedisStore:
         """Lease up to ``limit`` due tasks of ``queue``; a :class:`Claim`.
 
         :param timeout: the node's request timeout, for tasks without their
-            own; a lease lasts a task's timeout plus ``lease_margin``.
+            own (unused: a lease lasts ``lease`` whatever the timeout).
         :param max_errors: the node's limit, for tasks without their own:
             a lost lease on the last attempt buries the task.
         :param rate: dispatches per second for the queue (``--rate``),
@@ -163,7 +165,7 @@ class RedisStore:
                 k.prefix,
                 k.queue_prefix(queue),
                 timeout,
-                self.lease_margin,
+                self.lease,
                 max_errors,
                 HISTORY_LENGTH,
                 self.dead_max,
@@ -172,6 +174,20 @@ class RedisStore:
             ],
         )
         return d.addCallback(_claimed)
+
+    def renew(self, held: Sequence[tuple[str, str, int]], now: float) -> defer.Deferred:
+        """Renew the leases of ``held`` attempts, ``(queue, task id,
+        attempt)`` in any queues, in one round trip (one script call): each
+        lasts ``lease`` seconds from ``now`` again if it still holds.  Fires
+        with the ids whose lease was not renewed."""
+        if not held:
+            return defer.succeed([])
+        running: dict[str, int] = {}
+        args: list = [repr(now + self.lease), self.keys.prefix]
+        for queue, task_id, attempt in held:
+            index = running.setdefault(self.keys.running(queue), len(running) + 1)
+            args += [index, task_id, attempt]
+        return self._eval(scripts.RENEW, list(running), args)
 
     def settle(self, queue: str, outcomes: Sequence[tuple], now: float):
         """Record decisions on claimed tasks in one round trip.

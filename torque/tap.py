@@ -58,6 +58,7 @@ class TorqueNode(MultiService):
         self.redis = None
         self.subscriber = None
         self.http_pool = None
+        self.leases = None
 
     def _redis_address(self) -> RedisAddress:
         if self.options["redis"]:
@@ -76,6 +77,7 @@ class TorqueNode(MultiService):
         from torque.auth import RequireToken
         from torque.dispatch import Dispatcher, QuietConnectionPool
         from torque.heartbeat import Heartbeat
+        from torque.leases import LeaseKeeper
         from torque.metrics import Metrics
         from torque.scheduler import QueueScheduler
         from torque.site import ApiService, QuietSite
@@ -90,7 +92,7 @@ class TorqueNode(MultiService):
             self.redis,
             reactor,
             self.keys,
-            lease_margin=o["lease-margin"],
+            lease=o["lease"],
             dead_max=o["dead-letter-max"],
             dead_ttl=o["dead-letter-ttl"],
         )
@@ -188,6 +190,10 @@ class TorqueNode(MultiService):
         if warning:
             log.warn(warning)
         super().startService()
+        # Not a child: it must outlive the schedulers' drain at stop, whose
+        # requests it keeps leased.
+        self.leases = LeaseKeeper(store, reactor, lambda: list(self.schedulers.values()))
+        self.leases.startService()
         _tune_gc()
 
     @property
@@ -199,6 +205,8 @@ class TorqueNode(MultiService):
         """Stop the API and the schedulers (which finish and record their
         requests in flight), then the connections, then the embedded Redis."""
         yield super().stopService()
+        if self.leases is not None:
+            self.leases.stopService()
         if self.subscriber is not None:
             yield self.subscriber.disconnect()
         if self.redis is not None:
