@@ -21,9 +21,10 @@ MAY_INSTALL = {
     "tap": "the wiring",
     # txredisapi does ``from twisted.internet import reactor`` at module level
     # (and calls the global reactor inside its pool), so importing it installs
-    # the reactor: it is confined to these two modules.
+    # the reactor: it is confined to these three modules.
     "store": "imports txredisapi",
     "connection": "imports txredisapi",
+    "sentinel": "imports txredisapi",
     # klein's klein._app does ``from twisted.internet import reactor`` at
     # module level too; the Klein app lives in api.py alone.
     "api": "imports klein",

@@ -77,7 +77,11 @@ class Options(usage.Options):
          "unix:/run/torque.sock); 'none' for no API"],
         ["redis", None, None,
          "Redis URL: redis://[:password@]host:port/db, rediss://..., "
-         "unix:///path/redis.sock?db=N [default: embedded redis-server]"],
+         "unix:///path/redis.sock?db=N, or redis+sentinel://[:password@]host:26379,"
+         "host2:26379/<master-name>/<db> [default: embedded redis-server]"],
+        ["redis-wait-replicas", None, 0,
+         "answer an add 201 only once this many replicas hold it (Redis WAIT), so a "
+         "failover loses no accepted task; 0 to answer once the primary has it", _whole],
         ["data-dir", None, "./torque-data",
          "where the embedded Redis keeps its files (relative to the working directory)"],
         ["base-task-url", None, None,
@@ -284,6 +288,8 @@ class Options(usage.Options):
         ):
             if not self[name] > 0:
                 raise usage.UsageError(f"{self.named(name)} must be more than 0")
+        if self["redis-wait-replicas"] < 0:
+            raise usage.UsageError(f"{self.named('redis-wait-replicas')} must be 0 or more")
         if not 0 <= self["rate"] < float("inf"):
             raise usage.UsageError(f"{self.named('rate')} must be 0 (no limit) or more")
         if self["min-task-delay"] > self["max-task-delay"]:

@@ -7,6 +7,7 @@ wait for Redis forever, and a node must answer 503 instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from torque import scripts
-from torque.connection import known_down
+from torque.connection import down_reason
 from torque.keys import Keys
 from torque.redis_errors import NOT_NOW, not_now
 from torque.retry import Decision
@@ -63,6 +64,9 @@ class RedisStore:
         queue's next claim (every node's claims, paused or not) or death.
     :param batch: tasks per script call when purging, retrying or deleting
         many, so one call never holds Redis for long.
+    :param wait_replicas: an add fires only once this many replicas hold
+        it (``WAIT`` on the connection that ran it), else fails with
+        :class:`StoreUnavailable`; 0 for once the primary has it.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class RedisStore:
         dead_max: int = DEAD_MAX,
         dead_ttl: float = DEAD_TTL,
         batch: int = BATCH,
+        wait_replicas: int = 0,
     ):
         self.redis = redis
         self.clock = clock
@@ -84,12 +89,14 @@ class RedisStore:
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
         self.batch = batch
+        self.wait_replicas = wait_replicas
 
     def _call(self, method: str, *args) -> defer.Deferred:
-        if known_down(self.redis):
+        reason = down_reason(self.redis)
+        if reason is not None:
             # Waiting for the timeout would only hold the caller: the
             # command would wait for a connection that isn't coming.
-            return defer.fail(StoreUnavailable("Redis is unreachable: no connection"))
+            return defer.fail(StoreUnavailable(reason))
         d = defer.maybeDeferred(getattr(self.redis, method), *args)
         d.addTimeout(self.timeout, self.clock)
         d.addErrback(self._unavailable)
@@ -121,20 +128,78 @@ class RedisStore:
         """
         k = self.keys
         name_key = k.name(task.queue, task.name) if task.name else k.task(task.id)
-        d = self._eval(
-            scripts.ADD,
-            [k.task(task.id), k.due(task.queue), name_key, k.queues],
-            [
-                task.id,
-                repr(task.due_at),
-                task.queue,
-                "1" if task.name else "0",
-                k.wake(task.queue),
-                k.prefix,
-                *task.to_fields(),
-            ],
-        )
+        keys = [k.task(task.id), k.due(task.queue), name_key, k.queues]
+        args = [
+            task.id,
+            repr(task.due_at),
+            task.queue,
+            "1" if task.name else "0",
+            k.wake(task.queue),
+            k.prefix,
+            *task.to_fields(),
+        ]
+        if self.wait_replicas:
+            d = self._replicated(scripts.ADD, keys, args)
+        else:
+            d = self._eval(scripts.ADD, keys, args)
         return d.addCallback(lambda reply: (reply[0], bool(reply[1])))
+
+    def _replicated(self, script: str, keys: Sequence[str], args: Sequence) -> defer.Deferred:
+        """Run ``script``, then ``WAIT`` for ``wait_replicas`` replicas to
+        hold its writes, on the same connection (a pipeline takes one out of
+        the pool for both: ``WAIT`` counts the writes of its own
+        connection).  Fails with :class:`StoreUnavailable` when fewer
+        replicas confirm in time: then the write may or may not survive a
+        failover."""
+        reason = down_reason(self.redis)
+        if reason is not None:
+            return defer.fail(StoreUnavailable(reason))
+        work = defer.ensureDeferred(self._run_and_wait(script, list(keys), [str(a) for a in args]))
+        # Bounded without cancelling: a pipeline cancelled while it waits
+        # for a connection would lose that connection from the pool.
+        bounded = defer.Deferred()
+
+        def settle(result):
+            if not bounded.called:
+                bounded.callback(result)
+            return None  # a late failure is already answered (timed out)
+
+        def time_out():
+            if not bounded.called:
+                bounded.errback(defer.TimeoutError())
+
+        def stop_timer(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        timer = self.clock.callLater(self.timeout, time_out)
+        work.addBoth(settle)
+        bounded.addBoth(stop_timer)
+        return bounded.addErrback(self._unavailable)
+
+    async def _run_and_wait(self, script: str, keys: list, args: list):
+        sha = hashlib.sha1(script.encode()).hexdigest()
+        wait_ms = int(self.timeout * 1000 / 2)
+        for command, body in (("EVALSHA", sha), ("EVAL", script)):
+            pipe = await self.redis.pipeline()
+            pipe.execute_command(command, body, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.wait_replicas, wait_ms)
+            try:
+                reply, replicas = await pipe.execute_pipeline()
+            except defer.FirstError as e:
+                error = e.subFailure.value
+                if command == "EVALSHA" and str(error).startswith("NOSCRIPT"):
+                    continue  # a new primary (or a restart): send the script itself
+                raise error from None
+            break
+        if int(replicas) < self.wait_replicas:
+            raise StoreUnavailable(
+                f"only {replicas} of {self.wait_replicas} Redis replicas confirmed the write "
+                "in time (--redis-wait-replicas): it may or may not survive a failover; "
+                "add it again (with a name, so that it is added once)"
+            )
+        return reply
 
     def claim(
         self,

@@ -87,12 +87,16 @@ class TorqueNode(MultiService):
 
         o, reactor = self.options, self.reactor
         address = self._redis_address()
-        self.redis = connect_pool(address, reactor=reactor)
+        # An add with --redis-wait-replicas holds its connection while the
+        # replicas confirm: more connections, so that adds don't queue.
+        poolsize = 8 if o["redis-wait-replicas"] else 2
+        self.redis = connect_pool(address, poolsize=poolsize, reactor=reactor)
         store = RedisStore(
             self.redis,
             reactor,
             self.keys,
             lease=o["lease"],
+            wait_replicas=o["redis-wait-replicas"],
             dead_max=o["dead-letter-max"],
             dead_ttl=o["dead-letter-ttl"],
         )
@@ -264,4 +268,12 @@ def _tune_gc() -> None:
 def makeService(options: Options) -> TorqueNode:
     from twisted.internet import reactor
 
+    if options["redis"]:
+        address = parse_redis_url(options["redis"])
+        if address.sentinels:
+            from torque.sentinel import check_master_name
+
+            problem = check_master_name(address)
+            if problem is not None:
+                raise SystemExit(f"torque: {problem}")
     return TorqueNode(options, reactor)
