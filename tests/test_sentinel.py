@@ -225,7 +225,7 @@ class WaitReplicasTests(SentinelCase):
             self.assertEqual(servers.ask(self.replica.port, "EXISTS", key), 1, f"t{i}")
 
     @defer.inlineCallbacks
-    def test_an_add_no_replica_confirms_fails_as_unavailable_and_is_not_lost_for_a_retry(self):
+    def test_an_add_no_replica_confirms_fails_as_unavailable_and_its_retry_is_not_doubled(self):
         os.kill(self.replica.process.pid, signal.SIGSTOP)
         self.addCleanup(lambda: os.kill(self.replica.process.pid, signal.SIGCONT))
         started = reactor.seconds()
@@ -234,8 +234,31 @@ class WaitReplicasTests(SentinelCase):
         self.assertLess(reactor.seconds() - started, 2.0, "past the store's timeout")
         self.assertIn("only 0 of 1 Redis replicas confirmed", str(caught.exception))
         os.kill(self.replica.process.pid, signal.SIGCONT)
-        again = yield self.store.add(make_task("t2", name="once"))
-        self.assertEqual(again, ("t1", False), "the retry with its name found the first")
+        # Until a probe finds the replica again, adds are refused unwritten.
+        added = []
+
+        def retried():
+            d = self.store.add(make_task("t2", name="once"))
+            d.addCallbacks(added.append, lambda f: f.trap(StoreUnavailable))
+            return d.addCallback(lambda _: bool(added))
+
+        yield wait_for(retried, what="the retry to be taken")
+        self.assertEqual(added, [("t1", False)], "the retry with its name found the first")
+
+    @defer.inlineCallbacks
+    def test_while_replicas_are_short_adds_are_refused_at_once_and_not_written(self):
+        os.kill(self.replica.process.pid, signal.SIGSTOP)
+        self.addCleanup(lambda: os.kill(self.replica.process.pid, signal.SIGCONT))
+        with self.assertRaises(StoreUnavailable):
+            yield self.store.add(make_task("t1"))
+        started = reactor.seconds()
+        with self.assertRaises(StoreUnavailable) as caught:
+            yield self.store.add(make_task("t2"))
+        self.assertLess(reactor.seconds() - started, 0.5, "it waited for the replicas")
+        self.assertIn("only 0 of 1 Redis replicas confirmed", str(caught.exception))
+        self.assertIn("the task was not added", str(caught.exception))
+        key = self.store.keys.task("t2")
+        self.assertEqual(servers.ask(self.primary.port, "EXISTS", key), 0, "half-written")
 
     @defer.inlineCallbacks
     def test_the_script_is_sent_again_to_a_primary_that_lost_it(self):

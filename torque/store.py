@@ -20,6 +20,7 @@ from torque import scripts
 from torque.connection import down_reason
 from torque.keys import Keys
 from torque.redis_errors import NOT_NOW, not_now
+from torque.replicas import ReplicaGate
 from torque.retry import Decision
 from torque.storage import (
     DEAD_MAX,
@@ -48,6 +49,9 @@ DEFAULT_KEYS = Keys()
 # Tasks one script call purges, retries or deletes: each call holds Redis
 # for about a millisecond, so other clients go on between them.
 BATCH = 1000
+# Seconds an add with --redis-wait-replicas waits for its replicas at most
+# (Redis WAIT): on a healthy network they confirm in about a round trip.
+WAIT_TIMEOUT = 1.0
 
 
 class RedisStore:
@@ -90,6 +94,7 @@ class RedisStore:
         self.dead_ttl = dead_ttl
         self.batch = batch
         self.wait_replicas = wait_replicas
+        self.replicas = ReplicaGate(clock, wait_replicas)
 
     def _call(self, method: str, *args) -> defer.Deferred:
         reason = down_reason(self.redis)
@@ -153,6 +158,12 @@ class RedisStore:
         failover."""
         reason = down_reason(self.redis)
         if reason is not None:
+            # Back, the primary may be a new one without its replicas yet:
+            # probe before letting every add hold a connection for WAIT.
+            self.replicas.shut(reason)
+            return defer.fail(StoreUnavailable(reason))
+        reason = self.replicas.refusal()
+        if reason is not None:
             return defer.fail(StoreUnavailable(reason))
         work = defer.ensureDeferred(self._run_and_wait(script, list(keys), [str(a) for a in args]))
         # Bounded without cancelling: a pipeline cancelled while it waits
@@ -173,14 +184,19 @@ class RedisStore:
                 timer.cancel()
             return result
 
+        def shut(failure):
+            failure.trap(StoreUnavailable)
+            self.replicas.shut(failure.getErrorMessage())
+            return failure
+
         timer = self.clock.callLater(self.timeout, time_out)
         work.addBoth(settle)
         bounded.addBoth(stop_timer)
-        return bounded.addErrback(self._unavailable)
+        return bounded.addErrback(self._unavailable).addErrback(shut)
 
     async def _run_and_wait(self, script: str, keys: list, args: list):
         sha = hashlib.sha1(script.encode()).hexdigest()
-        wait_ms = int(self.timeout * 1000 / 2)
+        wait_ms = int(min(WAIT_TIMEOUT, self.timeout / 2) * 1000)
         for command, body in (("EVALSHA", sha), ("EVAL", script)):
             pipe = await self.redis.pipeline()
             pipe.execute_command(command, body, len(keys), *keys, *args)
@@ -193,6 +209,7 @@ class RedisStore:
                     continue  # a new primary (or a restart): send the script itself
                 raise error from None
             break
+        self.replicas.observed(int(replicas))
         if int(replicas) < self.wait_replicas:
             raise StoreUnavailable(
                 f"only {replicas} of {self.wait_replicas} Redis replicas confirmed the write "
