@@ -24,7 +24,7 @@ class ReplicaGateTests(unittest.TestCase):
         refusal = self.gate.refusal()
         self.assertIn("fewer than 1 replicas in sync", refusal)
         self.assertIn("--redis-wait-replicas", refusal)
-        self.assertIn("was not added", refusal)
+        self.assertIn("nothing was written", refusal)
 
     def test_one_probe_a_second_while_shut(self):
         self.gate.observed(0)

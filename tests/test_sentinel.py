@@ -256,9 +256,20 @@ class WaitReplicasTests(SentinelCase):
             yield self.store.add(make_task("t2"))
         self.assertLess(reactor.seconds() - started, 0.5, "it waited for the replicas")
         self.assertIn("only 0 of 1 Redis replicas confirmed", str(caught.exception))
-        self.assertIn("the task was not added", str(caught.exception))
+        self.assertIn("nothing was written", str(caught.exception))
         key = self.store.keys.task("t2")
         self.assertEqual(servers.ask(self.primary.port, "EXISTS", key), 0, "half-written")
+
+    @defer.inlineCallbacks
+    def test_a_cancel_and_a_pause_wait_for_the_replica_too(self):
+        yield self.store.add(make_task("t1"))
+        os.kill(self.replica.process.pid, signal.SIGSTOP)
+        self.addCleanup(lambda: os.kill(self.replica.process.pid, signal.SIGCONT))
+        with self.assertRaises(StoreUnavailable) as caught:
+            yield self.store.cancel("t1")
+        self.assertIn("only 0 of 1 Redis replicas confirmed", str(caught.exception))
+        with self.assertRaises(StoreUnavailable):
+            yield self.store.pause("q")
 
     @defer.inlineCallbacks
     def test_the_script_is_sent_again_to_a_primary_that_lost_it(self):

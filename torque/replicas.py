@@ -1,5 +1,6 @@
 """``--redis-wait-replicas``: when the primary has too few replicas, adds
-are refused at once instead of each holding a connection for the ``WAIT``.
+(and cancels, pauses, resumes) are refused at once instead of each holding
+a connection for the ``WAIT``.
 
 An add that waits for N replicas runs its script and ``WAIT`` on one pinned
 connection.  Right after a failover the new primary often has no replica
@@ -44,7 +45,7 @@ class ReplicaGate:
         if now >= self._closed_until:
             self._closed_until = now + self.retry
             return None
-        return f"{self._why}; the task was not added: try again shortly"
+        return f"{self._why}; nothing was written: try again shortly"
 
     def observed(self, confirmed: int) -> None:
         """A ``WAIT`` counted ``confirmed`` replicas."""

@@ -143,11 +143,19 @@ class RedisStore:
             k.prefix,
             *task.to_fields(),
         ]
-        if self.wait_replicas:
-            d = self._replicated(scripts.ADD, keys, args)
-        else:
-            d = self._eval(scripts.ADD, keys, args)
+        d = self._write(scripts.ADD, keys, args)
         return d.addCallback(lambda reply: (reply[0], bool(reply[1])))
+
+    def _write(self, script: str, keys: Sequence[str], args: Sequence) -> defer.Deferred:
+        """A write whose answer promises something to a client (an add, a
+        cancel, a pause or resume): with ``wait_replicas``, answered only
+        once that many replicas hold it.  Outcomes of deliveries don't
+        wait: one lost in a failover means a delivery again, which
+        at-least-once allows; bulk changes (purge, dead letters) neither,
+        and are said again after a failover."""
+        if self.wait_replicas:
+            return self._replicated(script, keys, args)
+        return self._eval(script, keys, args)
 
     def _replicated(self, script: str, keys: Sequence[str], args: Sequence) -> defer.Deferred:
         """Run ``script``, then ``WAIT`` for ``wait_replicas`` replicas to
@@ -308,7 +316,7 @@ class RedisStore:
         """Stop every node from claiming the queue's tasks; adds go on.
         Fires with whether the queue exists (if not, nothing changed)."""
         k = self.keys
-        d = self._eval(scripts.PAUSE, [k.queues, *k.queue(queue)], [queue])
+        d = self._write(scripts.PAUSE, [k.queues, *k.queue(queue)], [queue])
         return d.addCallback(bool)
 
     def resume(self, queue: str) -> defer.Deferred:
@@ -316,7 +324,7 @@ class RedisStore:
         with whether the queue exists."""
         k = self.keys
         now = self.clock.seconds()
-        d = self._eval(
+        d = self._write(
             scripts.RESUME,
             [k.queues, *k.queue(queue)],
             [queue, k.wake(queue), repr(now)],
@@ -375,7 +383,7 @@ class RedisStore:
     def cancel(self, task_id: str) -> defer.Deferred:
         """Delete a task; fires with the state it was in, ``""`` if none."""
         k = self.keys
-        return self._eval(
+        return self._write(
             scripts.CANCEL, [k.task(task_id), k.attempts(task_id)], [task_id, k.prefix]
         )
 
