@@ -25,12 +25,13 @@ class CrashRecoveryTests(unittest.TestCase):
         receiver = start_receiver(self)
         receiver.hold("/slow")  # the handler would take ten minutes: never answers here
         first = yield start_node(self)
+        _, body, _ = yield first.post(json_body={"url": receiver.url + "/slow", "timeout": 3600})
+        yield wait_for(lambda: receiver.to("/slow"), what="the first attempt")
+        # Started now, the other node can't have claimed the task.
         second = yield start_node(self, prefix=first.prefix)
         # Before the nodes' own stop (cleanups run last first): a node's stop
         # waits for its requests in flight.
         self.addCleanup(lambda: receiver.release(200))
-        _, body, _ = yield first.post(json_body={"url": receiver.url + "/slow", "timeout": 3600})
-        yield wait_for(lambda: receiver.to("/slow"), what="the first attempt")
         # Until the first lease has run out and renewals alone hold the task:
         # a live node's long request is not delivered twice.
         redis = connect_pool(redis_address())
