@@ -6,13 +6,16 @@ renewing loses its tasks one lease later."""
 
 from twisted.internet import defer
 from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial import unittest
 
 from tests.test_scheduler import LATENCY, Hook, SchedulerCase
 from torque.dispatch import Dispatcher
 from torque.leases import LeaseKeeper
+from torque.options import Options
 from torque.retry import RetryPolicy
 from torque.scheduler import QueueScheduler
 from torque.storage import StoreUnavailable
+from torque.tap import retired_warning
 from torque.task import Task
 
 LEASE = 10.0
@@ -184,3 +187,25 @@ class RenewalFailureTests(LeaseCase):
         with self.store.at_once():
             info = self.successResultOf(self.store.describe("t1"))
         self.assertEqual((info["status"], info["attempts"]), ("delivered", "2"))
+
+
+class RetiredLeaseMarginTests(unittest.TestCase):
+    """``--lease-margin`` (a lease lasted the timeout plus it) is gone but
+    accepted, with a warning, so that a configuration that sets it still
+    starts."""
+
+    def test_the_option_and_its_variable_are_accepted_with_a_warning(self):
+        for argv, environ, named in [
+            (["--lease-margin", "30"], {}, "--lease-margin"),
+            ([], {"TORQUE_LEASE_MARGIN": "30"}, "TORQUE_LEASE_MARGIN"),
+        ]:
+            options = Options(environ)
+            options.parseOptions(argv)
+            warning = retired_warning(options)
+            self.assertIn(f"{named} is ignored", warning)
+            self.assertIn("--lease seconds (10)", warning)
+
+    def test_no_warning_without_it(self):
+        options = Options({})
+        options.parseOptions([])
+        self.assertIsNone(retired_warning(options))

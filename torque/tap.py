@@ -190,9 +190,9 @@ class TorqueNode(MultiService):
             endpoint=o["endpoint"] or "none",
             redis=str(address),
         )
-        warning = descriptors_warning(o, _open_files_limit())
-        if warning:
-            log.warn(warning)
+        for warning in (descriptors_warning(o, _open_files_limit()), retired_warning(o)):
+            if warning:
+                log.warn(warning)
         super().startService()
         # Not a child: it must outlive the schedulers' drain at stop, whose
         # requests it keeps leased.
@@ -242,6 +242,17 @@ def descriptors_warning(options: Mapping, limit: int | None) -> str | None:
         f"{options['concurrency']} may need {needed} file descriptors, over this "
         f"process's limit of {limit} (ulimit -n): raise the limit, or lower "
         "--max-connections"
+    )
+
+
+def retired_warning(options: Mapping) -> str | None:
+    """A warning for an option that is accepted but no longer does anything."""
+    if options["lease-margin"] is None:
+        return None
+    return (
+        f"{options.named('lease-margin')} is ignored: a lease no longer lasts a task's "
+        f"timeout plus a margin, but --lease seconds ({options['lease']:g}), renewed while "
+        "the request runs; remove it"
     )
 
 
