@@ -104,7 +104,7 @@ class Options(usage.Options):
          "long after a node dies its tasks wait to be delivered again", _real],
         ["lease-margin", None, None,
          "ignored (leases are renewed now: see --lease); accepted so that older "
-         "configurations still start", _real],
+         "configurations still start [default: none]", _real],
         ["poll-interval", None, 1.0,
          "seconds between safety-net polls (due tasks are claimed on wake-up, "
          "not by polling)", _real],
