@@ -26,6 +26,7 @@ from torque.storage import (
     DEAD_TTL,
     DELIVERED_TTL,
     HISTORY_LENGTH,
+    LEASE,
     LISTED_STATES,
     PAGE_BYTES,
     RECENT_MINUTES,
@@ -49,7 +50,7 @@ NO_WORD = "no word from the handler by its deadline (Torque-Complete-Within)"
 class MemoryStore:
     def __init__(
         self,
-        lease_margin: float = 30.0,
+        lease: float = LEASE,
         dead_max: int = DEAD_MAX,
         dead_ttl: float = DEAD_TTL,
         clock=None,
@@ -64,7 +65,8 @@ class MemoryStore:
             raise ValueError("a latency needs a clock")
         self.clock = clock
         self.latency = latency
-        self.lease_margin = lease_margin
+        self.lease = lease
+        self.renewals: list[list] = []  # each renew call's held attempts, for assertions
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
         self.tasks: dict[str, dict[str, str]] = {}
@@ -227,8 +229,7 @@ class MemoryStore:
 
         def take(task_id, fields):
             fields["attempts"] = str(int(fields.get("attempts", 0)) + 1)
-            lease = float(fields.get("timeout", timeout)) + self.lease_margin
-            running[task_id] = now + lease
+            running[task_id] = now + self.lease
             tasks.append(Task.from_fields(task_id, fields))
 
         if queue not in self.paused and limit > 0 and hosts is None:
@@ -278,6 +279,21 @@ class MemoryStore:
         return self._answer(
             Claim(tasks, min(heads) if heads else None, skipped, past, tuple(waiting))
         )
+
+    def renew(self, held, now):
+        if not self.available:
+            return self._answer()
+        self.renewals.append(list(held))
+        lost = []
+        for queue, task_id, attempt in held:
+            running = self.running.setdefault(queue, {})
+            fields = self.tasks.get(task_id)
+            held_now = fields and fields.get("attempts") == str(attempt)
+            if task_id in running and held_now and "waiting_until" not in fields:
+                running[task_id] = now + self.lease
+            else:
+                lost.append(task_id)
+        return self._answer(lost)
 
     def settle(self, queue, outcomes, now):
         if not self.available:

@@ -1,8 +1,8 @@
 """The defaults README.rst promises, held where the node takes them from.
 
-README's options table says: ``--lease-margin`` 30 (seconds), and
+README's options table says: ``--lease`` 10 (seconds), and
 ``--dead-letter-ttl`` 604800 (7 days), ``--dead-letter-max`` 10000; its
-prose repeats "its timeout plus 30 seconds" and "for seven days".  A
+prose repeats "within about 10 s" and "for seven days".  A
 change to any of them must be a change to the README too.
 """
 
@@ -14,7 +14,7 @@ from torque import storage, store
 from torque.options import Options
 
 DOCUMENTED = {
-    "lease-margin": 30.0,
+    "lease": 10.0,
     "dead-letter-ttl": 7 * 86400.0,
     "dead-letter-max": 10_000,
 }
@@ -30,7 +30,7 @@ class DocumentedDefaultTests(unittest.TestCase):
         """What tests and embedders get when they build a store directly."""
         defaults = inspect.signature(store.RedisStore).parameters
         self.assertEqual(
-            (defaults["lease_margin"].default, storage.DEAD_TTL, storage.DEAD_MAX),
-            (DOCUMENTED["lease-margin"], DOCUMENTED["dead-letter-ttl"],
+            (defaults["lease"].default, storage.DEAD_TTL, storage.DEAD_MAX),
+            (DOCUMENTED["lease"], DOCUMENTED["dead-letter-ttl"],
              DOCUMENTED["dead-letter-max"]),
         )  # fmt: skip

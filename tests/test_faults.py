@@ -67,7 +67,7 @@ class CrashTests(unittest.TestCase):
     def test_kill_9_mid_request_redelivers_after_the_lease(self):
         receiver = start_receiver(self)
         receiver.hold("/slow")
-        options = ("--task-timeout", "2", "--lease-margin", "1")
+        options = ("--task-timeout", "2", "--lease", "4")
         first = yield start_node(self, *options)
         _, body, _ = yield first.post(data={"url": receiver.url + "/slow"})
         yield wait_for(lambda: receiver.to("/slow"), what="the first attempt")
@@ -79,7 +79,7 @@ class CrashTests(unittest.TestCase):
         recovered = time.monotonic() - killed_at
         self.assertGreaterEqual(recovered, 2.0, "redelivered before the lease")
         self.assertEqual(arrivals(receiver, "/slow"), {body["id"]: 2})
-        report("kill -9 mid-request", "SIGKILL with the request in flight; lease 2+1 s",
+        report("kill -9 mid-request", "SIGKILL with the request in flight; lease 4 s",
                1, arrivals(receiver, "/slow"), recovered)  # fmt: skip
         yield wait_for(lambda: second.has_status(body["id"], "delivered"))
         _, task = yield second.get(f"/tasks/{body['id']}")

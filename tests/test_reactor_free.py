@@ -25,6 +25,7 @@ MAY_INSTALL = {
     "store": "imports txredisapi",
     "connection": "imports txredisapi",
     "cluster": "imports txredisapi",
+    "sentinel": "imports txredisapi",
     # klein's klein._app does ``from twisted.internet import reactor`` at
     # module level too; the Klein app lives in api.py alone.
     "api": "imports klein",

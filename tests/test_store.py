@@ -49,7 +49,7 @@ def bury(store, task_id, now=NOW, queue="q", **kw):
 class StoreContract:
     """Tests every store must pass; ``self.store`` is set in ``setUp``."""
 
-    lease = TIMEOUT + 30.0
+    lease = 10.0  # the stores' default lease, whatever the timeout
 
     @defer.inlineCallbacks
     def test_added_task_is_claimed_with_its_fields(self):
@@ -94,10 +94,39 @@ class StoreContract:
         self.assertIn("lease expired", info["last_error"])
 
     @defer.inlineCallbacks
-    def test_lease_is_the_tasks_own_timeout_plus_margin(self):
-        yield self.store.add(make_task(timeout=5.0))
+    def test_lease_is_the_stores_lease_whatever_the_tasks_timeout(self):
+        yield self.store.add(make_task(timeout=3600.0))
         first = yield claim(self.store)
-        self.assertEqual(first.next_at, NOW + 5.0 + 30.0)
+        self.assertEqual(first.next_at, NOW + self.lease)
+
+    @defer.inlineCallbacks
+    def test_renewal_moves_the_lease_end_of_every_held_attempt(self):
+        yield self.store.add(make_task("a", queue="q"))
+        yield self.store.add(make_task("b", queue="r"))
+        (a,) = (yield claim(self.store, queue="q")).tasks
+        (b,) = (yield claim(self.store, queue="r")).tasks
+        lost = yield self.store.renew([("q", "a", 1), ("r", "b", 1)], NOW + 8)
+        self.assertEqual(lost, [])
+        for queue in ("q", "r"):
+            again = yield claim(self.store, now=NOW + 8 + self.lease - 0.01, queue=queue)
+            self.assertEqual((again.tasks, again.next_at), ([], NOW + 8 + self.lease))
+
+    @defer.inlineCallbacks
+    def test_renewal_leaves_a_lease_that_no_longer_holds(self):
+        for task_id in ("settled", "lost", "cancelled"):
+            yield self.store.add(make_task(task_id))
+        tasks = {t.id: t for t in (yield claim(self.store)).tasks}
+        yield self.store.settle("q", [(tasks["settled"], Delivered(200))], NOW + 1)
+        yield self.store.cancel("cancelled")
+        # "lost" ran out and was claimed again: attempt 1 is no longer its own.
+        yield claim(self.store, now=NOW + self.lease)
+        held = [("q", "settled", 1), ("q", "lost", 1), ("q", "cancelled", 1)]
+        lost = yield self.store.renew(held, NOW + self.lease + 1)
+        self.assertEqual(sorted(lost), ["cancelled", "lost", "settled"])
+        info = yield self.store.describe("settled")
+        self.assertEqual(info["status"], "delivered", "a renewal brought it back")
+        again = yield claim(self.store, now=NOW + 2 * self.lease)
+        self.assertEqual([(t.id, t.attempts) for t in again.tasks], [("lost", 3)])
 
     @defer.inlineCallbacks
     def test_expired_lease_on_last_attempt_buries_task(self):
@@ -931,7 +960,7 @@ class ScriptEdgeContract:
     each test names the behaviour a one-token change would break.  Held by
     the Redis store and its double alike."""
 
-    lease = TIMEOUT + 30.0
+    lease = 10.0  # the stores' default lease, whatever the timeout
 
     @defer.inlineCallbacks
     def test_the_dead_letter_cap_holds_after_every_burial(self):

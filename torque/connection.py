@@ -3,7 +3,9 @@
 Two connections per node: a small lazy pool for commands and scripts, and a
 subscriber that listens for wake-ups.  txredisapi reconnects both by itself
 after an outage; the subscriber subscribes again on every new connection
-(txredisapi doesn't), so wake-ups resume with Redis.
+(txredisapi doesn't), so wake-ups resume with Redis.  With a
+``redis+sentinel://`` address both ask the Sentinels where the primary is
+before every connection (:mod:`torque.sentinel`), so both follow a failover.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import txredisapi
 from twisted.internet import defer, endpoints, ssl
 from twisted.logger import Logger
 
-from torque import fast_commands
+from torque import fast_commands, sentinel
 from torque.redis_url import RedisAddress
 
 log = Logger()
@@ -37,7 +39,7 @@ def connect_pool(address: RedisAddress, poolsize: int = 2, reactor=None):
         from twisted.internet import reactor
     fast_commands.install()
     pool = _Pool(address, poolsize)
-    pool.startConnecting(_endpoint(reactor, address))
+    pool.startConnecting(_endpoint(reactor, address, pool))
     return pool.handler
 
 
@@ -47,7 +49,16 @@ def known_down(redis) -> bool:
     (or the last one was lost).  Before its first attempt ends, and while
     Redis is connected but silent, a pool doesn't know: only a timeout
     tells."""
-    return bool(getattr(getattr(redis, "_factory", None), "down", False))
+    return down_reason(redis) is not None
+
+
+def down_reason(redis) -> str | None:
+    """Why ``redis`` has no connection, when it knows it has none
+    (:func:`known_down`); ``None`` otherwise."""
+    factory = getattr(redis, "_factory", None)
+    if not getattr(factory, "down", False):
+        return None
+    return getattr(factory, "why", None) or "Redis is unreachable: no connection"
 
 
 class _KeepTrying:
@@ -85,6 +96,8 @@ class _Pool(_KeepTrying, txredisapi.RedisFactory):
 
     def __init__(self, address: RedisAddress, poolsize: int):
         handler = txredisapi.UnixConnectionHandler if address.path else txredisapi.ConnectionHandler
+        if address.sentinels:
+            self.protocol = sentinel.SentinelProtocol
         super().__init__(
             str(address),
             address.db,
@@ -96,6 +109,8 @@ class _Pool(_KeepTrying, txredisapi.RedisFactory):
             convertNumbers=False,
         )
         self.failing = False  # an attempt failed, or a connection was lost
+        self.why: str | None = None  # with Sentinel: why there is no primary
+        self.address = address
 
     @property
     def down(self) -> bool:
@@ -109,9 +124,18 @@ class _Pool(_KeepTrying, txredisapi.RedisFactory):
         super().addConnection(conn)
         if conn in self.pool:
             self.failing = False
+            self.why = None
+
+    def disconnect(self):
+        d = super().disconnect()
+        if self.address.sentinels:
+            d.addCallback(lambda _: sentinel.detach(self))
+        return d
 
 
-def _endpoint(reactor, address: RedisAddress):
+def _endpoint(reactor, address: RedisAddress, factory):
+    if address.sentinels:
+        return sentinel.attach(factory, address)
     if address.path:
         return endpoints.UNIXClientEndpoint(reactor, address.path, timeout=CONNECT_TIMEOUT)
     endpoint = endpoints.HostnameEndpoint(
@@ -137,6 +161,11 @@ def _tls(address: RedisAddress):
 class _WakeProtocol(txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern, channel, message):
         self.factory.on_message(channel, message)
+
+
+class _SentinelWakeProtocol(sentinel.RoleChecked, _WakeProtocol):
+    """Subscribes on the primary only: after a failover, the one that
+    takes the adds (and their wake-ups)."""
 
 
 class WakeSubscriber(_KeepTrying, txredisapi.RedisFactory):
@@ -173,12 +202,20 @@ class WakeSubscriber(_KeepTrying, txredisapi.RedisFactory):
             convertNumbers=False,
         )
         self.address = address
+        if address.sentinels:
+            self.protocol = _SentinelWakeProtocol
         self.channels = list(channels)
         self.patterns = list(patterns)
         self.on_message = on_message
 
     def start(self, reactor) -> None:
-        self.startConnecting(_endpoint(reactor, self.address))
+        self.startConnecting(_endpoint(reactor, self.address, self))
+
+    def disconnect(self):
+        d = super().disconnect()
+        if self.address.sentinels:
+            d.addCallback(lambda _: sentinel.detach(self))
+        return d
 
     def addConnection(self, conn):
         super().addConnection(conn)

@@ -77,7 +77,11 @@ class Options(usage.Options):
          "unix:/run/torque.sock); 'none' for no API"],
         ["redis", None, None,
          "Redis URL: redis://[:password@]host:port/db, rediss://..., "
-         "unix:///path/redis.sock?db=N [default: embedded redis-server]"],
+         "unix:///path/redis.sock?db=N, or redis+sentinel://[:password@]host:26379,"
+         "host2:26379/<master-name>/<db> [default: embedded redis-server]"],
+        ["redis-wait-replicas", None, 0,
+         "answer an add 201 only once this many replicas hold it (Redis WAIT), so a "
+         "failover loses no accepted task; 0 to answer once the primary has it", _whole],
         ["data-dir", None, "./torque-data",
          "where the embedded Redis keeps its files (relative to the working directory)"],
         ["base-task-url", None, None,
@@ -106,9 +110,12 @@ class Options(usage.Options):
         ["max-connections", None, 500,
          "open API connections at most; past it a new connection closes the one that "
          "has waited longest for its request head (or body), or is refused", _whole],
-        ["lease-margin", None, 30.0,
-         "seconds a claimed task's lease outlasts its timeout: how long after a node "
-         "dies its tasks wait, beyond their timeout, to be delivered again", _real],
+        ["lease", None, 10.0,
+         "seconds a claimed task's lease lasts, renewed while its request runs: how "
+         "long after a node dies its tasks wait to be delivered again", _real],
+        ["lease-margin", None, None,
+         "ignored (leases are renewed now: see --lease); accepted so that older "
+         "configurations still start [default: none]", _real],
         ["poll-interval", None, 1.0,
          "seconds between safety-net polls (due tasks are claimed on wake-up, "
          "not by polling)", _real],
@@ -313,7 +320,7 @@ class Options(usage.Options):
             "task-timeout",
             "max-task-age",
             "poll-interval",
-            "lease-margin",
+            "lease",
             "dead-letter-ttl",
             "breaker-cooldown",
             "max-cooldown",
@@ -324,6 +331,8 @@ class Options(usage.Options):
             key = self[name]
             if key is not None and (not key.strip() or not key.isprintable()):
                 raise usage.UsageError(f"{self.named(name)} must be printable text")
+        if self["redis-wait-replicas"] < 0:
+            raise usage.UsageError(f"{self.named('redis-wait-replicas')} must be 0 or more")
         if not 0 <= self["rate"] < float("inf"):
             raise usage.UsageError(f"{self.named('rate')} must be 0 (no limit) or more")
         if self["min-task-delay"] > self["max-task-delay"]:

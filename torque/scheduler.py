@@ -134,7 +134,7 @@ class QueueScheduler(Service):
         self._held_back = False  # the last claim passed due tasks over
         self._soon: IDelayedCall | None = None
         self._fruitless_at: float | None = None  # see DEEP_RETRY
-        self.in_flight: dict[str, defer.Deferred] = {}
+        self.in_flight: dict[tuple[str, int], defer.Deferred] = {}
         self._claiming: defer.Deferred | None = None
         self._more = False  # there may be due tasks that no claim took yet
         self._timer: IDelayedCall | None = None
@@ -380,20 +380,36 @@ class QueueScheduler(Service):
 
     def _start(self, task: Task) -> None:
         # The claim script leased the task until the ``now`` this scheduler
-        # sent plus the task's timeout plus the store's lease margin (it
-        # stores exactly that as the task's score in the running set).  Past
-        # it, any node's claim may take the task again: its outcome here is
-        # stale, and isn't retried beyond it.
+        # sent plus the store's lease (it stores exactly that as the task's
+        # score in the running set); the node's LeaseKeeper renews it while
+        # the attempt is held (:meth:`renewed`).  Past it, any node's claim
+        # may take the task again: its outcome here is stale, and isn't
+        # retried beyond it.
         timeout = task.timeout or self.timeout
-        self._lease_ends[task.id, task.attempts] = (
-            self._claim_sent_at + timeout + self.store.lease_margin
-        )
+        self._lease_ends[task.id, task.attempts] = self._claim_sent_at + self.store.lease
         if self.hosts is not None:
             self.hosts.started(host_of(task.url), self.clock.seconds(), self.queue)
         d = self.dispatcher.dispatch(task, timeout)
-        self.in_flight[task.id] = d
+        # By attempt: a lease that ran out mid-request (Redis unreachable for
+        # longer than a lease) lets this very scheduler claim the task again
+        # while its earlier attempt is still in flight.
+        self.in_flight[task.id, task.attempts] = d
         d.addCallback(self._finished, task)
         d.addErrback(self._crashed, task)
+
+    def held(self) -> list[tuple[str, str, int]]:
+        """The leases this scheduler holds: ``(queue, task id, attempt)``
+        of every attempt in flight or with its outcome not yet recorded."""
+        return [(self.queue, task_id, attempt) for task_id, attempt in self._lease_ends]
+
+    def renewed(self, held, until: float, lost) -> None:
+        """The leases ``held`` (as :meth:`held` gave them) now end at
+        ``until``, except those of the task ids in ``lost`` (settled
+        meanwhile, or taken by another node)."""
+        ends = self._lease_ends
+        for _, task_id, attempt in held:
+            if task_id not in lost and (task_id, attempt) in ends:
+                ends[task_id, attempt] = max(ends[task_id, attempt], until)
 
     def _crashed(self, failure, task: Task) -> None:
         # A bug, not a failed delivery: there is no outcome to record.
@@ -403,7 +419,7 @@ class QueueScheduler(Service):
         log.failure("attempt on {task_id} failed", failure, task_id=task.id)
 
     def _finished(self, outcome, task: Task) -> None:
-        del self.in_flight[task.id]
+        del self.in_flight[task.id, task.attempts]
         now = self.clock.seconds()
         if self.hosts is not None:
             self.hosts.finished(host_of(task.url), outcome, now)

@@ -196,7 +196,8 @@ CLAIM = (
 -- KEYS[1..6] the queue's due, running, dead, stats, paused and rate keys
 -- (Keys.queue; the rate bucket is a hash: tokens, at)
 -- ARGV[1] now   ARGV[2] limit   ARGV[3] key prefix   ARGV[4] queue key
--- prefix   ARGV[5] default timeout   ARGV[6] lease margin
+-- prefix   ARGV[5] default timeout (unused: kept for older callers)
+-- ARGV[6] seconds a lease lasts (the node renews it while the request runs)
 -- ARGV[7] default max_errors   ARGV[8] history length
 -- ARGV[9] dead letters kept at most   ARGV[10] their maximum age
 -- ARGV[11] dispatches per second for the queue, 0 for no limit: a token
@@ -267,10 +268,10 @@ local out = {'', '', {0, 0}}
 local function take(id, key)
   redis.call('ZREM', q.due, id)
   redis.call('HINCRBY', key, 'attempts', 1)
-  local timeout = tonumber(redis.call('HGET', key, 'timeout') or ARGV[5])
-  -- The lease outlasts the request's own timeout, so a live node always
-  -- records its outcome before another node may take the task.
-  redis.call('ZADD', q.running, now + timeout + tonumber(ARGV[6]), id)
+  -- A short lease, whatever the task's timeout: the node renews it while
+  -- the request runs (RENEW), so one that dies leaves the task for seconds,
+  -- not for its timeout.
+  redis.call('ZADD', q.running, now + tonumber(ARGV[6]), id)
   local task = redis.call('HGETALL', key)
   table.insert(task, 1, id)
   out[#out + 1] = task
@@ -466,6 +467,34 @@ if fields[1] ~= ARGV[9] or not fields[2] or not redis.call('ZSCORE', q.running, 
 end
 settle_one(cfg, q, key, id, ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], now, ARGV[4])
 return 1
+"""
+)
+
+RENEW = (
+    _PRELUDE
+    + """
+-- Renew the leases of a node's attempts in flight, in every queue at once.
+-- KEYS the running sets of the queues named below (Keys.running)
+-- ARGV[1] the new lease end   ARGV[2] key prefix
+-- then three per attempt: the index in KEYS of its queue's running set,
+-- the task id, and the attempt (the task's attempts when it was claimed).
+-- A lease is renewed only while it holds: the task is still running with
+-- that attempt (not settled, cancelled, or lost and claimed again), and
+-- not handed over to its handler ('waiting': leased until its deadline).
+-- Returns the ids whose lease was not renewed.
+local lost = {}
+for i = 3, #ARGV, 3 do
+  local running, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1]
+  local key = K.task(ARGV[2], id)
+  if redis.call('ZSCORE', running, id)
+     and redis.call('HGET', key, 'attempts') == ARGV[i + 2]
+     and redis.call('HEXISTS', key, 'waiting_until') == 0 then
+    redis.call('ZADD', running, ARGV[1], id)
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost
 """
 )
 

@@ -35,6 +35,10 @@ HISTORY_LENGTH = 10
 # 180 days; a web hook's payload goes stale sooner).
 DEAD_MAX = 10_000
 DEAD_TTL = 7 * 86400.0
+# Seconds a lease lasts (``--lease``), renewed while the request runs: how
+# long after a node dies (kill -9, power loss) its tasks wait to be
+# delivered again, whatever their timeout.
+LEASE = 10.0
 # Minutes of per-minute delivery counts that queue stats carry.
 RECENT_MINUTES = 15
 
@@ -248,9 +252,9 @@ class Store(Protocol):
     where the answer depends on them.
     """
 
-    #: seconds a lease outlasts its task's timeout (the scheduler counts
+    #: seconds a claim's or a renewal's lease lasts (the scheduler counts
     #: on it to know when another node may have the task).
-    lease_margin: float
+    lease: float
 
     def ping(self) -> Deferred[Any]:
         """Fires once the store answers: a health check."""
@@ -286,7 +290,8 @@ class Store(Protocol):
         (``retried``, or ``dead`` on their last attempt).
 
         :param timeout: the node's request timeout, for tasks without their
-            own; a lease lasts a task's timeout plus ``lease_margin``.
+            own (unused since leases last ``lease`` seconds whatever the
+            timeout, renewed with :meth:`renew`; kept for callers).
         :param max_errors: the node's limit, for tasks without their own:
             a lost lease on the last attempt buries the task.
         :param rate: dispatches per second for the queue (``--rate``),
@@ -297,6 +302,16 @@ class Store(Protocol):
             is passed over, not waited for, and a held host's due tasks are
             postponed to the hold's end without spending an attempt.
             ``None``: the due tasks in order.
+        """
+
+    def renew(self, held: Sequence[tuple[str, str, int]], now: float) -> Deferred[list[str]]:
+        """Renew the leases of ``held`` attempts, ``(queue, task id,
+        attempt)`` in any queues, in one round trip: each lasts ``lease``
+        seconds from ``now`` again, if it still holds (the task is running
+        with that attempt).
+
+        :returns: a Deferred firing with the ids whose lease was not
+            renewed (settled, cancelled, or lost to another node).
         """
 
     def settle(self, queue: str, outcomes: Sequence[tuple], now: float) -> Deferred[int]:

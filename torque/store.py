@@ -7,6 +7,7 @@ wait for Redis forever, and a node must answer 503 instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -17,17 +18,19 @@ from twisted.internet.interfaces import IReactorTime
 
 from torque import scripts
 from torque.coalesce import Coalescer
-from torque.connection import known_down
+from torque.connection import down_reason
 from torque.hosts import HostBudgets
 from torque.keys import SETTINGS_CHANGED, Keys
 from torque.queue_settings import SETTINGS, decode, encode
 from torque.redis_errors import NOT_NOW, not_now
+from torque.replicas import ReplicaGate
 from torque.retry import Decision
 from torque.storage import (
     DEAD_MAX,
     DEAD_TTL,
     DELIVERED_TTL,
     HISTORY_LENGTH,
+    LEASE,
     LISTED_STATES,
     MAX_NODES,
     PAGE_BYTES,
@@ -51,7 +54,9 @@ DEFAULT_KEYS = Keys()
 BATCH = 1000
 # Tasks one coalesced add call takes at most (POST /tasks/batch's limit).
 MAX_ADDS = 1000
-NO_CONNECTION = "Redis is unreachable: no connection"
+# Seconds an add with --redis-wait-replicas waits for its replicas at most
+# (Redis WAIT): on a healthy network they confirm in about a round trip.
+WAIT_TIMEOUT = 1.0
 
 
 class RedisStore:
@@ -61,12 +66,16 @@ class RedisStore:
     :param clock: times the calls out.
     :param timeout: seconds a call may take before it fails with
         :class:`StoreUnavailable`.
-    :param lease_margin: seconds a lease outlasts its task's timeout.
+    :param lease: seconds a claim's or a renewal's lease lasts, whatever the
+        task's timeout: the node renews it while the request runs.
     :param dead_max: dead letters kept per queue; past it the oldest go.
     :param dead_ttl: seconds a dead letter is kept: older ones go at the
         queue's next claim (every node's claims, paused or not) or death.
     :param batch: tasks per script call when purging, retrying or deleting
         many, so one call never holds Redis for long.
+    :param wait_replicas: an add fires only once this many replicas hold
+        it (``WAIT`` on the connection that ran it), else fails with
+        :class:`StoreUnavailable`; 0 for once the primary has it.
     """
 
     def __init__(
@@ -75,26 +84,30 @@ class RedisStore:
         clock: IReactorTime,
         keys: Keys = DEFAULT_KEYS,
         timeout: float = 5.0,
-        lease_margin: float = 30.0,
+        lease: float = LEASE,
         dead_max: int = DEAD_MAX,
         dead_ttl: float = DEAD_TTL,
         batch: int = BATCH,
+        wait_replicas: int = 0,
     ):
         self.redis = redis
         self.clock = clock
         self.keys = keys
         self.timeout = timeout
-        self.lease_margin = lease_margin
+        self.lease = lease
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
         self.batch = batch
         self._adds = Coalescer(clock, self.add_many, limit=MAX_ADDS)
+        self.wait_replicas = wait_replicas
+        self.replicas = ReplicaGate(clock, wait_replicas)
 
     def _call(self, method: str, *args) -> defer.Deferred:
-        if known_down(self.redis):
+        reason = down_reason(self.redis)
+        if reason is not None:
             # Waiting for the timeout would only hold the caller: the
             # command would wait for a connection that isn't coming.
-            return defer.fail(StoreUnavailable(NO_CONNECTION))
+            return defer.fail(StoreUnavailable(reason))
         d = defer.maybeDeferred(getattr(self.redis, method), *args)
         d.addTimeout(self.timeout, self.clock)
         d.addErrback(self._unavailable)
@@ -128,8 +141,9 @@ class RedisStore:
         :returns: a Deferred firing with ``(id, True)``, or with
             ``(existing id, False)`` when a live task already has its name.
         """
-        if known_down(self.redis):
-            return defer.fail(StoreUnavailable(NO_CONNECTION))  # at once, as _call
+        reason = down_reason(self.redis)
+        if reason is not None:
+            return defer.fail(StoreUnavailable(reason))  # at once, as _call
         return self._adds.submit(task)
 
     def add_many(self, tasks: Sequence[Task]) -> defer.Deferred:
@@ -156,8 +170,88 @@ class RedisStore:
                 len(fields),
                 *fields,
             ]
-        d = self._eval(scripts.ADD, keys, args)
+        d = self._write(scripts.ADD, keys, args)
         return d.addCallback(_added)
+
+    def _write(self, script: str, keys: Sequence[str], args: Sequence) -> defer.Deferred:
+        """A write whose answer promises something to a client (an add, a
+        cancel, a pause or resume): with ``wait_replicas``, answered only
+        once that many replicas hold it.  Outcomes of deliveries don't
+        wait: one lost in a failover means a delivery again, which
+        at-least-once allows; bulk changes (purge, dead letters) neither,
+        and are said again after a failover."""
+        if self.wait_replicas:
+            return self._replicated(script, keys, args)
+        return self._eval(script, keys, args)
+
+    def _replicated(self, script: str, keys: Sequence[str], args: Sequence) -> defer.Deferred:
+        """Run ``script``, then ``WAIT`` for ``wait_replicas`` replicas to
+        hold its writes, on the same connection (a pipeline takes one out of
+        the pool for both: ``WAIT`` counts the writes of its own
+        connection).  Fails with :class:`StoreUnavailable` when fewer
+        replicas confirm in time: then the write may or may not survive a
+        failover."""
+        reason = down_reason(self.redis)
+        if reason is not None:
+            # Back, the primary may be a new one without its replicas yet:
+            # probe before letting every add hold a connection for WAIT.
+            self.replicas.shut(reason)
+            return defer.fail(StoreUnavailable(reason))
+        reason = self.replicas.refusal()
+        if reason is not None:
+            return defer.fail(StoreUnavailable(reason))
+        work = defer.ensureDeferred(self._run_and_wait(script, list(keys), [str(a) for a in args]))
+        # Bounded without cancelling: a pipeline cancelled while it waits
+        # for a connection would lose that connection from the pool.
+        bounded = defer.Deferred()
+
+        def settle(result):
+            if not bounded.called:
+                bounded.callback(result)
+            return None  # a late failure is already answered (timed out)
+
+        def time_out():
+            if not bounded.called:
+                bounded.errback(defer.TimeoutError())
+
+        def stop_timer(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        def shut(failure):
+            failure.trap(StoreUnavailable)
+            self.replicas.shut(failure.getErrorMessage())
+            return failure
+
+        timer = self.clock.callLater(self.timeout, time_out)
+        work.addBoth(settle)
+        bounded.addBoth(stop_timer)
+        return bounded.addErrback(self._unavailable).addErrback(shut)
+
+    async def _run_and_wait(self, script: str, keys: list, args: list):
+        sha = hashlib.sha1(script.encode()).hexdigest()
+        wait_ms = int(min(WAIT_TIMEOUT, self.timeout / 2) * 1000)
+        for command, body in (("EVALSHA", sha), ("EVAL", script)):
+            pipe = await self.redis.pipeline()
+            pipe.execute_command(command, body, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.wait_replicas, wait_ms)
+            try:
+                reply, replicas = await pipe.execute_pipeline()
+            except defer.FirstError as e:
+                error = e.subFailure.value
+                if command == "EVALSHA" and str(error).startswith("NOSCRIPT"):
+                    continue  # a new primary (or a restart): send the script itself
+                raise error from None
+            break
+        self.replicas.observed(int(replicas))
+        if int(replicas) < self.wait_replicas:
+            raise StoreUnavailable(
+                f"only {replicas} of {self.wait_replicas} Redis replicas confirmed the write "
+                "in time (--redis-wait-replicas): it may or may not survive a failover; "
+                "add it again (with a name, so that it is added once)"
+            )
+        return reply
 
     def claim(
         self,
@@ -172,7 +266,7 @@ class RedisStore:
         """Lease up to ``limit`` due tasks of ``queue``; a :class:`Claim`.
 
         :param timeout: the node's request timeout, for tasks without their
-            own; a lease lasts a task's timeout plus ``lease_margin``.
+            own (unused: a lease lasts ``lease`` whatever the timeout).
         :param max_errors: the node's limit, for tasks without their own:
             a lost lease on the last attempt buries the task.
         :param rate: dispatches per second for the queue (``--rate``),
@@ -192,7 +286,7 @@ class RedisStore:
                 k.prefix,
                 k.queue_prefix(queue),
                 timeout,
-                self.lease_margin,
+                self.lease,
                 max_errors,
                 HISTORY_LENGTH,
                 self.dead_max,
@@ -202,6 +296,20 @@ class RedisStore:
             ],
         )
         return d.addCallback(_claimed)
+
+    def renew(self, held: Sequence[tuple[str, str, int]], now: float) -> defer.Deferred:
+        """Renew the leases of ``held`` attempts, ``(queue, task id,
+        attempt)`` in any queues, in one round trip (one script call): each
+        lasts ``lease`` seconds from ``now`` again if it still holds.  Fires
+        with the ids whose lease was not renewed."""
+        if not held:
+            return defer.succeed([])
+        running: dict[str, int] = {}
+        args: list = [repr(now + self.lease), self.keys.prefix]
+        for queue, task_id, attempt in held:
+            index = running.setdefault(self.keys.running(queue), len(running) + 1)
+            args += [index, task_id, attempt]
+        return self._eval(scripts.RENEW, list(running), args)
 
     def settle(self, queue: str, outcomes: Sequence[tuple], now: float):
         """Record decisions on claimed tasks in one round trip.
@@ -268,7 +376,7 @@ class RedisStore:
         unless ``create``: then it is made, paused)."""
         k = self.keys
         args = [queue, "1" if create else "0"]
-        d = self._eval(scripts.PAUSE, [k.queues, *k.queue(queue)], args)
+        d = self._write(scripts.PAUSE, [k.queues, *k.queue(queue)], args)
         return d.addCallback(bool)
 
     def resume(self, queue: str) -> defer.Deferred:
@@ -276,7 +384,7 @@ class RedisStore:
         with whether the queue exists."""
         k = self.keys
         now = self.clock.seconds()
-        d = self._eval(
+        d = self._write(
             scripts.RESUME,
             [k.queues, *k.queue(queue)],
             [queue, k.wake(queue), repr(now)],
@@ -355,7 +463,7 @@ class RedisStore:
         """Delete a task; fires with the state it was in, ``""`` if none.
         Its name stays taken ``keep_name`` seconds (0: freed at once)."""
         k = self.keys
-        return self._eval(
+        return self._write(
             scripts.CANCEL,
             [k.task(task_id), k.attempts(task_id)],
             [task_id, k.prefix, repr(float(keep_name))],

@@ -60,6 +60,7 @@ class TorqueNode(MultiService):
         self.redis = None
         self.subscriber = None
         self.http_pool = None
+        self.leases = None
 
     def _redis_address(self) -> RedisAddress:
         if self.options["redis"]:
@@ -85,6 +86,7 @@ class TorqueNode(MultiService):
         from torque.doors import Doors
         from torque.heartbeat import Heartbeat
         from torque.hosts import HostTable
+        from torque.leases import LeaseKeeper
         from torque.metrics import Metrics
         from torque.qstash import DOOR as QSTASH
         from torque.qstash.callbacks import Callbacks
@@ -100,12 +102,16 @@ class TorqueNode(MultiService):
 
         o, reactor = self.options, self.reactor
         address = self._redis_address()
-        self.redis = connect_pool(address, reactor=reactor)
+        # An add with --redis-wait-replicas holds its connection while the
+        # replicas confirm: more connections, so that adds don't queue.
+        poolsize = 8 if o["redis-wait-replicas"] else 2
+        self.redis = connect_pool(address, poolsize=poolsize, reactor=reactor)
         store = RedisStore(
             self.redis,
             reactor,
             self.keys,
-            lease_margin=o["lease-margin"],
+            lease=o["lease"],
+            wait_replicas=o["redis-wait-replicas"],
             dead_max=o["dead-letter-max"],
             dead_ttl=o["dead-letter-ttl"],
         )
@@ -263,10 +269,14 @@ class TorqueNode(MultiService):
             endpoint=o["endpoint"] or "none",
             redis=str(address),
         )
-        warning = descriptors_warning(o, _open_files_limit())
-        if warning:
-            log.warn(warning)
+        for warning in (descriptors_warning(o, _open_files_limit()), retired_warning(o)):
+            if warning:
+                log.warn(warning)
         super().startService()
+        # Not a child: it must outlive the schedulers' drain at stop, whose
+        # requests it keeps leased.
+        self.leases = LeaseKeeper(store, reactor, lambda: list(self.schedulers.values()))
+        self.leases.startService()
         _tune_gc()
 
     @property
@@ -278,6 +288,8 @@ class TorqueNode(MultiService):
         """Stop the API and the schedulers (which finish and record their
         requests in flight), then the connections, then the embedded Redis."""
         yield super().stopService()
+        if self.leases is not None:
+            self.leases.stopService()
         if self.subscriber is not None:
             yield self.subscriber.disconnect()
         if self.redis is not None:
@@ -312,6 +324,17 @@ def descriptors_warning(options: Mapping, limit: int | None) -> str | None:
     )
 
 
+def retired_warning(options: Mapping) -> str | None:
+    """A warning for an option that is accepted but no longer does anything."""
+    if options["lease-margin"] is None:
+        return None
+    return (
+        f"{options.named('lease-margin')} is ignored: a lease no longer lasts a task's "
+        f"timeout plus a margin, but --lease seconds ({options['lease']:g}), renewed while "
+        "the request runs; remove it"
+    )
+
+
 def _open_files_limit() -> int | None:
     try:
         import resource
@@ -336,6 +359,14 @@ def makeService(options: Options):
     """A lone node, or with ``--workers`` over 1, a supervisor of workers."""
     from twisted.internet import reactor
 
+    if options["redis"]:
+        address = parse_redis_url(options["redis"])
+        if address.sentinels:
+            from torque.sentinel import check_master_name
+
+            problem = check_master_name(address)
+            if problem is not None:
+                raise SystemExit(f"torque: {problem}")
     if options["workers"] > 1:
         from torque.supervisor import Supervisor
 
