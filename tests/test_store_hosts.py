@@ -69,15 +69,16 @@ class HostClaimContract:
         yield add(self.store, "down0", "down.test", due_at=NOW - 2)
         yield add(self.store, "down1", "down.test", due_at=NOW - 1)
         yield add(self.store, "up0", "up.test")
-        hosts = HostBudgets(10, {"down.test": 0}, {"down.test": NOW + 30})
+        hosts = HostBudgets(10, {"down.test": 0}, {"down.test": NOW + 5})
         got = yield claim(self.store, hosts)
         self.assertEqual([t.id for t in got.tasks], ["up0"])
         self.assertEqual(got.skipped, 0)
-        self.assertEqual(got.next_at, NOW + 30, "the next look is when the hold ends")
+        # The hold ends before up0's lease (--lease, 10 s): the next look is then.
+        self.assertEqual(got.next_at, NOW + 5, "the next look is when the hold ends")
         info = yield self.store.describe("down0")
         self.assertEqual((info["status"], info.get("attempts", "0")), ("scheduled", "0"))
-        self.assertEqual(float(info["due_at"]), NOW + 30)
-        again = yield claim(self.store, HostBudgets(10), now=NOW + 30)
+        self.assertEqual(float(info["due_at"]), NOW + 5)
+        again = yield claim(self.store, HostBudgets(10), now=NOW + 5)
         self.assertEqual(sorted((t.id, t.attempts) for t in again.tasks), [
             ("down0", 1), ("down1", 1)])  # fmt: skip
 

@@ -59,6 +59,16 @@ class LaterContract:
         self.assertEqual([(i, f["status"]) for i, f in page.tasks], [("t1", "waiting")])
 
     @defer.inlineCallbacks
+    def test_a_renewal_does_not_cut_a_waiting_tasks_lease_short(self):
+        # A node's lease keeper may renew an attempt just after its outcome
+        # (202, waiting) was recorded: the deadline stands.
+        task = yield self.claimed()
+        yield self.store.settle("q", [(task, Waiting(NOW + 600, 202))], NOW)
+        lost = yield self.store.renew([("q", "t1", task.attempts)], NOW + 1)
+        self.assertEqual(list(lost), ["t1"], "not renewed")
+        self.assertEqual((yield claim(self.store, now=NOW + 599)).tasks, [], "still waiting")
+
+    @defer.inlineCallbacks
     def test_no_word_by_the_deadline_is_a_failed_attempt(self):
         task = yield self.claimed()
         yield self.store.settle("q", [(task, Waiting(NOW + 600, 202))], NOW)
