@@ -84,7 +84,7 @@ class WorkersBench(scenarios.Bench):
             self.workdir,
             self.fresh("node-"),
             ["--redis", self.redis.url, "--redis-prefix", prefix, *args,
-             "--workers", str(self.workers)],
+             "--host-concurrency", str(self.concurrency), "--workers", str(self.workers)],
             api=api,
             workers=self.workers,
         )  # fmt: skip
