@@ -29,7 +29,7 @@ from torque.completion import CompletionKey
 from torque.cursor import decode_position, encode_position
 from torque.handover import Refused, decide, read_failure, token_attempt
 from torque.hot_route import HotRoute
-from torque.logs import quoted
+from torque.logs import log_crash
 from torque.metrics import CONTENT_TYPE, METRICS_QUEUES, Metrics, metric_queues
 from torque.queue_settings import check_changes
 from torque.retry import DELIVERED, RETRIED, Retry, RetryPolicy
@@ -607,10 +607,5 @@ class TorqueAPI:
 
     @app.handle_errors(Exception)
     def crashed(self, request, failure):
-        log.failure(
-            "unhandled error in {method} {path}",
-            failure,
-            method=quoted(request.method),
-            path=quoted(request.path),
-        )
+        log_crash(log, request, failure)
         return error_body(request, 500, "internal", "internal error; see the node's log")

@@ -19,11 +19,13 @@ from typing import IO
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     eventAsJSON,
     formatEvent,
 )
+from twisted.python.failure import Failure
 from zope.interface import provider
 
 #: Characters of client data a log line quotes at most.
@@ -44,6 +46,17 @@ def quoted(data: str | bytes | None, limit: int = QUOTE_LIMIT) -> str | None:
     if len(shown) > limit:
         return shown[:limit] + f"... ({len(text)} characters in all)"
     return shown
+
+
+def log_crash(log: Logger, request, failure: Failure) -> None:
+    """What an API's last-resort error handler writes: the failure, with
+    the request's method and path quoted."""
+    log.failure(
+        "unhandled error in {method} {path}",
+        failure,
+        method=quoted(request.method),
+        path=quoted(request.path),
+    )
 
 
 def json_observer(out: IO[str] | None = None, level: LogLevel = LogLevel.info) -> ILogObserver:

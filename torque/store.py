@@ -321,18 +321,26 @@ class RedisStore:
         """
         k = self.keys
         args = [
-            repr(now),
-            k.prefix,
-            k.queue_prefix(queue),
-            DELIVERED_TTL,
-            HISTORY_LENGTH,
-            self.dead_max,
-            self.dead_ttl,
+            *self._settle_head(queue, now),
         ]
         for task, decision, *duration in outcomes:
             entry = settled_entry(task, decision, now, *duration)
             args += [task.id, task.attempts, *_settle_args(decision), json.dumps(entry)]
         return self._eval(scripts.SETTLE, k.queue(queue), args)
+
+    def _settle_head(self, queue: str, now: float) -> list:
+        """The arguments SETTLE and COMPLETE open with (their ARGV[1..7])."""
+        k = self.keys
+        prefix = k.queue_prefix(queue)
+        return [
+            repr(now),
+            k.prefix,
+            prefix,
+            DELIVERED_TTL,
+            HISTORY_LENGTH,
+            self.dead_max,
+            self.dead_ttl,
+        ]
 
     def complete(self, queue: str, task: Task, decision: Decision, now: float):
         """Record the word of a handler that took ``task`` over: fires with
@@ -340,13 +348,7 @@ class RedisStore:
         ``task.attempts``)."""
         k = self.keys
         args = [
-            repr(now),
-            k.prefix,
-            k.queue_prefix(queue),
-            DELIVERED_TTL,
-            HISTORY_LENGTH,
-            self.dead_max,
-            self.dead_ttl,
+            *self._settle_head(queue, now),
             task.id,
             task.attempts,
             *_settle_args(decision),

@@ -49,7 +49,7 @@ from torque.cloudtasks.query import (
 from torque.cloudtasks.queues import NodeDefaults, QueueRecord, new_queue, updated_queue
 from torque.cloudtasks.tasks import task_from_request, task_json
 from torque.cloudtasks.wire import view
-from torque.logs import quoted
+from torque.logs import log_crash
 from torque.metrics import Metrics
 from torque.storage import DELIVERED_TTL, Store, StoreUnavailable
 from torque.targets import TargetGuard, TargetRefused
@@ -404,10 +404,5 @@ class CloudTasksAPI:
 
     @app.handle_errors(Exception)
     def crashed(self, request, failure):
-        log.failure(
-            "unhandled error in {method} {path}",
-            failure,
-            method=quoted(request.method),
-            path=quoted(request.path),
-        )
+        log_crash(log, request, failure)
         return render(request, GoogleError(500, "INTERNAL", "internal error; see the node's log"))

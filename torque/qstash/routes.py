@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from torque.logs import quoted
+from torque.logs import log_crash
 from torque.metrics import Metrics
 from torque.qstash import DOOR, dlq, views
 from torque.qstash.dlq_routes import DeadLetterRoutes
@@ -278,10 +278,5 @@ class QStashAPI(QueueRoutes, DeadLetterRoutes):
 
     @app.handle_errors(Exception)
     def crashed(self, request, failure):
-        log.failure(
-            "unhandled error in {method} {path}",
-            failure,
-            method=quoted(request.method),
-            path=quoted(request.path),
-        )
+        log_crash(log, request, failure)
         return json_answer(request, 500, {"error": "internal error; see the node's log"})
