@@ -306,32 +306,8 @@ def add(bench: Bench, profile: Path | None = None) -> dict:
     body = urlencode({"url": hook_url(bench.nginx.base, token, 0), "params": PARAMS_JSON})
     script = bench.workdir / f"{token}.lua"
     script.write_text(WRK_SCRIPT.format(body=body))
-    node = bench.node(prefix, "--queue", "none")
-    try:
-        url = node.url + "/hooks/add"
-        wrk = ["wrk", "-t1", "-c32", "-s", str(script), url]
-        _run(bench, [*wrk[:1], "-d2s", *wrk[1:]])  # warm-up
-        spy = py_spy(bench, node, profile)
-        redis = bench.redis.client()
-        before = redis.call("ZCARD", Keys(prefix).due(QUEUE))
-        cpu = node.cpu_seconds()
-        try:
-            out = _run(bench, [*wrk[:1], f"-d{bench.sizes['add_seconds']}s", *wrk[1:]])
-            cpu = node.cpu_seconds() - cpu
-            measured = redis.call("ZCARD", Keys(prefix).due(QUEUE)) - before
-            redis.close()
-        finally:
-            if spy is not None:
-                bench.processes.stop(spy, signal.SIGINT, wait=30)
-    finally:
-        node.stop()
-    rate, bad = _wrk_rate(out)
-    redis = bench.redis.client()
-    stored = redis.call("ZCARD", Keys(prefix).due(QUEUE))
-    redis.close()
-    # The node's CPU per 1,000 tasks stored: steadier than the rate on a
-    # shared machine, where the rate follows the other processes' load.
-    cpu_per_1000 = cpu / max(measured, 1) * 1000
+    wrk = ["wrk", "-t1", "-c32", "-s", str(script)]
+    rate, bad, stored, cpu_per_1000 = _wrk_adds(bench, prefix, "/hooks/add", wrk, profile)
     return {"rate": rate, "errors": bad, "stored": stored, "cpu_per_1000": cpu_per_1000}
 
 
@@ -352,12 +328,28 @@ def batch(bench: Bench, profile: Path | None = None) -> dict:
     body = json.dumps([task] * BATCH_TASKS, separators=(",", ":"))
     script = bench.workdir / f"{token}.lua"
     script.write_text(BATCH_WRK_SCRIPT.format(body=body))
+    # 8 connections (800 tasks in flight), and 10 s before wrk gives a
+    # request up: on a loaded machine a batch takes seconds.
+    wrk = ["wrk", "-t1", "-c8", "--timeout", "10s", "-s", str(script)]
+    rate, bad, stored, cpu_per_1000 = _wrk_adds(bench, prefix, "/tasks/batch", wrk, profile)
+    return {
+        "rate": rate * BATCH_TASKS,
+        "requests": rate,
+        "errors": bad,
+        "stored": stored,
+        "cpu_per_1000": cpu_per_1000,
+    }
+
+
+def _wrk_adds(bench: Bench, prefix: str, path: str, wrk: list[str], profile: Path | None):
+    """Run ``wrk`` (its script given) against ``path`` of a node that serves
+    no queue, after a 2 s warm-up: requests per second, wrk's errors, the
+    tasks stored, and the node's CPU-s per 1,000 tasks stored (steadier
+    than the rate on a shared machine, where the rate follows the other
+    processes' load)."""
     node = bench.node(prefix, "--queue", "none")
     try:
-        url = node.url + "/tasks/batch"
-        # 8 connections (800 tasks in flight), and 10 s before wrk gives a
-        # request up: on a loaded machine a batch takes seconds.
-        wrk = ["wrk", "-t1", "-c8", "--timeout", "10s", "-s", str(script), url]
+        wrk = [*wrk, node.url + path]
         _run(bench, [*wrk[:1], "-d2s", *wrk[1:]])  # warm-up
         spy = py_spy(bench, node, profile)
         redis = bench.redis.client()
@@ -377,14 +369,7 @@ def batch(bench: Bench, profile: Path | None = None) -> dict:
     redis = bench.redis.client()
     stored = redis.call("ZCARD", Keys(prefix).due(QUEUE))
     redis.close()
-    cpu_per_1000 = cpu / max(measured, 1) * 1000  # as add's
-    return {
-        "rate": rate * BATCH_TASKS,
-        "requests": rate,
-        "errors": bad,
-        "stored": stored,
-        "cpu_per_1000": cpu_per_1000,
-    }
+    return rate, bad, stored, cpu / max(measured, 1) * 1000
 
 
 def calibrate(bench: Bench) -> dict:
