@@ -21,13 +21,14 @@ MAY_INSTALL = {
     "tap": "the wiring",
     # txredisapi does ``from twisted.internet import reactor`` at module level
     # (and calls the global reactor inside its pool), so importing it installs
-    # the reactor: it is confined to these three modules.
+    # the reactor: it is confined to the modules below that talk to Redis.
     "store": "imports txredisapi",
     "connection": "imports txredisapi",
     "cluster": "imports txredisapi",
+    "cluster_wake": "imports txredisapi",
     "sentinel": "imports txredisapi",
     # klein's klein._app does ``from twisted.internet import reactor`` at
-    # module level too; the Klein app lives in api.py alone.
+    # module level too: torque's API and each door's Klein app.
     "api": "imports klein",
     # The Cloud Tasks door is a Klein app of its own.
     "cloudtasks.api": "imports klein",
