@@ -11,9 +11,9 @@ import shutil
 import tempfile
 import uuid
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 
-from torque.connection import connect_pool
+from torque.connection import WakeSubscriber, connect_pool
 from torque.embedded import EmbeddedRedis
 from torque.keys import Keys
 from torque.redis_url import RedisAddress
@@ -54,3 +54,17 @@ class RealRedisStore:
 
     def make_store(self, **kw) -> RedisStore:
         return RedisStore(self.redis, reactor, self.keys, **kw)
+
+    @defer.inlineCallbacks
+    def listen(self, *channels: str):
+        """Subscribe to ``channels`` for this test; fires, once each is
+        subscribed, with the list every message comes into as ``(channel,
+        message)``: first each channel's "look now", ``(channel, None)``."""
+        from tests.node import wait_for  # tests.node imports this module
+
+        heard = []
+        subscriber = WakeSubscriber(redis_address(), channels, lambda *m: heard.append(m))
+        subscriber.start(reactor)
+        self.addCleanup(subscriber.disconnect)
+        yield wait_for(lambda: len(heard) >= len(channels), what="the subscriptions")
+        return heard

@@ -110,6 +110,15 @@ class SentinelCase(unittest.TestCase):
         return RedisStore(redis, reactor, fresh_keys(), timeout=2.0, **kw)
 
     @defer.inlineCallbacks
+    def start_primary_and_replica(self):
+        """``self.primary`` and ``self.replica``, started, the replica in sync."""
+        self.primary = servers.primary(self)
+        yield self.primary.start()
+        self.replica = servers.replica(self, self.primary)
+        yield self.replica.start()
+        yield servers.replicated(self.primary, self.replica)
+
+    @defer.inlineCallbacks
     def answers(self, store) -> defer.Deferred:
         """Whether the store answers a ping now."""
         try:
@@ -153,11 +162,7 @@ class NoSentinelTests(SentinelCase):
 class FailoverTests(SentinelCase):
     @defer.inlineCallbacks
     def setUp(self):
-        self.primary = servers.primary(self)
-        yield self.primary.start()
-        self.replica = servers.replica(self, self.primary)
-        yield self.replica.start()
-        yield servers.replicated(self.primary, self.replica)
+        yield self.start_primary_and_replica()
         self.sentinels = [servers.sentinel(self, self.primary) for _ in range(3)]
         for s in self.sentinels:
             yield s.start()
@@ -209,11 +214,7 @@ class FailoverTests(SentinelCase):
 class WaitReplicasTests(SentinelCase):
     @defer.inlineCallbacks
     def setUp(self):
-        self.primary = servers.primary(self)
-        yield self.primary.start()
-        self.replica = servers.replica(self, self.primary)
-        yield self.replica.start()
-        yield servers.replicated(self.primary, self.replica)
+        yield self.start_primary_and_replica()
         self.store = self.store_on(f"redis://127.0.0.1:{self.primary.port}/0", wait_replicas=1)
 
     @defer.inlineCallbacks

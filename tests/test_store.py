@@ -761,13 +761,7 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_add_publishes_a_wake_up_with_the_due_time(self):
-        from torque.connection import WakeSubscriber
-
-        heard = []
-        sub = WakeSubscriber(redis_address(), [self.keys.wake("q")], lambda *m: heard.append(m))
-        sub.start(reactor)
-        self.addCleanup(sub.disconnect)
-        yield wait_for(lambda: heard, what="the subscription")
+        heard = yield self.listen(self.keys.wake("q"))
         self.assertEqual(heard, [(self.keys.wake("q"), None)], "a 'look now' on subscribing")
         yield self.store.add(make_task(due_at=NOW + 5))
         yield wait_for(lambda: len(heard) == 2)
@@ -1187,14 +1181,8 @@ class RedisScriptEdgeTests(RealRedisStore, ScriptEdgeContract, unittest.TestCase
 
     @defer.inlineCallbacks
     def test_run_now_resume_and_retry_dead_wake_the_queue(self):
-        from torque.connection import WakeSubscriber
-
-        heard = []
         channel = self.keys.wake("q")
-        sub = WakeSubscriber(redis_address(), [channel], lambda *m: heard.append(m))
-        sub.start(reactor)
-        self.addCleanup(sub.disconnect)
-        yield wait_for(lambda: heard, what="the subscription")
+        heard = yield self.listen(channel)
         yield self.store.add(make_task(due_at=NOW + 600))
         yield bury(self.store, "d1")
         yield wait_for(lambda: len(heard) == 3)  # the two adds

@@ -7,7 +7,7 @@ from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
 from tests.node import wait_for
-from tests.redis_server import RealRedisStore, redis_address
+from tests.redis_server import RealRedisStore
 from tests.test_store import NOW, claim, make_task
 from torque import scripts
 
@@ -110,14 +110,7 @@ class RedisAddManyTests(RealRedisStore, AddManyContract, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_each_queue_is_woken_once_with_its_earliest_due_time(self):
-        from torque.connection import WakeSubscriber
-
-        heard = []
-        channels = [self.keys.wake("q"), self.keys.wake("other")]
-        sub = WakeSubscriber(redis_address(), channels, lambda *m: heard.append(m))
-        sub.start(reactor)
-        self.addCleanup(sub.disconnect)
-        yield wait_for(lambda: len(heard) == 2, what="the subscriptions")
+        heard = yield self.listen(self.keys.wake("q"), self.keys.wake("other"))
         del heard[:]
         yield self.store.add_many(
             [

@@ -6,7 +6,7 @@ from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
 from tests.node import wait_for
-from tests.redis_server import RealRedisStore, redis_address
+from tests.redis_server import RealRedisStore
 from tests.test_store import bury
 from torque.keys import SETTINGS_CHANGED
 
@@ -121,14 +121,8 @@ class RedisSettingsTests(RealRedisStore, SettingsContract, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_change_is_published_on_the_queues_wake_channel(self):
-        from torque.connection import WakeSubscriber
-
-        heard = []
         channel = self.keys.wake("q")
-        sub = WakeSubscriber(redis_address(), [channel], lambda *m: heard.append(m))
-        sub.start(reactor)
-        self.addCleanup(sub.disconnect)
-        yield wait_for(lambda: heard, what="the subscription")
+        heard = yield self.listen(channel)
         yield self.store.set_settings("q", {"rate": 1.0})
         yield wait_for(lambda: len(heard) == 2)
         self.assertEqual(heard[1], (channel, SETTINGS_CHANGED))
