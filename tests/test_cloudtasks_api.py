@@ -12,7 +12,8 @@ from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
 from torque.cloudtasks.api import CloudTasksAPI
-from torque.cloudtasks.queues import NodeDefaults
+from torque.queue_settings import QueueConfig
+from torque.retry import RetryPolicy
 
 HOST = "http://torque.test"
 PARENT = "projects/p/locations/l"
@@ -33,7 +34,7 @@ class DoorTestCase(unittest.TestCase):
         self.api = CloudTasksAPI(
             self.store,
             self.clock,
-            NodeDefaults(max_errors=20, timeout=60.0),
+            QueueConfig(timeout=60.0, policy=RetryPolicy(max_errors=20)),
             wake=lambda queue, due_at: self.woken.append((queue, due_at)),
             new_id=lambda: next(ids),
             new_name=lambda: next(names),

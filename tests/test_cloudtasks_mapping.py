@@ -14,7 +14,6 @@ from torque.cloudtasks.names import QueueName, parse_queue_name, split_verb, tas
 from torque.cloudtasks.profile import CloudTasksProfile
 from torque.cloudtasks.queues import (
     UNLIMITED_ATTEMPTS,
-    NodeDefaults,
     QueueRecord,
     new_queue,
     queue_json,
@@ -29,6 +28,8 @@ from torque.cloudtasks.wire import (
     parse_timestamp,
     view,
 )
+from torque.queue_settings import QueueConfig
+from torque.retry import RetryPolicy
 from torque.task import Task
 
 Q = QueueName("my-proj", "us-central1", "my-queue")
@@ -320,7 +321,7 @@ class QueueMappingTests(unittest.TestCase):
     def test_unset_fields_leave_the_node_options_in_force_and_say_so(self):
         record = new_queue({"name": str(Q)}, Q)
         self.assertEqual(set(record.settings().values()), {None})
-        defaults = NodeDefaults(max_errors=20, min_delay=1.0, max_delay=3600.0, concurrency=100)
+        defaults = QueueConfig(concurrency=100, policy=RetryPolicy(20, 1.0, 3600.0))
         self.assertEqual(
             queue_json(record, False, {}, defaults),
             {
@@ -340,7 +341,7 @@ class QueueMappingTests(unittest.TestCase):
             "min_delay": 0.5,
             "max_delay": 60.0,
         }
-        shown = queue_json(record, True, settings, NodeDefaults())
+        shown = queue_json(record, True, settings, QueueConfig())
         self.assertEqual(
             shown["rateLimits"], {"maxConcurrentDispatches": 2, "maxDispatchesPerSecond": 4.0}
         )
@@ -359,7 +360,7 @@ class QueueMappingTests(unittest.TestCase):
     def test_unlimited_attempts(self):
         record = new_queue({"retryConfig": {"maxAttempts": -1}}, Q)
         self.assertEqual(record.settings()["max_errors"], UNLIMITED_ATTEMPTS)
-        shown = queue_json(record, False, record.settings(), NodeDefaults())
+        shown = queue_json(record, False, record.settings(), QueueConfig())
         self.assertEqual(shown["retryConfig"]["maxAttempts"], -1)
 
     def test_an_update_mask_changes_only_what_it_names(self):

@@ -80,7 +80,6 @@ class TorqueNode(MultiService):
         from torque.auth import RequireToken
         from torque.cloudtasks.api import CloudTasksAPI
         from torque.cloudtasks.profile import CloudTasksProfile
-        from torque.cloudtasks.queues import NodeDefaults
         from torque.completion import CompletionKey
         from torque.dispatch import Dispatcher, QuietConnectionPool
         from torque.doors import Doors
@@ -94,6 +93,7 @@ class TorqueNode(MultiService):
         from torque.qstash.routes import PREFIXES as QSTASH_PATHS
         from torque.qstash.routes import QStashAPI
         from torque.qstash.signing_keys import KeyLoader, SigningKeys
+        from torque.queue_settings import QueueConfig
         from torque.scheduler import QueueScheduler
         from torque.site import ApiService, QuietSite
         from torque.storage import NodeInfo
@@ -217,14 +217,7 @@ class TorqueNode(MultiService):
             cloud_tasks = CloudTasksAPI(
                 store,
                 reactor,
-                NodeDefaults(
-                    max_errors=o["max-task-errors"],
-                    min_delay=o["min-task-delay"],
-                    max_delay=o["max-task-delay"],
-                    rate=o["rate"] or 0.0,
-                    concurrency=o["concurrency"],
-                    timeout=o["task-timeout"],
-                ),
+                QueueConfig(o["task-timeout"], o["concurrency"], o["rate"] or 0.0, policy),
                 wake=self.router.wake,
                 base_url=o["base-task-url"],
                 targets=guard,

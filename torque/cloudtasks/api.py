@@ -46,17 +46,18 @@ from torque.cloudtasks.query import (
     state_filter,
     task_position,
 )
-from torque.cloudtasks.queues import NodeDefaults, QueueRecord, new_queue, updated_queue
+from torque.cloudtasks.queues import QueueRecord, new_queue, updated_queue
 from torque.cloudtasks.tasks import task_from_request, task_json
 from torque.cloudtasks.wire import view
 from torque.logs import log_crash
 from torque.metrics import Metrics
+from torque.queue_settings import QueueConfig
 from torque.storage import DELIVERED_TTL, Store, StoreUnavailable
 from torque.targets import TargetGuard, TargetRefused
 
 log = Logger()
 
-DEFAULTS = NodeDefaults()
+DEFAULTS = QueueConfig()
 PARENT = "/v2/projects/<project>/locations/<location>"
 # Tasks in a page of ListTasks: by default and at most (Cloud Tasks' own).
 MAX_TASK_PAGE = 1000
@@ -86,7 +87,7 @@ class CloudTasksAPI:
         self,
         store: Store,
         clock: IReactorTime,
-        defaults: NodeDefaults = DEFAULTS,
+        defaults: QueueConfig = DEFAULTS,
         wake: Callable[[str, float], object] = lambda queue, due_at: None,
         base_url: str | None = None,
         targets: TargetGuard | None = None,

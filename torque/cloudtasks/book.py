@@ -14,7 +14,8 @@ from torque.cloudtasks import DOOR
 from torque.cloudtasks.errors import GoogleError, not_found
 from torque.cloudtasks.names import QueueName
 from torque.cloudtasks.query import LIVE
-from torque.cloudtasks.queues import NodeDefaults, QueueRecord, queue_json
+from torque.cloudtasks.queues import QueueRecord, queue_json
+from torque.queue_settings import QueueConfig
 from torque.storage import Store
 
 log = Logger()
@@ -26,7 +27,7 @@ class QueueBook:
     :param defaults: the node's options a queue without settings follows.
     """
 
-    def __init__(self, store: Store, clock: IReactorTime, defaults: NodeDefaults):
+    def __init__(self, store: Store, clock: IReactorTime, defaults: QueueConfig):
         self.store = store
         self.clock = clock
         self.defaults = defaults

@@ -30,6 +30,7 @@ import attrs
 from torque.cloudtasks.errors import invalid, unimplemented
 from torque.cloudtasks.names import QueueName, parse_queue_name
 from torque.cloudtasks.wire import format_duration, format_timestamp, parse_duration
+from torque.queue_settings import QueueConfig
 
 QUEUE_FIELDS = frozenset({"name", "rateLimits", "retryConfig", "stackdriverLoggingConfig"})
 # Output only: accepted (a client may send back a queue it read) and ignored.
@@ -48,18 +49,6 @@ REFUSED = {
 UNLIMITED_ATTEMPTS = 10**9
 MAX_RATE = 500.0
 MAX_CONCURRENT = 5000
-
-
-@attrs.frozen
-class NodeDefaults:
-    """The node's options that a queue without settings follows."""
-
-    max_errors: int = 20
-    min_delay: float = 1.0
-    max_delay: float = 3600.0
-    rate: float = 0.0
-    concurrency: int = 100
-    timeout: float = 60.0
 
 
 @attrs.frozen
@@ -276,24 +265,19 @@ def updated_queue(
 
 
 def queue_json(
-    record: QueueRecord, paused: bool, settings: Mapping[str, Any], defaults: NodeDefaults
+    record: QueueRecord, paused: bool, settings: Mapping[str, Any], node: QueueConfig
 ) -> dict[str, Any]:
     """A queue as Cloud Tasks shows it: the values in force (the queue's
-    settings, else the node's options)."""
-
-    def value(setting: str, default):
-        got = settings.get(setting)
-        return default if got is None else got
-
-    rate = value("rate", defaults.rate)
-    limits: dict[str, Any] = {"maxConcurrentDispatches": value("concurrency", defaults.concurrency)}
-    if rate:
-        limits["maxDispatchesPerSecond"] = rate
-    attempts = value("max_errors", defaults.max_errors)
+    settings over the node's options, as its schedulers work with them)."""
+    config = node.with_settings({k: v for k, v in settings.items() if v is not None})
+    limits: dict[str, Any] = {"maxConcurrentDispatches": config.concurrency}
+    if config.rate:
+        limits["maxDispatchesPerSecond"] = config.rate
+    attempts = config.policy.max_errors
     retry: dict[str, Any] = {
         "maxAttempts": -1 if attempts >= UNLIMITED_ATTEMPTS else attempts,
-        "minBackoff": format_duration(value("min_delay", defaults.min_delay)),
-        "maxBackoff": format_duration(value("max_delay", defaults.max_delay)),
+        "minBackoff": format_duration(config.policy.min_delay),
+        "maxBackoff": format_duration(config.policy.max_delay),
     }
     for key in ("maxDoublings", "maxRetryDuration"):
         if key in record.retry_config:
