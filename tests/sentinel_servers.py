@@ -118,6 +118,30 @@ def master_port(sentinel_server: Server, name: str = MASTER) -> int | None:
     return int(reply[1]) if reply else None
 
 
+def _records(reply) -> list[dict]:
+    """``SENTINEL REPLICAS``/``SENTINELS``'s flat field lists as dicts."""
+    return [dict(zip(r[::2], r[1::2])) for r in reply or []]
+
+
+def watching(sentinels, replicas, name: str = MASTER) -> defer.Deferred:
+    """Wait until every Sentinel knows each replica (it learns them from
+    the primary's INFO, every 10 s) and the other Sentinels (from their
+    hellos, every 2 s): a primary killed before that has no replica to
+    promote, or no quorum to agree on it."""
+    wanted = {str(r.port) for r in replicas}
+
+    def ready():
+        for s in sentinels:
+            known = _records(ask(s.port, "SENTINEL", "REPLICAS", name))
+            usable = {r.get("port") for r in known if "s_down" not in r.get("flags", "")}
+            peers = _records(ask(s.port, "SENTINEL", "SENTINELS", name))
+            if not wanted <= usable or len(peers) < len(sentinels) - 1:
+                return False
+        return True
+
+    return wait_for(ready, timeout=60, what="every Sentinel to know the replicas and each other")
+
+
 @defer.inlineCallbacks
 def replicated(primary_server: Server, replica_server: Server):
     """Wait until the replica is in sync with the primary."""

@@ -166,6 +166,7 @@ class FailoverTests(SentinelCase):
         self.sentinels = [servers.sentinel(self, self.primary) for _ in range(3)]
         for s in self.sentinels:
             yield s.start()
+        yield servers.watching(self.sentinels, [self.replica])
         self.url = servers.sentinel_url(self.sentinels)
 
     @defer.inlineCallbacks

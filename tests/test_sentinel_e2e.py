@@ -97,6 +97,7 @@ class FailoverTests(unittest.TestCase):
         sentinels = [servers.sentinel(self, primary) for _ in range(3)]
         for s in sentinels:
             yield s.start()
+        yield servers.watching(sentinels, replicas)
         url = servers.sentinel_url(sentinels)
         receiver = start_receiver(self)
         options = ("--redis-wait-replicas", "1")
@@ -128,6 +129,7 @@ class FailoverTests(unittest.TestCase):
         loops = [task.LoopingCall(lambda n=n: adding.append(add(n))) for n in nodes]
         for loop in loops:
             loop.start(1.0 / ADD_RATE)
+            self.addCleanup(lambda loop=loop: loop.running and loop.stop())
 
         def count(status):
             return sum(1 for a in answers if a[2] == status)
