@@ -60,11 +60,12 @@ QUICK_SIZES = {
 }
 
 
-# The three figures whose ratios are the targets: measured back to back,
-# repetition by repetition (floor, floor+Redis, drain; floor, …), each ratio
+# The figures whose ratios are the targets: measured back to back,
+# repetition by repetition (floor, floor+Redis, drain, drain with the default
+# per-host cap; floor, …), each ratio
 # taken within one repetition, so that the drift of a shared machine over
 # minutes (20 % and more) hits both sides of a ratio alike.
-TRIO = ("floor", "floor_redis", "drain")
+TRIO = ("floor", "floor_redis", "drain", "drain_capped")
 
 
 def one_run(bench: scenarios.Bench, number: int, total: int, pairs: int) -> dict:
@@ -180,9 +181,25 @@ ROWS = [
         lambda value, ratio: ratio <= 1.1,
     ),
     (
+        "drain, default --host-concurrency (10)",
+        "/s",
+        _get("drain_capped", "rate"),
+        _ratio(_get("drain_capped", "rate"), _get("drain", "rate")),
+        ">= 0.95 x drain",
+        lambda value, ratio: ratio >= 0.95,
+    ),
+    (
         "drain: Redis script calls per delivery",
         "n",
         _get("drain", "scripts_per_task"),
+        None,
+        "(claims+settles)",
+        None,
+    ),
+    (
+        "  the same, default --host-concurrency",
+        "n",
+        _get("drain_capped", "scripts_per_task"),
         None,
         "(claims+settles)",
         None,
@@ -490,9 +507,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        help="comma-separated scenarios (floor, floor_redis, drain, backlog, add, batch, "
-        "latency, timer, burst, burst_apart, memory, calibrate; 'none' with --profile), run once "
-        "each, for debugging: no table; with --runs N, N times and the table of their rows",
+        help="comma-separated scenarios (floor, floor_redis, drain, drain_capped, backlog, add, "
+        "batch, latency, timer, burst, burst_apart, memory, calibrate; 'none' with --profile), "
+        "run once each, for debugging: no table; with --runs N, N times and the table of their "
+        "rows",
     )
     options = parser.parse_args()
     if options.ref and not os.environ.get(TREE_VARIABLE):

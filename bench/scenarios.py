@@ -59,12 +59,13 @@ class Bench:
         self._names += 1
         return f"{what}{self._names}x{secrets.token_hex(2)}"
 
-    def node(self, prefix: str, *args: str, api: bool = True) -> Node:
+    def node(self, prefix: str, *args: str, api: bool = True, host_cap: bool = False) -> Node:
         # Every scenario's hooks are on one host (nginx): the per-host cap
         # (--host-concurrency, 10 by default) is a limit a user sets for a
         # queue of many hosts, so it is the node's --concurrency here, as
-        # docs/operating.rst advises for a single-host drain.
-        host_cap = ["--host-concurrency", str(self.concurrency)]
+        # docs/operating.rst advises for a single-host drain; ``host_cap``
+        # keeps the default (the drain_capped scenario).
+        host_cap = [] if host_cap else ["--host-concurrency", str(self.concurrency)]
         return Node(
             self.processes,
             self.workdir,
@@ -220,14 +221,18 @@ def floor(bench: Bench, with_redis: bool) -> dict:
     return {"rate": rate_of(arrivals), "cpu_per_1000": result["cpu"] / count * 1000}
 
 
-def drain(bench: Bench, backlog: bool = False, profile: Path | None = None) -> dict:
+def drain(
+    bench: Bench, backlog: bool = False, profile: Path | None = None, host_cap: bool = False
+) -> dict:
     """Tasks added first, then the node started: how fast it empties them.
 
     The queue is paused while the node starts, so that its start-up (imports,
     connections) is not counted; the clock and the CPU meter start when the
     pause is lifted.  A backlog run adds the due tasks to a queue that holds
     ``sizes["backlog"]`` tasks scheduled an hour ahead (loaded once, kept for
-    the following runs).
+    the following runs).  With ``host_cap``, the node keeps the default
+    ``--host-concurrency`` (10): every task is for one host, so that is what
+    the per-host cap costs a queue of one host.
     """
     redis = bench.redis.client()
     count = bench.sizes["drain"]
@@ -254,7 +259,9 @@ def drain(bench: Bench, backlog: bool = False, profile: Path | None = None) -> d
     keys = Keys(prefix)
     load_tasks(redis, prefix, (hook_url(bench.nginx.base, token, n) for n in range(count)))
     redis.call("SET", keys.paused(QUEUE), "1")
-    node = bench.node(prefix, "--queue", QUEUE, "--concurrency", str(bench.concurrency))
+    node = bench.node(
+        prefix, "--queue", QUEUE, "--concurrency", str(bench.concurrency), host_cap=host_cap
+    )
     spy = py_spy(bench, node, profile)
     mark = bench.nginx.mark()
     calls = script_calls(redis)
@@ -289,6 +296,11 @@ def drain(bench: Bench, backlog: bool = False, profile: Path | None = None) -> d
         "delivered": delivered,
         **extra,
     }
+
+
+def drain_capped(bench: Bench, profile: Path | None = None) -> dict:
+    """:func:`drain` with the default ``--host-concurrency``."""
+    return drain(bench, profile=profile, host_cap=True)
 
 
 WRK_SCRIPT = """\

@@ -120,7 +120,7 @@ def master_port(sentinel_server: Server, name: str = MASTER) -> int | None:
 
 def _records(reply) -> list[dict]:
     """``SENTINEL REPLICAS``/``SENTINELS``'s flat field lists as dicts."""
-    return [dict(zip(r[::2], r[1::2])) for r in reply or []]
+    return [dict(zip(r[::2], r[1::2], strict=True)) for r in reply or []]
 
 
 def watching(sentinels, replicas, name: str = MASTER) -> defer.Deferred:

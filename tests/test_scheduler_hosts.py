@@ -47,15 +47,31 @@ class Hosts(Resource):
         return [t for t, h, _ in self.seen if h == host]
 
 
+class HeldHosts(Hosts):
+    """:class:`Hosts` that keeps the requests it holds open, for a test
+    to answer them one by one."""
+
+    def __init__(self, clock, hang=()):
+        super().__init__(clock, hang)
+        self.held = []
+
+    def render(self, request):
+        result = super().render(request)
+        if result is NOT_DONE_YET:
+            self.held.append(request)
+        return result
+
+
 class HostSchedulerTests(SchedulerCase):
     latency = LATENCY
 
     def start(self, hook, concurrency=10, host_concurrency=3, cooldown=1.0, **policy):
         self.hosts = HostTable(host_concurrency, cooldown=cooldown, max_cooldown=8.0)
+        self.stub = StubTreq(hook)
         self.scheduler = QueueScheduler(
             "q",
             self.store,
-            Dispatcher(StubTreq(hook), self.clock),
+            Dispatcher(self.stub, self.clock),
             self.clock,
             RetryPolicy(**policy),
             timeout=10.0,
@@ -97,6 +113,34 @@ class HostSchedulerTests(SchedulerCase):
         fast = hook.times("fast.test")
         self.assertEqual(len(fast), 6, "every fast task, not after the slow ones' timeout")
         self.assertLess(max(fast) - t0, 10 * self.L, "within a few round trips")
+
+    def answer(self, request):
+        request.finish()
+        self.stub.flush()
+
+    def test_slots_a_host_at_its_cap_frees_share_one_claim_and_one_write(self):
+        hook = HeldHosts(self.clock, hang={"one.test"})
+        self.start(hook, concurrency=10, host_concurrency=4)
+        for i in range(12):
+            self.add_to("one.test", f"t{i}")
+        self.later(1.0)
+        self.assertEqual(len(hook.held), 4, "the host at its cap")
+        claims, settles = len(self.budgets), len(self.store.settled)
+        self.answer(hook.held[0])
+        self.later(scheduler.GATHER / 2)
+        self.assertEqual(len(self.budgets), claims, "one freed slot waits for others")
+        self.assertEqual(len(self.store.settled), settles, "its outcome waits for the claim")
+        self.answer(hook.held[1])  # half the cap free: claim now
+        self.later(0)
+        self.assertEqual(len(self.budgets), claims + 1, "one claim for both slots")
+        self.assertEqual([len(s) for s in self.store.settled[settles:]], [2], "one write")
+        self.later(1.0)
+        self.assertEqual(len(hook.held), 6, "both slots taken again")
+        self.answer(hook.held[2])  # one slot alone: claimed after GATHER
+        self.later(scheduler.GATHER)
+        self.assertEqual(len(self.budgets), claims + 2)
+        self.later(1.0)
+        self.assertEqual(len(hook.held), 7)
 
     def test_the_queues_own_host_concurrency_setting_is_its_cap(self):
         hook = Hosts(self.clock, hang={"slow.test"})

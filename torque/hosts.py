@@ -147,6 +147,12 @@ class HostTable:
             budgets[name] = max(0, free)
         return HostBudgets(cap, budgets, holds, max_skip)
 
+    def free(self, url_host: str, cap: int) -> int:
+        """Requests ``url_host`` may have in flight beyond those it has,
+        under ``cap`` (its throttle and circuit aside)."""
+        host = self.hosts.get(url_host)
+        return cap - (host.in_flight if host is not None else 0)
+
     def next_token_at(self, now: float) -> float | None:
         """When the earliest throttled host may send again, or ``None``
         when no host waits on its rate."""

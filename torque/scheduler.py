@@ -72,6 +72,11 @@ SHALLOW_SKIP = 0
 # a saturated host must not make every claim read 1,000 tasks.
 DEEP_RETRY = 0.25
 DEEP_COSTLY = 250
+# Seconds a freed slot of a host at its cap waits for more of its slots to
+# free before a claim, unless half its cap is free already: a claim for
+# every freed slot would cost a Redis script call per delivery (a queue of
+# one fast host at the default cap of 10 drained 10 % slower for it).
+GATHER = 0.002
 
 
 class QueueScheduler(Service):
@@ -288,6 +293,7 @@ class QueueScheduler(Service):
             self._deep = True
         if not self.running:
             return defer.succeed(None)
+        self.flush()  # outcomes that waited for this claim (_claim_soon)
         free = self.concurrency - len(self.in_flight)
         if self._claiming is not None or free <= 0:
             self._more = True
@@ -429,13 +435,28 @@ class QueueScheduler(Service):
         if self.on_attempt is not None:
             self.on_attempt(task, outcome, decision)
         self._outcomes.append((task, decision, outcome.duration))
+        if self._held_back and not self._more:
+            # A claim goes out within GATHER seconds: the outcome goes with it.
+            self._claim_soon(host_of(task.url))
+            return
         self.flush()
         if self._more:
             self.pump(deep=False)
-        elif self._held_back and not (self._soon and self._soon.active()):
-            # A slot of a host at its cap freed: the others that end in
-            # this turn of the reactor go into the same claim.
-            self._soon = self.clock.callLater(0, self.pump, False)
+
+    def _claim_soon(self, host: str) -> None:
+        """A slot of ``host`` freed while due tasks were held back: claim
+        (and record the outcomes that wait) once half its cap is free, or
+        :data:`GATHER` seconds after the first slot freed, whichever comes
+        first."""
+        cap = self.host_cap()
+        cap = self.hosts.host_concurrency if cap is None else cap
+        delay = 0.0 if 2 * self.hosts.free(host, cap) >= cap else GATHER
+        soon = self._soon
+        if soon is not None and soon.active():
+            if soon.getTime() > self.clock.seconds() + delay:
+                soon.reset(delay)
+            return
+        self._soon = self.clock.callLater(delay, self.pump, False)
 
     # -- recording outcomes ------------------------------------------------
 
