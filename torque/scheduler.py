@@ -293,7 +293,8 @@ class QueueScheduler(Service):
             self._deep = True
         if not self.running:
             return defer.succeed(None)
-        self.flush()  # outcomes that waited for this claim (_claim_soon)
+        if not self._record_failures:  # else the record backoff's timer flushes
+            self.flush()  # outcomes that waited for this claim (_claim_soon)
         free = self.concurrency - len(self.in_flight)
         if self._claiming is not None or free <= 0:
             self._more = True
