@@ -54,27 +54,27 @@ class TaskPageContract:
             yield self.store.add(make_task(f"t{7 - i}", due_at=NOW))
         yield self.store.add(make_task("early", due_at=NOW - 1))
         pages = yield self.every_page(limit=3)
-        self.assertEqual(pages, [["early", "t0", "t1"], ["t2", "t3", "t4"], ["t5", "t6", "t7"]])
+        self.assertEqual(pages, [["early", "q.t0", "q.t1"], ["q.t2", "q.t3", "q.t4"], ["q.t5", "q.t6", "q.t7"]])
 
     @defer.inlineCallbacks
     def test_a_full_last_page_says_it_is_the_last(self):
         for i in range(3):
-            yield self.store.add(make_task(f"t{i}", due_at=NOW + i))
+            yield self.store.add(make_task(f"q.t{i}", due_at=NOW + i))
         page = yield self.store.task_page("q", "scheduled", None, 3)
-        self.assertEqual((ids(page), page.after), (["t0", "t1", "t2"], None))
+        self.assertEqual((ids(page), page.after), (["q.t0", "q.t1", "q.t2"], None))
         short = yield self.store.task_page("q", "scheduled", None, 2)
-        self.assertEqual((ids(short), short.after), (["t0", "t1"], (NOW + 1, "t1")))
+        self.assertEqual((ids(short), short.after), (["q.t0", "q.t1"], (NOW + 1, "q.t1")))
 
     @defer.inlineCallbacks
     def test_next_page_starts_right_after_a_task_that_left_the_set(self):
         for i in range(6):
-            yield self.store.add(make_task(f"t{i}", due_at=NOW))
+            yield self.store.add(make_task(f"q.t{i}", due_at=NOW))
         first = yield self.store.task_page("q", "scheduled", None, 2)
-        self.assertEqual(ids(first), ["t0", "t1"])
-        yield self.store.cancel("t1")  # the position's own task
-        yield self.store.cancel("t0")
+        self.assertEqual(ids(first), ["q.t0", "q.t1"])
+        yield self.store.cancel("q.t1")  # the position's own task
+        yield self.store.cancel("q.t0")
         second = yield self.store.task_page("q", "scheduled", first.after, 2)
-        self.assertEqual(ids(second), ["t2", "t3"])
+        self.assertEqual(ids(second), ["q.t2", "q.t3"])
 
     @defer.inlineCallbacks
     def test_a_position_between_scores_goes_on_at_the_next_score(self):
@@ -97,19 +97,19 @@ class TaskPageContract:
 
     @defer.inlineCallbacks
     def test_running_and_dead_tasks_are_listed_in_their_state(self):
-        yield bury(self.store, "d1", now=NOW - 10)
+        yield bury(self.store, "q.d1", now=NOW - 10)
         for i in range(3):
-            yield self.store.add(make_task(f"t{i}", due_at=NOW - 3 + i))
+            yield self.store.add(make_task(f"q.t{i}", due_at=NOW - 3 + i))
         yield self.store.add(make_task("later", due_at=NOW + 60))
         yield claim(self.store, limit=2)
         running = yield self.store.task_page("q", "running", None, 10)
-        self.assertEqual(ids(running), ["t0", "t1"])
+        self.assertEqual(ids(running), ["q.t0", "q.t1"])
         self.assertEqual({f["status"] for _, f in running.tasks}, {"running"})
         self.assertEqual(running.tasks[0][1]["attempts"], "1")
         scheduled = yield self.store.task_page("q", "scheduled", None, 10)
-        self.assertEqual(ids(scheduled), ["t2", "later"])
+        self.assertEqual(ids(scheduled), ["q.t2", "later"])
         dead = yield self.store.task_page("q", "dead", None, 10)
-        self.assertEqual(ids(dead), ["d1"])
+        self.assertEqual(ids(dead), ["q.d1"])
         self.assertEqual(dead.tasks[0][1]["status"], "dead")
         self.assertEqual(dead.tasks[0][1]["history"][0]["outcome"], "dead")
 
@@ -123,10 +123,10 @@ class TaskPageContract:
     @defer.inlineCallbacks
     def test_a_page_ends_early_past_its_bytes_of_bodies(self):
         for i in range(5):
-            yield self.store.add(attrs.evolve(make_task(f"t{i}", due_at=NOW + i), body="x" * 100))
+            yield self.store.add(attrs.evolve(make_task(f"q.t{i}", due_at=NOW + i), body="x" * 100))
         yield self.store.add(attrs.evolve(make_task("big", due_at=NOW + 10), body="y" * 1000))
         pages = yield self.every_page(limit=10, max_bytes=250)
-        self.assertEqual(pages, [["t0", "t1"], ["t2", "t3"], ["t4"], ["big"]])
+        self.assertEqual(pages, [["q.t0", "q.t1"], ["q.t2", "q.t3"], ["q.t4"], ["big"]])
 
 
 class MemoryTaskPageTests(TaskPageContract, unittest.TestCase):
