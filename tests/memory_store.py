@@ -18,8 +18,8 @@ from collections import defaultdict
 
 from twisted.internet import defer
 
-from torque.keys import queue_of_id
 from torque.hosts import host_of
+from torque.keys import queue_of_id
 from torque.queue_settings import SETTINGS, decode, encode
 from torque.retry import DEAD, DELIVERED, POSTPONED, RETRIED, WAITING
 from torque.storage import (

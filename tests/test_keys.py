@@ -288,7 +288,7 @@ class EveryScriptStaysInOneSlot(unittest.TestCase):
         yield self.use_every_script()
         k = self.keys
         outside = {k.queues, k.nodes, k.completion_key}
-        for script, script_keys, trace in self.calls:
+        for _script, script_keys, trace in self.calls:
             every = set(script_keys) | {key for call in trace for key in touched(call)}
             self.assertEqual(every & outside, set())
             if k.node("n1") in every:  # a heartbeat's hash, alone (BEAT)

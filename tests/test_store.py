@@ -796,7 +796,10 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Delivered(200), 0.1)], NOW)
         ttls = yield defer.gatherResults(
-            [self.redis.ttl(self.keys.task("q", "q.t1")), self.redis.ttl(self.keys.attempts("q", "q.t1"))]
+            [
+                self.redis.ttl(self.keys.task("q", "q.t1")),
+                self.redis.ttl(self.keys.attempts("q", "q.t1")),
+            ]
         )
         self.assertTrue(all(3590 < ttl <= 3600 for ttl in ttls), ttls)
 
@@ -834,8 +837,8 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
         self.assertEqual(
             [c[0] if c[0] == "eval" else c[1] for c in calls], ["ZMSCORE", "eval", "eval"]
         )
-        self.assertEqual([c[2] for c in calls[1:]], [self.keys.queue("q") + self.minutes("q"),
-                                                    self.keys.queue("r") + self.minutes("r")])  # fmt: skip
+        rows = [self.keys.queue(q) + self.minutes(q) for q in ("q", "r")]
+        self.assertEqual([c[2] for c in calls[1:]], rows)
 
     def minutes(self, queue: str, now: float = NOW, count: int = 15) -> list[str]:
         first = int(now // 60) * 60 - 60 * (count - 1)

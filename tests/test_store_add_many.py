@@ -17,7 +17,11 @@ class AddManyContract:
 
     @defer.inlineCallbacks
     def test_tasks_are_stored_in_order_each_claimable(self):
-        tasks = [make_task("q.t1"), make_task("q.t2", due_at=NOW + 1), make_task("q.t3", queue="other")]
+        tasks = [
+            make_task("q.t1"),
+            make_task("q.t2", due_at=NOW + 1),
+            make_task("q.t3", queue="other"),
+        ]
         added = yield self.store.add_many(tasks)
         self.assertEqual(added, [("q.t1", True), ("q.t2", True), ("q.t3", True)])
         got = yield claim(self.store, now=NOW + 1)
@@ -27,7 +31,11 @@ class AddManyContract:
 
     @defer.inlineCallbacks
     def test_a_name_taken_earlier_in_the_same_call_is_a_duplicate(self):
-        tasks = [make_task("q.t1", name="n"), make_task("q.t2", name="n"), make_task("q.t3", name="m")]
+        tasks = [
+            make_task("q.t1", name="n"),
+            make_task("q.t2", name="n"),
+            make_task("q.t3", name="m"),
+        ]
         added = yield self.store.add_many(tasks)
         self.assertEqual(added, [("q.t1", True), ("q.t1", False), ("q.t3", True)])
         self.assertIsNone((yield self.store.describe("q.t2")))

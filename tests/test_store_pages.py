@@ -20,7 +20,8 @@ CHEAP = {"ZCOUNT", "ZRANGE", "HSTRLEN", "HGETALL", "LRANGE"}
 
 
 def ids(page):
-    return [task_id for task_id, _ in page.tasks]
+    """The page's task ids without their queue (``<queue>.<token>``)."""
+    return [task_id.partition(".")[2] for task_id, _ in page.tasks]
 
 
 class TaskPageContract:
@@ -54,35 +55,35 @@ class TaskPageContract:
             yield self.store.add(make_task(f"t{7 - i}", due_at=NOW))
         yield self.store.add(make_task("early", due_at=NOW - 1))
         pages = yield self.every_page(limit=3)
-        self.assertEqual(pages, [["early", "q.t0", "q.t1"], ["q.t2", "q.t3", "q.t4"], ["q.t5", "q.t6", "q.t7"]])
+        self.assertEqual(pages, [["early", "t0", "t1"], ["t2", "t3", "t4"], ["t5", "t6", "t7"]])
 
     @defer.inlineCallbacks
     def test_a_full_last_page_says_it_is_the_last(self):
         for i in range(3):
-            yield self.store.add(make_task(f"q.t{i}", due_at=NOW + i))
+            yield self.store.add(make_task(f"t{i}", due_at=NOW + i))
         page = yield self.store.task_page("q", "scheduled", None, 3)
-        self.assertEqual((ids(page), page.after), (["q.t0", "q.t1", "q.t2"], None))
+        self.assertEqual((ids(page), page.after), (["t0", "t1", "t2"], None))
         short = yield self.store.task_page("q", "scheduled", None, 2)
-        self.assertEqual((ids(short), short.after), (["q.t0", "q.t1"], (NOW + 1, "q.t1")))
+        self.assertEqual((ids(short), short.after), (["t0", "t1"], (NOW + 1, "q.t1")))
 
     @defer.inlineCallbacks
     def test_next_page_starts_right_after_a_task_that_left_the_set(self):
         for i in range(6):
-            yield self.store.add(make_task(f"q.t{i}", due_at=NOW))
+            yield self.store.add(make_task(f"t{i}", due_at=NOW))
         first = yield self.store.task_page("q", "scheduled", None, 2)
-        self.assertEqual(ids(first), ["q.t0", "q.t1"])
-        yield self.store.cancel("q.t1")  # the position's own task
-        yield self.store.cancel("q.t0")
+        self.assertEqual(ids(first), ["t0", "t1"])
+        yield self.store.cancel("t1")  # the position's own task
+        yield self.store.cancel("t0")
         second = yield self.store.task_page("q", "scheduled", first.after, 2)
-        self.assertEqual(ids(second), ["q.t2", "q.t3"])
+        self.assertEqual(ids(second), ["t2", "t3"])
 
     @defer.inlineCallbacks
     def test_a_position_between_scores_goes_on_at_the_next_score(self):
         for task_id, offset in [("z", 1), ("a", 2), ("m", 2)]:
             yield self.store.add(make_task(task_id, due_at=NOW + offset))
-        page = yield self.store.task_page("q", "scheduled", (NOW + 1.5, "zzz"), 10)
+        page = yield self.store.task_page("q", "scheduled", (NOW + 1.5, "q.zzz"), 10)
         self.assertEqual(ids(page), ["a", "m"])
-        page = yield self.store.task_page("q", "scheduled", (NOW + 2, "b"), 10)
+        page = yield self.store.task_page("q", "scheduled", (NOW + 2, "q.b"), 10)
         self.assertEqual(ids(page), ["m"])
 
     @defer.inlineCallbacks
@@ -92,24 +93,24 @@ class TaskPageContract:
             yield self.store.add(make_task(task_id, due_at=NOW))
         pages = yield self.every_page(limit=2)
         self.assertEqual(sum(pages, []), sorted(names, key=str.encode))
-        page = yield self.store.task_page("q", "scheduled", (NOW, "Za"), 2)
+        page = yield self.store.task_page("q", "scheduled", (NOW, "q.Za"), 2)
         self.assertEqual(ids(page), ["_x", "a"])
 
     @defer.inlineCallbacks
     def test_running_and_dead_tasks_are_listed_in_their_state(self):
-        yield bury(self.store, "q.d1", now=NOW - 10)
+        yield bury(self.store, "d1", now=NOW - 10)
         for i in range(3):
-            yield self.store.add(make_task(f"q.t{i}", due_at=NOW - 3 + i))
+            yield self.store.add(make_task(f"t{i}", due_at=NOW - 3 + i))
         yield self.store.add(make_task("later", due_at=NOW + 60))
         yield claim(self.store, limit=2)
         running = yield self.store.task_page("q", "running", None, 10)
-        self.assertEqual(ids(running), ["q.t0", "q.t1"])
+        self.assertEqual(ids(running), ["t0", "t1"])
         self.assertEqual({f["status"] for _, f in running.tasks}, {"running"})
         self.assertEqual(running.tasks[0][1]["attempts"], "1")
         scheduled = yield self.store.task_page("q", "scheduled", None, 10)
-        self.assertEqual(ids(scheduled), ["q.t2", "later"])
+        self.assertEqual(ids(scheduled), ["t2", "later"])
         dead = yield self.store.task_page("q", "dead", None, 10)
-        self.assertEqual(ids(dead), ["q.d1"])
+        self.assertEqual(ids(dead), ["d1"])
         self.assertEqual(dead.tasks[0][1]["status"], "dead")
         self.assertEqual(dead.tasks[0][1]["history"][0]["outcome"], "dead")
 
@@ -123,10 +124,10 @@ class TaskPageContract:
     @defer.inlineCallbacks
     def test_a_page_ends_early_past_its_bytes_of_bodies(self):
         for i in range(5):
-            yield self.store.add(attrs.evolve(make_task(f"q.t{i}", due_at=NOW + i), body="x" * 100))
+            yield self.store.add(attrs.evolve(make_task(f"t{i}", due_at=NOW + i), body="x" * 100))
         yield self.store.add(attrs.evolve(make_task("big", due_at=NOW + 10), body="y" * 1000))
         pages = yield self.every_page(limit=10, max_bytes=250)
-        self.assertEqual(pages, [["q.t0", "q.t1"], ["q.t2", "q.t3"], ["q.t4"], ["big"]])
+        self.assertEqual(pages, [["t0", "t1"], ["t2", "t3"], ["t4"], ["big"]])
 
 
 class MemoryTaskPageTests(TaskPageContract, unittest.TestCase):
@@ -149,8 +150,9 @@ class RedisTaskPageTests(RealRedisStore, TaskPageContract, unittest.TestCase):
             "page()\nreturn trace\n"
         )
         score, task_id = ("", "") if after is None else (repr(after[0]), after[1])
-        args = [self.keys.prefix, str(limit), str(1 << 20), score, task_id]
-        return (yield self.redis.eval(wrapped, [self.keys.due(queue)], args))
+        args = ["", str(limit), str(1 << 20), score, task_id]
+        keys = [self.keys.due(queue), *self.keys.queue(queue)]
+        return (yield self.redis.eval(wrapped, keys, args))
 
     @defer.inlineCallbacks
     def add_many(self, queue, count, due_at=lambda i: NOW + i):
@@ -167,8 +169,8 @@ class RedisTaskPageTests(RealRedisStore, TaskPageContract, unittest.TestCase):
         in the middle of 10 tasks and of 20,000."""
         yield self.add_many("small", 10)
         yield self.add_many("big", 20_000)
-        small = yield self.traced_page("small", (NOW + 2, "small-000002"))
-        big = yield self.traced_page("big", (NOW + 9_000, "big-009000"))
+        small = yield self.traced_page("small", (NOW + 2, "small.small-000002"))
+        big = yield self.traced_page("big", (NOW + 9_000, "big.big-009000"))
 
         def commands(trace):  # each command and its arguments, the keys left out
             return [[c[0].upper(), *c[2:]] for c in trace]
@@ -180,13 +182,13 @@ class RedisTaskPageTests(RealRedisStore, TaskPageContract, unittest.TestCase):
         ranges = [c[1:3] for c in commands(big) if c[0] == "ZRANGE"]
         self.assertTrue(all(stop - start <= 5 for start, stop in ranges), ranges)
         self.assertEqual(ranges[-1], [9_001, 9_006], "the page starts by rank, right after")
-        page = yield self.store.task_page("big", "scheduled", (NOW + 9_000, "big-009000"), 5)
+        page = yield self.store.task_page("big", "scheduled", (NOW + 9_000, "big.big-009000"), 5)
         self.assertEqual(ids(page), [f"big-{i:06d}" for i in range(9_001, 9_006)])
 
     @defer.inlineCallbacks
     def test_a_position_among_thousands_of_one_score_is_found_by_halving(self):
         yield self.add_many("one", 5_000, due_at=lambda i: NOW)
-        after = (NOW, "one-003000x")  # no such task: it left the set
+        after = (NOW, "one.one-003000x")  # no such task: it left the set
         trace = yield self.traced_page("one", after)
         self.assertLessEqual({c[0].upper() for c in trace}, CHEAP)
         ranges = [c[2:4] for c in trace if c[0].upper() == "ZRANGE"]

@@ -367,7 +367,7 @@ class CloudTasksAPI:
         while True:
             page = await self.store.task_page(name.queue, state, after, size - len(tasks))
             for torque_id, fields in page.tasks:
-                task_id = fields.get("name") or torque_id
+                task_id = fields.get("name") or torque_id.partition(".")[2]
                 tasks.append(task_json(name, task_id, fields, shown_view, self._timeout))
             if page.after is not None:
                 token = [state, repr(page.after[0]), page.after[1]]
