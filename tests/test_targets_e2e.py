@@ -31,10 +31,10 @@ class DefaultRefusalTests(unittest.TestCase):
         keys = Keys(node.prefix)
         now = repr(time.time())
         yield redis.execute_command(
-            "HSET", keys.task("to-self"), "queue", "default",
+            "HSET", keys.task("default", "default.to-self"), "queue", "default",
             "url", node.url + pause, "created_at", now,
         )  # fmt: skip
-        yield redis.execute_command("ZADD", keys.due("default"), now, "to-self")
+        yield redis.execute_command("ZADD", keys.due("default"), now, "default.to-self")
         yield redis.execute_command("PUBLISH", keys.wake("default"), now)
 
         @defer.inlineCallbacks
