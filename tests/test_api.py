@@ -208,6 +208,14 @@ class TaskTests(APITestCase):
     def test_get_unknown_task_is_404(self):
         self.assertError(*self.call("GET", "/tasks/nope"), 404, "id")
 
+    def test_an_id_that_names_no_queue_is_404_on_every_task_route(self):
+        """Ids carry their queue (``<queue>.<token>``): one that names none
+        (no ``.``, a bad queue part) is simply no task, never a 500."""
+        self.add(data=SEED)
+        for task_id in ["t1", ".t1", "bad%20q.t1", "q%7Bx%7D.t1", "default.", "nope.t1"]:
+            for method, path in [("GET", ""), ("DELETE", ""), ("POST", "/run")]:
+                self.assertError(*self.call(method, f"/tasks/{task_id}{path}"), 404, "id")
+
     def test_delete_cancels_the_task(self):
         self.add(data=SEED)
         response, body = self.call("DELETE", "/tasks/default.t1")

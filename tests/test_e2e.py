@@ -160,7 +160,8 @@ class DeliveryTests(unittest.TestCase):
         yield redis.execute_command("PUBLISH", keys.wake("default"), now)
         yield wait_for(lambda: receiver.to("/by-hand"))
         self.assertEqual(receiver.to("/by-hand")[0].form, {"x": "1"})
-        self.assertEqual(receiver.to("/by-hand")[0].headers["x-torque-task-id"], "default.by-hand-1")
+        (delivery,) = receiver.to("/by-hand")
+        self.assertEqual(delivery.headers["x-torque-task-id"], "default.by-hand-1")
 
 
 class EntryPointTests(unittest.TestCase):

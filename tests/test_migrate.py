@@ -34,7 +34,8 @@ def write_old_layout(redis, prefix: str, now: float = NOW, due_in: float = 60.0)
 
     p = prefix
     yield cmd("HSET", f"{p}task:a1", "queue", "mail", "url", "http://app.test/a",
-              "body", "a=1", "name", "job", "created_at", repr(now), "due_at", repr(now + due_in))  # fmt: skip
+              "body", "a=1", "name", "job", "created_at", repr(now),
+              "due_at", repr(now + due_in))  # fmt: skip
     yield cmd("ZADD", f"{p}queue:mail:due", repr(now + due_in), "a1")
     yield cmd("SET", f"{p}queue:mail:name:job", "a1")
     entry = json.dumps({"attempt": 1, "at": now - 30, "outcome": "retried", "status": 503})

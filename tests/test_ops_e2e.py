@@ -72,13 +72,17 @@ class PauseTests(unittest.TestCase):
         held = added["id"]
         # A claim by the first node after the add: it took nothing.
         yield lost_lease(self, first.prefix, "default.lost-1", receiver.url + "/lost")
-        yield wait_for(lambda: first.has_status("default.lost-1", "scheduled"), what="a claim by first")
+        yield wait_for(
+            lambda: first.has_status("default.lost-1", "scheduled"), what="a claim by first"
+        )
         self.assertTrue((yield first.has_status(held, "scheduled")))
         # A second node that never saw the pause request holds too.
         second = yield start_node(self, "--poll-interval", "0.2", prefix=first.prefix)
         yield first.stop()
         yield lost_lease(self, first.prefix, "default.lost-2", receiver.url + "/lost")
-        yield wait_for(lambda: second.has_status("default.lost-2", "scheduled"), what="a claim by second")
+        yield wait_for(
+            lambda: second.has_status("default.lost-2", "scheduled"), what="a claim by second"
+        )
         _, queue = yield second.get("/queues/default")
         self.assertEqual((queue["paused"], queue["scheduled"], queue["running"]), (True, 4, 0))
         self.assertEqual(receiver.requests, [], "a paused queue dispatches nothing")
@@ -251,7 +255,8 @@ class EveryQueueTests(unittest.TestCase):
         keys = Keys(node.prefix)
         now = str(reactor.seconds())
         yield redis.execute_command(
-            "HSET", keys.task("manual", "manual.by-hand"), "queue", "manual", "url", receiver.url + "/manual",
+            "HSET", keys.task("manual", "manual.by-hand"), "queue", "manual",
+            "url", receiver.url + "/manual",
             "created_at", now, "due_at", now,
         )  # fmt: skip
         yield redis.execute_command("ZADD", keys.due("manual"), now, "manual.by-hand")

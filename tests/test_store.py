@@ -544,6 +544,20 @@ class StoreContract:
         self.assertTrue(two.processes("a") and not two.processes("c") and one.processes("c"))
 
     @defer.inlineCallbacks
+    def test_an_id_is_found_in_the_queue_it_names_only(self):
+        """A task is found by its id alone in the queue the id names; an id
+        naming no queue (or another) finds nothing, without an error."""
+        yield self.store.add(make_task("q.t1"))
+        # Written with an id that names no queue: claimed, but never found by id.
+        yield self.store.add(attrs.evolve(make_task("q.t2"), id="t2"))
+        self.assertEqual((yield self.store.describe("q.t1"))["status"], "scheduled")
+        for task_id in ["t1", "t2", "r.t1", ".t1", "q{x}.t1", "a b.t1", ""]:
+            self.assertIsNone((yield self.store.describe(task_id)), task_id)
+            self.assertEqual((yield self.store.cancel(task_id)), "", task_id)
+            self.assertEqual((yield self.store.run_now(task_id, NOW)), ("", None, None), task_id)
+        self.assertEqual((yield self.store.describe("q.t1"))["status"], "scheduled")
+
+    @defer.inlineCallbacks
     def test_unknown_queue_is_empty_and_not_known(self):
         (stats,) = yield self.store.queue_stats(["nothing"], NOW)
         self.assertEqual((stats.scheduled, stats.dead, stats.known), (0, 0, False))
