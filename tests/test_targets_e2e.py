@@ -39,7 +39,7 @@ class DefaultRefusalTests(unittest.TestCase):
 
         @defer.inlineCallbacks
         def attempted():
-            _, task = yield node.get("/tasks/to-self")
+            _, task = yield node.get("/tasks/default.to-self")
             return task if task["status"] in ("dead", "delivered") else None
 
         task = yield wait_for(attempted, what="the attempt")
