@@ -40,8 +40,10 @@ OLD_QUEUE = "queue:"
 QUEUE_KEYS = ("paused", "stats", "rate", "settings")
 # Tasks one script call moves: each call holds Redis for about a millisecond.
 BATCH = 500
-# Keys one SCAN call of the start-up check looks at: a bound on its cost;
-# and seconds the check may take before it is tried again.
+# The start-up check's bound: SCAN calls, of keys each (it looks at 20,000
+# keys of the keyspace at most, a few milliseconds of Redis); and seconds
+# the check may take before it is tried again.
+SCAN_CALLS = 20
 SCAN_COUNT = 1000
 CHECK_TIMEOUT = 5.0
 
@@ -159,8 +161,9 @@ def refusal(found: str, prefix: str) -> str:
 def find_old_layout(redis, prefix: str = "torque:"):
     """A key of the old layout under ``prefix``, or ``None``.  Bounded, for
     a node's start: the registry's type and its first 100 queues' old keys,
-    and one ``SCAN`` (of ``SCAN_COUNT`` keys) for old task hashes and old
-    queue keys (written by hand, never registered)."""
+    and ``SCAN_CALLS`` calls of ``SCAN`` (of ``SCAN_COUNT`` keys each) for
+    old task hashes and old queue keys (written by hand, never
+    registered)."""
     old, new = OldKeys(prefix), Keys(prefix)
     kind = yield redis.execute_command("TYPE", new.queues)
     if kind == "set":
@@ -171,11 +174,17 @@ def find_old_layout(redis, prefix: str = "torque:"):
             for part in ("due", "running", "dead"):
                 if (yield redis.execute_command("EXISTS", old.queue(queue, part))):
                     return old.queue(queue, part)
-    for head in (OLD_TASK, OLD_QUEUE):
-        pattern = glob_escape(prefix + head) + "*"
-        _, found = yield redis.execute_command("SCAN", 0, "MATCH", pattern, "COUNT", SCAN_COUNT)
-        if found:
-            return found[0]
+    pattern = glob_escape(prefix) + "[tq][au][se][ku]*"  # task: or queue:, and a few others
+    cursor = "0"
+    for _ in range(SCAN_CALLS):
+        cursor, found = yield redis.execute_command(
+            "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT
+        )
+        for key in found:
+            if key.startswith((old.task(""), prefix + OLD_QUEUE)):
+                return key
+        if str(cursor) == "0":
+            break
     return None
 
 
