@@ -29,9 +29,12 @@ import sys
 import threading
 import time
 
+from torque.keys import Keys
+
 from procs import Node, RedisServer, workspace
 
 PREFIX = "torque:"
+KEYS = Keys(PREFIX)
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -42,12 +45,13 @@ def percentile(samples: list[float], p: float) -> float:
 def fill(redis, count: int, now: float) -> None:
     def commands():
         for i in range(count):
-            queue, task_id = f"q{i:05d}", f"many{i:06d}"
-            yield ["HSET", f"{PREFIX}task:{task_id}", "queue", queue,
+            queue = f"q{i:05d}"
+            task_id = f"{queue}.many{i:06d}"
+            yield ["HSET", KEYS.task(queue, task_id), "queue", queue,
                    "url", "http://app.test/hooks/x", "created_at", repr(now),
                    "due_at", repr(now + 3600)]  # fmt: skip
-            yield ["ZADD", f"{PREFIX}queue:{queue}:due", repr(now + 3600), task_id]
-            yield ["SADD", f"{PREFIX}queues", queue]
+            yield ["ZADD", KEYS.due(queue), repr(now + 3600), task_id]
+            yield ["ZADD", KEYS.queues, "NX", 0, queue]
 
     redis.pipeline(commands())
 

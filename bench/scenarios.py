@@ -23,7 +23,9 @@ from urllib.parse import urlencode
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from torque.api import new_task_id
 from torque.keys import Keys
+from torque.keys import task_id as task_id_of
 from torque.store import RedisStore
 from torque.submission import parse_submission
 
@@ -88,7 +90,11 @@ class _CaptureRedis:
 
     def eval(self, script, keys, args):
         self.calls.append((script, keys, args))
-        return defer.succeed([args[1], 1])  # ADD_MANY's: (id, created)
+        return defer.succeed([args[0], 1])  # ADD's: (id, created)
+
+    def execute_command(self, *args):
+        """The queue's registration (a ZADD): the loaders write it."""
+        return defer.succeed(1)
 
 
 def add_commands(prefix: str, urls, delay: float = 0.0):
@@ -104,8 +110,7 @@ def add_commands(prefix: str, urls, delay: float = 0.0):
         fields = {"url": url, "params": PARAMS_JSON, "queue": QUEUE}
         if delay:
             fields["delay"] = str(delay)
-        task_id = secrets.token_urlsafe(15)  # as torque.api.new_task_id makes them
-        task = parse_submission(fields, task_id=task_id, now=time.time(), is_form=True)
+        task = parse_submission(fields, new_id=new_task_id, now=time.time(), is_form=True)
         store.add(task)
         clock.advance(0)  # the end of the turn: the store's adds go out
         script, keys, args = capture.calls.pop()
@@ -116,6 +121,7 @@ def load_tasks(redis: Redis, prefix: str, urls, delay: float = 0.0) -> int:
     shas = {}
 
     def commands():
+        yield ["ZADD", Keys(prefix).queues, "NX", 0, QUEUE]
         for command in add_commands(prefix, urls, delay):
             script = command[1]
             if script not in shas:
@@ -136,15 +142,14 @@ def load_backlog(redis: Redis, prefix: str, base: str, count: int, delay: float)
     (template,) = add_commands(prefix, [hook_url(base, "backlog", 0)], delay)
     nkeys = template[2]
     args = template[3 + nkeys :]
-    # The ADD script's: prefix, then id, due_at, queue, named, wake, n, fields.
-    fields = args[7:]
-    due_at = args[2]
+    # The ADD script's: id, due_at, named, wake, n, fields.
+    fields = args[5:]
+    due_at = args[1]
     url_at = fields.index("url") + 1
     head, tail = fields[:url_at], fields[url_at + 1 :]
     hset_head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + len(fields))
     before = b"".join(encode([f])[4:] for f in head)  # bulk strings without '*N\r\n'
     after = b"".join(encode([f])[4:] for f in tail)
-    task_prefix = keys.task_prefix
     due = keys.due(QUEUE)
 
     def bulk(text: str) -> bytes:
@@ -152,11 +157,11 @@ def load_backlog(redis: Redis, prefix: str, base: str, count: int, delay: float)
         return b"$%d\r\n%s\r\n" % (len(raw), raw)
 
     def commands():
-        yield ["SADD", keys.queues, QUEUE]
+        yield ["ZADD", keys.queues, "NX", 0, QUEUE]
         for n in range(count):
-            task_id = f"bk{n:018d}"  # as long as a real id (20 characters)
+            task_id = task_id_of(QUEUE, f"bk{n:018d}")  # a token as long as a real one
             url = hook_url(base, "backlog", n)
-            yield hset_head + bulk(task_prefix + task_id) + before + bulk(url) + after
+            yield hset_head + bulk(keys.task(QUEUE, task_id)) + before + bulk(url) + after
             yield encode(["ZADD", due, due_at, task_id])
 
     return redis.pipeline(commands())

@@ -19,6 +19,7 @@ from collections import defaultdict
 from twisted.internet import defer
 
 from torque.hosts import host_of
+from torque.keys import queue_of_id
 from torque.queue_settings import SETTINGS, decode, encode
 from torque.retry import DEAD, DELIVERED, POSTPONED, RETRIED, WAITING
 from torque.storage import (
@@ -382,8 +383,16 @@ class MemoryStore:
             return "delivered"
         return "scheduled"
 
-    def describe(self, task_id):
+    def _by_id(self, task_id):
+        """A task's fields found by its id alone, as Redis finds them: in
+        the queue its id names (torque.keys.queue_of_id), or not at all."""
         fields = self.tasks.get(task_id)
+        if fields is None or queue_of_id(task_id) != fields.get("queue", "default"):
+            return None
+        return fields
+
+    def describe(self, task_id):
+        fields = self._by_id(task_id)
         if fields is None:
             return self._answer(None)
         history = [dict(entry) for entry in self.history.get(task_id, [])]
@@ -403,7 +412,7 @@ class MemoryStore:
     def cancel(self, task_id, keep_name=0.0):
         if not self.available:
             return self._answer()
-        fields = self.tasks.get(task_id)
+        fields = self._by_id(task_id)
         if fields is None:
             return self._answer("")
         status = self._status(task_id, fields)
@@ -448,7 +457,7 @@ class MemoryStore:
     def run_now(self, task_id, now):
         if not self.available:
             return self._answer()
-        fields = self.tasks.get(task_id)
+        fields = self._by_id(task_id)
         if fields is None:
             return self._answer(("", None, None))
         queue = fields.get("queue", "default")

@@ -31,7 +31,7 @@ class APITestCase(unittest.TestCase):
             self.store,
             self.clock,
             wake=lambda queue, due_at: self.woken.append((queue, due_at)),
-            new_id=lambda: next(self.ids),
+            new_id=lambda queue: f"{queue}.{next(self.ids)}",
         )
         self.stub = StubTreq(self.api.resource())
 
@@ -60,17 +60,23 @@ class AddTests(APITestCase):
     def test_form_post_creates_the_task(self):
         response, body = self.add(data=SEED)
         self.assertEqual(response.code, 201)
-        self.assertEqual(response.headers.getRawHeaders("location"), ["/tasks/t1"])
+        self.assertEqual(response.headers.getRawHeaders("location"), ["/tasks/default.t1"])
         self.assertEqual(
             {k: body[k] for k in ("id", "queue", "name", "status", "due_at")},
-            {"id": "t1", "queue": "default", "name": None, "status": "scheduled", "due_at": 1000.0},
+            {
+                "id": "default.t1",
+                "queue": "default",
+                "name": None,
+                "status": "scheduled",
+                "due_at": 1000.0,
+            },
         )
 
     def test_form_params_are_stored_form_encoded(self):
         self.add(data=SEED)
-        self.assertEqual(self.store.tasks["t1"]["body"], "foo=somevalue&baz=99")
-        self.assertEqual(self.store.tasks["t1"]["url"], HOOK)
-        self.assertEqual(self.store.due, {"default": {"t1": 1000.0}})
+        self.assertEqual(self.store.tasks["default.t1"]["body"], "foo=somevalue&baz=99")
+        self.assertEqual(self.store.tasks["default.t1"]["url"], HOOK)
+        self.assertEqual(self.store.due, {"default": {"default.t1": 1000.0}})
 
     def test_add_wakes_the_queue(self):
         self.add(data=SEED)
@@ -78,18 +84,18 @@ class AddTests(APITestCase):
 
     def test_json_body(self):
         response, body = self.add(json={"url": HOOK, "params": {"foo": "somevalue", "baz": 99}})
-        self.assertEqual((response.code, body["id"]), (201, "t1"))
-        self.assertEqual(self.store.tasks["t1"]["body"], "foo=somevalue&baz=99")
+        self.assertEqual((response.code, body["id"]), (201, "default.t1"))
+        self.assertEqual(self.store.tasks["default.t1"]["body"], "foo=somevalue&baz=99")
 
     def test_add_task_alias(self):
         response, body = self.add("/add_task", data=SEED)
-        self.assertEqual((response.code, body["id"]), (201, "t1"))
-        self.assertEqual(self.store.tasks["t1"]["body"], "foo=somevalue&baz=99")
+        self.assertEqual((response.code, body["id"]), (201, "default.t1"))
+        self.assertEqual(self.store.tasks["default.t1"]["body"], "foo=somevalue&baz=99")
 
     def test_queue_route(self):
         response, body = self.add("/queues/q1/tasks", json={"url": HOOK})
         self.assertEqual((response.code, body["queue"]), (201, "q1"))
-        self.assertEqual(self.store.due, {"q1": {"t1": 1000.0}})
+        self.assertEqual(self.store.due, {"q1": {"q1.t1": 1000.0}})
         self.assertEqual(self.woken, [("q1", 1000.0)])
 
     def test_delay_counts_from_now(self):
@@ -101,8 +107,8 @@ class AddTests(APITestCase):
         self.add(json={"url": HOOK, "name": "nightly"})
         response, body = self.add(json={"url": HOOK + "/other", "name": "nightly"})
         self.assertEqual(response.code, 200)
-        self.assertEqual((body["id"], body["duplicate"]), ("t1", True))
-        self.assertEqual(list(self.store.tasks), ["t1"])
+        self.assertEqual((body["id"], body["duplicate"]), ("default.t1", True))
+        self.assertEqual(list(self.store.tasks), ["default.t1"])
         self.assertEqual(self.woken, [("default", 1000.0)])
 
 
@@ -184,12 +190,12 @@ class NodeTests(APITestCase):
 class TaskTests(APITestCase):
     def test_get_shows_a_scheduled_task(self):
         self.add(data={"url": HOOK, "delay": "5"})
-        response, body = self.call("GET", "/tasks/t1")
+        response, body = self.call("GET", "/tasks/default.t1")
         self.assertEqual(response.code, 200)
         self.assertEqual(
             {k: body[k] for k in ("id", "queue", "url", "status", "attempts", "due_at")},
             {
-                "id": "t1",
+                "id": "default.t1",
                 "queue": "default",
                 "url": HOOK,
                 "status": "scheduled",
@@ -202,12 +208,20 @@ class TaskTests(APITestCase):
     def test_get_unknown_task_is_404(self):
         self.assertError(*self.call("GET", "/tasks/nope"), 404, "id")
 
+    def test_an_id_that_names_no_queue_is_404_on_every_task_route(self):
+        """Ids carry their queue (``<queue>.<token>``): one that names none
+        (no ``.``, a bad queue part) is simply no task, never a 500."""
+        self.add(data=SEED)
+        for task_id in ["t1", ".t1", "bad%20q.t1", "q%7Bx%7D.t1", "default.", "nope.t1"]:
+            for method, path in [("GET", ""), ("DELETE", ""), ("POST", "/run")]:
+                self.assertError(*self.call(method, f"/tasks/{task_id}{path}"), 404, "id")
+
     def test_delete_cancels_the_task(self):
         self.add(data=SEED)
-        response, body = self.call("DELETE", "/tasks/t1")
+        response, body = self.call("DELETE", "/tasks/default.t1")
         self.assertEqual(response.code, 200)
         self.assertEqual(body["cancelled"], True)
-        self.assertError(*self.call("GET", "/tasks/t1"), 404, "id")
+        self.assertError(*self.call("GET", "/tasks/default.t1"), 404, "id")
         self.assertEqual(self.store.due, {"default": {}})
 
 
@@ -283,7 +297,7 @@ class SiteTests(unittest.TestCase):
 
     def setUp(self):
         self.store = MemoryStore()
-        api = TorqueAPI(self.store, Clock(), new_id=lambda: "t1")
+        api = TorqueAPI(self.store, Clock(), new_id=lambda queue: f"{queue}.t1")
         port = reactor.listenTCP(0, QuietSite(api.resource()), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.url = f"http://127.0.0.1:{port.getHost().port}/hooks/add"
@@ -297,7 +311,7 @@ class SiteTests(unittest.TestCase):
     def test_form_body_and_query_string_fields(self):
         status, body = yield self.post(params={"queue": "emails"}, data=SEED)
         self.assertEqual((status, body["queue"]), (201, "emails"))
-        self.assertEqual(self.store.tasks["t1"]["body"], "foo=somevalue&baz=99")
+        self.assertEqual(self.store.tasks["emails.t1"]["body"], "foo=somevalue&baz=99")
 
     @defer.inlineCallbacks
     def test_another_media_type_is_refused_naming_the_body(self):

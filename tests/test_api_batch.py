@@ -10,7 +10,7 @@ from torque.targets import TargetGuard, TargetRules
 class BatchTests(APITestCase):
     def setUp(self):
         super().setUp()
-        self.api.new_id = lambda: f"t{next(self.numbers)}"
+        self.api.new_id = lambda queue: f"{queue}.t{next(self.numbers)}"
         self.numbers = iter(range(1, 2000))
 
     def batch(self, tasks, **kwargs):
@@ -26,18 +26,20 @@ class BatchTests(APITestCase):
             [
                 {
                     "status": 201,
-                    "task": {"id": "t1", "queue": "default", "name": None, "url": HOOK,
+                    "task": {"id": "default.t1", "queue": "default", "name": None, "url": HOOK,
                              "status": "scheduled", "due_at": 1000.0, "created_at": 1000.0},
                 },
                 {
                     "status": 201,
-                    "task": {"id": "t2", "queue": "q2", "name": None, "url": HOOK + "/2",
+                    "task": {"id": "q2.t2", "queue": "q2", "name": None, "url": HOOK + "/2",
                              "status": "scheduled", "due_at": 1005.0, "created_at": 1000.0},
                 },
             ],
         )  # fmt: skip
-        self.assertEqual(self.store.tasks["t1"]["body"], "a=1")
-        self.assertEqual(self.store.due, {"default": {"t1": 1000.0}, "q2": {"t2": 1005.0}})
+        self.assertEqual(self.store.tasks["default.t1"]["body"], "a=1")
+        self.assertEqual(
+            self.store.due, {"default": {"default.t1": 1000.0}, "q2": {"q2.t2": 1005.0}}
+        )
 
     def test_valid_tasks_are_stored_when_others_are_refused(self):
         response, body = self.batch(
@@ -62,7 +64,9 @@ class BatchTests(APITestCase):
         )
         first, second, third = body["results"]
         self.assertEqual((first["status"], first["task"]["duplicate"]), (200, True))
-        self.assertEqual((first["task"]["id"], first["task"]["status"]), ("t1", "scheduled"))
+        self.assertEqual(
+            (first["task"]["id"], first["task"]["status"]), ("default.t1", "scheduled")
+        )
         self.assertEqual((second["status"], "duplicate" in second["task"]), (201, False))
         self.assertEqual((third["status"], third["task"]["id"]), (200, second["task"]["id"]))
         self.assertEqual(len(self.store.tasks), 2)

@@ -26,7 +26,8 @@ def token(value) -> str:
 class TaskListTests(APITestCase):
     def setUp(self):
         super().setUp()
-        self.api.new_id = (f"t{i}" for i in itertools.count(1)).__next__
+        numbers = itertools.count(1)
+        self.api.new_id = lambda queue: f"{queue}.t{next(numbers)}"
 
     def list(self, query="", queue="default"):
         response, body = self.call("GET", f"/queues/{queue}/tasks{query}")
@@ -40,7 +41,9 @@ class TaskListTests(APITestCase):
         self.assertEqual(set(body), {"queue", "state", "tasks", "next_cursor"})
         self.assertEqual((body["queue"], body["state"], body["next_cursor"]),
                          ("default", "scheduled", None))  # fmt: skip
-        self.assertEqual([t["id"] for t in body["tasks"]], ["t2", "t3", "t1"])
+        self.assertEqual(
+            [t["id"] for t in body["tasks"]], ["default.t2", "default.t3", "default.t1"]
+        )
         for task in body["tasks"]:
             self.assertEqual(task, self.call("GET", f"/tasks/{task['id']}")[1])
         self.assertEqual(body["tasks"][0]["headers"], {"Authorization": "[redacted]"})
@@ -56,7 +59,9 @@ class TaskListTests(APITestCase):
                 break
             self.assertIsInstance(body["next_cursor"], str)
             query = f"?limit=2&cursor={body['next_cursor']}"
-        self.assertEqual(seen, [["t1", "t2"], ["t3", "t4"], ["t5"]])
+        self.assertEqual(
+            seen, [["default.t1", "default.t2"], ["default.t3", "default.t4"], ["default.t5"]]
+        )
 
     def test_default_page_is_fifty_and_at_most_a_thousand(self):
         for _ in range(51):
@@ -72,11 +77,11 @@ class TaskListTests(APITestCase):
         t1, t2 = self.successResultOf(self.store.claim("default", 1000.0, 2, 60.0, 20)).tasks
         self.successResultOf(self.store.settle("default", [(t2, Dead(410, "gone"))], 1000.0))
         running = self.list("?state=running")["tasks"]
-        self.assertEqual([(t["id"], t["status"]) for t in running], [("t1", "running")])
+        self.assertEqual([(t["id"], t["status"]) for t in running], [("default.t1", "running")])
         dead = self.list("?state=dead")["tasks"]
         self.assertEqual([(t["id"], t["status"], t["last_status"]) for t in dead],
-                         [("t2", "dead", 410)])  # fmt: skip
-        self.assertEqual([t["id"] for t in self.list("?state=scheduled")["tasks"]], ["t3"])
+                         [("default.t2", "dead", 410)])  # fmt: skip
+        self.assertEqual([t["id"] for t in self.list("?state=scheduled")["tasks"]], ["default.t3"])
 
     def test_waiting_is_a_state_with_nothing_in_it_yet(self):
         self.add(json={"url": HOOK})
@@ -117,7 +122,11 @@ class TaskListTests(APITestCase):
 
 class CursorTests(unittest.TestCase):
     def test_a_position_survives_the_round_trip_exactly(self):
-        for position in [(1_800_000_000.123456789, "t1"), (0.1 + 0.2, "a/b?c=ü"), (-5.0, "x")]:
+        for position in [
+            (1_800_000_000.123456789, "default.t1"),
+            (0.1 + 0.2, "a/b?c=ü"),
+            (-5.0, "x"),
+        ]:
             text = cursor.encode_position(position)
             self.assertRegex(text, r"^[A-Za-z0-9_-]+$")
             self.assertEqual(cursor.decode_position(text), position)
@@ -140,13 +149,13 @@ class TaskFieldsTests(APITestCase):
         (task,) = self.successResultOf(self.store.claim("default", 1000.0, 1, 60.0, 20)).tasks
         retry = Retry(1001.0, 500, "HTTP 500: ok")
         self.successResultOf(self.store.settle("default", [(task, retry)], 1000.0))
-        scheduled = self.call("GET", "/tasks/t1")[1]
+        scheduled = self.call("GET", "/tasks/default.t1")[1]
         self.assertEqual((scheduled["last_status"], scheduled["last_error"]),
                          (500, "HTTP 500: ok"))  # fmt: skip
         self.assertEqual(scheduled["content_type"], "application/json")
         (task,) = self.successResultOf(self.store.claim("default", 1001.0, 1, 60.0, 20)).tasks
         self.successResultOf(self.store.settle("default", [(task, Delivered(200))], 1002.0))
-        body = self.call("GET", "/tasks/t1")[1]
+        body = self.call("GET", "/tasks/default.t1")[1]
         self.assertEqual(
             {k: body[k] for k in ("status", "last_status", "last_error", "last_attempt_at")},
             {"status": "delivered", "last_status": 200, "last_error": None,

@@ -36,7 +36,7 @@ class DoorTestCase(unittest.TestCase):
             self.clock,
             QueueConfig(timeout=60.0, policy=RetryPolicy(max_errors=20)),
             wake=lambda queue, due_at: self.woken.append((queue, due_at)),
-            new_id=lambda: next(ids),
+            new_id=lambda queue: f"{queue}.{next(ids)}",
             new_name=lambda: next(names),
         )
         self.stub = StubTreq(self.api.resource())
@@ -169,7 +169,7 @@ class TaskRouteTests(DoorTestCase):
         self.assertEqual((status, task["name"]), (200, f"{QUEUE}/tasks/a"))
         self.assertEqual(task["scheduleTime"], "2027-01-15T08:00:10.000000Z")
         self.assertEqual(task["dispatchDeadline"], "60s")
-        self.assertEqual(self.store.tasks["t1"]["door"], "cloudtasks")
+        self.assertEqual(self.store.tasks["jobs.t1"]["door"], "cloudtasks")
         self.assertEqual(self.woken, [("jobs", 1_800_000_010.0)])
         self.assertEqual(self.call("GET", QUEUE)[0], 200)
 
@@ -207,7 +207,7 @@ class TaskRouteTests(DoorTestCase):
         self.create_task("a")
         from torque.task import Task
 
-        plain = Task(id="plain-1", queue="jobs", url=HOOK, due_at=1_800_000_000.0)
+        plain = Task(id="jobs.plain-1", queue="jobs", url=HOOK, due_at=1_800_000_000.0)
         self.successResultOf(self.store.add(plain))
         status, task = self.call("GET", f"{QUEUE}/tasks/plain-1")
         self.assertEqual((status, task["name"]), (200, f"{QUEUE}/tasks/plain-1"))
@@ -218,7 +218,7 @@ class TaskRouteTests(DoorTestCase):
         self.clock.advance(5)
         status, task = self.call("POST", f"{QUEUE}/tasks/a:run", {})
         self.assertEqual((status, task["scheduleTime"]), (200, "2027-01-15T08:00:05.000000Z"))
-        self.assertEqual(self.store.due["jobs"]["t1"], 1_800_000_005.0)
+        self.assertEqual(self.store.due["jobs"]["jobs.t1"], 1_800_000_005.0)
         self.assertEqual(self.woken[-1], ("jobs", 1_800_000_005.0))
         self.assertGoogleError(self.call("POST", f"{QUEUE}/tasks/nope:run", {}), 404, "NOT_FOUND")
 

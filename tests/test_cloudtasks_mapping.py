@@ -38,7 +38,11 @@ NOW = 1_893_553_000.0  # a few minutes before 2030-01-02T03:04:05Z
 
 def create(task: dict, **kw) -> tuple[Task, bool]:
     return task_from_request(
-        {"task": task, **kw}, Q, torque_id="t1", new_name="00000000000000000042", now=NOW
+        {"task": task, **kw},
+        Q,
+        new_id=lambda queue: f"{queue}.t1",
+        new_name="00000000000000000042",
+        now=NOW,
     )
 
 
@@ -150,7 +154,7 @@ class TaskMappingTests(unittest.TestCase):
         self.assertTrue(named)
         self.assertEqual(
             (task.id, task.queue, task.name, task.url, task.method),
-            ("t1", "my-queue", "task-123", "https://example.com/handler?x=1", "PUT"),
+            ("my-queue.t1", "my-queue", "task-123", "https://example.com/handler?x=1", "PUT"),
         )
         self.assertEqual((task.body, task.content_type), ('{"hello": "world"}', "application/json"))
         self.assertEqual(task.headers, {"X-Custom": "v"})

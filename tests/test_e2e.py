@@ -153,14 +153,15 @@ class DeliveryTests(unittest.TestCase):
         keys = Keys(node.prefix)
         now = repr(time.time())
         yield redis.execute_command(
-            "HSET", keys.task("by-hand-1"), "queue", "default",
+            "HSET", keys.task("default", "default.by-hand-1"), "queue", "default",
             "url", receiver.url + "/by-hand", "body", "x=1", "created_at", now,
         )  # fmt: skip
-        yield redis.execute_command("ZADD", keys.due("default"), now, "by-hand-1")
+        yield redis.execute_command("ZADD", keys.due("default"), now, "default.by-hand-1")
         yield redis.execute_command("PUBLISH", keys.wake("default"), now)
         yield wait_for(lambda: receiver.to("/by-hand"))
         self.assertEqual(receiver.to("/by-hand")[0].form, {"x": "1"})
-        self.assertEqual(receiver.to("/by-hand")[0].headers["x-torque-task-id"], "by-hand-1")
+        (delivery,) = receiver.to("/by-hand")
+        self.assertEqual(delivery.headers["x-torque-task-id"], "default.by-hand-1")
 
 
 class EntryPointTests(unittest.TestCase):

@@ -92,8 +92,8 @@ class AddWithoutKleinTests(APITestCase):
 
         self.patch(self.api.app.url_map, "bind", no_klein)
         response, body = self.add(data=SEED)
-        self.assertEqual((response.code, body["id"]), (201, "t1"))
-        self.assertEqual(response.headers.getRawHeaders("location"), ["/tasks/t1"])
+        self.assertEqual((response.code, body["id"]), (201, "default.t1"))
+        self.assertEqual(response.headers.getRawHeaders("location"), ["/tasks/default.t1"])
 
     def test_its_errors_are_the_apis(self):
         response, body = self.add(data={"url": "ftp://x"})

@@ -49,7 +49,7 @@ class LeaseCase(SchedulerCase):
             scheduler.stopService()
         return super().stop()
 
-    def add_slow(self, task_id="t1", scheduler=None):
+    def add_slow(self, task_id="q.t1", scheduler=None):
         """A task with a one-hour timeout, due now; the hook holds it."""
         scheduler = scheduler or self.scheduler
         now = self.clock.seconds()
@@ -59,7 +59,7 @@ class LeaseCase(SchedulerCase):
         self.store.add(task)
         scheduler.wake()
 
-    def lease_end(self, task_id="t1", queue="q"):
+    def lease_end(self, task_id="q.t1", queue="q"):
         return self.store.running.get(queue, {}).get(task_id)
 
 
@@ -123,7 +123,7 @@ class RenewalTests(LeaseCase):
         self.stub.flush()
         self.later(LATENCY)
         with self.store.at_once():
-            info = self.successResultOf(self.store.describe("t1"))
+            info = self.successResultOf(self.store.describe("q.t1"))
         self.assertEqual((info["status"], info["attempts"]), ("delivered", "1"))
 
     def test_a_node_that_stops_renewing_loses_its_tasks_one_lease_later(self):
@@ -136,7 +136,7 @@ class RenewalTests(LeaseCase):
         self.assertLessEqual(last_end, now + LEASE)
         with self.store.at_once():
             claim = self.successResultOf(self.store.claim("q", last_end, 10, 60, 20))
-        self.assertEqual([(t.id, t.attempts) for t in claim.tasks], [("t1", 2)])
+        self.assertEqual([(t.id, t.attempts) for t in claim.tasks], [("q.t1", 2)])
 
 
 class RenewalFailureTests(LeaseCase):
@@ -185,7 +185,7 @@ class RenewalFailureTests(LeaseCase):
         self.later(LATENCY)
         self.assertEqual(self.scheduler.in_flight, {})
         with self.store.at_once():
-            info = self.successResultOf(self.store.describe("t1"))
+            info = self.successResultOf(self.store.describe("q.t1"))
         self.assertEqual((info["status"], info["attempts"]), ("delivered", "2"))
 
 

@@ -86,7 +86,7 @@ class WatcherTests(unittest.TestCase):
         )
 
     def add(self, queue):
-        self.store.add(Task(id=f"t-{queue}", queue=queue, url="http://app.test/", due_at=1000.0))
+        self.store.add(Task(id=f"{queue}.t", queue=queue, url="http://app.test/", due_at=1000.0))
 
     def test_reads_one_page_a_second_and_starts_over_at_the_end(self):
         for queue in ["e", "d", "c", "b", "a"]:
@@ -111,7 +111,7 @@ class WatcherTests(unittest.TestCase):
     def test_a_queue_that_holds_no_task_is_reported_empty(self):
         self.add("busy")
         self.add("done")
-        self.store.cancel("t-done")
+        self.store.cancel("done.t")
         self.watcher.startService()
         self.assertEqual((self.found, self.empty), (["busy"], ["done"]))
 

@@ -370,7 +370,9 @@ class SubmissionSchemaTests(unittest.TestCase):
 
     def taken(self, fields, is_form=False, base_url=None) -> bool:
         try:
-            parse_submission(fields, task_id="t", now=0.0, is_form=is_form, base_url=base_url)
+            parse_submission(
+                fields, new_id=lambda q: "t", now=0.0, is_form=is_form, base_url=base_url
+            )
         except InvalidTask:
             return False
         return True

@@ -52,7 +52,7 @@ class TaskHistoryTests(OpsTestCase):
         (task,) = self.claim()
         self.clock.advance(1)
         self.settle(task, Retry(1003.0, 503, "HTTP 503: busy"), duration=0.25)
-        _, body = self.call("GET", "/tasks/t1")
+        _, body = self.call("GET", "/tasks/default.t1")
         self.assertEqual(
             body["history"],
             [
@@ -70,13 +70,15 @@ class TaskHistoryTests(OpsTestCase):
 
     def test_new_task_has_an_empty_history(self):
         self.add(data={"url": HOOK})
-        self.assertEqual(self.call("GET", "/tasks/t1")[1]["history"], [])
+        self.assertEqual(self.call("GET", "/tasks/default.t1")[1]["history"], [])
 
     def test_secret_headers_are_redacted_but_stored_intact(self):
         self.add(json={"url": HOOK, "headers": {**SECRETS, **PLAIN}})
-        _, body = self.call("GET", "/tasks/t1")
+        _, body = self.call("GET", "/tasks/default.t1")
         self.assertEqual(body["headers"], {**{k: "[redacted]" for k in SECRETS}, **PLAIN})
-        self.assertEqual(json.loads(self.store.tasks["t1"]["headers"]), {**SECRETS, **PLAIN})
+        self.assertEqual(
+            json.loads(self.store.tasks["default.t1"]["headers"]), {**SECRETS, **PLAIN}
+        )
 
     def test_duplicate_answer_redacts_headers_too(self):
         self.add(json={"url": HOOK, "name": "n", "headers": {"Authorization": "Bearer x"}})
@@ -86,7 +88,7 @@ class TaskHistoryTests(OpsTestCase):
     def test_cancel_of_a_running_task_says_its_attempt_finishes(self):
         self.add(data={"url": HOOK})
         self.claim()
-        response, body = self.call("DELETE", "/tasks/t1")
+        response, body = self.call("DELETE", "/tasks/default.t1")
         self.assertEqual(response.code, 200)
         self.assertEqual(
             (body["status"], body["running_attempt_finishes"]), ("running", True), body
@@ -94,7 +96,7 @@ class TaskHistoryTests(OpsTestCase):
 
     def test_cancel_of_a_scheduled_task(self):
         self.add(data={"url": HOOK})
-        _, body = self.call("DELETE", "/tasks/t1")
+        _, body = self.call("DELETE", "/tasks/default.t1")
         self.assertEqual((body["status"], body["running_attempt_finishes"]), ("scheduled", False))
 
     def test_cancel_of_an_unknown_task_is_404(self):
@@ -104,21 +106,21 @@ class TaskHistoryTests(OpsTestCase):
         self.add(data={"url": HOOK})
         (task,) = self.claim()
         self.settle(task, Delivered(200))
-        self.assertError(*self.call("DELETE", "/tasks/t1"), 409, "id")
-        self.assertEqual(self.call("GET", "/tasks/t1")[1]["status"], "delivered")
+        self.assertError(*self.call("DELETE", "/tasks/default.t1"), 409, "id")
+        self.assertEqual(self.call("GET", "/tasks/default.t1")[1]["status"], "delivered")
 
 
 class RunNowTests(OpsTestCase):
     def test_run_makes_a_later_task_due_now_and_wakes_the_queue(self):
         self.add(data={"url": HOOK, "delay": "600"})
         self.clock.advance(5)
-        response, body = self.call("POST", "/tasks/t1/run")
+        response, body = self.call("POST", "/tasks/default.t1/run")
         self.assertEqual(response.code, 200)
         self.assertEqual(
-            body, {"id": "t1", "queue": "default", "status": "scheduled", "due_at": 1005.0}
+            body, {"id": "default.t1", "queue": "default", "status": "scheduled", "due_at": 1005.0}
         )
         self.assertEqual(self.woken[-1], ("default", 1005.0))
-        self.assertEqual([t.id for t in self.claim()], ["t1"])
+        self.assertEqual([t.id for t in self.claim()], ["default.t1"])
 
     def test_run_of_an_unknown_task_is_404(self):
         self.assertError(*self.call("POST", "/tasks/nope/run"), 404, "id")
@@ -132,7 +134,7 @@ class RunNowTests(OpsTestCase):
     def test_run_of_a_running_task_is_409(self):
         self.add(data={"url": HOOK})
         self.claim()
-        self.assertError(*self.call("POST", "/tasks/t1/run"), 409, "id")
+        self.assertError(*self.call("POST", "/tasks/default.t1/run"), 409, "id")
 
 
 class QueueTests(OpsTestCase):
@@ -189,7 +191,7 @@ class QueueTests(OpsTestCase):
         response, body = self.call("POST", "/queues/default/resume")
         self.assertEqual((response.code, body), (200, {"name": "default", "paused": False}))
         self.assertEqual(self.woken[-1], ("default", 1000.0), "resume wakes the scheduler")
-        self.assertEqual([t.id for t in self.claim()], ["t1"])
+        self.assertEqual([t.id for t in self.claim()], ["default.t1"])
 
     def test_a_paused_queue_still_takes_adds(self):
         self.call("POST", "/queues/q1/pause")
@@ -423,9 +425,9 @@ class OpsStoreDownTests(OpsTestCase):
     """Every operation answers 503 with Retry-After when Redis doesn't."""
 
     ENDPOINTS = [
-        ("GET", "/tasks/t1"),
-        ("DELETE", "/tasks/t1"),
-        ("POST", "/tasks/t1/run"),
+        ("GET", "/tasks/default.t1"),
+        ("DELETE", "/tasks/default.t1"),
+        ("POST", "/tasks/default.t1/run"),
         ("GET", "/queues"),
         ("GET", "/queues/default"),
         ("POST", "/queues/default/pause"),

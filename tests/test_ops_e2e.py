@@ -51,7 +51,7 @@ def lost_lease(testcase, prefix: str, task_id: str, url: str):
     keys = Keys(prefix)
     now = str(reactor.seconds())
     yield redis.execute_command(
-        "HSET", keys.task(task_id), "queue", "default", "url", url, "attempts", "1",
+        "HSET", keys.task("default", task_id), "queue", "default", "url", url, "attempts", "1",
         "created_at", now, "due_at", now,
     )  # fmt: skip
     yield redis.execute_command("ZADD", keys.running("default"), "0", task_id)
@@ -71,14 +71,18 @@ class PauseTests(unittest.TestCase):
         _, added, _ = yield first.post(data={"url": receiver.url + "/held"})
         held = added["id"]
         # A claim by the first node after the add: it took nothing.
-        yield lost_lease(self, first.prefix, "lost-1", receiver.url + "/lost")
-        yield wait_for(lambda: first.has_status("lost-1", "scheduled"), what="a claim by first")
+        yield lost_lease(self, first.prefix, "default.lost-1", receiver.url + "/lost")
+        yield wait_for(
+            lambda: first.has_status("default.lost-1", "scheduled"), what="a claim by first"
+        )
         self.assertTrue((yield first.has_status(held, "scheduled")))
         # A second node that never saw the pause request holds too.
         second = yield start_node(self, "--poll-interval", "0.2", prefix=first.prefix)
         yield first.stop()
-        yield lost_lease(self, first.prefix, "lost-2", receiver.url + "/lost")
-        yield wait_for(lambda: second.has_status("lost-2", "scheduled"), what="a claim by second")
+        yield lost_lease(self, first.prefix, "default.lost-2", receiver.url + "/lost")
+        yield wait_for(
+            lambda: second.has_status("default.lost-2", "scheduled"), what="a claim by second"
+        )
         _, queue = yield second.get("/queues/default")
         self.assertEqual((queue["paused"], queue["scheduled"], queue["running"]), (True, 4, 0))
         self.assertEqual(receiver.requests, [], "a paused queue dispatches nothing")
@@ -251,10 +255,11 @@ class EveryQueueTests(unittest.TestCase):
         keys = Keys(node.prefix)
         now = str(reactor.seconds())
         yield redis.execute_command(
-            "HSET", keys.task("by-hand"), "queue", "manual", "url", receiver.url + "/manual",
+            "HSET", keys.task("manual", "manual.by-hand"), "queue", "manual",
+            "url", receiver.url + "/manual",
             "created_at", now, "due_at", now,
         )  # fmt: skip
-        yield redis.execute_command("ZADD", keys.due("manual"), now, "by-hand")
+        yield redis.execute_command("ZADD", keys.due("manual"), now, "manual.by-hand")
         yield redis.execute_command("ZADD", keys.queues, "0", "manual")
         yield wait_for(lambda: receiver.to("/manual"), timeout=10, what="the hand-written task")
 

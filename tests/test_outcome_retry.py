@@ -10,7 +10,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial import unittest
 
 from tests.memory_store import MemoryStore
-from tests.test_scheduler import Hook
+from tests.test_scheduler import Hook, in_q
 from torque.dispatch import Dispatcher
 from torque.retry import RetryPolicy
 from torque.scheduler import QueueScheduler
@@ -72,10 +72,12 @@ class OutcomeRetryTests(unittest.TestCase):
             self.clock.advance(60)
             return stopped
 
-    def deliver(self, task_id="t1", took=0.0, status=200):
+    def deliver(self, task_id="q.t1", took=0.0, status=200):
         """A task claimed at the clock's time, answered ``status`` after
         ``took`` seconds."""
-        task = Task(id=task_id, queue="q", url="http://hook.test/do", due_at=self.clock.seconds())
+        task = Task(
+            id=in_q(task_id), queue="q", url="http://hook.test/do", due_at=self.clock.seconds()
+        )
         self.successResultOf(self.store.add(task))
         self.scheduler.wake()
         self.clock.advance(took)
@@ -84,8 +86,8 @@ class OutcomeRetryTests(unittest.TestCase):
         request.finish()
         self.stub.flush()
 
-    def status(self, task_id="t1"):
-        return self.successResultOf(self.store.describe(task_id))["status"]
+    def status(self, task_id="q.t1"):
+        return self.successResultOf(self.store.describe(in_q(task_id)))["status"]
 
     def messages(self, events=None):
         return [
@@ -120,14 +122,14 @@ class OutcomeRetryTests(unittest.TestCase):
     def test_retries_stop_at_the_end_of_the_lease(self):
         self.refusal = StoreUnavailable(OOM)
         self.deliver()
-        lease_end = self.store.running["q"]["t1"]
+        lease_end = self.store.running["q"]["q.t1"]
         self.assertEqual(lease_end, 40.0, "claimed at 0, lease 40 (nothing renews it here)")
         self.clock.pump([0.5] * 120)
         self.assertLess(max(self.first_tries), lease_end)
         self.assertGreater(max(self.first_tries), lease_end - 5.0, "gave up long before")
         gave_up = [m for m in self.messages() if "gave up" in m]
         self.assertEqual(len(gave_up), 1)
-        self.assertIn("1 tasks (t1)", gave_up[0])
+        self.assertIn("1 tasks (q.t1)", gave_up[0])
         # The lease ended: the store handed the task out again (here, to
         # this same node), and that attempt's outcome is what gets recorded.
         tries = len(self.first_tries)
@@ -139,13 +141,13 @@ class OutcomeRetryTests(unittest.TestCase):
     def test_the_lease_counts_from_the_claim_whatever_the_tasks_timeout(self):
         self.refusal = StoreUnavailable(OOM)
         self.clock.advance(100.0)
-        task = Task(id="t2", queue="q", url="http://hook.test/do", due_at=100.0, timeout=2.0)
+        task = Task(id="q.t2", queue="q", url="http://hook.test/do", due_at=100.0, timeout=2.0)
         self.successResultOf(self.store.add(task))
         self.scheduler.wake()
         self.clock.advance(1.0)  # the request takes a second
         self.hook.held.pop().finish()
         self.stub.flush()
-        self.assertEqual(self.store.running["q"]["t2"], 140.0)
+        self.assertEqual(self.store.running["q"]["q.t2"], 140.0)
         self.clock.pump([0.25] * 200)
         self.assertLess(max(self.first_tries), 140.0)
         self.assertGreater(max(self.first_tries), 135.0)
@@ -195,7 +197,7 @@ class OutcomeRetryTests(unittest.TestCase):
         # hand the task to another node.
         self.refusal = StoreUnavailable(OOM)
         self.deliver(took=2.5)
-        self.assertEqual(self.store.running["q"]["t1"], 40.0)
+        self.assertEqual(self.store.running["q"]["q.t1"], 40.0)
         self.clock.pump([0.5] * 90)
         self.assertEqual(self.first_tries[-2:], [30.0, 35.0])
         self.assertEqual(len([m for m in self.messages() if "gave up" in m]), 1)
@@ -207,7 +209,7 @@ class OutcomeRetryTests(unittest.TestCase):
         self.clock.pump([0.5] * 90)
         gave_up = [m for m in self.messages() if "gave up" in m]
         self.assertEqual(len(gave_up), 1)
-        named = ", ".join(f"t{n:02}" for n in range(10))
+        named = ", ".join(f"q.t{n:02}" for n in range(10))
         self.assertIn(f"outcomes of 11 tasks ({named}): their leases ended", gave_up[0])
 
     def test_an_attempt_is_forgotten_once_its_outcome_is_recorded_or_given_up(self):
@@ -218,7 +220,7 @@ class OutcomeRetryTests(unittest.TestCase):
         self.clock.pump([0.5] * 90)  # b's lease ends at 40: given up
         self.assertEqual(self.status("a"), "delivered")
         self.assertEqual(len(self.hook.held), 1, "b's second attempt, claimed at 40")
-        self.assertEqual(list(self.scheduler._lease_ends), [("b", 2)], "that attempt alone")
+        self.assertEqual(list(self.scheduler._lease_ends), [("q.b", 2)], "that attempt alone")
 
     def test_stopping_records_an_outcome_waiting_for_a_retry_without_an_error(self):
         self.refusal = StoreUnavailable(OOM)
@@ -239,13 +241,13 @@ class OutcomeRetryTests(unittest.TestCase):
         messages = self.messages()
         self.assertEqual(len(messages), 2, messages)
         self.assertIn("could not record 1 outcomes", messages[0])
-        self.assertIn("gave up recording the outcomes of 1 tasks (t1)", messages[1])
+        self.assertIn("gave up recording the outcomes of 1 tasks (q.t1)", messages[1])
 
     def test_a_retry_recorded_while_stopping_arms_no_timer(self):
         self.refusal = StoreUnavailable(OOM)
         self.deliver(status=503)  # to be tried again: its write refused
         self.refusal = None
         self.successResultOf(self.scheduler.stopService())
-        self.assertEqual(self.successResultOf(self.store.describe("t1"))["attempts"], "1")
+        self.assertEqual(self.successResultOf(self.store.describe("q.t1"))["attempts"], "1")
         self.assertEqual(self.store.settled[-1][0][1].label, "retried")
         self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -62,7 +62,8 @@ class QStashSDKTests(unittest.TestCase):
             body={"hello": "world"},
             headers={"X-Custom": "v"},
         )
-        self.assertTrue(published.message_id.startswith("msg_"))
+        # A torque id carries its queue: <queue>.msg_<token> (QStash's own: msg_<token>).
+        self.assertTrue(published.message_id.startswith("default.msg_"))
         (got,) = yield self.delivered_to("/hook")
         print("\nQStash delivery headers as the receiver saw them:", json.dumps(got.headers))
         self.assertEqual(got.headers["upstash-message-id"], published.message_id)

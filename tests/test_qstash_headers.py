@@ -24,7 +24,7 @@ URL = "https://example.com/hook?x=1&y=2"
 
 def build(headers=None, body=b"{}", destination=URL, queue="default", **kw):
     message = Publish(destination, lower_headers((headers or {}).items()), body, queue, **kw)
-    return build_task(message, task_id="msg_1", now=NOW)
+    return build_task(message, new_id=lambda queue: f"{queue}.msg_1", now=NOW)
 
 
 class DurationTests(unittest.TestCase):
@@ -45,7 +45,7 @@ class BuildTaskTests(unittest.TestCase):
     def test_a_plain_publish(self):
         task = build({"Content-Type": JSON}, b'{"a": 1}')
         self.assertEqual(
-            (task.id, task.queue, task.url, task.method), ("msg_1", "default", URL, "POST")
+            (task.id, task.queue, task.url, task.method), ("default.msg_1", "default", URL, "POST")
         )
         self.assertEqual((task.body, task.content_type), ('{"a": 1}', JSON))
         self.assertEqual(

@@ -29,7 +29,9 @@ class RoutesTestCase(unittest.TestCase):
         self.clock.advance(1000.0)
         self.keys = SigningKeys()
         ids = (f"msg_{n}" for n in range(100))
-        self.door = QStashAPI(self.store, self.clock, self.keys, new_id=lambda: next(ids))
+        self.door = QStashAPI(
+            self.store, self.clock, self.keys, new_id=lambda queue: f"{queue}.{next(ids)}"
+        )
         api = TorqueAPI(self.store, self.clock)
         door = self.door.resource()
         self.stub = StubTreq(Doors(api.resource(), {path: door for path in PREFIXES}))
@@ -53,20 +55,22 @@ class RoutesTestCase(unittest.TestCase):
 class PublishTests(RoutesTestCase):
     def test_the_destination_keeps_its_query_and_path(self):
         response, body = self.call("POST", f"/v2/publish/{HOOK}/a%20b?x=1&y=2", data=b"hi")
-        self.assertEqual((response.code, body), (201, {"messageId": "msg_0"}))
-        self.assertEqual(self.task("msg_0")["url"], HOOK + "/a%20b?x=1&y=2")
+        self.assertEqual((response.code, body), (201, {"messageId": "default.msg_0"}))
+        self.assertEqual(self.task("default.msg_0")["url"], HOOK + "/a%20b?x=1&y=2")
 
     def test_enqueue_names_the_queue_and_keeps_the_query(self):
         response, body = self.call("POST", f"/v2/enqueue/jobs/{HOOK}?x=1", data=b"hi")
         self.assertEqual(response.code, 201, body)
-        fields = self.task("msg_0")
+        fields = self.task("jobs.msg_0")
         self.assertEqual((fields["queue"], fields["url"]), ("jobs", HOOK + "?x=1"))
 
     def test_a_duplicate_is_a_202_with_the_first_id(self):
         headers = {"Upstash-Deduplication-Id": "d"}
         self.call("POST", f"/v2/publish/{HOOK}", data=b"1", headers=headers)
         response, body = self.call("POST", f"/v2/publish/{HOOK}", data=b"2", headers=headers)
-        self.assertEqual((response.code, body), (202, {"messageId": "msg_0", "deduplicated": True}))
+        self.assertEqual(
+            (response.code, body), (202, {"messageId": "default.msg_0", "deduplicated": True})
+        )
 
     def test_a_destination_that_is_no_url_is_refused(self):
         response, body = self.call("POST", "/v2/publish/my-url-group", data=b"x")
@@ -83,10 +87,11 @@ class PublishTests(RoutesTestCase):
         ]
         response, body = self.call("POST", "/v2/batch", json=items)
         self.assertQStashError(response, body, 400, "Upstash-Retry-Delay")
-        self.assertIsNone(self.task("msg_0"))
+        self.assertIsNone(self.task("default.msg_0"))
         response, body = self.call("POST", "/v2/batch", json=items[:1] * 2)
         self.assertEqual(
-            (response.code, body), (201, [{"messageId": "msg_2"}, {"messageId": "msg_3"}])
+            (response.code, body),
+            (201, [{"messageId": "default.msg_1"}, {"messageId": "default.msg_2"}]),
         )
 
 
@@ -102,7 +107,7 @@ class TargetTests(RoutesTestCase):
         items = [{"destination": HOOK}, {"destination": "https://elsewhere.test/x"}]
         response, body = self.call("POST", "/v2/batch", json=items)
         self.assertQStashError(response, body, 400, "elsewhere.test")
-        self.assertIsNone(self.task("msg_0"))
+        self.assertIsNone(self.task("default.msg_0"))
 
 
 class ErrorTests(RoutesTestCase):

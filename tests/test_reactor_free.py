@@ -27,6 +27,8 @@ MAY_INSTALL = {
     "cluster": "imports txredisapi",
     "cluster_wake": "imports txredisapi",
     "sentinel": "imports txredisapi",
+    # The migration command connects through torque.connection.
+    "migrate": "imports txredisapi",
     # klein's klein._app does ``from twisted.internet import reactor`` at
     # module level too: torque's API and each door's Klein app.
     "api": "imports klein",

@@ -84,8 +84,8 @@ class RefusalTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_any_other_error_stays_an_error(self):
-        yield self.redis.set(self.store.keys.task("t1"), "not a hash")
-        yield self.assertFailure(self.store.describe("t1"), txredisapi.ResponseError)
+        yield self.redis.set(self.store.keys.task("q", "q.t1"), "not a hash")
+        yield self.assertFailure(self.store.describe("q.t1"), txredisapi.ResponseError)
 
 
 class KnownDownTests(unittest.TestCase):

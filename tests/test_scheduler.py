@@ -24,6 +24,11 @@ from torque.storage import Claim, StoreUnavailable
 from torque.task import Task
 
 
+def in_q(task_id: str) -> str:
+    """The id of a task of queue q: ``q.<token>`` (an id carries its queue)."""
+    return task_id if "." in task_id else f"q.{task_id}"
+
+
 class Hook(Resource):
     """A web hook that answers the scripted statuses in turn (the last one
     repeats), or holds every request open when ``hold`` is set."""
@@ -113,17 +118,17 @@ class SchedulerCase(unittest.TestCase):
     def later(self, seconds: float) -> None:
         self.until(self.clock.seconds() + seconds)
 
-    def add(self, task_id="t1", due_at=None, **kw):
+    def add(self, task_id="q.t1", due_at=None, **kw):
         due_at = self.clock.seconds() if due_at is None else due_at
-        task = Task(id=task_id, queue="q", url="http://hook.test/do", due_at=due_at, **kw)
+        task = Task(id=in_q(task_id), queue="q", url="http://hook.test/do", due_at=due_at, **kw)
         self.store.add(task)  # written at once; its answer may come later
         self.scheduler.wake(due_at)
 
-    def info(self, task_id="t1"):
+    def info(self, task_id="q.t1"):
         with self.store.at_once():
-            return self.successResultOf(self.store.describe(task_id))
+            return self.successResultOf(self.store.describe(in_q(task_id)))
 
-    def status(self, task_id="t1"):
+    def status(self, task_id="q.t1"):
         return self.info(task_id)["status"]
 
     def at(self, *times):
@@ -184,7 +189,7 @@ class TimingTests:
         t0, L = self.clock.seconds(), self.L
         self.add()
         self.later(self.L)
-        self.assertEqual(self.store.due["q"], {"t1": t0 + L + 1.1})
+        self.assertEqual(self.store.due["q"], {"q.t1": t0 + L + 1.1})
         self.attempts_at(hook, [t0 + L, t0 + 1.1 + 2 * L], epsilon=0.01)
 
     def test_retry_after_is_honoured(self):
@@ -219,7 +224,7 @@ class TimingTests:
         hook = Hook(self.clock, hold=True)
         self.start(hook, poll_interval=1.0, concurrency=2)
         for i in range(5):
-            self.add(f"t{i}")
+            self.add(f"q.t{i}")
         self.later(5)
         self.assertEqual(len(hook.held), 2)
         self.assertTrue(all(limit <= 2 for _, _, limit in self.store.claims))
@@ -233,7 +238,7 @@ class TimingTests:
         hook = Hook(self.clock)
         self.start(hook, rate=2.0)
         for i in range(6):
-            self.add(f"t{i}")
+            self.add(f"q.t{i}")
         self.later(3)
         # A second's worth at once (the second claimed by the claim after the
         # first), then one each half second from the first claim on.
@@ -247,12 +252,12 @@ class TimingTests:
         hook = Hook(self.clock, 503, 404, 404, 404, 200)
         self.start(hook, concurrency=2)
         for i in range(5):
-            self.add(f"t{i}")
+            self.add(f"q.t{i}")
         self.later(5)
         # One retried, three refused, two delivered (t0 on its retry): two
         # slots served six attempts, so every ending gave its slot back.
         self.assertEqual(len(hook.times), 6)
-        statuses = [self.status(f"t{i}") for i in range(5)]
+        statuses = [self.status(f"q.t{i}") for i in range(5)]
         self.assertEqual(statuses, ["delivered", "dead", "dead", "dead", "delivered"])
 
     def test_a_tasks_own_timeout_wins_over_the_nodes(self):
@@ -270,7 +275,7 @@ class TimingTests:
     def test_safety_tick_finds_tasks_nobody_announced(self):
         hook = Hook(self.clock)
         self.start(hook, poll_interval=1.0)
-        task = Task(id="quiet", queue="q", url="http://hook.test/do", due_at=0.5)
+        task = Task(id="q.quiet", queue="q", url="http://hook.test/do", due_at=0.5)
         self.store.add(task)  # no wake-up
         self.attempts_at(hook, [1.0 + self.L])
 
@@ -304,7 +309,7 @@ class SchedulerTests(TimingTests, SchedulerCase):
         hook = Hook(self.clock)
         self.start(hook, poll_interval=1.0)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        task = Task(id="t1", queue="q", url="http://hook.test/do", due_at=0.0)
+        task = Task(id="q.t1", queue="q", url="http://hook.test/do", due_at=0.0)
         self.successResultOf(self.store.add(task))
         self.clock.advance(1.0)
         self.assertEqual(hook.times, [1.0])
@@ -312,7 +317,7 @@ class SchedulerTests(TimingTests, SchedulerCase):
     def test_redis_outage_pauses_claims_and_delivery_resumes(self):
         hook = Hook(self.clock)
         self.start(hook, poll_interval=1.0)
-        task = Task(id="t1", queue="q", url="http://hook.test/do", due_at=0.5)
+        task = Task(id="q.t1", queue="q", url="http://hook.test/do", due_at=0.5)
         self.successResultOf(self.store.add(task))
         tries = []
         real_claim = self.store.claim
@@ -332,7 +337,7 @@ class SchedulerTests(TimingTests, SchedulerCase):
         tries = []
         real_claim = self.store.claim
         self.store.claim = lambda *args: tries.append(args) or real_claim(*args)
-        task = Task(id="t1", queue="q", url="http://hook.test/do", due_at=0.0)
+        task = Task(id="q.t1", queue="q", url="http://hook.test/do", due_at=0.0)
         self.successResultOf(self.store.add(task))
         self.store.available = False
         self.scheduler.wake(0.0)  # the wake-up finds Redis down
@@ -367,9 +372,9 @@ class SchedulerTests(TimingTests, SchedulerCase):
         self.assertEqual(
             fields,
             [
-                {"task_id": "t1", "queue": "q", "attempt": 1, "status": 503,
+                {"task_id": "q.t1", "queue": "q", "attempt": 1, "status": 503,
                  "log_level": LogLevel.info},
-                {"task_id": "t1", "queue": "q", "attempt": 2, "status": 404,
+                {"task_id": "q.t1", "queue": "q", "attempt": 2, "status": 404,
                  "log_level": LogLevel.warn},
             ],
         )  # fmt: skip
@@ -385,7 +390,7 @@ class SchedulerTests(TimingTests, SchedulerCase):
         self.scheduler.log_deliveries = True
         self.add("told")
         logged = [(e["task_id"], e["status"]) for e in attempts]
-        self.assertEqual(logged, [("told", 200)])
+        self.assertEqual(logged, [("q.told", 200)])
 
     def test_outcome_waits_for_redis_and_is_then_recorded(self):
         hook = Hook(self.clock, hold=True)
@@ -459,7 +464,7 @@ class RoundTripTests(TimingTests, SchedulerCase):
         for n in range(200):
             self.until(self.L + n * 0.0018)
             due[f"/{n}"] = self.clock.seconds() + 2.0
-            task = Task(id=f"t{n}", queue="q", url=f"http://hook.test/{n}", due_at=due[f"/{n}"])
+            task = Task(id=f"q.t{n}", queue="q", url=f"http://hook.test/{n}", due_at=due[f"/{n}"])
             self.store.add(task)
             self.scheduler.wake(task.due_at)
         self.until(35.0)  # past the safety tick
@@ -536,7 +541,7 @@ class SchedulerEdgeTests(SchedulerCase):
     def test_a_claim_asks_for_every_free_slot(self):
         self.start(Hook(self.clock, hold=True), concurrency=10)
         for i in range(4):
-            self.add(f"t{i}")
+            self.add(f"q.t{i}")
         limits = [limit for _, _, limit in self.store.claims]
         self.assertEqual(limits, [10, 10, 9, 8, 7], "the first tick's, then one per add")
 
@@ -552,7 +557,7 @@ class SchedulerEdgeTests(SchedulerCase):
         hook = Hook(self.clock)
         self.start(hook)
         self.clock.advance(2)
-        task = Task(id="t1", queue="q", url="http://hook.test/do", due_at=1.0)
+        task = Task(id="q.t1", queue="q", url="http://hook.test/do", due_at=1.0)
         self.successResultOf(self.store.add(task))
         self.scheduler.wake()
         self.assertEqual(hook.times, [2.0])
@@ -615,7 +620,7 @@ class SchedulerEdgeTests(SchedulerCase):
         hook = Hook(self.clock, hold=True)
         self.start(hook, poll_interval=1.0)
         for i in range(3):
-            self.add(f"t{i}")
+            self.add(f"q.t{i}")
         writes = []
         real_settle = self.store.settle
         self.store.settle = lambda *args: writes.append(defer.Deferred()) or writes[-1]
@@ -626,13 +631,13 @@ class SchedulerEdgeTests(SchedulerCase):
         self.store.settle = real_settle
         writes[0].errback(StoreUnavailable("Redis did not answer in time"))
         self.clock.advance(1.0)  # the next tick records what is pending
-        self.assertEqual([self.status(f"t{i}") for i in range(3)], ["delivered"] * 3)
+        self.assertEqual([self.status(f"q.t{i}") for i in range(3)], ["delivered"] * 3)
 
     def test_a_full_claim_is_followed_by_another_however_large_the_concurrency(self):
         hook = Hook(self.clock, hold=True)
         self.start(hook, concurrency=300)
         for i in range(301):
-            self.successResultOf(self.store.add(Task(id=f"t{i}", queue="q", url="http://h/")))
+            self.successResultOf(self.store.add(Task(id=f"q.t{i}", queue="q", url="http://h/")))
         self.scheduler.wake()
         self.assertEqual(len(hook.held), 300)
         hook.held[0].finish()
@@ -643,7 +648,7 @@ class SchedulerEdgeTests(SchedulerCase):
         hook = Hook(self.clock)
         self.start(hook, poll_interval=2.0)
         self.clock.advance(0.5)
-        self.successResultOf(self.store.add(Task(id="t1", queue="q", url="http://h/")))
+        self.successResultOf(self.store.add(Task(id="q.t1", queue="q", url="http://h/")))
         self.store.available = False
         self.scheduler.wake()  # the wake-up finds Redis down
         self.store.available = True
@@ -669,7 +674,7 @@ class SchedulerEdgeTests(SchedulerCase):
         hook = Hook(self.clock, hold=True)
         self.start(hook)  # no safety tick to help
         for i in range(2):
-            self.add(f"t{i}")
+            self.add(f"q.t{i}")
         writes = []
         real_settle = self.store.settle
 
@@ -685,4 +690,4 @@ class SchedulerEdgeTests(SchedulerCase):
         writes[0].callback(None)
         self.assertEqual(len(writes), 2, "t1's outcome went as soon as t0's was recorded")
         writes[1].callback(None)
-        self.assertEqual([self.status(f"t{i}") for i in range(2)], ["delivered"] * 2)
+        self.assertEqual([self.status(f"q.t{i}") for i in range(2)], ["delivered"] * 2)

@@ -8,7 +8,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tests.test_api import APITestCase
-from tests.test_scheduler import LATENCY, SchedulerCase
+from tests.test_scheduler import LATENCY, SchedulerCase, in_q
 from torque import scheduler
 from torque.dispatch import Dispatcher
 from torque.hosts import BREAKER_THRESHOLD, HostTable
@@ -94,7 +94,9 @@ class HostSchedulerTests(SchedulerCase):
         return self.scheduler
 
     def add_to(self, host, task_id, wake=True):
-        task = Task(id=task_id, queue="q", url=f"http://{host}/do", due_at=self.clock.seconds())
+        task = Task(
+            id=in_q(task_id), queue="q", url=f"http://{host}/do", due_at=self.clock.seconds()
+        )
         self.store.add(task)
         if wake:
             self.scheduler.wake(task.due_at)
@@ -169,7 +171,7 @@ class HostSchedulerTests(SchedulerCase):
         hook = Hosts(self.clock)
         self.start(hook)
         for i in range(40):
-            self.add_to("one.test", f"t{i}", wake=False)
+            self.add_to("one.test", f"q.t{i}", wake=False)
         self.scheduler.wake()
         self.later(2.0)
         self.assertEqual(len(hook.times("one.test")), 40)
@@ -210,7 +212,7 @@ class HostSchedulerTests(SchedulerCase):
         self.assertEqual((round(probes[0], 2), gaps), (11.02, [12.0, 14.0, 18.0]))
         tried = {task_id for _, _, task_id in hook.seen}
         for i in range(20):
-            if f"d{i}" not in tried:
+            if in_q(f"d{i}") not in tried:
                 info = self.info(f"d{i}")
                 self.assertEqual((info["status"], info.get("attempts", "0")), ("scheduled", "0"))
                 # Postponed to the last cool-down's end (the probe then).

@@ -69,8 +69,8 @@ class LaterCases:
         self.later(5.0)
         with self.store.at_once():
             secret = self.successResultOf(key.get())
-        self.assertEqual([attempt_of(secret, token, "t1") for token in seen], [1, 2])
-        self.assertIsNone(attempt_of(secret, seen[0], "t2"), "no token of another task")
+        self.assertEqual([attempt_of(secret, token, "q.t1") for token in seen], [1, 2])
+        self.assertIsNone(attempt_of(secret, seen[0], "q.t2"), "no token of another task")
 
 
 class LaterTests(LaterCases, SchedulerCase):

@@ -31,7 +31,7 @@ class SettingsCases:
         self.set(concurrency=2)
         self.start(hook, poll_interval=1.0, concurrency=10)
         for i in range(5):
-            self.add(f"t{i}")
+            self.add(f"q.t{i}")
         self.later(1.0 + 2 * self.L)
         self.assertEqual(len(hook.held), 2, "the queue's setting, not the node's 10")
 
@@ -39,7 +39,7 @@ class SettingsCases:
         hook = Hook(self.clock, hold=True)
         self.start(hook, concurrency=2)  # a safety tick an hour away
         for i in range(5):
-            self.add(f"t{i}")
+            self.add(f"q.t{i}")
         self.later(2 * self.L)  # the first add's claim, then one for the rest
         self.assertEqual(len(hook.held), 2)
         self.set(concurrency=4)
@@ -53,7 +53,7 @@ class SettingsCases:
         hook = Hook(self.clock, hold=True)
         self.start(hook, poll_interval=1.0, concurrency=2)
         for i in range(5):
-            self.add(f"t{i}")
+            self.add(f"q.t{i}")
         self.later(self.L)
         self.set(concurrency=3)
         self.later(1.0 + 2 * self.L)

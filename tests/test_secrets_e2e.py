@@ -14,6 +14,7 @@ from tests.node import free_port, start_node, start_receiver, wait_for
 from tests.test_redis_auth import run_redis
 from torque.connection import connect_pool
 from torque.embedded import find_redis_server
+from torque.keys import Keys
 from torque.redis_url import parse_redis_url
 
 TOKEN = "tok-live-9f3b1c"
@@ -88,5 +89,5 @@ class SecretsTests(unittest.TestCase):
         # Redis keeps the header (it is delivered), nothing else.
         redis = connect_pool(parse_redis_url(redis_url))
         self.addCleanup(redis.disconnect)
-        stored = yield redis.hget(f"{node.prefix}task:{task_id}", "headers")
+        stored = yield redis.hget(Keys(node.prefix).task("default", task_id), "headers")
         self.assertIn("task-secret-c0ffee", stored)

@@ -156,7 +156,7 @@ class NoSentinelTests(SentinelCase):
         yield sentinel.start()
         yield wait_for(lambda: self.answers(store), timeout=60, what="the primary, found")
         added = yield store.add(make_task())
-        self.assertEqual(added, ("t1", True))
+        self.assertEqual(added, ("q.t1", True))
 
 
 class FailoverTests(SentinelCase):
@@ -187,8 +187,8 @@ class FailoverTests(SentinelCase):
         yield self.fail_over()
         yield wait_for(lambda: self.answers(store), timeout=60, what="the new primary")
         added = yield store.add(make_task("after"))
-        self.assertEqual(added, ("after", True))
-        key = store.keys.task("after")
+        self.assertEqual(added, ("q.after", True))
+        key = store.keys.task("q", "q.after")
         self.assertEqual(servers.ask(self.replica.port, "EXISTS", key), 1, "on the new primary")
 
     @defer.inlineCallbacks
@@ -222,8 +222,8 @@ class WaitReplicasTests(SentinelCase):
     def test_an_add_answers_once_the_replica_holds_it(self):
         for i in range(20):
             added = yield self.store.add(make_task(f"t{i}"))
-            self.assertEqual(added, (f"t{i}", True))
-            key = self.store.keys.task(f"t{i}")
+            self.assertEqual(added, (f"q.t{i}", True))
+            key = self.store.keys.task("q", f"q.t{i}")
             self.assertEqual(servers.ask(self.replica.port, "EXISTS", key), 1, f"t{i}")
 
     @defer.inlineCallbacks
@@ -245,7 +245,7 @@ class WaitReplicasTests(SentinelCase):
             return d.addCallback(lambda _: bool(added))
 
         yield wait_for(retried, what="the retry to be taken")
-        self.assertEqual(added, [("t1", False)], "the retry with its name found the first")
+        self.assertEqual(added, [("q.t1", False)], "the retry with its name found the first")
 
     @defer.inlineCallbacks
     def test_while_replicas_are_short_adds_are_refused_at_once_and_not_written(self):
@@ -259,7 +259,7 @@ class WaitReplicasTests(SentinelCase):
         self.assertLess(reactor.seconds() - started, 0.5, "it waited for the replicas")
         self.assertIn("only 0 of 1 Redis replicas confirmed", str(caught.exception))
         self.assertIn("nothing was written", str(caught.exception))
-        key = self.store.keys.task("t2")
+        key = self.store.keys.task("q", "q.t2")
         self.assertEqual(servers.ask(self.primary.port, "EXISTS", key), 0, "half-written")
 
     @defer.inlineCallbacks
@@ -268,7 +268,7 @@ class WaitReplicasTests(SentinelCase):
         os.kill(self.replica.process.pid, signal.SIGSTOP)
         self.addCleanup(lambda: os.kill(self.replica.process.pid, signal.SIGCONT))
         with self.assertRaises(StoreUnavailable) as caught:
-            yield self.store.cancel("t1")
+            yield self.store.cancel("q.t1")
         self.assertIn("only 0 of 1 Redis replicas confirmed", str(caught.exception))
         with self.assertRaises(StoreUnavailable):
             yield self.store.pause("q")
@@ -278,4 +278,4 @@ class WaitReplicasTests(SentinelCase):
         yield self.store.add(make_task("t1"))
         servers.ask(self.primary.port, "SCRIPT", "FLUSH")
         added = yield self.store.add(make_task("t2"))
-        self.assertEqual(added, ("t2", True))
+        self.assertEqual(added, ("q.t2", True))

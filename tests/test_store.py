@@ -21,9 +21,11 @@ TIMEOUT = 60.0
 MAX_ERRORS = 20
 
 
-def make_task(task_id="t1", queue="q", due_at=NOW, **kw) -> Task:
+def make_task(task_id="q.t1", queue="q", due_at=NOW, **kw) -> Task:
+    """A task of ``queue``; its id carries its queue (``<queue>.<token>``),
+    which is added to an id given without one."""
     return Task(
-        id=task_id,
+        id=task_id if "." in task_id else f"{queue}.{task_id}",
         queue=queue,
         url="http://example.com/hook",
         body="a=1",
@@ -55,7 +57,7 @@ class StoreContract:
     def test_added_task_is_claimed_with_its_fields(self):
         task = make_task(name="n1", headers={"X-A": "b"}, timeout=5.0, max_errors=3)
         added = yield self.store.add(task)
-        self.assertEqual(added, ("t1", True))
+        self.assertEqual(added, ("q.t1", True))
         got = yield claim(self.store)
         self.assertEqual(got.tasks, [attrs.evolve(task, attempts=1)])
 
@@ -65,16 +67,16 @@ class StoreContract:
         early = yield claim(self.store, now=NOW + 1.999)
         self.assertEqual((early.tasks, early.next_at), ([], NOW + 2))
         due = yield claim(self.store, now=NOW + 2)
-        self.assertEqual([t.id for t in due.tasks], ["t1"])
+        self.assertEqual([t.id for t in due.tasks], ["q.t1"])
 
     @defer.inlineCallbacks
     def test_claim_takes_at_most_limit_in_due_order(self):
         for i, offset in enumerate([3, 1, 2, 0]):
-            yield self.store.add(make_task(f"t{i}", due_at=NOW + offset))
+            yield self.store.add(make_task(f"q.t{i}", due_at=NOW + offset))
         got = yield claim(self.store, now=NOW + 10, limit=3)
-        self.assertEqual([t.id for t in got.tasks], ["t3", "t1", "t2"])
+        self.assertEqual([t.id for t in got.tasks], ["q.t3", "q.t1", "q.t2"])
         rest = yield claim(self.store, now=NOW + 10, limit=3)
-        self.assertEqual([t.id for t in rest.tasks], ["t0"])
+        self.assertEqual([t.id for t in rest.tasks], ["q.t0"])
 
     @defer.inlineCallbacks
     def test_claimed_task_is_not_claimed_again_while_leased(self):
@@ -89,8 +91,8 @@ class StoreContract:
         yield self.store.add(make_task())
         yield claim(self.store)
         again = yield claim(self.store, now=NOW + self.lease)
-        self.assertEqual([(t.id, t.attempts) for t in again.tasks], [("t1", 2)])
-        info = yield self.store.describe("t1")
+        self.assertEqual([(t.id, t.attempts) for t in again.tasks], [("q.t1", 2)])
+        info = yield self.store.describe("q.t1")
         self.assertIn("lease expired", info["last_error"])
 
     @defer.inlineCallbacks
@@ -105,7 +107,7 @@ class StoreContract:
         yield self.store.add(make_task("b", queue="r"))
         (a,) = (yield claim(self.store, queue="q")).tasks
         (b,) = (yield claim(self.store, queue="r")).tasks
-        lost = yield self.store.renew([("q", "a", 1), ("r", "b", 1)], NOW + 8)
+        lost = yield self.store.renew([("q", "q.a", 1), ("r", "r.b", 1)], NOW + 8)
         self.assertEqual(lost, [])
         for queue in ("q", "r"):
             again = yield claim(self.store, now=NOW + 8 + self.lease - 0.01, queue=queue)
@@ -113,20 +115,20 @@ class StoreContract:
 
     @defer.inlineCallbacks
     def test_renewal_leaves_a_lease_that_no_longer_holds(self):
-        for task_id in ("settled", "lost", "cancelled"):
+        for task_id in ("q.settled", "q.lost", "q.cancelled"):
             yield self.store.add(make_task(task_id))
         tasks = {t.id: t for t in (yield claim(self.store)).tasks}
-        yield self.store.settle("q", [(tasks["settled"], Delivered(200))], NOW + 1)
-        yield self.store.cancel("cancelled")
+        yield self.store.settle("q", [(tasks["q.settled"], Delivered(200))], NOW + 1)
+        yield self.store.cancel("q.cancelled")
         # "lost" ran out and was claimed again: attempt 1 is no longer its own.
         yield claim(self.store, now=NOW + self.lease)
-        held = [("q", "settled", 1), ("q", "lost", 1), ("q", "cancelled", 1)]
+        held = [("q", "q.settled", 1), ("q", "q.lost", 1), ("q", "q.cancelled", 1)]
         lost = yield self.store.renew(held, NOW + self.lease + 1)
-        self.assertEqual(sorted(lost), ["cancelled", "lost", "settled"])
-        info = yield self.store.describe("settled")
+        self.assertEqual(sorted(lost), ["q.cancelled", "q.lost", "q.settled"])
+        info = yield self.store.describe("q.settled")
         self.assertEqual(info["status"], "delivered", "a renewal brought it back")
         again = yield claim(self.store, now=NOW + 2 * self.lease)
-        self.assertEqual([(t.id, t.attempts) for t in again.tasks], [("lost", 3)])
+        self.assertEqual([(t.id, t.attempts) for t in again.tasks], [("q.lost", 3)])
 
     @defer.inlineCallbacks
     def test_expired_lease_on_last_attempt_buries_task(self):
@@ -134,7 +136,7 @@ class StoreContract:
         yield claim(self.store)
         again = yield claim(self.store, now=NOW + self.lease)
         self.assertEqual(again.tasks, [])
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         self.assertEqual(info["status"], "dead")
 
     @defer.inlineCallbacks
@@ -143,7 +145,7 @@ class StoreContract:
         (task,) = (yield claim(self.store)).tasks
         applied = yield self.store.settle("q", [(task, Delivered(200))], NOW + 1)
         self.assertEqual(applied, 1)
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         self.assertEqual((info["status"], info["last_status"]), ("delivered", "200"))
         self.assertEqual(float(info["delivered_at"]), NOW + 1)
         nothing = yield claim(self.store, now=NOW + 1000)
@@ -156,7 +158,7 @@ class StoreContract:
         yield self.store.settle("q", [(task, Retry(NOW + 1, 500, "HTTP 500: ok"))], NOW)
         (task,) = (yield claim(self.store, now=NOW + 1)).tasks
         yield self.store.settle("q", [(task, Delivered(200))], NOW + 2)
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         self.assertEqual((info["status"], info["last_status"]), ("delivered", "200"))
         self.assertEqual(info.get("last_error", ""), "")
         self.assertEqual(float(info["last_attempt_at"]), NOW + 2)
@@ -168,7 +170,7 @@ class StoreContract:
         yield self.store.settle("q", [(task, Retry(NOW + 1, 500, "HTTP 500: ok"))], NOW)
         yield claim(self.store, now=NOW + 1)  # the node dies mid-request
         yield claim(self.store, now=NOW + 1 + self.lease)
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         self.assertEqual(info.get("last_status", ""), "", "the lost attempt got no answer")
         self.assertIn("lease expired", info["last_error"])
         self.assertEqual(float(info["last_attempt_at"]), NOW + 1 + self.lease)
@@ -178,19 +180,19 @@ class StoreContract:
         yield self.store.add(make_task())
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Retry(NOW + 4, 503, "HTTP 503"))], NOW + 1)
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         self.assertEqual((info["status"], info["last_error"]), ("scheduled", "HTTP 503"))
         early = yield claim(self.store, now=NOW + 3.99)
         self.assertEqual((early.tasks, early.next_at), ([], NOW + 4))
         due = yield claim(self.store, now=NOW + 4)
-        self.assertEqual([(t.id, t.attempts) for t in due.tasks], [("t1", 2)])
+        self.assertEqual([(t.id, t.attempts) for t in due.tasks], [("q.t1", 2)])
 
     @defer.inlineCallbacks
     def test_dead_task_is_kept_with_its_error(self):
         yield self.store.add(make_task())
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Dead(404, "refused: HTTP 404"))], NOW + 1)
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         self.assertEqual(
             (info["status"], info["last_status"], info["last_error"]),
             ("dead", "404", "refused: HTTP 404"),
@@ -199,7 +201,7 @@ class StoreContract:
     @defer.inlineCallbacks
     def test_settle_applies_a_batch_in_one_call(self):
         for i in range(3):
-            yield self.store.add(make_task(f"t{i}"))
+            yield self.store.add(make_task(f"q.t{i}"))
         t0, t1, t2 = (yield claim(self.store)).tasks
         applied = yield self.store.settle(
             "q",
@@ -207,7 +209,7 @@ class StoreContract:
             NOW + 1,
         )
         self.assertEqual(applied, 3)
-        infos = yield defer.gatherResults([self.store.describe(f"t{i}") for i in range(3)])
+        infos = yield defer.gatherResults([self.store.describe(f"q.t{i}") for i in range(3)])
         statuses = [info["status"] for info in infos]
         self.assertEqual(statuses, ["delivered", "scheduled", "dead"])
 
@@ -218,38 +220,38 @@ class StoreContract:
         (current,) = (yield claim(self.store, now=NOW + self.lease)).tasks
         applied = yield self.store.settle("q", [(stale, Delivered(200))], NOW + self.lease)
         self.assertEqual(applied, 0)
-        self.assertEqual((yield self.store.describe("t1"))["status"], "running")
+        self.assertEqual((yield self.store.describe("q.t1"))["status"], "running")
         applied = yield self.store.settle("q", [(current, Delivered(200))], NOW + self.lease)
         self.assertEqual(applied, 1)
 
     @defer.inlineCallbacks
     def test_duplicate_name_answers_with_the_existing_task(self):
-        yield self.store.add(make_task("t1", name="once"))
-        again = yield self.store.add(make_task("t2", name="once"))
-        self.assertEqual(again, ("t1", False))
-        self.assertIsNone((yield self.store.describe("t2")))
+        yield self.store.add(make_task("q.t1", name="once"))
+        again = yield self.store.add(make_task("q.t2", name="once"))
+        self.assertEqual(again, ("q.t1", False))
+        self.assertIsNone((yield self.store.describe("q.t2")))
 
     @defer.inlineCallbacks
     def test_name_is_kept_after_delivery(self):
-        yield self.store.add(make_task("t1", name="once"))
+        yield self.store.add(make_task("q.t1", name="once"))
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Delivered(200))], NOW + 1)
-        again = yield self.store.add(make_task("t2", name="once"))
-        self.assertEqual(again, ("t1", False))
+        again = yield self.store.add(make_task("q.t2", name="once"))
+        self.assertEqual(again, ("q.t1", False))
 
     @defer.inlineCallbacks
     def test_dead_task_releases_its_name(self):
-        yield self.store.add(make_task("t1", name="once"))
+        yield self.store.add(make_task("q.t1", name="once"))
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Dead(400, "no"))], NOW + 1)
-        again = yield self.store.add(make_task("t2", name="once"))
-        self.assertEqual(again, ("t2", True))
+        again = yield self.store.add(make_task("q.t2", name="once"))
+        self.assertEqual(again, ("q.t2", True))
 
     @defer.inlineCallbacks
     def test_same_name_in_another_queue_is_another_task(self):
-        yield self.store.add(make_task("t1", name="once"))
-        other = yield self.store.add(make_task("t2", queue="other", name="once"))
-        self.assertEqual(other, ("t2", True))
+        yield self.store.add(make_task("q.t1", name="once"))
+        other = yield self.store.add(make_task("q.t2", queue="other", name="once"))
+        self.assertEqual(other, ("q.t2", True))
 
     @defer.inlineCallbacks
     def test_paused_queue_is_not_claimed(self):
@@ -257,16 +259,16 @@ class StoreContract:
         yield self.store.pause("q")
         self.assertEqual((yield claim(self.store)).tasks, [])
         yield self.store.resume("q")
-        self.assertEqual([t.id for t in (yield claim(self.store)).tasks], ["t1"])
+        self.assertEqual([t.id for t in (yield claim(self.store)).tasks], ["q.t1"])
 
     # -- --rate ------------------------------------------------------------
 
     @defer.inlineCallbacks
     def test_rate_lets_a_seconds_worth_through_then_one_per_interval(self):
         for i in range(6):
-            yield self.store.add(make_task(f"t{i}"))
+            yield self.store.add(make_task(f"q.t{i}"))
         first = yield claim(self.store, rate=2.0)
-        self.assertEqual([t.id for t in first.tasks], ["t0", "t1"])
+        self.assertEqual([t.id for t in first.tasks], ["q.t0", "q.t1"])
         held = yield claim(self.store, now=NOW + 0.1, rate=2.0)
         self.assertEqual(held.tasks, [])
         self.assertAlmostEqual(held.next_at, NOW + 0.5, places=6)
@@ -276,7 +278,7 @@ class StoreContract:
     @defer.inlineCallbacks
     def test_rate_is_shared_by_every_claimer_of_the_queue_only(self):
         for i in range(4):
-            yield self.store.add(make_task(f"t{i}"))
+            yield self.store.add(make_task(f"q.t{i}"))
             yield self.store.add(make_task(f"o{i}", queue="other"))
         one = yield claim(self.store, limit=1, rate=2.0)
         two = yield claim(self.store, limit=5, rate=2.0)  # another node, same instant
@@ -286,7 +288,7 @@ class StoreContract:
     @defer.inlineCallbacks
     def test_slow_rate_and_no_rate(self):
         for i in range(3):
-            yield self.store.add(make_task(f"t{i}"))
+            yield self.store.add(make_task(f"q.t{i}"))
         self.assertEqual(len((yield claim(self.store, rate=0.5)).tasks), 1)
         held = yield claim(self.store, now=NOW + 1, rate=0.5)
         self.assertEqual((held.tasks, held.next_at), ([], NOW + 2))
@@ -295,16 +297,16 @@ class StoreContract:
     @defer.inlineCallbacks
     def test_cancel_removes_a_scheduled_task(self):
         yield self.store.add(make_task(name="once"))
-        self.assertEqual((yield self.store.cancel("t1")), "scheduled")
-        self.assertIsNone((yield self.store.describe("t1")))
+        self.assertEqual((yield self.store.cancel("q.t1")), "scheduled")
+        self.assertIsNone((yield self.store.describe("q.t1")))
         self.assertEqual((yield claim(self.store)).tasks, [])
-        self.assertEqual((yield self.store.add(make_task("t2", name="once"))), ("t2", True))
+        self.assertEqual((yield self.store.add(make_task("q.t2", name="once"))), ("q.t2", True))
 
     @defer.inlineCallbacks
     def test_cancelled_running_task_drops_its_outcome(self):
         yield self.store.add(make_task())
         (task,) = (yield claim(self.store)).tasks
-        self.assertEqual((yield self.store.cancel("t1")), "running")
+        self.assertEqual((yield self.store.cancel("q.t1")), "running")
         applied = yield self.store.settle("q", [(task, Retry(NOW + 1, 500, "x"))], NOW)
         self.assertEqual(applied, 0)
         self.assertEqual((yield claim(self.store, now=NOW + 10)).tasks, [])
@@ -314,9 +316,9 @@ class StoreContract:
         yield self.store.add(make_task(name="once"))
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Delivered(200), 0.1)], NOW)
-        self.assertEqual((yield self.store.cancel("t1")), "delivered")
-        self.assertEqual((yield self.store.describe("t1"))["status"], "delivered")
-        self.assertEqual((yield self.store.add(make_task("t2", name="once"))), ("t1", False))
+        self.assertEqual((yield self.store.cancel("q.t1")), "delivered")
+        self.assertEqual((yield self.store.describe("q.t1"))["status"], "delivered")
+        self.assertEqual((yield self.store.add(make_task("q.t2", name="once"))), ("q.t1", False))
 
     @defer.inlineCallbacks
     def test_cancel_of_unknown_task(self):
@@ -325,22 +327,22 @@ class StoreContract:
     @defer.inlineCallbacks
     def test_cancel_can_keep_the_name_taken(self):
         yield self.store.add(make_task(name="once"))
-        self.assertEqual((yield self.store.cancel("t1", keep_name=3600)), "scheduled")
-        self.assertIsNone((yield self.store.describe("t1")))
-        self.assertEqual((yield self.store.add(make_task("t2", name="once"))), ("t1", False))
-        self.assertIsNone((yield self.store.describe("t2")))
-        self.assertEqual((yield self.store.named("q", "once")), "t1")
-        other = yield self.store.add(make_task("t3", queue="other", name="once"))
-        self.assertEqual(other, ("t3", True))
+        self.assertEqual((yield self.store.cancel("q.t1", keep_name=3600)), "scheduled")
+        self.assertIsNone((yield self.store.describe("q.t1")))
+        self.assertEqual((yield self.store.add(make_task("q.t2", name="once"))), ("q.t1", False))
+        self.assertIsNone((yield self.store.describe("q.t2")))
+        self.assertEqual((yield self.store.named("q", "once")), "q.t1")
+        other = yield self.store.add(make_task("q.t3", queue="other", name="once"))
+        self.assertEqual(other, ("q.t3", True))
 
     @defer.inlineCallbacks
     def test_named_finds_the_task_holding_a_name(self):
-        yield self.store.add(make_task("t1", name="once"))
-        yield self.store.add(make_task("t2"))
-        self.assertEqual((yield self.store.named("q", "once")), "t1")
+        yield self.store.add(make_task("q.t1", name="once"))
+        yield self.store.add(make_task("q.t2"))
+        self.assertEqual((yield self.store.named("q", "once")), "q.t1")
         self.assertIsNone((yield self.store.named("other", "once")))
-        self.assertIsNone((yield self.store.named("q", "t2")))
-        yield self.store.cancel("t1")
+        self.assertIsNone((yield self.store.named("q", "q.t2")))
+        yield self.store.cancel("q.t1")
         self.assertIsNone((yield self.store.named("q", "once")))
 
     @defer.inlineCallbacks
@@ -367,7 +369,7 @@ class StoreContract:
         yield self.store.settle("q", [(first, Retry(NOW + 4, 503, "HTTP 503"), 0.25)], NOW + 1)
         (second,) = (yield claim(self.store, now=NOW + 4)).tasks
         yield self.store.settle("q", [(second, Delivered(200), 0.5)], NOW + 5)
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         self.assertEqual(
             info["history"],
             [
@@ -381,7 +383,7 @@ class StoreContract:
         yield self.store.add(make_task())
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Dead(None, "connection refused"))], NOW + 1)
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         expected = history_entry(NOW + 1, "dead", 1, None, None, "connection refused")
         self.assertEqual(info["history"], [expected])
 
@@ -391,7 +393,7 @@ class StoreContract:
         for n in range(12):
             (task,) = (yield claim(self.store, now=NOW + n)).tasks
             yield self.store.settle("q", [(task, Retry(NOW + n + 1, 500, f"try {n}"))], NOW + n)
-        history = (yield self.store.describe("t1"))["history"]
+        history = (yield self.store.describe("q.t1"))["history"]
         self.assertEqual([e["attempt"] for e in history], list(range(12, 2, -1)))
 
     @defer.inlineCallbacks
@@ -399,7 +401,7 @@ class StoreContract:
         yield self.store.add(make_task())
         yield claim(self.store)
         yield claim(self.store, now=NOW + self.lease)
-        (entry,) = (yield self.store.describe("t1"))["history"]
+        (entry,) = (yield self.store.describe("q.t1"))["history"]
         self.assertEqual(
             (entry["attempt"], entry["outcome"], entry["at"]), (1, "retried", NOW + self.lease)
         )
@@ -408,32 +410,32 @@ class StoreContract:
     @defer.inlineCallbacks
     def test_new_task_has_no_history(self):
         yield self.store.add(make_task())
-        self.assertEqual((yield self.store.describe("t1"))["history"], [])
+        self.assertEqual((yield self.store.describe("q.t1"))["history"], [])
 
     # -- run now -----------------------------------------------------------
 
     @defer.inlineCallbacks
     def test_run_now_makes_a_later_task_due(self):
         yield self.store.add(make_task(due_at=NOW + 600))
-        self.assertEqual((yield self.store.run_now("t1", NOW + 1)), ("scheduled", "q", NOW + 1))
+        self.assertEqual((yield self.store.run_now("q.t1", NOW + 1)), ("scheduled", "q", NOW + 1))
         got = yield claim(self.store, now=NOW + 1)
-        self.assertEqual([t.id for t in got.tasks], ["t1"])
+        self.assertEqual([t.id for t in got.tasks], ["q.t1"])
 
     @defer.inlineCallbacks
     def test_run_now_leaves_an_overdue_task_in_its_place(self):
         yield self.store.add(make_task(due_at=NOW))
-        self.assertEqual((yield self.store.run_now("t1", NOW + 9)), ("scheduled", "q", NOW))
-        self.assertEqual(float((yield self.store.describe("t1"))["due_at"]), NOW)
+        self.assertEqual((yield self.store.run_now("q.t1", NOW + 9)), ("scheduled", "q", NOW))
+        self.assertEqual(float((yield self.store.describe("q.t1"))["due_at"]), NOW)
 
     @defer.inlineCallbacks
     def test_run_now_of_a_running_dead_or_unknown_task_changes_nothing(self):
-        yield self.store.add(make_task("t1"))
+        yield self.store.add(make_task("q.t1"))
         yield claim(self.store)
-        yield bury(self.store, "t2", now=NOW + 1)
-        self.assertEqual((yield self.store.run_now("t1", NOW + 2)), ("running", "q", None))
-        self.assertEqual((yield self.store.run_now("t2", NOW + 2)), ("dead", "q", None))
-        self.assertEqual((yield self.store.run_now("t3", NOW + 2)), ("", None, None))
-        self.assertEqual((yield self.store.describe("t2"))["status"], "dead")
+        yield bury(self.store, "q.t2", now=NOW + 1)
+        self.assertEqual((yield self.store.run_now("q.t1", NOW + 2)), ("running", "q", None))
+        self.assertEqual((yield self.store.run_now("q.t2", NOW + 2)), ("dead", "q", None))
+        self.assertEqual((yield self.store.run_now("q.t3", NOW + 2)), ("", None, None))
+        self.assertEqual((yield self.store.describe("q.t2"))["status"], "dead")
 
     # -- queue counts ------------------------------------------------------
 
@@ -461,8 +463,8 @@ class StoreContract:
 
     @defer.inlineCallbacks
     def test_queue_page_lists_every_queue_sorted(self):
-        yield self.store.add(make_task("t1", queue="b"))
-        yield self.store.add(make_task("t2", queue="a"))
+        yield self.store.add(make_task("q.t1", queue="b"))
+        yield self.store.add(make_task("q.t2", queue="a"))
         yield self.store.pause("b")
         page = yield self.store.queue_page(None, 10, NOW)
         self.assertEqual([(s.name, s.scheduled, s.paused) for s in page.queues],
@@ -473,7 +475,7 @@ class StoreContract:
     def test_queue_pages_follow_the_cursor_to_the_end(self):
         names = [f"q{i:02d}" for i in range(7)]
         for i, name in enumerate(reversed(names)):
-            yield self.store.add(make_task(f"t{i}", queue=name))
+            yield self.store.add(make_task(f"q.t{i}", queue=name))
         seen, after, pages = [], None, 0
         while True:
             page = yield self.store.queue_page(after, 3, NOW)
@@ -489,7 +491,7 @@ class StoreContract:
 
     @defer.inlineCallbacks
     def test_queue_page_without_recent_minutes(self):
-        yield self.store.add(make_task("t1", queue="a"))
+        yield self.store.add(make_task("q.t1", queue="a"))
         page = yield self.store.queue_page(None, 10, NOW, minutes=0)
         self.assertEqual([(q.name, q.scheduled, q.recent) for q in page.queues], [("a", 1, ())])
 
@@ -503,8 +505,8 @@ class StoreContract:
 
     @defer.inlineCallbacks
     def test_delete_queue_only_when_it_holds_no_task(self):
-        yield bury(self.store, "t2", queue="q")
-        yield self.store.add(make_task("t1", queue="q"))
+        yield bury(self.store, "q.t2", queue="q")
+        yield self.store.add(make_task("q.t1", queue="q"))
         yield self.store.pause("q")
         self.assertEqual((yield self.store.delete_queue("q")), ("busy", 1, 0, 1))
         yield self.store.purge("q")
@@ -515,13 +517,13 @@ class StoreContract:
         (stats,) = yield self.store.queue_stats(["q"], NOW)
         self.assertEqual((stats.known, stats.paused, stats.failed), (False, False, 0))
         self.assertEqual((yield self.store.delete_queue("q")), ("unknown", 0, 0, 0))
-        yield self.store.add(make_task("t3", queue="q"))
+        yield self.store.add(make_task("q.t3", queue="q"))
         self.assertEqual([q.name for q in (yield self.store.queue_page(None, 10, NOW)).queues],
                          ["q"], "a deleted queue comes back with its next task")  # fmt: skip
 
     @defer.inlineCallbacks
     def test_delete_queue_refuses_a_running_task(self):
-        yield self.store.add(make_task("t1", queue="q"))
+        yield self.store.add(make_task("q.t1", queue="q"))
         yield claim(self.store)
         self.assertEqual((yield self.store.delete_queue("q")), ("busy", 0, 1, 0))
 
@@ -542,6 +544,20 @@ class StoreContract:
         self.assertTrue(two.processes("a") and not two.processes("c") and one.processes("c"))
 
     @defer.inlineCallbacks
+    def test_an_id_is_found_in_the_queue_it_names_only(self):
+        """A task is found by its id alone in the queue the id names; an id
+        naming no queue (or another) finds nothing, without an error."""
+        yield self.store.add(make_task("q.t1"))
+        # Written with an id that names no queue: claimed, but never found by id.
+        yield self.store.add(attrs.evolve(make_task("q.t2"), id="t2"))
+        self.assertEqual((yield self.store.describe("q.t1"))["status"], "scheduled")
+        for task_id in ["t1", "t2", "r.t1", ".t1", "q{x}.t1", "a b.t1", ""]:
+            self.assertIsNone((yield self.store.describe(task_id)), task_id)
+            self.assertEqual((yield self.store.cancel(task_id)), "", task_id)
+            self.assertEqual((yield self.store.run_now(task_id, NOW)), ("", None, None), task_id)
+        self.assertEqual((yield self.store.describe("q.t1"))["status"], "scheduled")
+
+    @defer.inlineCallbacks
     def test_unknown_queue_is_empty_and_not_known(self):
         (stats,) = yield self.store.queue_stats(["nothing"], NOW)
         self.assertEqual((stats.scheduled, stats.dead, stats.known), (0, 0, False))
@@ -550,7 +566,7 @@ class StoreContract:
     @defer.inlineCallbacks
     def test_queue_stats_count_outcomes_per_minute(self):
         for i in range(4):
-            yield self.store.add(make_task(f"t{i}"))
+            yield self.store.add(make_task(f"q.t{i}"))
         t0, t1, t2, t3 = (yield claim(self.store)).tasks
         minute = 1_800_000_000 - 1_800_000_000 % 60
         yield self.store.settle("q", [(t0, Delivered(200)), (t1, Delivered(204))], minute + 5)
@@ -570,7 +586,7 @@ class StoreContract:
         ``outcome`` and the per-minute count it adds to."""
         decisions = [Delivered(200), Retry(NOW + 999, 500, "x"), Dead(400, "y")]
         for i in range(len(decisions)):
-            yield self.store.add(make_task(f"t{i}"))
+            yield self.store.add(make_task(f"q.t{i}"))
         tasks = (yield claim(self.store)).tasks
         minute = 1_800_000_000 - 1_800_000_000 % 60
         for task, decision in zip(tasks, decisions, strict=True):
@@ -582,7 +598,7 @@ class StoreContract:
 
     @defer.inlineCallbacks
     def test_pause_shows_in_stats_and_resume_clears_it(self):
-        yield self.store.add(make_task("t1"))
+        yield self.store.add(make_task("q.t1"))
         self.assertTrue((yield self.store.pause("q")))
         (stats,) = yield self.store.queue_stats(["q"], NOW)
         self.assertEqual((stats.paused, stats.known), (True, True))
@@ -598,7 +614,7 @@ class StoreContract:
         self.assertTrue((yield self.store.pause("fresh", create=True)))
         (stats,) = yield self.store.queue_stats(["fresh"], NOW)
         self.assertEqual((stats.paused, stats.known), (True, True))
-        yield self.store.add(make_task("t1", queue="fresh"))
+        yield self.store.add(make_task("q.t1", queue="fresh"))
         self.assertEqual((yield claim(self.store, queue="fresh")).tasks, [])
 
     # -- purge -------------------------------------------------------------
@@ -606,16 +622,16 @@ class StoreContract:
     @defer.inlineCallbacks
     def test_purge_deletes_scheduled_tasks_only(self):
         for i in range(5):
-            yield self.store.add(make_task(f"t{i}", due_at=NOW + i, name=f"n{i}"))
+            yield self.store.add(make_task(f"q.t{i}", due_at=NOW + i, name=f"n{i}"))
         yield claim(self.store, now=NOW, limit=1)
         yield bury(self.store, "dead1", now=NOW)
         self.assertEqual((yield self.store.purge("q")), 4)
         (stats,) = yield self.store.queue_stats(["q"], NOW)
         self.assertEqual((stats.scheduled, stats.running, stats.dead), (0, 1, 1))
-        self.assertIsNone((yield self.store.describe("t4")))
-        self.assertEqual((yield self.store.describe("t0"))["status"], "running")
-        again = yield self.store.add(make_task("t9", name="n4"))
-        self.assertEqual(again, ("t9", True), "a purged task frees its name")
+        self.assertIsNone((yield self.store.describe("q.t4")))
+        self.assertEqual((yield self.store.describe("q.t0"))["status"], "running")
+        again = yield self.store.add(make_task("q.t9", name="n4"))
+        self.assertEqual(again, ("q.t9", True), "a purged task frees its name")
 
     @defer.inlineCallbacks
     def test_purge_of_an_empty_queue(self):
@@ -626,76 +642,76 @@ class StoreContract:
     @defer.inlineCallbacks
     def test_dead_letters_newest_first_in_pages(self):
         for i in range(5):
-            yield bury(self.store, f"d{i}", now=NOW + i)
+            yield bury(self.store, f"q.d{i}", now=NOW + i)
         page = yield self.store.dead_letters("q", 0, 2)
-        self.assertEqual((page.total, [i for i, _ in page.letters]), (5, ["d4", "d3"]))
+        self.assertEqual((page.total, [i for i, _ in page.letters]), (5, ["q.d4", "q.d3"]))
         _, fields = page.letters[0]
         self.assertEqual(
             (float(fields["dead_at"]), fields["last_status"], fields["last_error"]),
-            (NOW + 4, "410", "refused d4"),
+            (NOW + 4, "410", "refused q.d4"),
         )
         self.assertEqual(fields["url"], "http://example.com/hook")
         rest = yield self.store.dead_letters("q", 4, 2)
-        self.assertEqual([i for i, _ in rest.letters], ["d0"])
+        self.assertEqual([i for i, _ in rest.letters], ["q.d0"])
 
     @defer.inlineCallbacks
     def test_retry_dead_makes_them_due_with_fresh_attempts(self):
-        yield bury(self.store, "d1")
-        yield bury(self.store, "d2")
+        yield bury(self.store, "q.d1")
+        yield bury(self.store, "q.d2")
         self.assertEqual((yield self.store.retry_dead("q", None, NOW + 5)), 2)
-        info = yield self.store.describe("d1")
+        info = yield self.store.describe("q.d1")
         self.assertEqual((info["status"], info["attempts"], float(info["due_at"])),
                          ("scheduled", "0", NOW + 5))  # fmt: skip
         self.assertEqual(info["history"][0], history_entry(NOW + 5, "requeued"))
         got = yield claim(self.store, now=NOW + 5)
-        self.assertEqual(sorted((t.id, t.attempts) for t in got.tasks), [("d1", 1), ("d2", 1)])
+        self.assertEqual(sorted((t.id, t.attempts) for t in got.tasks), [("q.d1", 1), ("q.d2", 1)])
         self.assertEqual((yield self.store.dead_letters("q")).total, 0)
 
     @defer.inlineCallbacks
     def test_retry_dead_by_id_passes_over_others(self):
-        yield bury(self.store, "d1")
-        yield bury(self.store, "d2")
+        yield bury(self.store, "q.d1")
+        yield bury(self.store, "q.d2")
         yield self.store.add(make_task("live"))
-        moved = yield self.store.retry_dead("q", ["d2", "live", "nope", "d2"], NOW)
+        moved = yield self.store.retry_dead("q", ["q.d2", "live", "nope", "q.d2"], NOW)
         self.assertEqual(moved, 1)
-        self.assertEqual([i for i, _ in (yield self.store.dead_letters("q")).letters], ["d1"])
-        self.assertEqual((yield self.store.describe("d2"))["status"], "scheduled")
+        self.assertEqual([i for i, _ in (yield self.store.dead_letters("q")).letters], ["q.d1"])
+        self.assertEqual((yield self.store.describe("q.d2"))["status"], "scheduled")
 
     @defer.inlineCallbacks
     def test_retried_dead_letter_takes_its_name_back_when_free(self):
-        yield bury(self.store, "d1", name="job")
-        yield self.store.retry_dead("q", ["d1"], NOW)
-        again = yield self.store.add(make_task("t2", name="job"))
-        self.assertEqual(again, ("d1", False))
+        yield bury(self.store, "q.d1", name="job")
+        yield self.store.retry_dead("q", ["q.d1"], NOW)
+        again = yield self.store.add(make_task("q.t2", name="job"))
+        self.assertEqual(again, ("q.d1", False))
 
     @defer.inlineCallbacks
     def test_retried_dead_letter_leaves_a_taken_name(self):
-        yield bury(self.store, "d1", name="job")
-        yield self.store.add(make_task("t2", name="job"))
-        yield self.store.retry_dead("q", ["d1"], NOW)
+        yield bury(self.store, "q.d1", name="job")
+        yield self.store.add(make_task("q.t2", name="job"))
+        yield self.store.retry_dead("q", ["q.d1"], NOW)
         (d1, t2) = sorted((yield claim(self.store)).tasks, key=lambda t: t.id)
         yield self.store.settle("q", [(d1, Delivered(200))], NOW)
-        again = yield self.store.add(make_task("t3", name="job"))
-        self.assertEqual(again, ("t2", False), "the name stays with the live task")
+        again = yield self.store.add(make_task("q.t3", name="job"))
+        self.assertEqual(again, ("q.t2", False), "the name stays with the live task")
 
     @defer.inlineCallbacks
     def test_delete_dead_by_id_and_all(self):
         for i in range(3):
-            yield bury(self.store, f"d{i}")
-        self.assertEqual((yield self.store.delete_dead("q", ["d1", "nope"])), 1)
-        self.assertIsNone((yield self.store.describe("d1")))
+            yield bury(self.store, f"q.d{i}")
+        self.assertEqual((yield self.store.delete_dead("q", ["q.d1", "nope"])), 1)
+        self.assertIsNone((yield self.store.describe("q.d1")))
         self.assertEqual((yield self.store.delete_dead("q", None)), 2)
         self.assertEqual((yield self.store.dead_letters("q")).total, 0)
-        self.assertIsNone((yield self.store.describe("d0")))
+        self.assertIsNone((yield self.store.describe("q.d0")))
 
     @defer.inlineCallbacks
     def test_dead_letters_are_capped_by_count_oldest_first(self):
         store = self.make_store(dead_max=3)
         for i in range(5):
-            yield bury(store, f"d{i}", now=NOW + i)
+            yield bury(store, f"q.d{i}", now=NOW + i)
         page = yield store.dead_letters("q")
-        self.assertEqual([i for i, _ in page.letters], ["d4", "d3", "d2"])
-        self.assertIsNone((yield store.describe("d0")))
+        self.assertEqual([i for i, _ in page.letters], ["q.d4", "q.d3", "q.d2"])
+        self.assertIsNone((yield store.describe("q.d0")))
 
     @defer.inlineCallbacks
     def test_dead_letters_are_capped_by_age(self):
@@ -704,8 +720,8 @@ class StoreContract:
         yield bury(store, "edge", now=NOW + 1)
         yield bury(store, "new", now=NOW + 101)
         page = yield store.dead_letters("q")
-        self.assertEqual([i for i, _ in page.letters], ["new", "edge"])
-        self.assertIsNone((yield store.describe("old")))
+        self.assertEqual([i for i, _ in page.letters], ["q.new", "q.edge"])
+        self.assertIsNone((yield store.describe("q.old")))
 
     @defer.inlineCallbacks
     def test_old_dead_letters_go_at_the_next_claim_when_nothing_else_dies(self):
@@ -735,7 +751,7 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
         other = connect_pool(redis_address())
         self.addCleanup(other.disconnect)
         rival = RedisStore(other, reactor, self.keys)
-        yield defer.gatherResults([self.store.add(make_task(f"t{i}")) for i in range(300)])
+        yield defer.gatherResults([self.store.add(make_task(f"q.t{i}")) for i in range(300)])
         claims = yield defer.gatherResults(
             [claim(store, limit=7) for _ in range(30) for store in (self.store, rival)]
         )
@@ -748,14 +764,14 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
         """The README's recipe for adding a task from another language."""
         k = self.keys
         yield self.redis.execute_command(
-            "HSET", k.task("ext1"), "queue", "q", "url", "http://example.com/hook",
+            "HSET", k.task("q", "q.ext1"), "queue", "q", "url", "http://example.com/hook",
             "body", "foo=bar", "created_at", str(NOW),
         )  # fmt: skip
-        yield self.redis.execute_command("ZADD", k.due("q"), str(NOW), "ext1")
+        yield self.redis.execute_command("ZADD", k.due("q"), str(NOW), "q.ext1")
         (task,) = (yield claim(self.store)).tasks
         self.assertEqual(
             (task.id, task.method, task.url, task.body, task.content_type, task.attempts),
-            ("ext1", "POST", "http://example.com/hook", "foo=bar",
+            ("q.ext1", "POST", "http://example.com/hook", "foo=bar",
              "application/x-www-form-urlencoded", 1),
         )  # fmt: skip
 
@@ -770,7 +786,7 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
     @defer.inlineCallbacks
     def test_stats_count_deliveries_and_failures(self):
         for i in range(3):
-            yield self.store.add(make_task(f"t{i}"))
+            yield self.store.add(make_task(f"q.t{i}"))
         t0, t1, t2 = (yield claim(self.store)).tasks
         yield self.store.settle(
             "q", [(t0, Delivered(200)), (t1, Retry(NOW, 500, "x")), (t2, Dead(400, "y"))], NOW
@@ -783,10 +799,10 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
         yield self.store.add(make_task())
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Retry(NOW + 1, 500, "x"), 0.1)], NOW)
-        entries = yield self.redis.lrange(self.keys.attempts("t1"), 0, -1)
+        entries = yield self.redis.lrange(self.keys.attempts("q", "q.t1"), 0, -1)
         self.assertEqual(len(entries), 1)
-        yield self.store.cancel("t1")
-        self.assertEqual((yield self.redis.exists(self.keys.attempts("t1"))), 0)
+        yield self.store.cancel("q.t1")
+        self.assertEqual((yield self.redis.exists(self.keys.attempts("q", "q.t1"))), 0)
 
     @defer.inlineCallbacks
     def test_delivery_record_and_history_expire_together(self):
@@ -794,7 +810,10 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Delivered(200), 0.1)], NOW)
         ttls = yield defer.gatherResults(
-            [self.redis.ttl(self.keys.task("t1")), self.redis.ttl(self.keys.attempts("t1"))]
+            [
+                self.redis.ttl(self.keys.task("q", "q.t1")),
+                self.redis.ttl(self.keys.attempts("q", "q.t1")),
+            ]
         )
         self.assertTrue(all(3590 < ttl <= 3600 for ttl in ttls), ttls)
 
@@ -805,48 +824,55 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
         real_eval = store._eval
         store._eval = lambda script, *a: calls.append(script) or real_eval(script, *a)
         for i in range(5):
-            yield bury(store, f"d{i}")
+            yield bury(store, f"q.d{i}")
         for i in range(5):
-            yield store.add(make_task(f"t{i}"))
+            yield store.add(make_task(f"q.t{i}"))
         del calls[:]
         self.assertEqual((yield store.purge("q")), 5)
         self.assertEqual(len(calls), 3)
-        self.assertEqual((yield store.retry_dead("q", ["d0", "d1", "d2"], NOW)), 3)
+        self.assertEqual((yield store.retry_dead("q", ["q.d0", "q.d1", "q.d2"], NOW)), 3)
         self.assertEqual(len(calls), 5)
         self.assertEqual((yield store.delete_dead("q", None)), 2)
         self.assertEqual(len(calls), 6)
-        keys = yield self.redis.keys(self.keys.prefix + "task:t*")
+        keys = yield self.redis.keys(self.keys.task("q", "q.t*"))
         self.assertEqual(keys, [])
 
     @defer.inlineCallbacks
-    def test_queue_stats_is_one_round_trip(self):
-        yield defer.gatherResults([self.store.add(make_task(f"t{i}")) for i in range(50)])
+    def test_queue_stats_is_two_round_trips(self):
+        """Which queues are registered (one ZMSCORE, the registry being no
+        queue's key), then every queue's row at once, in its own slot."""
+        yield defer.gatherResults([self.store.add(make_task(f"q.t{i}")) for i in range(50)])
+        yield self.store.add(make_task("r.t1", queue="r"))
         calls = []
         real_call = self.store._call
-        self.store._call = lambda *a: calls.append(a) or real_call(*a)
-        (stats,) = yield self.store.queue_stats(["q"], NOW)
-        self.assertEqual((stats.scheduled, len(calls)), (50, 1))
+        self.store._call = lambda *a: calls.append(a[:3]) or real_call(*a)
+        q, r = yield self.store.queue_stats(["q", "r"], NOW)
+        self.assertEqual((q.scheduled, r.scheduled), (50, 1))
+        self.assertEqual(
+            [c[0] if c[0] == "eval" else c[1] for c in calls], ["ZMSCORE", "eval", "eval"]
+        )
+        rows = [self.keys.queue(q) + self.minutes(q) for q in ("q", "r")]
+        self.assertEqual([c[2] for c in calls[1:]], rows)
+
+    def minutes(self, queue: str, now: float = NOW, count: int = 15) -> list[str]:
+        first = int(now // 60) * 60 - 60 * (count - 1)
+        return [self.keys.minute(queue, first + 60 * m) for m in range(count)]
 
     @defer.inlineCallbacks
-    def traced(self, script: str, args: list):
-        """Every Redis command ``script`` runs (on the queue registry), with
-        its arguments: the script runs as it is, with ``redis.call``
-        recording."""
+    def traced_stats(self, queue: str):
+        """Every Redis command a queue's row costs, with its arguments: the
+        script runs as it is, with ``redis.call`` recording."""
         wrapped = (
             "local trace, real = {}, redis.call\n"
             "local redis = setmetatable({call = function(...)\n"
             "  trace[#trace + 1] = {...}; return real(...) end}, {__index = redis})\n"
-            f"local function run()\n{script}\nend\n"
+            f"local function run()\n{scripts.QUEUE_ROW}\nend\n"
             "run()\nreturn trace\n"
         )
-        return (yield self.redis.eval(wrapped, [self.keys.queues], args))
-
-    def traced_stats(self, *queues: str):
-        return self.traced(scripts.QUEUE_STATS, [self.keys.prefix, repr(NOW), "15", *queues])
-
-    def traced_page(self, after: str, limit: int):
-        args = [self.keys.prefix, repr(NOW), "15", after, str(limit), "0"]
-        return self.traced(scripts.QUEUE_PAGE, args)
+        minutes = self.minutes(queue)
+        at = [key.rsplit(":", 1)[1] for key in minutes]
+        keys = self.keys.queue(queue) + minutes
+        return (yield self.redis.eval(wrapped, keys, [repr(NOW), *at]))
 
     @defer.inlineCallbacks
     def test_queue_stats_cost_does_not_grow_with_the_queue(self):
@@ -864,23 +890,17 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
                                                 self.traced_stats("big")])  # fmt: skip
 
         def commands(trace, queue):  # each command and its arguments, the key left out
-            return [[c[0].upper(), *(a for a in c[2:] if a != queue)] for c in trace]
+            return [[c[0].upper(), *c[2:]] for c in trace]
 
-        shape = commands(small, "small")
-        self.assertEqual(commands(big, "big"), shape)
-        self.assertEqual(shape[0][0], "TYPE", "the registry's type: a set is converted, once")
-        row = shape[1:]
-        cheap = {"HMGET", "ZCARD", "ZCOUNT", "ZRANGE", "EXISTS", "ZSCORE"}
+        row = commands(small, "small")
+        self.assertEqual(commands(big, "big"), row)
+        cheap = {"HMGET", "ZCARD", "ZCOUNT", "ZRANGE", "EXISTS"}
         self.assertLessEqual({c[0] for c in row}, cheap)
         self.assertEqual(
             [c[1:] for c in row if c[0] == "ZRANGE"], [[0, 0, "WITHSCORES"]],
             "only the head of the due set is read",
         )  # fmt: skip
         self.assertLess(len(row), 25)
-        page = yield self.traced_page("", 10)
-        self.assertEqual(
-            [c[0].upper() for c in page], ["TYPE", "ZRANGEBYLEX"] + [c[0] for c in row] * 2
-        )
         (stats,) = yield self.store.queue_stats(["big"], NOW)
         self.assertEqual((stats.scheduled, stats.running, stats.dead), (500, 100, 5))
 
@@ -896,21 +916,24 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
                 "ZADD", self.keys.queues, *[x for n in names for x in (0, n)]
             )
 
-        yield fill(10)
-        few = yield self.traced_page("q00003", 5)
-        yield fill(2000)
-        many = yield self.traced_page("q00003", 5)
-        self.assertEqual([c[0] for c in few], [c[0] for c in many])
-        (lex,) = [c for c in many if c[0].upper() == "ZRANGEBYLEX"]
-        self.assertEqual(lex[2:], ["(q00003", "+", "LIMIT", 0, 6])
+        calls = []
+        real_call = self.store._call
+        self.store._call = lambda *a: calls.append(a) or real_call(*a)
 
-    @defer.inlineCallbacks
-    def test_a_registry_left_as_a_set_by_an_older_torque_becomes_sorted(self):
-        yield self.redis.execute_command("SADD", self.keys.queues, "b", "a")
-        yield self.store.add(make_task("t1", queue="c"))
-        kind = yield self.redis.execute_command("TYPE", self.keys.queues)
-        page = yield self.store.queue_page(None, 10, NOW, names_only=True)
-        self.assertEqual((kind, page.queues), ("zset", ["a", "b", "c"]))
+        @defer.inlineCallbacks
+        def page():
+            del calls[:]
+            shown = yield self.store.queue_page("q00003", 5, NOW)
+            return [c[0] if c[0] == "eval" else c[1] for c in calls], calls[0], shown
+
+        yield fill(10)
+        few, _, shown = yield page()
+        self.assertEqual([q.name for q in shown.queues], [f"q0000{i}" for i in range(4, 9)])
+        yield fill(2000)
+        many, lex, _ = yield page()
+        self.assertEqual(few, many)
+        self.assertEqual(many, ["ZRANGEBYLEX"] + ["eval"] * 5)
+        self.assertEqual(lex[2:], (self.keys.queues, "(q00003", "+", "LIMIT", 0, 6))
 
     @defer.inlineCallbacks
     def test_a_heartbeat_expires_by_itself(self):
@@ -960,22 +983,22 @@ class ScriptEdgeContract:
     def test_the_dead_letter_cap_holds_after_every_burial(self):
         store = self.make_store(dead_max=3)
         for i in range(4):
-            yield bury(store, f"d{i}", now=NOW + i)
+            yield bury(store, f"q.d{i}", now=NOW + i)
         page = yield store.dead_letters("q")
-        self.assertEqual([i for i, _ in page.letters], ["d3", "d2", "d1"])
+        self.assertEqual([i for i, _ in page.letters], ["q.d3", "q.d2", "q.d1"])
 
     @defer.inlineCallbacks
     def test_removing_a_dead_letter_leaves_its_name_to_the_live_task_that_took_it(self):
         for queue in ("cancel", "delete"):
             yield bury(self.store, "d", queue=queue, name="job")
             live = yield self.store.add(make_task("t", queue=queue, name="job"))
-            self.assertEqual(live, ("t", True))
+            self.assertEqual(live, (f"{queue}.t", True))
             if queue == "cancel":
-                self.assertEqual((yield self.store.cancel("d")), "dead")
+                self.assertEqual((yield self.store.cancel(f"{queue}.d")), "dead")
             else:
-                self.assertEqual((yield self.store.delete_dead(queue, ["d"])), 1)
+                self.assertEqual((yield self.store.delete_dead(queue, [f"{queue}.d"])), 1)
             again = yield self.store.add(make_task("t2", queue=queue, name="job"))
-            self.assertEqual(again, ("t", False), queue)
+            self.assertEqual(again, (f"{queue}.t", False), queue)
 
     @defer.inlineCallbacks
     def test_purging_a_single_task_leaves_nothing_scheduled(self):
@@ -990,7 +1013,7 @@ class ScriptEdgeContract:
         yield self.store.add(make_task(max_errors=1))
         yield claim(self.store)
         yield claim(self.store, now=NOW + self.lease)
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         self.assertEqual((info["status"], float(info["dead_at"])), ("dead", NOW + self.lease))
 
     @defer.inlineCallbacks
@@ -1000,7 +1023,7 @@ class ScriptEdgeContract:
         yield self.store.pause("q")
         lost_at = NOW + self.lease
         yield claim(self.store, now=lost_at)
-        info = yield self.store.describe("t1")
+        info = yield self.store.describe("q.t1")
         self.assertEqual((info["status"], float(info["due_at"])), ("scheduled", lost_at))
         (stats,) = yield self.store.queue_stats(["q"], lost_at)
         self.assertEqual(
@@ -1009,7 +1032,7 @@ class ScriptEdgeContract:
         )
         self.assertEqual(stats.recent[-1].retried, 1)
         yield claim(self.store, now=lost_at + 1)
-        self.assertEqual(len((yield self.store.describe("t1"))["history"]), 1, "lost once")
+        self.assertEqual(len((yield self.store.describe("q.t1"))["history"]), 1, "lost once")
         yield self.store.resume("q")
         (task,) = (yield claim(self.store, now=lost_at + 2)).tasks
         self.assertEqual(task.attempts, 2)
@@ -1024,21 +1047,21 @@ class ScriptEdgeContract:
         self.assertEqual(applied, 1)
         yield self.store.resume("q")
         self.assertEqual((yield claim(self.store, now=NOW + self.lease + 1)).tasks, [])
-        self.assertEqual((yield self.store.describe("t1"))["status"], "delivered")
+        self.assertEqual((yield self.store.describe("q.t1"))["status"], "delivered")
 
     @defer.inlineCallbacks
     def test_a_retry_records_its_due_time(self):
         yield self.store.add(make_task())
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Retry(NOW + 4, 503, "HTTP 503"))], NOW + 1)
-        self.assertEqual(float((yield self.store.describe("t1"))["due_at"]), NOW + 4)
+        self.assertEqual(float((yield self.store.describe("q.t1"))["due_at"]), NOW + 4)
 
     @defer.inlineCallbacks
     def test_cancelled_tasks_are_no_longer_counted(self):
-        yield bury(self.store, "d1")
-        yield self.store.add(make_task("t1"))
-        self.assertEqual((yield self.store.cancel("t1")), "scheduled")
-        self.assertEqual((yield self.store.cancel("d1")), "dead")
+        yield bury(self.store, "q.d1")
+        yield self.store.add(make_task("q.t1"))
+        self.assertEqual((yield self.store.cancel("q.t1")), "scheduled")
+        self.assertEqual((yield self.store.cancel("q.d1")), "dead")
         (stats,) = yield self.store.queue_stats(["q"], NOW)
         self.assertEqual((stats.scheduled, stats.dead), (0, 0))
         self.assertEqual((yield self.store.dead_letters("q")).total, 0)
@@ -1048,15 +1071,15 @@ class ScriptEdgeContract:
         yield self.store.add(make_task(due_at=NOW))
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Delivered(200))], NOW)
-        self.assertEqual((yield self.store.run_now("t1", NOW + 1)), ("delivered", "q", None))
+        self.assertEqual((yield self.store.run_now("q.t1", NOW + 1)), ("delivered", "q", None))
         self.assertEqual((yield claim(self.store, now=NOW + 1)).tasks, [])
 
     @defer.inlineCallbacks
     def test_retry_dead_of_one_id_moves_that_one_only(self):
-        yield bury(self.store, "d1")
-        yield bury(self.store, "d2")
-        self.assertEqual((yield self.store.retry_dead("q", ["d1"], NOW)), 1)
-        self.assertEqual([i for i, _ in (yield self.store.dead_letters("q")).letters], ["d2"])
+        yield bury(self.store, "q.d1")
+        yield bury(self.store, "q.d2")
+        self.assertEqual((yield self.store.retry_dead("q", ["q.d1"], NOW)), 1)
+        self.assertEqual([i for i, _ in (yield self.store.dead_letters("q")).letters], ["q.d2"])
 
     @defer.inlineCallbacks
     def test_a_requeued_dead_letter_keeps_ten_history_entries(self):
@@ -1065,8 +1088,8 @@ class ScriptEdgeContract:
             (task,) = (yield claim(self.store, now=NOW + n)).tasks
             decision = Retry(NOW + n + 1, 500, "x") if n < 9 else Dead(500, "x")
             yield self.store.settle("q", [(task, decision)], NOW + n)
-        yield self.store.retry_dead("q", ["t1"], NOW + 20)
-        history = (yield self.store.describe("t1"))["history"]
+        yield self.store.retry_dead("q", ["q.t1"], NOW + 20)
+        history = (yield self.store.describe("q.t1"))["history"]
         self.assertEqual((len(history), history[0]["outcome"]), (10, "requeued"))
 
     @defer.inlineCallbacks
@@ -1074,7 +1097,7 @@ class ScriptEdgeContract:
         yield self.store.add(make_task(max_errors=50))
         for n in range(12):
             yield claim(self.store, now=NOW + n * self.lease)
-        history = (yield self.store.describe("t1"))["history"]
+        history = (yield self.store.describe("q.t1"))["history"]
         self.assertEqual([e["attempt"] for e in history], list(range(11, 1, -1)))
 
     # -- --rate: what a claim answers as the next time to claim ------------
@@ -1082,7 +1105,7 @@ class ScriptEdgeContract:
     @defer.inlineCallbacks
     def test_a_claim_held_back_by_the_rate_answers_the_next_tokens_time(self):
         for i in range(4):
-            yield self.store.add(make_task(f"t{i}"))
+            yield self.store.add(make_task(f"q.t{i}"))
         first = yield claim(self.store, rate=2.0)
         self.assertEqual(len(first.tasks), 2)
         self.assertAlmostEqual(first.next_at, NOW + 0.5, places=6)
@@ -1119,28 +1142,28 @@ class RedisScriptEdgeTests(RealRedisStore, ScriptEdgeContract, unittest.TestCase
     @defer.inlineCallbacks
     def test_a_lowered_dead_letter_cap_applies_at_the_next_claim(self):
         for i in range(5):
-            yield bury(self.store, f"d{i}", now=NOW + i)
+            yield bury(self.store, f"q.d{i}", now=NOW + i)
         yield claim(self.make_store(dead_max=2), now=NOW + 10)
         page = yield self.store.dead_letters("q")
-        self.assertEqual([i for i, _ in page.letters], ["d4", "d3"])
+        self.assertEqual([i for i, _ in page.letters], ["q.d4", "q.d3"])
 
     @defer.inlineCallbacks
     def test_purged_and_cancelled_tasks_leave_no_name_key_behind(self):
-        yield self.store.add(make_task("t1", name="n1"))
-        yield self.store.add(make_task("t2", name="n2"))
+        yield self.store.add(make_task("q.t1", name="n1"))
+        yield self.store.add(make_task("q.t2", name="n2"))
         yield self.store.purge("q")
-        yield self.store.add(make_task("t3", name="n3"))
-        yield self.store.cancel("t3")
+        yield self.store.add(make_task("q.t3", name="n3"))
+        yield self.store.cancel("q.t3")
         for name in ("n1", "n2", "n3"):
             self.assertEqual((yield self.redis.exists(self.keys.name("q", name))), 0, name)
 
     @defer.inlineCallbacks
     def test_a_cancelled_tasks_kept_name_expires(self):
         yield self.store.add(make_task(name="once"))
-        yield self.store.cancel("t1", keep_name=3600)
+        yield self.store.cancel("q.t1", keep_name=3600)
         ttl = yield self.redis.ttl(self.keys.name("q", "once"))
         self.assertTrue(3590 < ttl <= 3600, ttl)
-        self.assertEqual((yield self.redis.exists(self.keys.task("t1"))), 0)
+        self.assertEqual((yield self.redis.exists(self.keys.task("q", "q.t1"))), 0)
 
     @defer.inlineCallbacks
     def test_a_delivered_named_tasks_name_expires_with_its_record(self):
@@ -1153,14 +1176,14 @@ class RedisScriptEdgeTests(RealRedisStore, ScriptEdgeContract, unittest.TestCase
     @defer.inlineCallbacks
     def test_a_claim_without_a_rate_writes_no_token_bucket(self):
         yield self.store.add(make_task())
-        yield self.store.add(make_task("t2"))
+        yield self.store.add(make_task("q.t2"))
         yield claim(self.store, limit=1)
         self.assertEqual((yield self.redis.exists(self.keys.rate("q"))), 0)
 
     @defer.inlineCallbacks
     def test_a_dead_letter_without_dead_at_shows_when_it_died(self):
-        yield bury(self.store, "d1", now=NOW + 3)
-        yield self.redis.hdel(self.keys.task("d1"), "dead_at")
+        yield bury(self.store, "q.d1", now=NOW + 3)
+        yield self.redis.hdel(self.keys.task("q", "q.d1"), "dead_at")
         (letter,) = (yield self.store.dead_letters("q")).letters
         self.assertEqual(float(letter[1]["dead_at"]), NOW + 3)
 
@@ -1184,16 +1207,16 @@ class RedisScriptEdgeTests(RealRedisStore, ScriptEdgeContract, unittest.TestCase
         channel = self.keys.wake("q")
         heard = yield self.listen(channel)
         yield self.store.add(make_task(due_at=NOW + 600))
-        yield bury(self.store, "d1")
+        yield bury(self.store, "q.d1")
         yield wait_for(lambda: len(heard) == 3)  # the two adds
-        yield self.store.run_now("t1", NOW + 1)
+        yield self.store.run_now("q.t1", NOW + 1)
         yield wait_for(lambda: len(heard) == 4)
         self.assertEqual(heard[3], (channel, repr(NOW + 1)))
         yield self.store.pause("q")
         yield self.store.resume("q")
         yield wait_for(lambda: len(heard) == 5)
         self.assertEqual(heard[4][0], channel)
-        yield self.store.retry_dead("q", ["d1"], NOW + 2)
+        yield self.store.retry_dead("q", ["q.d1"], NOW + 2)
         yield wait_for(lambda: len(heard) == 6)
         self.assertEqual(heard[5], (channel, repr(NOW + 2)))
 
@@ -1201,7 +1224,7 @@ class RedisScriptEdgeTests(RealRedisStore, ScriptEdgeContract, unittest.TestCase
     def test_the_lease_of_a_task_deleted_by_hand_is_dropped_when_it_runs_out(self):
         yield self.store.add(make_task())
         yield claim(self.store)
-        yield self.redis.delete(self.keys.task("t1"))
+        yield self.redis.delete(self.keys.task("q", "q.t1"))
         yield claim(self.store, now=NOW + self.lease)
         (stats,) = yield self.store.queue_stats(["q"], NOW + self.lease)
         self.assertEqual((stats.running, stats.dead, stats.scheduled), (0, 0, 0))

@@ -17,35 +17,43 @@ class AddManyContract:
 
     @defer.inlineCallbacks
     def test_tasks_are_stored_in_order_each_claimable(self):
-        tasks = [make_task("t1"), make_task("t2", due_at=NOW + 1), make_task("t3", queue="other")]
+        tasks = [
+            make_task("q.t1"),
+            make_task("q.t2", due_at=NOW + 1),
+            make_task("q.t3", queue="other"),
+        ]
         added = yield self.store.add_many(tasks)
-        self.assertEqual(added, [("t1", True), ("t2", True), ("t3", True)])
+        self.assertEqual(added, [("q.t1", True), ("q.t2", True), ("q.t3", True)])
         got = yield claim(self.store, now=NOW + 1)
-        self.assertEqual([t.id for t in got.tasks], ["t1", "t2"])
+        self.assertEqual([t.id for t in got.tasks], ["q.t1", "q.t2"])
         other = yield claim(self.store, queue="other")
-        self.assertEqual(other.tasks, [make_task("t3", queue="other", attempts=1)])
+        self.assertEqual(other.tasks, [make_task("q.t3", queue="other", attempts=1)])
 
     @defer.inlineCallbacks
     def test_a_name_taken_earlier_in_the_same_call_is_a_duplicate(self):
-        tasks = [make_task("t1", name="n"), make_task("t2", name="n"), make_task("t3", name="m")]
+        tasks = [
+            make_task("q.t1", name="n"),
+            make_task("q.t2", name="n"),
+            make_task("q.t3", name="m"),
+        ]
         added = yield self.store.add_many(tasks)
-        self.assertEqual(added, [("t1", True), ("t1", False), ("t3", True)])
-        self.assertIsNone((yield self.store.describe("t2")))
+        self.assertEqual(added, [("q.t1", True), ("q.t1", False), ("q.t3", True)])
+        self.assertIsNone((yield self.store.describe("q.t2")))
         got = yield claim(self.store)
-        self.assertEqual([t.id for t in got.tasks], ["t1", "t3"])
+        self.assertEqual([t.id for t in got.tasks], ["q.t1", "q.t3"])
 
     @defer.inlineCallbacks
     def test_a_name_held_by_a_live_task_is_a_duplicate_and_the_rest_are_added(self):
-        yield self.store.add(make_task("t0", name="n"))
-        added = yield self.store.add_many([make_task("t1"), make_task("t2", name="n")])
-        self.assertEqual(added, [("t1", True), ("t0", False)])
-        self.assertIsNone((yield self.store.describe("t2")))
+        yield self.store.add(make_task("q.t0", name="n"))
+        added = yield self.store.add_many([make_task("q.t1"), make_task("q.t2", name="n")])
+        self.assertEqual(added, [("q.t1", True), ("q.t0", False)])
+        self.assertIsNone((yield self.store.describe("q.t2")))
 
     @defer.inlineCallbacks
     def test_the_same_name_in_another_queue_is_another_task(self):
-        tasks = [make_task("t1", name="n"), make_task("t2", name="n", queue="other")]
+        tasks = [make_task("q.t1", name="n"), make_task("q.t2", name="n", queue="other")]
         added = yield self.store.add_many(tasks)
-        self.assertEqual(added, [("t1", True), ("t2", True)])
+        self.assertEqual(added, [("q.t1", True), ("q.t2", True)])
 
     @defer.inlineCallbacks
     def test_no_tasks_is_no_change(self):
@@ -87,7 +95,7 @@ class RedisAddManyTests(RealRedisStore, AddManyContract, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_many_tasks_are_one_script_call(self):
-        added = yield self.store.add_many([make_task(f"t{i}") for i in range(100)])
+        added = yield self.store.add_many([make_task(f"q.t{i}") for i in range(100)])
         self.assertEqual(len(added), 100)
         self.assertEqual(len(self.counting.scripts), 1)
         self.assertIs(self.counting.scripts[0], scripts.ADD)
@@ -97,15 +105,15 @@ class RedisAddManyTests(RealRedisStore, AddManyContract, unittest.TestCase):
         """Requests that arrive together are stored together."""
         added = yield defer.gatherResults(
             [
-                self.store.add(make_task(f"t{i}", name="n" if i in (3, 7) else None))
+                self.store.add(make_task(f"q.t{i}", name="n" if i in (3, 7) else None))
                 for i in range(20)
             ]
         )
-        expected = [(f"t{i}", True) for i in range(20)]
-        expected[7] = ("t3", False)
+        expected = [(f"q.t{i}", True) for i in range(20)]
+        expected[7] = ("q.t3", False)
         self.assertEqual(added, expected)
         self.assertEqual(len(self.counting.scripts), 1)
-        yield self.store.add(make_task("t20"))
+        yield self.store.add(make_task("q.t20"))
         self.assertEqual(len(self.counting.scripts), 2, "a later turn: a call of its own")
 
     @defer.inlineCallbacks
@@ -114,10 +122,10 @@ class RedisAddManyTests(RealRedisStore, AddManyContract, unittest.TestCase):
         del heard[:]
         yield self.store.add_many(
             [
-                make_task("t1", due_at=NOW + 5),
-                make_task("t2", due_at=NOW + 2),
-                make_task("t3", queue="other", due_at=NOW + 9),
-                make_task("t4", due_at=NOW + 7),
+                make_task("q.t1", due_at=NOW + 5),
+                make_task("q.t2", due_at=NOW + 2),
+                make_task("q.t3", queue="other", due_at=NOW + 9),
+                make_task("q.t4", due_at=NOW + 7),
             ]
         )
         yield wait_for(lambda: len(heard) >= 2)
@@ -131,6 +139,6 @@ class RedisAddManyTests(RealRedisStore, AddManyContract, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_every_queue_is_registered(self):
-        yield self.store.add_many([make_task("t1"), make_task("t2", queue="other")])
+        yield self.store.add_many([make_task("q.t1"), make_task("q.t2", queue="other")])
         names = yield self.redis.execute_command("ZRANGE", self.keys.queues, 0, -1)
         self.assertEqual(sorted(names), ["other", "q"])

@@ -20,7 +20,8 @@ CHEAP = {"ZCOUNT", "ZRANGE", "HSTRLEN", "HGETALL", "LRANGE"}
 
 
 def ids(page):
-    return [task_id for task_id, _ in page.tasks]
+    """The page's task ids without their queue (``<queue>.<token>``)."""
+    return [task_id.partition(".")[2] for task_id, _ in page.tasks]
 
 
 class TaskPageContract:
@@ -63,7 +64,7 @@ class TaskPageContract:
         page = yield self.store.task_page("q", "scheduled", None, 3)
         self.assertEqual((ids(page), page.after), (["t0", "t1", "t2"], None))
         short = yield self.store.task_page("q", "scheduled", None, 2)
-        self.assertEqual((ids(short), short.after), (["t0", "t1"], (NOW + 1, "t1")))
+        self.assertEqual((ids(short), short.after), (["t0", "t1"], (NOW + 1, "q.t1")))
 
     @defer.inlineCallbacks
     def test_next_page_starts_right_after_a_task_that_left_the_set(self):
@@ -80,9 +81,9 @@ class TaskPageContract:
     def test_a_position_between_scores_goes_on_at_the_next_score(self):
         for task_id, offset in [("z", 1), ("a", 2), ("m", 2)]:
             yield self.store.add(make_task(task_id, due_at=NOW + offset))
-        page = yield self.store.task_page("q", "scheduled", (NOW + 1.5, "zzz"), 10)
+        page = yield self.store.task_page("q", "scheduled", (NOW + 1.5, "q.zzz"), 10)
         self.assertEqual(ids(page), ["a", "m"])
-        page = yield self.store.task_page("q", "scheduled", (NOW + 2, "b"), 10)
+        page = yield self.store.task_page("q", "scheduled", (NOW + 2, "q.b"), 10)
         self.assertEqual(ids(page), ["m"])
 
     @defer.inlineCallbacks
@@ -92,7 +93,7 @@ class TaskPageContract:
             yield self.store.add(make_task(task_id, due_at=NOW))
         pages = yield self.every_page(limit=2)
         self.assertEqual(sum(pages, []), sorted(names, key=str.encode))
-        page = yield self.store.task_page("q", "scheduled", (NOW, "Za"), 2)
+        page = yield self.store.task_page("q", "scheduled", (NOW, "q.Za"), 2)
         self.assertEqual(ids(page), ["_x", "a"])
 
     @defer.inlineCallbacks
@@ -149,8 +150,9 @@ class RedisTaskPageTests(RealRedisStore, TaskPageContract, unittest.TestCase):
             "page()\nreturn trace\n"
         )
         score, task_id = ("", "") if after is None else (repr(after[0]), after[1])
-        args = [self.keys.prefix, str(limit), str(1 << 20), score, task_id]
-        return (yield self.redis.eval(wrapped, [self.keys.due(queue)], args))
+        args = ["", str(limit), str(1 << 20), score, task_id]
+        keys = [self.keys.due(queue), *self.keys.queue(queue)]
+        return (yield self.redis.eval(wrapped, keys, args))
 
     @defer.inlineCallbacks
     def add_many(self, queue, count, due_at=lambda i: NOW + i):
@@ -167,8 +169,8 @@ class RedisTaskPageTests(RealRedisStore, TaskPageContract, unittest.TestCase):
         in the middle of 10 tasks and of 20,000."""
         yield self.add_many("small", 10)
         yield self.add_many("big", 20_000)
-        small = yield self.traced_page("small", (NOW + 2, "small-000002"))
-        big = yield self.traced_page("big", (NOW + 9_000, "big-009000"))
+        small = yield self.traced_page("small", (NOW + 2, "small.small-000002"))
+        big = yield self.traced_page("big", (NOW + 9_000, "big.big-009000"))
 
         def commands(trace):  # each command and its arguments, the keys left out
             return [[c[0].upper(), *c[2:]] for c in trace]
@@ -180,13 +182,13 @@ class RedisTaskPageTests(RealRedisStore, TaskPageContract, unittest.TestCase):
         ranges = [c[1:3] for c in commands(big) if c[0] == "ZRANGE"]
         self.assertTrue(all(stop - start <= 5 for start, stop in ranges), ranges)
         self.assertEqual(ranges[-1], [9_001, 9_006], "the page starts by rank, right after")
-        page = yield self.store.task_page("big", "scheduled", (NOW + 9_000, "big-009000"), 5)
+        page = yield self.store.task_page("big", "scheduled", (NOW + 9_000, "big.big-009000"), 5)
         self.assertEqual(ids(page), [f"big-{i:06d}" for i in range(9_001, 9_006)])
 
     @defer.inlineCallbacks
     def test_a_position_among_thousands_of_one_score_is_found_by_halving(self):
         yield self.add_many("one", 5_000, due_at=lambda i: NOW)
-        after = (NOW, "one-003000x")  # no such task: it left the set
+        after = (NOW, "one.one-003000x")  # no such task: it left the set
         trace = yield self.traced_page("one", after)
         self.assertLessEqual({c[0].upper() for c in trace}, CHEAP)
         ranges = [c[2:4] for c in trace if c[0].upper() == "ZRANGE"]

@@ -79,7 +79,7 @@ class SettingsContract:
     @defer.inlineCallbacks
     def test_a_busy_queue_keeps_its_settings(self):
         yield self.store.set_settings("q", {"concurrency": 2})
-        yield bury(self.store, "t1")
+        yield bury(self.store, "q.t1")
         self.assertEqual((yield self.store.delete_queue("q"))[0], "busy")
         self.assertEqual((yield self.store.get_settings("q")), {"concurrency": 2})
 

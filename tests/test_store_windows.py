@@ -22,7 +22,7 @@ class RateBucketContract:
     def test_a_claim_from_a_node_whose_clock_is_behind_takes_the_tokens_there(self):
         yield claim(self.store, now=NOW, rate=2.0)  # a full bucket, stamped NOW
         for i in range(3):
-            yield self.store.add(make_task(f"t{i}", due_at=NOW - 10))
+            yield self.store.add(make_task(f"q.t{i}", due_at=NOW - 10))
         behind = yield claim(self.store, now=NOW - 5, rate=2.0)
         self.assertEqual(len(behind.tasks), 2, "the bucket held two tokens")
         self.assertEqual((yield self.tokens()), 0.0, "never below empty")
@@ -47,11 +47,11 @@ class RedisWindowTests(RealRedisStore, RateBucketContract, unittest.TestCase):
     @defer.inlineCallbacks
     def test_a_delivered_named_task_holds_its_name_for_an_hour(self):
         self.assertEqual(DELIVERED_TTL, 3600)
-        yield self.store.add(make_task("t1", name="once"))
+        yield self.store.add(make_task("q.t1", name="once"))
         (task,) = (yield claim(self.store)).tasks
         yield self.store.settle("q", [(task, Delivered(200))], NOW)
-        for key in (self.keys.name("q", "once"), self.keys.task("t1")):
+        for key in (self.keys.name("q", "once"), self.keys.task("q", "q.t1")):
             ttl = yield self.redis.execute_command("PTTL", key)
             self.assertTrue(3590_000 < ttl <= 3600_000, f"{key} expires in {ttl} ms")
-        again = yield self.store.add(make_task("t2", name="once"))
-        self.assertEqual(again, ("t1", False), "a duplicate within the hour is the same task")
+        again = yield self.store.add(make_task("q.t2", name="once"))
+        self.assertEqual(again, ("q.t1", False), "a duplicate within the hour is the same task")

@@ -30,7 +30,7 @@ BASE = "http://app:8000"
 
 def parse(fields: dict[str, Any], **kwargs: Any) -> Task:
     """A JSON-request submission (values are JSON values) at ``NOW``."""
-    kwargs.setdefault("task_id", "t1")
+    kwargs.setdefault("new_id", lambda queue: f"{queue}.t1")
     kwargs.setdefault("now", NOW)
     return parse_submission(fields, **kwargs)
 
@@ -76,7 +76,7 @@ class SeedExampleTests(SubmissionTestCase):
         self.assertEqual(
             task,
             Task(
-                id="t1",
+                id="default.t1",
                 queue="default",
                 url=HOOK,
                 method="POST",
@@ -795,7 +795,7 @@ class UrlCheckCacheTests(unittest.TestCase):
         )
 
     def parse(self, url):
-        return submission.parse_submission({"url": url}, task_id="t", now=0.0)
+        return submission.parse_submission({"url": url}, new_id=lambda q: "t", now=0.0)
 
     def test_a_url_seen_before_is_not_checked_again(self):
         for url in ("http://app.test/a", "http://app.test/a", "http://app.test/b"):

@@ -31,15 +31,15 @@ class DefaultRefusalTests(unittest.TestCase):
         keys = Keys(node.prefix)
         now = repr(time.time())
         yield redis.execute_command(
-            "HSET", keys.task("to-self"), "queue", "default",
+            "HSET", keys.task("default", "default.to-self"), "queue", "default",
             "url", node.url + pause, "created_at", now,
         )  # fmt: skip
-        yield redis.execute_command("ZADD", keys.due("default"), now, "to-self")
+        yield redis.execute_command("ZADD", keys.due("default"), now, "default.to-self")
         yield redis.execute_command("PUBLISH", keys.wake("default"), now)
 
         @defer.inlineCallbacks
         def attempted():
-            _, task = yield node.get("/tasks/to-self")
+            _, task = yield node.get("/tasks/default.to-self")
             return task if task["status"] in ("dead", "delivered") else None
 
         task = yield wait_for(attempted, what="the attempt")

@@ -24,20 +24,21 @@ class TaskFieldsTests(unittest.TestCase):
                 "timeout": 12.5,
                 "max_errors": 3,
             },
-            task_id="abc123",
+            new_id=lambda queue: f"{queue}.abc123",
         )
         task = attrs.evolve(task, attempts=2, door="cloudtasks", door_data={"name": "t-1"})
         flat = task.to_fields()
         self.assertTrue(all(isinstance(item, str) for item in flat), flat)
-        self.assertEqual(Task.from_fields("abc123", fields_to_hash(flat)), task)
+        self.assertEqual(Task.from_fields("emails.abc123", fields_to_hash(flat)), task)
 
     def test_round_trip_of_a_plain_task(self):
         for name, task in [
             ("form POST", parse_form({"url": HOOK, "params": '{"a": 1}'})),
             ("GET with a query", parse({"url": HOOK, "method": "GET", "params": {"a": 1}})),
-            ("bare", Task(id="t1", queue="default", url=HOOK)),
+            ("bare", Task(id="default.t1", queue="default", url=HOOK)),
         ]:
-            self.assertEqual(Task.from_fields("t1", fields_to_hash(task.to_fields())), task, name)
+            fields = fields_to_hash(task.to_fields())
+            self.assertEqual(Task.from_fields("default.t1", fields), task, name)
 
     def test_unset_and_default_fields_are_left_out(self):
         task = Task(id="t1", queue="default", url=HOOK, due_at=NOW, created_at=NOW)

@@ -23,7 +23,7 @@ from twisted.web import resource
 from twisted.web.http import parse_qs
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from torque import batch, dashboard, openapi
+from torque import batch, dashboard, keys, openapi
 from torque.auth import bearer_token
 from torque.completion import CompletionKey
 from torque.cursor import decode_position, encode_position
@@ -43,9 +43,11 @@ log = Logger()
 DEFAULT_POLICY = RetryPolicy()
 
 
-def new_task_id() -> str:
-    """120 random bits, URL-safe: not guessable, never sequential."""
-    return secrets.token_urlsafe(15)
+def new_task_id(queue: str) -> str:
+    """A new id of a task of ``queue``: the queue, so that the id finds its
+    queue's keys alone (:func:`torque.keys.queue_of_id`), and 120 random
+    bits, URL-safe: not guessable, never sequential."""
+    return keys.task_id(queue, secrets.token_urlsafe(15))
 
 
 def json_body(request, status: int, body: Any) -> bytes:
@@ -244,7 +246,7 @@ class TorqueAPI:
         clock: IReactorTime,
         base_url: str | None = None,
         wake: Callable[[str, float], object] = lambda queue, due_at: None,
-        new_id: Callable[[], str] = new_task_id,
+        new_id: Callable[[str], str] = new_task_id,
         metrics: Metrics | None = None,
         targets: TargetGuard | None = None,
         token_required: bool = False,
@@ -288,7 +290,7 @@ class TorqueAPI:
         fields, is_form = read_fields(request)
         task = parse_submission(
             fields,
-            task_id=self.new_id(),
+            new_id=self.new_id,
             now=self.clock.seconds(),
             base_url=self.base_url,
             queue=queue,

@@ -39,7 +39,7 @@ def read_batch(raw: bytes) -> list[Any]:
 
 def parse_items(
     items: list[Any],
-    new_id: Callable[[], str],
+    new_id: Callable[[str], str],
     now: float,
     base_url: str | None,
 ) -> list[Task | InvalidTask]:
@@ -50,7 +50,7 @@ def parse_items(
             parsed.append(InvalidTask("body", "each task must be a JSON object", "invalid_json"))
             continue
         try:
-            parsed.append(parse_submission(item, task_id=new_id(), now=now, base_url=base_url))
+            parsed.append(parse_submission(item, new_id=new_id, now=now, base_url=base_url))
         except InvalidTask as e:
             parsed.append(e)
     return parsed

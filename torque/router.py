@@ -90,7 +90,9 @@ class QueueRouter:
             for queue in list(self.schedulers):
                 self.wake(queue)
             return
-        queue = channel[len(self.keys.wake("")) :]
+        queue = self.keys.queue_of_wake(channel)
+        if queue is None:
+            return
         if message == SETTINGS_CHANGED:
             scheduler = self.schedulers.get(queue)
             if scheduler is not None:

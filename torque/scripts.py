@@ -2,6 +2,13 @@
 change of a task's state is one script, so it is atomic, and two nodes can
 never both hold a task.  Each script opens with its ``KEYS``/``ARGV``
 legend; :class:`torque.store.RedisStore` is the only caller.
+
+Every script works in one queue's hash slot: its ``KEYS`` are keys of one
+queue (or of one node), and the keys it only learns as it runs are named by
+the prelude from that queue's key prefix (see :mod:`torque.keys`).  Records
+of no one queue (the queue registry, node heartbeats, the completion key)
+are written with plain commands, never by a script.  The scripts that touch
+such learned keys open with :data:`torque.keys.UNDECLARED`.
 """
 
 from torque import hosts, keys
@@ -11,9 +18,9 @@ from torque import hosts, keys
 _PRELUDE = keys.LUA
 
 # Shared by every script that ends, records or drops a task.  ``cfg`` holds
-# the key prefix (``pfx``) and the limits: ``history`` attempts kept per
-# task, and at most ``dead_max`` dead letters per queue, none older than
-# ``dead_age`` seconds.  ``q`` is a queue's keys (``K.queue_of``).
+# the limits: ``history`` attempts kept per task, and at most ``dead_max``
+# dead letters per queue, none older than ``dead_age`` seconds.  ``q`` is a
+# queue's keys (``K.queue_of``).
 _COMMON = (
     _PRELUDE
     + """
@@ -25,9 +32,9 @@ local function count(q, now, field)
     + """)
 end
 
--- Push one entry (JSON text) on a task's attempt history, keeping the newest.
-local function remember(cfg, id, entry)
-  local list = K.attempts(cfg.pfx, id)
+-- Push one entry (JSON text) on a task's attempt history (the list
+-- ``list``), keeping the newest.
+local function remember(cfg, list, entry)
   redis.call('LPUSH', list, entry)
   redis.call('LTRIM', list, 0, cfg.history - 1)
 end
@@ -50,16 +57,16 @@ local function release_name(qp, key, id)
 end
 
 -- Delete a task's hash and history, and free its name if it holds it.
-local function forget(cfg, qp, id)
-  local key = K.task(cfg.pfx, id)
-  release_name(qp, key, id)
-  redis.call('DEL', key, K.attempts(cfg.pfx, id))
+local function forget(q, id)
+  local key = K.task(q.prefix, id)
+  release_name(q.prefix, key, id)
+  redis.call('DEL', key, K.attempts(q.prefix, id))
 end
 
 local function drop_dead(cfg, q, ids)
   for _, id in ipairs(ids) do
     redis.call('ZREM', q.dead, id)
-    forget(cfg, q.prefix, id)
+    forget(q, id)
   end
 end
 
@@ -101,32 +108,13 @@ end
 )
 
 
-_REGISTRY = (
+_HOLDS = (
     _PRELUDE
     + """
--- The queue registry is a sorted set, every score 0, so that it is ordered by
--- name and paged with ZRANGEBYLEX.  Before it was a set: the first script to
--- meet such a set turns it into the sorted set (once; 25,000 names take a
--- few milliseconds).
-local function registry(key)
-  if redis.call('TYPE', key).ok == 'set' then
-    local names = redis.call('SMEMBERS', key)
-    redis.call('DEL', key)
-    for i = 1, #names, 1000 do
-      local args = {}
-      for j = i, math.min(i + 999, #names) do
-        args[#args + 1] = 0
-        args[#args + 1] = names[j]
-      end
-      redis.call('ZADD', key, unpack(args))
-    end
-  end
-  return key
-end
-
--- A queue exists while it is in the registry or holds a task (tasks written
--- to Redis directly may not have registered their queue).  ``q``: a queue's
--- keys (K.queue_of).
+-- A queue exists while it is in the registry (the caller looked: the
+-- registry is no queue's key) or holds a task (tasks written to Redis
+-- directly may not have registered their queue).  ``q``: a queue's keys
+-- (K.queue_of).
 local function holds(q)
   return redis.call('ZCARD', q.due) + redis.call('ZCARD', q.running)
          + redis.call('ZCARD', q.dead)
@@ -135,28 +123,34 @@ end
 )
 
 ADD = (
-    _REGISTRY
+    keys.UNDECLARED
+    + _PRELUDE
     + """
 -- Add tasks (one, or many at once), in order, each unless its name is taken
 -- by a live task (even one added earlier in the same call) or kept a while
 -- after its task was cancelled (a name key with a time to live: Store.cancel's
--- keep_name); one wake-up per
--- queue, with its earliest new due time.  Tasks are validated before the
--- call, so none can fail half-way: each is written whole or not at all.
--- KEYS[1] queue registry; then per task, 3 keys: task hash, due zset,
--- name key (or the task hash again when unnamed)
--- ARGV[1] key prefix; then per task: id, due_at, queue, 1 if named,
--- wake channel, n (fields and values that follow), field, value...
+-- keep_name); one wake-up per queue, with its earliest new due time.  Tasks
+-- are validated before the call, so none can fail half-way: each is written
+-- whole or not at all.  Every task is of one queue (one hash slot); the
+-- caller registered the queue (the registry is no queue's key).
+-- KEYS per task, 3 keys: task hash, due zset, name key (or the task hash
+-- again when unnamed)
+-- ARGV per task: id, due_at, 1 if named, wake channel, n (fields and values
+-- that follow), field, value...
 -- Returns per task {id, 1} when added, {existing id, 0} for a duplicate name.
-local out, woken, order, registered = {}, {}, {}, {}
-local a, k = 2, 2
+local out, woken, order = {}, {}, {}
+local a, k = 1, 1
 while a <= #ARGV do
-  local id, due, queue, named, wake = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local n = tonumber(ARGV[a + 5])
+  local id, due, named, wake = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local n = tonumber(ARGV[a + 4])
   local holder = nil
   if named == '1' then
     holder = redis.call('GET', KEYS[k + 2])
-    if holder and redis.call('EXISTS', K.task(ARGV[1], holder)) == 0
+    -- The holder's hash: learned here, in the queue of the due set.
+    local qp = string.sub(KEYS[k + 1], 1, -"""
+    + str(len(keys.DUE) + 1)
+    + """)
+    if holder and redis.call('EXISTS', K.task(qp, holder)) == 0
        and redis.call('PTTL', KEYS[k + 2]) <= 0 then
       holder = nil
     end
@@ -165,13 +159,9 @@ while a <= #ARGV do
     out[#out + 1] = holder
     out[#out + 1] = 0
   else
-    redis.call('HSET', KEYS[k], unpack(ARGV, a + 6, a + 5 + n))
+    redis.call('HSET', KEYS[k], unpack(ARGV, a + 5, a + 4 + n))
     redis.call('ZADD', KEYS[k + 1], due, id)
     if named == '1' then redis.call('SET', KEYS[k + 2], id) end
-    if not registered[queue] then
-      redis.call('ZADD', registry(KEYS[1]), 'NX', 0, queue)
-      registered[queue] = true
-    end
     if woken[wake] == nil then
       order[#order + 1] = wake
       woken[wake] = due
@@ -181,7 +171,7 @@ while a <= #ARGV do
     out[#out + 1] = id
     out[#out + 1] = 1
   end
-  a = a + 6 + n
+  a = a + 5 + n
   k = k + 3
 end
 for _, wake in ipairs(order) do redis.call('PUBLISH', wake, woken[wake]) end
@@ -190,13 +180,15 @@ return out
 )
 
 CLAIM = (
-    _COMMON
+    keys.UNDECLARED
+    + _COMMON
     + """
 -- Lease up to ARGV[2] due tasks of one queue to the caller.
 -- KEYS[1..6] the queue's due, running, dead, stats, paused and rate keys
 -- (Keys.queue; the rate bucket is a hash: tokens, at)
--- ARGV[1] now   ARGV[2] limit   ARGV[3] key prefix   ARGV[4] queue key
--- prefix   ARGV[5] default timeout (unused: kept for older callers)
+-- ARGV[1] now   ARGV[2] limit   ARGV[3], ARGV[4] unused (once the key
+-- prefixes: the keys of the tasks it pops come from the queue's key prefix,
+-- K.queue_of)   ARGV[5] default timeout (unused: kept for older callers)
 -- ARGV[6] seconds a lease lasts (the node renews it while the request runs)
 -- ARGV[7] default max_errors   ARGV[8] history length
 -- ARGV[9] dead letters kept at most   ARGV[10] their maximum age
@@ -213,7 +205,7 @@ CLAIM = (
 -- first two are scores (''
 -- when the set is empty), for the caller's timer: when the rate holds back
 -- due tasks, "next due" is the next token's time.
-local q = K.queue_of(KEYS, 1, ARGV[4])
+local q = K.queue_of(KEYS, 1)
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local rate = tonumber(ARGV[11])
@@ -227,7 +219,7 @@ if rate > 0 then
   tokens = math.min(capacity, tokens + elapsed * rate)
   limit = math.min(limit, math.floor(tokens))
 end
-local cfg = {pfx = ARGV[3], history = tonumber(ARGV[8]),
+local cfg = {history = tonumber(ARGV[8]),
              dead_max = tonumber(ARGV[9]), dead_age = tonumber(ARGV[10])}
 -- Dead letters past their age go here too, not only when another task dies:
 -- a queue where nothing dies any more still sheds its old ones.  Paused or
@@ -237,7 +229,7 @@ trim_dead(cfg, q, now)
 -- counts, and the task is due again (or dead, if it was the last one).
 local lost = redis.call('ZRANGEBYSCORE', q.running, '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(lost) do
-  local key = K.task(cfg.pfx, id)
+  local key = K.task(q.prefix, id)
   local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0')
   local max_errors = tonumber(redis.call('HGET', key, 'max_errors') or ARGV[7])
   local err = 'lease expired: the node died or lost Redis mid-request'
@@ -248,13 +240,13 @@ for _, id in ipairs(lost) do
   if redis.call('EXISTS', key) == 0 then
     redis.call('ZREM', q.running, id)
   elseif attempts >= max_errors then
-    remember(cfg, id, cjson.encode({attempt = attempts, at = now,
-                                    outcome = 'dead', error = err}))
+    remember(cfg, K.attempts(q.prefix, id), cjson.encode({attempt = attempts, at = now,
+                                                         outcome = 'dead', error = err}))
     redis.call('HSET', key, 'last_attempt_at', ARGV[1])
     bury(cfg, q, key, id, ARGV[1], '', err)
   else
-    remember(cfg, id, cjson.encode({attempt = attempts, at = now,
-                                    outcome = 'retried', error = err}))
+    remember(cfg, K.attempts(q.prefix, id), cjson.encode({attempt = attempts, at = now,
+                                                         outcome = 'retried', error = err}))
     redis.call('ZREM', q.running, id)
     redis.call('ZADD', q.due, ARGV[1], id)
     -- No answer came: an earlier attempt's status is no longer the last.
@@ -281,7 +273,7 @@ if redis.call('EXISTS', q.paused) == 0 and limit > 0 then
   if not per_host then
     local ids = redis.call('ZRANGEBYSCORE', q.due, '-inf', now, 'LIMIT', 0, limit)
     for _, id in ipairs(ids) do
-      local key = K.task(cfg.pfx, id)
+      local key = K.task(q.prefix, id)
       if redis.call('EXISTS', key) == 1 then take(id, key)
       else redis.call('ZREM', q.due, id) end
     end
@@ -309,7 +301,7 @@ if redis.call('EXISTS', q.paused) == 0 and limit > 0 then
           done = true
           break
         end
-        local key = K.task(cfg.pfx, id)
+        local key = K.task(q.prefix, id)
         local url = redis.call('HGET', key, 'url')
         if not url then
           redis.call('ZREM', q.due, id)
@@ -364,8 +356,8 @@ return out
 _SETTLE_ONE = (
     _COMMON
     + """
-local function settle_one(cfg, q, key, id, action, at, status, err, entry, now, keep)
-  remember(cfg, id, entry)
+local function settle_one(cfg, q, key, list, id, action, at, status, err, entry, now, keep)
+  remember(cfg, list, entry)
   redis.call('HDEL', key, 'waiting_until')
   if action == 'delivered' then
     redis.call('ZREM', q.due, id)
@@ -376,7 +368,7 @@ local function settle_one(cfg, q, key, id, action, at, status, err, entry, now, 
     -- An earlier attempt's error is no longer the task's last word.
     redis.call('HDEL', key, 'body', 'headers', 'last_error')
     redis.call('EXPIRE', key, keep)
-    redis.call('EXPIRE', K.attempts(cfg.pfx, id), keep)
+    redis.call('EXPIRE', list, keep)
     -- The record keeps its name (idempotency) as long as it lasts.
     local holder = held_name(q.prefix, key, id)
     if holder then redis.call('EXPIRE', holder, keep) end
@@ -412,12 +404,13 @@ end
 )
 
 SETTLE = (
-    _SETTLE_ONE
+    keys.UNDECLARED
+    + _SETTLE_ONE
     + """
 -- Record the outcomes of a batch of attempts in one round trip.
 -- KEYS[1..6] the queue's due, running, dead, stats, paused and rate keys
--- (Keys.queue)
--- ARGV[1] now   ARGV[2] key prefix   ARGV[3] queue key prefix
+-- (Keys.queue), then two per outcome: the task's hash and attempt history
+-- ARGV[1] now   ARGV[2], ARGV[3] unused (once the key prefixes)
 -- ARGV[4] seconds a delivery record (and its name) is kept
 -- ARGV[5] history length   ARGV[6] dead letters kept at most
 -- ARGV[7] their maximum age
@@ -430,42 +423,47 @@ SETTLE = (
 -- and another node claimed it, or it was cancelled) is ignored.
 -- Returns how many outcomes were applied.
 local now = ARGV[1]
-local q = K.queue_of(KEYS, 1, ARGV[3])
-local cfg = {pfx = ARGV[2], history = tonumber(ARGV[5]),
+local q = K.queue_of(KEYS, 1)
+local cfg = {history = tonumber(ARGV[5]),
              dead_max = tonumber(ARGV[6]), dead_age = tonumber(ARGV[7])}
 local applied = 0
+local k = 7
 for i = 8, #ARGV, 7 do
   local id, attempt, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = K.task(cfg.pfx, id)
+  local key = KEYS[k]
   if redis.call('HGET', key, 'attempts') == attempt then
     applied = applied + 1
-    settle_one(cfg, q, key, id, action, ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
-               ARGV[i + 6], now, ARGV[4])
+    settle_one(cfg, q, key, KEYS[k + 1], id, action, ARGV[i + 3], ARGV[i + 4],
+               ARGV[i + 5], ARGV[i + 6], now, ARGV[4])
   end
+  k = k + 2
 end
 return applied
 """
 )
 
 COMPLETE = (
-    _SETTLE_ONE
+    keys.UNDECLARED
+    + _SETTLE_ONE
     + """
 -- A handler that took a task over (it is 'waiting') reports back.
--- KEYS[1..6] the queue's keys (Keys.queue)
+-- KEYS[1..6] the queue's keys (Keys.queue)   KEYS[7] the task's hash
+-- KEYS[8] its attempt history
 -- ARGV[1..7] as SETTLE's   ARGV[8..14] one outcome as SETTLE takes them
 -- Returns 1 when applied; 0 when the task is not waiting with that attempt
 -- (done already, its deadline passed, or another attempt's word).
 local now = ARGV[1]
-local q = K.queue_of(KEYS, 1, ARGV[3])
-local cfg = {pfx = ARGV[2], history = tonumber(ARGV[5]),
+local q = K.queue_of(KEYS, 1)
+local cfg = {history = tonumber(ARGV[5]),
              dead_max = tonumber(ARGV[6]), dead_age = tonumber(ARGV[7])}
 local id = ARGV[8]
-local key = K.task(cfg.pfx, id)
+local key = KEYS[7]
 local fields = redis.call('HMGET', key, 'attempts', 'waiting_until')
 if fields[1] ~= ARGV[9] or not fields[2] or not redis.call('ZSCORE', q.running, id) then
   return 0
 end
-settle_one(cfg, q, key, id, ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], now, ARGV[4])
+settle_one(cfg, q, key, KEYS[8], id, ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], now,
+           ARGV[4])
 return 1
 """
 )
@@ -473,21 +471,20 @@ return 1
 RENEW = (
     _PRELUDE
     + """
--- Renew the leases of a node's attempts in flight, in every queue at once.
--- KEYS the running sets of the queues named below (Keys.running)
--- ARGV[1] the new lease end   ARGV[2] key prefix
--- then three per attempt: the index in KEYS of its queue's running set,
--- the task id, and the attempt (the task's attempts when it was claimed).
+-- Renew the leases of a node's attempts in flight in one queue.
+-- KEYS[1] the queue's running set   KEYS[2..] the hashes of the tasks below
+-- ARGV[1] the new lease end   then two per attempt: the task id, and the
+-- attempt (the task's attempts when it was claimed).
 -- A lease is renewed only while it holds: the task is still running with
 -- that attempt (not settled, cancelled, or lost and claimed again), and
 -- not handed over to its handler ('waiting': leased until its deadline).
 -- Returns the ids whose lease was not renewed.
 local lost = {}
-for i = 3, #ARGV, 3 do
-  local running, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1]
-  local key = K.task(ARGV[2], id)
+local running = KEYS[1]
+for i = 2, #ARGV, 2 do
+  local id, key = ARGV[i], KEYS[i / 2 + 1]
   if redis.call('ZSCORE', running, id)
-     and redis.call('HGET', key, 'attempts') == ARGV[i + 2]
+     and redis.call('HGET', key, 'attempts') == ARGV[i + 1]
      and redis.call('HEXISTS', key, 'waiting_until') == 0 then
     redis.call('ZADD', running, ARGV[1], id)
   else
@@ -502,12 +499,12 @@ DESCRIBE = (
     _PRELUDE
     + """
 -- A task's fields, its state (which is where its id is) and its history.
--- KEYS[1] task hash   KEYS[2] its attempt history   ARGV[1] id
--- ARGV[2] key prefix
+-- KEYS[1] task hash   KEYS[2] its attempt history   KEYS[3..8] the keys of
+-- the queue its id names (Keys.queue)   ARGV[1] id
 -- Returns {state, {history entry, ...}, field, value, ...} or an empty list.
 local task = redis.call('HGETALL', KEYS[1])
 if #task == 0 then return {} end
-local q = K.queue_named(ARGV[2], redis.call('HGET', KEYS[1], 'queue') or 'default')
+local q = K.queue_of(KEYS, 3)
 local state = 'scheduled'
 if redis.call('ZSCORE', q.running, ARGV[1]) then
   state = 'running'
@@ -524,18 +521,19 @@ return task
 )
 
 CANCEL = (
-    _COMMON
+    keys.UNDECLARED
+    + _COMMON
     + """
 -- Delete a task wherever it is.  A running attempt finishes, but its outcome
 -- finds no task and is dropped, so it is never retried.  A delivered task is
 -- left alone: its record keeps its name (idempotency) for its hour.
--- KEYS[1] task hash   KEYS[2] its attempt history   ARGV[1] id
--- ARGV[2] key prefix   ARGV[3] seconds its name stays taken (0: freed now)
+-- KEYS[1] task hash   KEYS[2] its attempt history   KEYS[3..8] the keys of
+-- the queue its id names (Keys.queue)
+-- ARGV[1] id   ARGV[2] seconds its name stays taken (0: freed now)
 -- Returns the state the task was in, or '' if there was no such task.
-local queue = redis.call('HGET', KEYS[1], 'queue')
-if not queue then return '' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return '' end
 if redis.call('HEXISTS', KEYS[1], 'delivered_at') == 1 then return 'delivered' end
-local q = K.queue_named(ARGV[2], queue)
+local q = K.queue_of(KEYS, 3)
 local state = 'scheduled'
 if redis.call('ZREM', q.running, ARGV[1]) == 1 then
   state = 'running'
@@ -543,7 +541,7 @@ if redis.call('ZREM', q.running, ARGV[1]) == 1 then
 end
 if redis.call('ZREM', q.dead, ARGV[1]) == 1 then state = 'dead' end
 redis.call('ZREM', q.due, ARGV[1])
-local keep = tonumber(ARGV[3])
+local keep = tonumber(ARGV[2])
 local holder = held_name(q.prefix, KEYS[1], ARGV[1])
 if holder and keep > 0 then
   redis.call('EXPIRE', holder, math.ceil(keep))
@@ -559,82 +557,75 @@ RUN_NOW = (
     _PRELUDE
     + """
 -- Make a scheduled task due now (one already overdue keeps its place).
--- KEYS[1] task hash   ARGV[1] id   ARGV[2] key prefix   ARGV[3] now
--- Returns {state, queue, due_at}: state '' when there is no such task, and
--- the task is only moved when the state is 'scheduled'.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'', '', ''} end
-local queue = redis.call('HGET', KEYS[1], 'queue') or 'default'
-local q = K.queue_named(ARGV[2], queue)
-if redis.call('ZSCORE', q.running, ARGV[1]) then return {'running', queue, ''} end
-if redis.call('ZSCORE', q.dead, ARGV[1]) then return {'dead', queue, ''} end
+-- KEYS[1] task hash   KEYS[2..7] the keys of the queue its id names
+-- (Keys.queue)   ARGV[1] id   ARGV[2] now   ARGV[3] the queue's wake channel
+-- Returns {state, due_at}: state '' when there is no such task, and the
+-- task is only moved when the state is 'scheduled'.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'', ''} end
+local q = K.queue_of(KEYS, 2)
+if redis.call('ZSCORE', q.running, ARGV[1]) then return {'running', ''} end
+if redis.call('ZSCORE', q.dead, ARGV[1]) then return {'dead', ''} end
 if redis.call('HEXISTS', KEYS[1], 'delivered_at') == 1 then
-  return {'delivered', queue, ''}
+  return {'delivered', ''}
 end
-local due = ARGV[3]
+local due = ARGV[2]
 local score = redis.call('ZSCORE', q.due, ARGV[1])
-if score and tonumber(score) <= tonumber(ARGV[3]) then due = score end
+if score and tonumber(score) <= tonumber(ARGV[2]) then due = score end
 redis.call('ZADD', q.due, due, ARGV[1])
 redis.call('HSET', KEYS[1], 'due_at', due)
-redis.call('PUBLISH', K.wake(ARGV[2], queue), due)
-return {'scheduled', queue, due}
+redis.call('PUBLISH', ARGV[3], due)
+return {'scheduled', due}
 """
 )
 
 PAUSE = (
-    _REGISTRY
+    _HOLDS
     + """
--- KEYS[1] queue registry   KEYS[2..7] the queue's keys (Keys.queue)
--- ARGV[1] queue   ARGV[2] '1' to create the queue if it does not exist
+-- KEYS[1..6] the queue's keys (Keys.queue)
+-- ARGV[1] '1' if the queue is in the registry (or was just made)
 -- Every claim reads the flag, so every node stops at its next claim.
 -- Returns 0, changing nothing, for a queue that does not exist: a pause must
--- not create one, unless asked to (a front door's queue made paused).
-local q = K.queue_of(KEYS, 2)
-local known = redis.call('ZSCORE', registry(KEYS[1]), ARGV[1])
-if not known and holds(q) == 0 and ARGV[2] ~= '1' then return 0 end
-if not known then redis.call('ZADD', KEYS[1], 0, ARGV[1]) end
+-- not create one.
+local q = K.queue_of(KEYS, 1)
+if ARGV[1] ~= '1' and holds(q) == 0 then return 0 end
 redis.call('SET', q.paused, '1')
 return 1
 """
 )
 
 RESUME = (
-    _REGISTRY
+    _HOLDS
     + """
--- KEYS[1] queue registry   KEYS[2..7] the queue's keys (Keys.queue)
--- ARGV[1] queue   ARGV[2] wake channel   ARGV[3] now
+-- KEYS[1..6] the queue's keys (Keys.queue)
+-- ARGV[1] '1' if the queue is in the registry   ARGV[2] wake channel
+-- ARGV[3] now
 -- The wake-up makes every node's scheduler claim at once.
 -- Returns 0 for a queue that does not exist.
-local q = K.queue_of(KEYS, 2)
-if not redis.call('ZSCORE', registry(KEYS[1]), ARGV[1]) and holds(q) == 0 then
-  redis.call('DEL', q.paused)
-  return 0
-end
+local q = K.queue_of(KEYS, 1)
 redis.call('DEL', q.paused)
+if ARGV[1] ~= '1' and holds(q) == 0 then return 0 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 )
 
 DELETE_QUEUE = (
-    _REGISTRY
+    _PRELUDE
     + """
--- Forget an empty queue: its place in the registry, its pause flag, its
--- running totals, rate bucket and settings (its per-minute counts expire by
--- themselves).  A queue that holds a task is left alone.
--- KEYS[1] queue registry   KEYS[2..7] the queue's keys (Keys.queue)
--- KEYS[8] its settings
--- ARGV[1] queue
--- Returns {state, scheduled, running, dead}: state 'deleted', 'busy' (it
--- holds tasks; the counts say which) or 'unknown'.
-local q = K.queue_of(KEYS, 2)
+-- Forget an empty queue's own keys: its pause flag, its running totals,
+-- rate bucket and settings (its per-minute counts expire by themselves; the
+-- caller takes it out of the registry).  A queue that holds a task is left
+-- alone.
+-- KEYS[1..6] the queue's keys (Keys.queue)   KEYS[7] its settings
+-- Returns {state, scheduled, running, dead}: state 'deleted' (some of its
+-- keys were there), 'busy' (it holds tasks; the counts say which) or ''.
+local q = K.queue_of(KEYS, 1)
 local counts = {redis.call('ZCARD', q.due), redis.call('ZCARD', q.running),
                 redis.call('ZCARD', q.dead)}
 if counts[1] + counts[2] + counts[3] > 0 then
   return {'busy', counts[1], counts[2], counts[3]}
 end
-local known = redis.call('ZREM', registry(KEYS[1]), ARGV[1])
-local extra = redis.call('DEL', q.paused, q.stats, q.rate, KEYS[8])
-if known == 0 and extra == 0 then return {'unknown', 0, 0, 0} end
+if redis.call('DEL', q.paused, q.stats, q.rate, KEYS[7]) == 0 then return {'', 0, 0, 0} end
 return {'deleted', 0, 0, 0}
 """
 )
@@ -659,175 +650,86 @@ return redis.call('HGETALL', KEYS[1])
 """
 )
 
-COMPLETION_KEY = (
+QUEUE_ROW = (
     _PRELUDE
     + """
--- The key completion tokens are signed with: the first one offered stays.
--- KEYS[1] the key's key   ARGV[1] a new key, kept if there is none yet
--- Returns the key in force.
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
-"""
-)
-
-_QUEUE_ROW = """
 -- One queue's counts, each one O(1) or O(log n) command: no task is read.
--- Returns {name, scheduled, due, running, dead, delivered, failed, paused,
--- earliest due time or '', known, {minute, delivered, retried, dead, ...}},
--- the last ``minutes`` minutes oldest first.
-local function queue_row(pfx, reg, name, now, minutes)
-  local q = K.queue_named(pfx, name)
-  local stats = redis.call('HMGET', q.stats, 'delivered', 'failed')
-  local head = redis.call('ZRANGE', q.due, 0, 0, 'WITHSCORES')
-  local first = math.floor(now / 60) * 60 - 60 * (minutes - 1)
-  local recent = {}
-  for m = 0, minutes - 1 do
-    local at = first + 60 * m
-    local c = redis.call('HMGET', K.minute(q.prefix, at), 'delivered', 'retried', 'dead')
-    recent[#recent + 1] = string.format('%d', at)
-    recent[#recent + 1] = c[1] or '0'
-    recent[#recent + 1] = c[2] or '0'
-    recent[#recent + 1] = c[3] or '0'
-  end
-  return {
-    name,
-    redis.call('ZCARD', q.due),
-    redis.call('ZCOUNT', q.due, '-inf', string.format('%.17g', now)),
-    redis.call('ZCARD', q.running),
-    redis.call('ZCARD', q.dead),
-    stats[1] or '0',
-    stats[2] or '0',
-    redis.call('EXISTS', q.paused),
-    head[2] or '',
-    redis.call('ZSCORE', reg, name) and 1 or 0,
-    recent,
-  }
+-- KEYS[1..6] the queue's keys (Keys.queue)   KEYS[7..] its per-minute
+-- counters, oldest first (Keys.minute)
+-- ARGV[1] now   ARGV[2..] the minutes of those counters
+-- Returns {scheduled, due, running, dead, delivered, failed, paused,
+-- earliest due time or '', {minute, delivered, retried, dead, ...}}.
+local q = K.queue_of(KEYS, 1)
+local now = tonumber(ARGV[1])
+local stats = redis.call('HMGET', q.stats, 'delivered', 'failed')
+local head = redis.call('ZRANGE', q.due, 0, 0, 'WITHSCORES')
+local recent = {}
+for i = 7, #KEYS do
+  local c = redis.call('HMGET', KEYS[i], 'delivered', 'retried', 'dead')
+  recent[#recent + 1] = ARGV[i - 5]
+  recent[#recent + 1] = c[1] or '0'
+  recent[#recent + 1] = c[2] or '0'
+  recent[#recent + 1] = c[3] or '0'
 end
-"""
-
-QUEUE_STATS = (
-    _REGISTRY
-    + _QUEUE_ROW
-    + """
--- Counts of the queues named.
--- KEYS[1] queue registry   ARGV[1] key prefix   ARGV[2] now
--- ARGV[3] minutes of recent counts   ARGV[4..] queue names
--- Returns one row (see queue_row) per queue, in the order given.
-local reg = registry(KEYS[1])
-local out = {}
-for i = 4, #ARGV do
-  out[#out + 1] = queue_row(ARGV[1], reg, ARGV[i], tonumber(ARGV[2]), tonumber(ARGV[3]))
-end
-return out
-"""
-)
-
-QUEUE_PAGE = (
-    _REGISTRY
-    + _QUEUE_ROW
-    + """
--- A page of the registry's queues, by name, with their counts: the cost is
--- the page's, whatever the number of queues.
--- KEYS[1] queue registry   ARGV[1] key prefix   ARGV[2] now
--- ARGV[3] minutes of recent counts   ARGV[4] the page starts after this
--- name ('' from the first)   ARGV[5] queues per page   ARGV[6] '1' for the
--- names only (no counts)
--- Returns {next cursor ('' on the last page), row or name, ...}.
-local reg = registry(KEYS[1])
-local limit = tonumber(ARGV[5])
-local from = ARGV[4] == '' and '-' or '(' .. ARGV[4]
-local names = redis.call('ZRANGEBYLEX', reg, from, '+', 'LIMIT', 0, limit + 1)
-local out = {''}
-if #names > limit then
-  names[#names] = nil
-  out[1] = names[#names]
-end
-for _, q in ipairs(names) do
-  if ARGV[6] == '1' then
-    out[#out + 1] = q
-  else
-    out[#out + 1] = queue_row(ARGV[1], reg, q, tonumber(ARGV[2]), tonumber(ARGV[3]))
-  end
-end
-return out
+return {
+  redis.call('ZCARD', q.due),
+  redis.call('ZCOUNT', q.due, '-inf', string.format('%.17g', now)),
+  redis.call('ZCARD', q.running),
+  redis.call('ZCARD', q.dead),
+  stats[1] or '0',
+  stats[2] or '0',
+  redis.call('EXISTS', q.paused),
+  head[2] or '',
+  recent,
+}
 """
 )
 
 BEAT = (
     _PRELUDE
     + """
--- A node's heartbeat: its hash, which expires unless renewed (Redis's own
--- clock decides, so the nodes' clocks need not agree), and its id in the
--- index of nodes.
--- KEYS[1] node index   KEYS[2] node hash   ARGV[1] id   ARGV[2] seconds the
--- heartbeat lasts   ARGV[3] when the node started (its place in the index)
--- ARGV[4..] field, value, ...
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2])))
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+-- A node's heartbeat hash, which expires unless renewed (Redis's own clock
+-- decides, so the nodes' clocks need not agree); the caller puts the id in
+-- the index of nodes (no node's key).
+-- KEYS[1] node hash   ARGV[1] seconds the heartbeat lasts
+-- ARGV[2..] field, value, ...
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])))
 return 1
-"""
-)
-
-LEAVE = (
-    _PRELUDE
-    + """
--- KEYS[1] node index   KEYS[2] node hash   ARGV[1] id
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], ARGV[1])
-return 1
-"""
-)
-
-LIVE_NODES = (
-    _PRELUDE
-    + """
--- The nodes whose heartbeat has not expired; the index forgets the others.
--- KEYS[1] node index   ARGV[1] key prefix   ARGV[2] nodes at most
--- Returns {{field, value, ...}, ...}, oldest first.
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)) do
-  local node = redis.call('HGETALL', K.node(ARGV[1], id))
-  if #node == 0 then
-    redis.call('ZREM', KEYS[1], id)
-  else
-    out[#out + 1] = node
-  end
-end
-return out
 """
 )
 
 PURGE = (
-    _COMMON
+    keys.UNDECLARED
+    + _COMMON
     + """
 -- Delete a batch of a queue's scheduled tasks, earliest due first; the
 -- caller repeats until it is done, so Redis is never blocked for long.
--- KEYS[1..6] the queue's keys (Keys.queue)   ARGV[1] key prefix
--- ARGV[2] queue key prefix   ARGV[3] batch size
+-- KEYS[1..6] the queue's keys (Keys.queue)   ARGV[1] batch size
 -- Returns {tasks deleted, tasks left in the due set}.
-local cfg = {pfx = ARGV[1]}
-local q = K.queue_of(KEYS, 1, ARGV[2])
-local ids = redis.call('ZRANGE', q.due, 0, tonumber(ARGV[3]) - 1)
-for _, id in ipairs(ids) do forget(cfg, q.prefix, id) end
+local q = K.queue_of(KEYS, 1)
+local ids = redis.call('ZRANGE', q.due, 0, tonumber(ARGV[1]) - 1)
+for _, id in ipairs(ids) do forget(q, id) end
 if #ids > 0 then redis.call('ZREM', q.due, unpack(ids)) end
 return {#ids, redis.call('ZCARD', q.due)}
 """
 )
 
 DEAD_PAGE = (
-    _PRELUDE
+    keys.UNDECLARED
+    + _PRELUDE
     + """
 -- A page of a queue's dead letters, newest first.
--- KEYS[1] dead zset   ARGV[1] key prefix   ARGV[2] offset   ARGV[3] limit
+-- KEYS[1..6] the queue's keys (Keys.queue)   ARGV[1] offset   ARGV[2] limit
 -- Returns {total, {id, dead_at, field, value, ...}, ...}.
-local offset = tonumber(ARGV[2])
-local ids = redis.call('ZREVRANGE', KEYS[1], offset, offset + tonumber(ARGV[3]) - 1,
+local q = K.queue_of(KEYS, 1)
+local offset = tonumber(ARGV[1])
+local ids = redis.call('ZREVRANGE', q.dead, offset, offset + tonumber(ARGV[2]) - 1,
                        'WITHSCORES')
-local out = {redis.call('ZCARD', KEYS[1])}
+local out = {redis.call('ZCARD', q.dead)}
 for i = 1, #ids, 2 do
-  local task = redis.call('HGETALL', K.task(ARGV[1], ids[i]))
+  local task = redis.call('HGETALL', K.task(q.prefix, ids[i]))
   table.insert(task, 1, ids[i + 1])
   table.insert(task, 1, ids[i])
   out[#out + 1] = task
@@ -837,59 +739,60 @@ return out
 )
 
 RETRY_DEAD = (
-    _COMMON
+    keys.UNDECLARED
+    + _COMMON
     + """
 -- Move dead letters back to the due set, due now, with a fresh budget of
 -- attempts (their history keeps the old ones).
 -- KEYS[1..6] the queue's keys (Keys.queue)
--- ARGV[1] key prefix   ARGV[2] queue key prefix   ARGV[3] now
--- ARGV[4] wake channel   ARGV[5] history length   ARGV[6] batch size
--- ARGV[7..] ids (none: the oldest batch of the dead letters)
+-- ARGV[1] now   ARGV[2] wake channel   ARGV[3] history length
+-- ARGV[4] batch size   ARGV[5..] ids (none: the oldest batch of the dead
+-- letters)
 -- Returns {dead letters moved, dead letters left}.
-local cfg = {pfx = ARGV[1], history = tonumber(ARGV[5])}
-local q = K.queue_of(KEYS, 1, ARGV[2])
-local ids = dead_batch(q, 7, ARGV[6])
+local cfg = {history = tonumber(ARGV[3])}
+local q = K.queue_of(KEYS, 1)
+local ids = dead_batch(q, 5, ARGV[4])
 local moved = 0
 for _, id in ipairs(ids) do
-  local key = K.task(cfg.pfx, id)
+  local key = K.task(q.prefix, id)
   if redis.call('ZREM', q.dead, id) == 1 and redis.call('EXISTS', key) == 1 then
     moved = moved + 1
-    redis.call('ZADD', q.due, ARGV[3], id)
-    redis.call('HSET', key, 'due_at', ARGV[3], 'attempts', '0')
+    redis.call('ZADD', q.due, ARGV[1], id)
+    redis.call('HSET', key, 'due_at', ARGV[1], 'attempts', '0')
     redis.call('HDEL', key, 'dead_at')
     -- Its name was freed when it died: take it back unless a live task has.
     local name = redis.call('HGET', key, 'name')
     if name and name ~= '' then
       local name_key = K.name(q.prefix, name)
       local holder = redis.call('GET', name_key)
-      if not holder or redis.call('EXISTS', K.task(cfg.pfx, holder)) == 0 then
+      if not holder or redis.call('EXISTS', K.task(q.prefix, holder)) == 0 then
         redis.call('SET', name_key, id)
       end
     end
-    remember(cfg, id, cjson.encode({at = tonumber(ARGV[3]), outcome = 'requeued'}))
+    remember(cfg, K.attempts(q.prefix, id),
+             cjson.encode({at = tonumber(ARGV[1]), outcome = 'requeued'}))
   end
 end
-if moved > 0 then redis.call('PUBLISH', ARGV[4], ARGV[3]) end
+if moved > 0 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
 return {moved, redis.call('ZCARD', q.dead)}
 """
 )
 
 DELETE_DEAD = (
-    _COMMON
+    keys.UNDECLARED
+    + _COMMON
     + """
 -- Delete dead letters (tasks and histories).
--- KEYS[1..6] the queue's keys (Keys.queue)   ARGV[1] key prefix
--- ARGV[2] queue key prefix   ARGV[3] batch size   ARGV[4..] ids (none: the
--- oldest batch)
+-- KEYS[1..6] the queue's keys (Keys.queue)   ARGV[1] batch size
+-- ARGV[2..] ids (none: the oldest batch)
 -- Returns {dead letters deleted, dead letters left}.
-local cfg = {pfx = ARGV[1]}
-local q = K.queue_of(KEYS, 1, ARGV[2])
-local ids = dead_batch(q, 4, ARGV[3])
+local q = K.queue_of(KEYS, 1)
+local ids = dead_batch(q, 2, ARGV[1])
 local deleted = 0
 for _, id in ipairs(ids) do
   if redis.call('ZREM', q.dead, id) == 1 then
     deleted = deleted + 1
-    forget(cfg, q.prefix, id)
+    forget(q, id)
   end
 end
 return {deleted, redis.call('ZCARD', q.dead)}
@@ -897,11 +800,13 @@ return {deleted, redis.call('ZCARD', q.dead)}
 )
 
 TASK_PAGE = (
-    _PRELUDE
+    keys.UNDECLARED
+    + _PRELUDE
     + """
 -- A page of the tasks in one of a queue's sorted sets, in the set's own
 -- order (score, then id), starting just after a position (score, id).
--- KEYS[1] the set (due, running or dead)   ARGV[1] key prefix
+-- KEYS[1] the set (due, running or dead)   KEYS[2..7] the queue's keys
+-- (Keys.queue)   ARGV[1] unused (once the key prefix)
 -- ARGV[2] tasks at most   ARGV[3] bytes of bodies a page carries at most
 -- (past them the page ends early; it always holds one task)
 -- ARGV[4] the position's score ('' for the first page)   ARGV[5] its id
@@ -912,6 +817,7 @@ TASK_PAGE = (
 -- one score (a bulk add with one eta).  So is a position whose task left the
 -- set (claimed, delivered, cancelled) since the previous page was read.
 local set, limit, budget = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local q = K.queue_of(KEYS, 2)
 -- Redis orders members of one score byte by byte (memcmp); Lua's own '<'
 -- follows the server's locale, so the bytes are compared here.
 local function at_most(a, b)
@@ -942,7 +848,7 @@ local out = {'', ''}
 local taken, bytes, last = 0, 0, nil
 for i = 1, #members, 2 do
   local id = members[i]
-  local key = K.task(ARGV[1], id)
+  local key = K.task(q.prefix, id)
   local size = redis.call('HSTRLEN', key, 'body')
   if taken == limit or (taken > 0 and bytes + size > budget) then
     out[1], out[2] = members[last + 1], members[last]
@@ -953,7 +859,7 @@ for i = 1, #members, 2 do
   -- A set member without its hash (a half-written hand-made task) is
   -- passed over, but still counts: a page's work stays bounded.
   if #task > 0 then
-    table.insert(task, 1, redis.call('LRANGE', K.attempts(ARGV[1], id), 0, -1))
+    table.insert(task, 1, redis.call('LRANGE', K.attempts(q.prefix, id), 0, -1))
     table.insert(task, 1, id)
     out[#out + 1] = task
   end

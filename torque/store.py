@@ -20,7 +20,7 @@ from torque import scripts
 from torque.coalesce import Coalescer
 from torque.connection import down_reason
 from torque.hosts import HostBudgets
-from torque.keys import SETTINGS_CHANGED, Keys
+from torque.keys import SETTINGS_CHANGED, Keys, queue_of_id
 from torque.queue_settings import SETTINGS, decode, encode
 from torque.redis_errors import NOT_NOW, not_now
 from torque.replicas import ReplicaGate
@@ -54,6 +54,10 @@ DEFAULT_KEYS = Keys()
 BATCH = 1000
 # Tasks one coalesced add call takes at most (POST /tasks/batch's limit).
 MAX_ADDS = 1000
+# Seconds a store trusts its own registration of a queue (one ZADD the
+# first time it adds to it): past them it registers it again, in case
+# another node deleted the queue (DELETE /queues/<q>) since.
+REGISTER_AGAIN = 60.0
 # Seconds an add with --redis-wait-replicas waits for its replicas at most
 # (Redis WAIT): on a healthy network they confirm in about a round trip.
 WAIT_TIMEOUT = 1.0
@@ -101,6 +105,7 @@ class RedisStore:
         self._adds = Coalescer(clock, self.add_many, limit=MAX_ADDS)
         self.wait_replicas = wait_replicas
         self.replicas = ReplicaGate(clock, wait_replicas)
+        self._registered: dict[str, float] = {}  # queue -> when this store registered it
 
     def _call(self, method: str, *args) -> defer.Deferred:
         reason = down_reason(self.redis)
@@ -147,24 +152,70 @@ class RedisStore:
         return self._adds.submit(task)
 
     def add_many(self, tasks: Sequence[Task]) -> defer.Deferred:
-        """Store ``tasks`` in order, in one script call (one round trip),
-        each as :meth:`add` would; one wake-up per queue.
+        """Store ``tasks`` in order, each as :meth:`add` would: one script
+        call (one round trip) per queue, so that each stays in its queue's
+        hash slot, and one wake-up per queue.  Their queues are registered
+        first (:meth:`_register`).
 
         :returns: a Deferred firing with an ``(id, created)`` per task.
         """
         if not tasks:
             return defer.succeed([])
+        d = self._register([task.queue for task in tasks])
+        return d.addCallback(lambda _: self._add_by_queue(tasks))
+
+    def _register(self, queues: Sequence[str]) -> defer.Deferred:
+        """Put ``queues`` in the registry (a plain ``ZADD``: the registry is
+        no queue's key, so no script touches it) unless this store did so
+        lately: one command per queue per process, not per add."""
+        now = self.clock.seconds()
+        new = [
+            queue
+            for queue in dict.fromkeys(queues)
+            if not now - REGISTER_AGAIN < self._registered.get(queue, -REGISTER_AGAIN) <= now
+        ]
+        if not new:
+            return defer.succeed(None)
+        pairs = [part for queue in new for part in ("0", queue)]
+        d = self._call("execute_command", "ZADD", self.keys.queues, "NX", *pairs)
+
+        def registered(_):
+            for queue in new:
+                self._registered[queue] = now
+
+        return d.addCallback(registered)
+
+    def _add_by_queue(self, tasks: Sequence[Task]) -> defer.Deferred:
+        by_queue: dict[str, list[int]] = {}
+        for i, task in enumerate(tasks):
+            by_queue.setdefault(task.queue, []).append(i)
+        if len(by_queue) == 1:
+            return self._add_to_queue(tasks)
+        calls = [self._add_to_queue([tasks[i] for i in group]) for group in by_queue.values()]
+
+        def in_order(replies):
+            out: list = [None] * len(tasks)
+            for group, reply in zip(by_queue.values(), replies, strict=True):
+                for i, added in zip(group, reply, strict=True):
+                    out[i] = added
+            return out
+
+        d = defer.gatherResults(calls, consumeErrors=True)
+        return d.addCallbacks(in_order, _first_failure)
+
+    def _add_to_queue(self, tasks: Sequence[Task]) -> defer.Deferred:
+        """Store tasks of one queue in one ADD script call."""
         k = self.keys
-        keys = [k.queues]
-        args: list = [k.prefix]
+        keys: list[str] = []
+        args: list = []
         for task in tasks:
             fields = task.to_fields()
-            name_key = k.name(task.queue, task.name) if task.name else k.task(task.id)
-            keys += [k.task(task.id), k.due(task.queue), name_key]
+            task_key = k.task(task.queue, task.id)
+            name_key = k.name(task.queue, task.name) if task.name else task_key
+            keys += [task_key, k.due(task.queue), name_key]
             args += [
                 task.id,
                 repr(task.due_at),
-                task.queue,
                 "1" if task.name else "0",
                 k.wake(task.queue),
                 len(fields),
@@ -283,8 +334,8 @@ class RedisStore:
             [
                 repr(now),
                 limit,
-                k.prefix,
-                k.queue_prefix(queue),
+                "",
+                "",
                 timeout,
                 self.lease,
                 max_errors,
@@ -299,17 +350,26 @@ class RedisStore:
 
     def renew(self, held: Sequence[tuple[str, str, int]], now: float) -> defer.Deferred:
         """Renew the leases of ``held`` attempts, ``(queue, task id,
-        attempt)`` in any queues, in one round trip (one script call): each
-        lasts ``lease`` seconds from ``now`` again if it still holds.  Fires
-        with the ids whose lease was not renewed."""
+        attempt)`` in any queues, one script call per queue (each in its
+        queue's slot), all at once: each lasts ``lease`` seconds from
+        ``now`` again if it still holds.  Fires with the ids whose lease was
+        not renewed."""
         if not held:
             return defer.succeed([])
-        running: dict[str, int] = {}
-        args: list = [repr(now + self.lease), self.keys.prefix]
+        k = self.keys
+        by_queue: dict[str, tuple[list, list]] = {}
         for queue, task_id, attempt in held:
-            index = running.setdefault(self.keys.running(queue), len(running) + 1)
-            args += [index, task_id, attempt]
-        return self._eval(scripts.RENEW, list(running), args)
+            keys, args = by_queue.setdefault(queue, ([k.running(queue)], [repr(now + self.lease)]))
+            keys.append(k.task(queue, task_id))
+            args += [task_id, attempt]
+        calls = [self._eval(scripts.RENEW, keys, args) for keys, args in by_queue.values()]
+
+        def in_order(replies):
+            lost = {task_id for reply in replies for task_id in reply}
+            return [task_id for _, task_id, _ in held if task_id in lost]
+
+        d = defer.gatherResults(calls, consumeErrors=True)
+        return d.addCallbacks(in_order, _first_failure)
 
     def settle(self, queue: str, outcomes: Sequence[tuple], now: float):
         """Record decisions on claimed tasks in one round trip.
@@ -323,19 +383,19 @@ class RedisStore:
         args = [
             *self._settle_head(queue, now),
         ]
+        keys = k.queue(queue)
         for task, decision, *duration in outcomes:
             entry = settled_entry(task, decision, now, *duration)
             args += [task.id, task.attempts, *_settle_args(decision), json.dumps(entry)]
-        return self._eval(scripts.SETTLE, k.queue(queue), args)
+            keys += [k.task(queue, task.id), k.attempts(queue, task.id)]
+        return self._eval(scripts.SETTLE, keys, args)
 
     def _settle_head(self, queue: str, now: float) -> list:
         """The arguments SETTLE and COMPLETE open with (their ARGV[1..7])."""
-        k = self.keys
-        prefix = k.queue_prefix(queue)
         return [
             repr(now),
-            k.prefix,
-            prefix,
+            "",
+            "",
             DELIVERED_TTL,
             HISTORY_LENGTH,
             self.dead_max,
@@ -354,53 +414,68 @@ class RedisStore:
             *_settle_args(decision),
             json.dumps(settled_entry(task, decision, now)),
         ]
-        return self._eval(scripts.COMPLETE, k.queue(queue), args).addCallback(bool)
+        keys = [*k.queue(queue), k.task(queue, task.id), k.attempts(queue, task.id)]
+        return self._eval(scripts.COMPLETE, keys, args).addCallback(bool)
 
     def completion_key(self, candidate: str) -> defer.Deferred:
         """The key completion tokens are signed with, shared by every node:
         ``candidate`` if there was none yet."""
-        k = self.keys
-        return self._eval(scripts.COMPLETION_KEY, [k.completion_key], [candidate])
+        key = self.keys.completion_key
+        # Plain commands: the key is no queue's (SET NX, then whichever won).
+        d = self._call("execute_command", "SET", key, candidate, "NX")
+        return d.addCallback(lambda _: self._call("get", key))
 
     def describe(self, task_id: str) -> defer.Deferred:
         """A task's fields plus ``status`` and ``history`` (its last
         attempts, newest first: see :func:`history_entry`), or ``None`` if
         there's no such task (or its delivery record has expired)."""
         k = self.keys
-        d = self._eval(
-            scripts.DESCRIBE, [k.task(task_id), k.attempts(task_id)], [task_id, k.prefix]
-        )
+        queue = queue_of_id(task_id)
+        if queue is None:
+            return defer.succeed(None)  # no task has such an id
+        keys = [k.task(queue, task_id), k.attempts(queue, task_id), *k.queue(queue)]
+        d = self._eval(scripts.DESCRIBE, keys, [task_id])
         return d.addCallback(_described)
 
-    def pause(self, queue: str, create: bool = False) -> defer.Deferred:
+    @defer.inlineCallbacks
+    def pause(self, queue: str, create: bool = False):
         """Stop every node from claiming the queue's tasks; adds go on.
         Fires with whether the queue exists (if not, nothing changed,
         unless ``create``: then it is made, paused)."""
-        k = self.keys
-        args = [queue, "1" if create else "0"]
-        d = self._write(scripts.PAUSE, [k.queues, *k.queue(queue)], args)
-        return d.addCallback(bool)
+        if create:
+            yield self._register([queue])
+            known = True
+        else:
+            known = (yield self._call("zscore", self.keys.queues, queue)) is not None
+        paused = yield self._write(scripts.PAUSE, self.keys.queue(queue), ["1" if known else "0"])
+        return bool(paused)
 
-    def resume(self, queue: str) -> defer.Deferred:
+    @defer.inlineCallbacks
+    def resume(self, queue: str):
         """Let nodes claim the queue's tasks again, and wake them.  Fires
         with whether the queue exists."""
         k = self.keys
+        known = (yield self._call("zscore", k.queues, queue)) is not None
         now = self.clock.seconds()
-        d = self._write(
-            scripts.RESUME,
-            [k.queues, *k.queue(queue)],
-            [queue, k.wake(queue), repr(now)],
+        resumed = yield self._write(
+            scripts.RESUME, k.queue(queue), ["1" if known else "0", k.wake(queue), repr(now)]
         )
-        return d.addCallback(bool)
+        return bool(resumed)
 
-    def delete_queue(self, queue: str) -> defer.Deferred:
+    @defer.inlineCallbacks
+    def delete_queue(self, queue: str):
         """Forget an empty queue.  Fires with ``(state, scheduled, running,
         dead)``: ``deleted``, ``unknown``, or ``busy`` while it holds tasks
         (nothing changed)."""
         k = self.keys
-        keys = [k.queues, *k.queue(queue), k.settings(queue)]
-        d = self._eval(scripts.DELETE_QUEUE, keys, [queue])
-        return d.addCallback(lambda r: (r[0], int(r[1]), int(r[2]), int(r[3])))
+        state, *counts = yield self._eval(
+            scripts.DELETE_QUEUE, [*k.queue(queue), k.settings(queue)], []
+        )
+        if state != "busy":
+            known = yield self._call("zrem", k.queues, queue)
+            self._registered.pop(queue, None)
+            state = "deleted" if state or known else "unknown"
+        return (state, *(int(count) for count in counts))
 
     def get_settings(self, queue: str) -> defer.Deferred:
         """The queue's own settings, typed: only the fields it has."""
@@ -420,6 +495,7 @@ class RedisStore:
         d = self._eval(scripts.SET_SETTINGS, [k.settings(queue)], args)
         return d.addCallback(lambda flat: decode(_pairs(flat)))
 
+    @defer.inlineCallbacks
     def queue_page(
         self,
         after: str | None,
@@ -427,49 +503,63 @@ class RedisStore:
         now: float,
         minutes: int = RECENT_MINUTES,
         names_only: bool = False,
-    ) -> defer.Deferred:
+    ):
         """A :class:`QueuePage` of the registry: up to ``limit`` queues by
         name, after the name ``after`` (``None``: from the first), each a
         :class:`QueueStats` with ``minutes`` of recent counts (or only its
-        name).  One round trip, whose cost is the page's alone."""
-        d = self._eval(
-            scripts.QUEUE_PAGE,
-            [self.keys.queues],
-            [self.keys.prefix, repr(now), minutes, after or "", limit, "1" if names_only else "0"],
+        name).  Two round trips (the page of names, then every row at once),
+        whose cost is the page's alone."""
+        start = "-" if after is None else "(" + after
+        names = yield self._call(
+            "execute_command", "ZRANGEBYLEX", self.keys.queues, start, "+", "LIMIT", 0, limit + 1
         )
-
-        def page(reply):
-            rows = reply[1:] if names_only else [_queue_stats(row, now) for row in reply[1:]]
-            return QueuePage(rows, reply[0] or None)
-
-        return d.addCallback(page)
+        cursor = None
+        if len(names) > limit:
+            names = names[:limit]
+            cursor = names[-1]
+        if names_only:
+            return QueuePage(list(names), cursor)
+        rows = yield self._rows(names, now, minutes, [True] * len(names))
+        return QueuePage(rows, cursor)
 
     def beat(self, node: NodeInfo, ttl: float) -> defer.Deferred:
-        """Renew ``node``'s heartbeat: it counts as live for ``ttl`` seconds."""
+        """Renew ``node``'s heartbeat: it counts as live for ``ttl`` seconds
+        (its hash, then its place in the index of nodes)."""
         k = self.keys
-        args = [node.id, ttl, repr(node.started_at), *node.to_fields()]
-        return self._eval(scripts.BEAT, [k.nodes, k.node(node.id)], args)
+        d = self._eval(scripts.BEAT, [k.node(node.id)], [ttl, *node.to_fields()])
+        d.addCallback(lambda _: self._call("zadd", k.nodes, repr(node.started_at), node.id))
+        return d.addCallback(lambda _: 1)
 
     def leave(self, node_id: str) -> defer.Deferred:
         """Drop a node's heartbeat at once (it is stopping)."""
         k = self.keys
-        return self._eval(scripts.LEAVE, [k.nodes, k.node(node_id)], [node_id])
+        d = self._call("delete", k.node(node_id))
+        return d.addCallback(lambda _: self._call("zrem", k.nodes, node_id))
 
-    def live_nodes(self) -> defer.Deferred:
-        """The nodes whose heartbeat holds, oldest first: :class:`NodeInfo`."""
+    @defer.inlineCallbacks
+    def live_nodes(self):
+        """The nodes whose heartbeat holds, oldest first: :class:`NodeInfo`.
+        The index forgets the others."""
         k = self.keys
-        d = self._eval(scripts.LIVE_NODES, [k.nodes], [k.prefix, MAX_NODES])
-        return d.addCallback(lambda rows: [NodeInfo.from_fields(_pairs(row)) for row in rows])
+        ids = yield self._call("zrange", k.nodes, 0, MAX_NODES - 1)
+        hashes = yield defer.gatherResults(
+            [self._call("execute_command", "HGETALL", k.node(i)) for i in ids],
+            consumeErrors=True,
+        ).addErrback(_first_failure)
+        gone = [i for i, flat in zip(ids, hashes, strict=True) if not flat]
+        if gone:
+            yield self._call("zrem", k.nodes, *gone)
+        return [NodeInfo.from_fields(_pairs(flat)) for flat in hashes if flat]
 
     def cancel(self, task_id: str, keep_name: float = 0.0) -> defer.Deferred:
         """Delete a task; fires with the state it was in, ``""`` if none.
         Its name stays taken ``keep_name`` seconds (0: freed at once)."""
         k = self.keys
-        return self._write(
-            scripts.CANCEL,
-            [k.task(task_id), k.attempts(task_id)],
-            [task_id, k.prefix, repr(float(keep_name))],
-        )
+        queue = queue_of_id(task_id)
+        if queue is None:
+            return defer.succeed("")  # no task has such an id
+        keys = [k.task(queue, task_id), k.attempts(queue, task_id), *k.queue(queue)]
+        return self._write(scripts.CANCEL, keys, [task_id, repr(float(keep_name))])
 
     def named(self, queue: str, name: str) -> defer.Deferred:
         """The id of the task that holds ``name`` in ``queue``, or ``None``."""
@@ -504,21 +594,49 @@ class RedisStore:
             ``""`` when there is no such task, and the task moved only when
             it is ``"scheduled"`` (``due_at`` is ``None`` otherwise).
         """
-        d = self._eval(
-            scripts.RUN_NOW, [self.keys.task(task_id)], [task_id, self.keys.prefix, repr(now)]
+        k = self.keys
+        queue = queue_of_id(task_id)
+        if queue is None:
+            return defer.succeed(("", None, None))  # no task has such an id
+        keys = [k.task(queue, task_id), *k.queue(queue)]
+        d = self._eval(scripts.RUN_NOW, keys, [task_id, repr(now), k.wake(queue)])
+        return d.addCallback(
+            lambda r: (r[0], queue if r[0] else None, float(r[1]) if r[1] else None)
         )
-        return d.addCallback(lambda r: (r[0], r[1] or None, float(r[2]) if r[2] else None))
 
-    def queue_stats(self, queues: Sequence[str], now: float) -> defer.Deferred:
-        """Counts of ``queues`` in one round trip, each O(1) or O(log n) in
-        Redis: a list of :class:`QueueStats`.  (Every queue: page through
-        them with :meth:`queue_page`.)"""
-        d = self._eval(
-            scripts.QUEUE_STATS,
-            [self.keys.queues],
-            [self.keys.prefix, repr(now), RECENT_MINUTES, *queues],
-        )
-        return d.addCallback(lambda rows: [_queue_stats(row, now) for row in rows])
+    @defer.inlineCallbacks
+    def queue_stats(self, queues: Sequence[str], now: float):
+        """Counts of ``queues``, each O(1) or O(log n) in Redis: a list of
+        :class:`QueueStats`.  Two round trips (which are registered, then
+        every queue's row at once, each in its queue's slot).  (Every queue:
+        page through them with :meth:`queue_page`.)"""
+        if not queues:
+            return []
+        scores = yield self._call("execute_command", "ZMSCORE", self.keys.queues, *queues)
+        return (yield self._rows(queues, now, RECENT_MINUTES, [s is not None for s in scores]))
+
+    def _rows(self, queues: Sequence[str], now: float, minutes: int, known: Sequence[bool]):
+        """Every queue's :class:`QueueStats`, one QUEUE_ROW call each, at once."""
+        k = self.keys
+        first = int(now // 60) * 60 - 60 * (minutes - 1)
+        at = [first + 60 * m for m in range(minutes)]
+        calls = [
+            self._eval(
+                scripts.QUEUE_ROW,
+                [*k.queue(queue), *(k.minute(queue, t) for t in at)],
+                [repr(now), *at],
+            )
+            for queue in queues
+        ]
+
+        def rows(replies):
+            return [
+                _queue_stats([queue, *reply[:8], int(is_known), reply[8]], now)
+                for queue, reply, is_known in zip(queues, replies, known, strict=True)
+            ]
+
+        d = defer.gatherResults(calls, consumeErrors=True)
+        return d.addCallbacks(rows, _first_failure)
 
     @defer.inlineCallbacks
     def purge(self, queue: str):
@@ -527,9 +645,7 @@ class RedisStore:
         k = self.keys
         purged = 0
         while True:
-            removed, left = yield self._eval(
-                scripts.PURGE, k.queue(queue), [k.prefix, k.queue_prefix(queue), self.batch]
-            )
+            removed, left = yield self._eval(scripts.PURGE, k.queue(queue), [self.batch])
             purged += removed
             if removed < self.batch or not left:
                 return purged
@@ -537,7 +653,7 @@ class RedisStore:
     def dead_letters(self, queue: str, offset: int = 0, limit: int = 50) -> defer.Deferred:
         """A :class:`DeadPage` of ``queue``'s dead letters, newest first."""
         k = self.keys
-        d = self._eval(scripts.DEAD_PAGE, [k.dead(queue)], [k.prefix, offset, limit])
+        d = self._eval(scripts.DEAD_PAGE, k.queue(queue), [offset, limit])
         return d.addCallback(_dead_page)
 
     def task_page(
@@ -565,7 +681,9 @@ class RedisStore:
         key = getattr(self.keys, kind)(queue)
         score, task_id = ("", "") if after is None else (repr(float(after[0])), after[1])
         d = self._eval(
-            scripts.TASK_PAGE, [key], [self.keys.prefix, limit, max_bytes, score, task_id]
+            scripts.TASK_PAGE,
+            [key, *self.keys.queue(queue)],
+            ["", limit, max_bytes, score, task_id],
         )
         return d.addCallback(_task_page, state)
 
@@ -575,15 +693,13 @@ class RedisStore:
         aren't dead letters of ``queue`` are passed over.  Fires with how
         many moved."""
         k = self.keys
-        args = [k.prefix, k.queue_prefix(queue), repr(now), k.wake(queue), HISTORY_LENGTH]
+        args = [repr(now), k.wake(queue), HISTORY_LENGTH]
         return self._in_batches(scripts.RETRY_DEAD, k.queue(queue), args, ids)
 
     def delete_dead(self, queue: str, ids: Sequence[str] | None):
         """Delete dead letters (``None``: all of them); fires with how
         many.  Ids that aren't dead letters of ``queue`` are passed over."""
-        k = self.keys
-        args = [k.prefix, k.queue_prefix(queue)]
-        return self._in_batches(scripts.DELETE_DEAD, k.queue(queue), args, ids)
+        return self._in_batches(scripts.DELETE_DEAD, self.keys.queue(queue), [], ids)
 
     @defer.inlineCallbacks
     def _in_batches(self, script: str, keys: list[str], args: list, ids: Sequence[str] | None):
@@ -618,6 +734,13 @@ def _settle_args(decision: Decision) -> list:
         status,
         getattr(decision, "error", None) or "",
     ]
+
+
+def _first_failure(failure):
+    """The failure of the first of calls made at once (gatherResults wraps
+    it), as one call would fail."""
+    failure.trap(defer.FirstError)
+    return failure.value.subFailure
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:

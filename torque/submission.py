@@ -13,7 +13,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -141,7 +141,7 @@ def _form_value(value: Any) -> str:
 def parse_submission(
     fields: Mapping[str, Any],
     *,
-    task_id: str,
+    new_id: Callable[[str], str],
     now: float,
     base_url: str | None = None,
     queue: str | None = None,
@@ -150,6 +150,8 @@ def parse_submission(
     """Validate a submission and build its :class:`Task`.
 
     :param fields: the submitted fields.
+    :param new_id: the task's id from its queue (an id carries its queue:
+        :func:`torque.keys.task_id`).
     :param now: the current time; ``delay`` counts from it.
     :param base_url: ``--base-task-url``, the prefix for path-only URLs.
     :param queue: the queue named by the route (``/queues/<q>/tasks``).
@@ -174,9 +176,10 @@ def parse_submission(
         url = urlunsplit(parts._replace(query=f"{parts.query}&{query}" if parts.query else query))
         if len(url) > MAX_URL_LENGTH:
             raise InvalidTask("params", f"url with params is over {MAX_URL_LENGTH} characters")
+    queue = _queue(fields.get("queue"), queue)
     return Task(
-        id=task_id,
-        queue=_queue(fields.get("queue"), queue),
+        id=new_id(queue),
+        queue=queue,
         url=url,
         method=method,
         body=body,

@@ -24,7 +24,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from torque import __version__
-from torque.connection import WakeSubscriber, connect_pool, glob_escape
+from torque.connection import WakeSubscriber, connect_pool
 from torque.guarded import GuardedEndpoints, ReportingEndpoint
 from torque.keys import Keys
 from torque.options import Options, options_from_environ
@@ -71,6 +71,12 @@ class TorqueNode(MultiService):
         self.embedded.startService()
         return self.embedded.address
 
+    def _refuse(self, why: str) -> None:
+        """Stop the node at start: it must not run on this Redis (exit 1)."""
+        log.critical("torque: refusing to start: {why}", why=why)
+        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        self.reactor.stop()
+
     def startService(self) -> None:
         from treq.client import HTTPClient
         from twisted.web.client import Agent
@@ -115,6 +121,9 @@ class TorqueNode(MultiService):
             dead_max=o["dead-letter-max"],
             dead_ttl=o["dead-letter-ttl"],
         )
+        from torque.migrate import refuse_old_layout
+
+        refuse_old_layout(self.redis, self.keys.prefix, reactor, self._refuse)
         role = self.role
         # This node's own registry, never the global one; a worker's sums
         # every worker of its supervisor.
@@ -178,7 +187,7 @@ class TorqueNode(MultiService):
         if o["all-queues"]:
             # Every wake-up, so the first add to a new queue starts its
             # scheduler at once; the watcher is the safety net.
-            pattern = glob_escape(self.keys.wake("")) + "*"
+            pattern = self.keys.wake_pattern
             self.subscriber = WakeSubscriber(address, [], self.router.woken, patterns=[pattern])
             self.subscriber.start(reactor)
             router = self.router

@@ -49,6 +49,7 @@ from torque.cloudtasks.query import (
 from torque.cloudtasks.queues import QueueRecord, new_queue, updated_queue
 from torque.cloudtasks.tasks import task_from_request, task_json
 from torque.cloudtasks.wire import view
+from torque.keys import task_id
 from torque.logs import log_crash
 from torque.metrics import Metrics
 from torque.queue_settings import QueueConfig
@@ -67,8 +68,8 @@ MAX_QUEUE_PAGE = 1000
 IAM_VERBS = frozenset({"getIamPolicy", "setIamPolicy", "testIamPermissions"})
 
 
-def new_torque_id() -> str:
-    return secrets.token_urlsafe(15)
+def new_torque_id(queue: str) -> str:
+    return task_id(queue, secrets.token_urlsafe(15))
 
 
 class CloudTasksAPI:
@@ -92,7 +93,7 @@ class CloudTasksAPI:
         base_url: str | None = None,
         targets: TargetGuard | None = None,
         metrics: Metrics | None = None,
-        new_id: Callable[[], str] = new_torque_id,
+        new_id: Callable[[str], str] = new_torque_id,
         new_name: Callable[[], str] = names.new_task_id,
     ):
         self.store = store
@@ -269,7 +270,7 @@ class CloudTasksAPI:
         task, named = task_from_request(
             body,
             name,
-            torque_id=self.new_id(),
+            new_id=self.new_id,
             new_name=self.new_name(),
             now=now,
             base_url=self.base_url,
@@ -366,7 +367,7 @@ class CloudTasksAPI:
         while True:
             page = await self.store.task_page(name.queue, state, after, size - len(tasks))
             for torque_id, fields in page.tasks:
-                task_id = fields.get("name") or torque_id
+                task_id = fields.get("name") or torque_id.partition(".")[2]
                 tasks.append(task_json(name, task_id, fields, shown_view, self._timeout))
             if page.after is not None:
                 token = [state, repr(page.after[0]), page.after[1]]

@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from torque import keys
 from torque.cloudtasks import DOOR
 from torque.cloudtasks.errors import GoogleError, not_found
 from torque.cloudtasks.names import QueueName
@@ -79,8 +80,9 @@ class QueueBook:
         torque_id = await self.store.named(name.queue, task_id)
         fields = await self.store.describe(torque_id) if torque_id else None
         if fields is None:
-            torque_id = task_id
-            fields = await self.store.describe(task_id)
+            # A torque id is <queue>.<token>: Cloud Tasks shows the token.
+            torque_id = keys.task_id(name.queue, task_id)
+            fields = await self.store.describe(torque_id)
             if fields is not None and fields.get("name"):
                 fields = None  # a named task is found by its name only
         if fields is None or fields.get("queue") != name.queue or fields["status"] not in LIVE:

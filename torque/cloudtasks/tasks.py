@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -81,7 +81,7 @@ def task_from_request(
     body: Mapping[str, Any],
     queue: QueueName,
     *,
-    torque_id: str,
+    new_id: Callable[[str], str],
     new_name: str,
     now: float,
     base_url: str | None = None,
@@ -128,7 +128,7 @@ def task_from_request(
             )
         fields["timeout"] = deadline
     try:
-        parsed = parse_submission(fields, task_id=torque_id, now=now, base_url=base_url)
+        parsed = parse_submission(fields, new_id=new_id, now=now, base_url=base_url)
     except InvalidTask as e:
         field = _FIELD_NAMES.get(e.field or "", f"task.{e.field}")
         raise invalid(field, e.message.replace(e.field or "\0", field, 1)) from None

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from torque.keys import task_id
 from torque.qstash import DOOR
 from torque.qstash.headers import DEFAULT_RETRIES, new_message_id
 from torque.retry import DEAD, Decision, Outcome, Response
@@ -57,7 +58,7 @@ def callback_body(task: Task, outcome: Outcome) -> dict:
 
 
 def callback_tasks(
-    task: Task, outcome: Outcome, decision: Decision, now: float, new_id: Callable[[], str]
+    task: Task, outcome: Outcome, decision: Decision, now: float, new_id: Callable[[str], str]
 ) -> list[Task]:
     """The callback messages one attempt of a QStash message makes."""
     if task.door != DOOR:
@@ -73,7 +74,7 @@ def callback_tasks(
     body = json.dumps(callback_body(task, outcome))
     return [
         Task(
-            id=new_id(),
+            id=new_id(task.queue),
             queue=task.queue,
             url=url,
             body=body,
@@ -98,7 +99,9 @@ class Callbacks:
         store: Store,
         clock: IReactorTime,
         wake: Callable[[str, float], object],
-        new_id: Callable[[], str] = lambda: new_message_id(secrets.token_urlsafe),
+        new_id: Callable[[str], str] = lambda queue: task_id(
+            queue, new_message_id(secrets.token_urlsafe)
+        ),
     ):
         self.store = store
         self.clock = clock

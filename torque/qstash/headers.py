@@ -130,7 +130,7 @@ def lower_headers(pairs) -> dict[str, str]:
     return {str(name).lower(): str(value) for name, value in pairs}
 
 
-def build_task(message: Publish, *, task_id: str, now: float) -> Task:
+def build_task(message: Publish, *, new_id: Callable[[str], str], now: float) -> Task:
     """The task that delivers ``message``.
 
     :raises QStashError: a 400 naming the header (or ``destination``) at fault.
@@ -177,7 +177,7 @@ def build_task(message: Publish, *, task_id: str, now: float) -> Task:
         fields["delay"] = duration("Upstash-Delay", h["upstash-delay"])
     if "upstash-timeout" in h:
         fields["timeout"] = duration("Upstash-Timeout", h["upstash-timeout"])
-    task = _submit(fields, task_id, now)
+    task = _submit(fields, new_id, now)
     door_data = {"retries": str(retries)}
     if message.caller_ip:
         door_data["caller_ip"] = message.caller_ip
@@ -190,7 +190,7 @@ def build_task(message: Publish, *, task_id: str, now: float) -> Task:
         if header in h:
             # Checked as a task's would be, headers too: the callback is one.
             checked = {"url": h[header].strip(), "headers": extra or None}
-            door_data[key] = _submit(checked, "check", now, _title(header)).url
+            door_data[key] = _submit(checked, lambda queue: "check", now, _title(header)).url
             if extra:
                 door_data[extra_key] = json.dumps(extra)
         elif extra:
@@ -209,10 +209,10 @@ def build_task(message: Publish, *, task_id: str, now: float) -> Task:
     )
 
 
-def _submit(fields: dict, task_id: str, now: float, callback: str = "") -> Task:
+def _submit(fields: dict, new_id: Callable[[str], str], now: float, callback: str = "") -> Task:
     """:param callback: the callback header whose URL and headers these are."""
     try:
-        return parse_submission(fields, task_id=task_id, now=now)
+        return parse_submission(fields, new_id=new_id, now=now)
     except InvalidTask as e:
         where = _FIELD_HEADERS.get(e.field, e.field)
         if callback:

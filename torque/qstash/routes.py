@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from torque.keys import task_id
 from torque.logs import log_crash
 from torque.metrics import Metrics
 from torque.qstash import DOOR, dlq, views
@@ -95,7 +96,9 @@ class QStashAPI(QueueRoutes, DeadLetterRoutes):
         clock: IReactorTime,
         keys: SigningKeys,
         wake: Callable[[str, float], object] = lambda queue, due_at: None,
-        new_id: Callable[[], str] = lambda: new_message_id(secrets.token_urlsafe),
+        new_id: Callable[[str], str] = lambda queue: task_id(
+            queue, new_message_id(secrets.token_urlsafe)
+        ),
         metrics: Metrics | None = None,
         targets: TargetGuard | None = None,
         default_parallelism: int = 100,
@@ -177,7 +180,7 @@ class QStashAPI(QueueRoutes, DeadLetterRoutes):
         )
 
     def _task(self, message: Publish):
-        return build_task(message, task_id=self.new_id(), now=self.clock.seconds())
+        return build_task(message, new_id=self.new_id, now=self.clock.seconds())
 
     async def _add(self, message: Publish) -> dict[str, Any]:
         task = self._task(message)
