@@ -159,6 +159,19 @@ class NoSentinelTests(SentinelCase):
         self.assertEqual(added, ("q.t1", True))
 
 
+class DisconnectTests(unittest.TestCase):
+    def test_a_pool_disconnected_mid_discovery_leaves_no_timer(self):
+        # txredisapi's own discovery left its timer armed after the pool
+        # was gone: trial fails a test whose reactor is not clean.
+        url = f"redis+sentinel://127.0.0.1:{free_port()}/{servers.MASTER}"
+        redis = connect_pool(parse_redis_url(url))
+        manager = redis._factory.sentinel_manager
+        self.assertTrue(manager._discoveries, "a discovery is under way")
+        d = redis.disconnect()
+        self.assertEqual(manager._discoveries, {})
+        return d
+
+
 class FailoverTests(SentinelCase):
     @defer.inlineCallbacks
     def setUp(self):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import socket
 
 import txredisapi
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from torque.redis_url import RedisAddress
@@ -33,7 +34,7 @@ def attach(factory, address: RedisAddress) -> txredisapi._SentinelEndpoint:
     """Make ``factory`` (a txredisapi pool or subscriber factory) connect to
     the primary the Sentinels of ``address`` name: the endpoint to give its
     ``startConnecting``.  Its ``why`` then says why it has no primary."""
-    manager = txredisapi.Sentinel(
+    manager = _Sentinel(
         list(address.sentinels), password=address.sentinel_password, convertNumbers=False
     )
     manager.discovery_timeout = DISCOVERY_TIMEOUT
@@ -47,6 +48,43 @@ def attach(factory, address: RedisAddress) -> txredisapi._SentinelEndpoint:
 def detach(factory):
     """Close the connections to the Sentinels (a Deferred)."""
     return factory.sentinel_manager.disconnect()
+
+
+class _Sentinel(txredisapi.Sentinel):
+    """txredisapi's, whose discoveries end when it is disconnected: its own
+    leaves each discovery's timer armed for ``discovery_timeout`` after the
+    pool is gone (a stopped node's reactor, or a test's, not yet clean)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._discoveries: dict[defer.Deferred, object] = {}  # result -> its timer
+
+    def discover_master(self, service_name):
+        from twisted.internet import reactor  # txredisapi's own, likewise
+
+        result = defer.Deferred()
+
+        def answered(response):
+            state = response.get(service_name)
+            if not result.called and state and self.check_master_state(state):
+                self._discoveries.pop(result).cancel()
+                result.callback((state["ip"], int(state["port"])))
+
+        def timed_out():
+            del self._discoveries[result]
+            result.errback(txredisapi.MasterNotFoundError(f"No master found for {service_name}"))
+
+        for sentinel in self.sentinels:
+            sentinel.sentinel_masters().addCallbacks(answered, lambda _: None)
+        self._discoveries[result] = reactor.callLater(self.discovery_timeout, timed_out)
+        return result
+
+    def disconnect(self):
+        discoveries, self._discoveries = self._discoveries, {}
+        for result, timer in discoveries.items():
+            timer.cancel()
+            result.errback(txredisapi.MasterNotFoundError("disconnected"))
+        return super().disconnect()
 
 
 class _Endpoint(txredisapi._SentinelEndpoint):
