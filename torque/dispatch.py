@@ -20,6 +20,7 @@ from twisted.web.client import HTTPConnectionPool, ResponseFailed, ResponseNever
 from torque import __version__
 from torque.body import BodyReader
 from torque.completion import CompletionKey, token_for
+from torque.fast_http import FastHTTP
 from torque.profiles import DeliveryProfile
 from torque.retry import NoResponse, Outcome, Response, parse_retry_after, parse_seconds
 from torque.signing import Signer
@@ -125,6 +126,8 @@ class Dispatcher:
     :param profiles: the front doors' delivery profiles, by door name.
     :param completion_key: the key of completion tokens
         (:mod:`torque.completion`): each attempt carries its token.
+    :param fast: sends the requests it can on pooled connections directly
+        (:class:`torque.fast_http.FastHTTP`); ``http`` sends the others.
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class Dispatcher:
         signer: Signer | None = None,
         profiles: Mapping[str, DeliveryProfile] | None = None,
         completion_key: CompletionKey | None = None,
+        fast: FastHTTP | None = None,
     ):
         self.http = http
         self.clock = clock
@@ -144,6 +148,7 @@ class Dispatcher:
         self.signer = signer
         self.profiles = profiles or {}
         self.completion_key = completion_key
+        self.fast = fast
         self._urls: dict[str, ReadyURL | str] = {}
         self._origins: dict[str, bool] = {}  # origin -> hyperlink leaves it as it is
 
@@ -219,9 +224,14 @@ class Dispatcher:
             headers = self.headers(task, body)
             if key is not None:
                 headers[COMPLETION_HEADER] = token_for(key, task.id, task.attempts)
+            url = self.url(task.url)
+            if self.fast is not None and isinstance(url, ReadyURL):
+                sent = self.fast.request(task.method, url.to_text(), headers, body)
+                if sent is not None:
+                    return sent
             return self.http.request(
                 task.method,
-                self.url(task.url),
+                url,
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,

@@ -83,6 +83,7 @@ class TorqueNode(MultiService):
         from torque.completion import CompletionKey
         from torque.dispatch import Dispatcher, QuietConnectionPool
         from torque.doors import Doors
+        from torque.fast_http import FastHTTP
         from torque.heartbeat import Heartbeat
         from torque.hosts import HostTable
         from torque.leases import LeaseKeeper
@@ -138,7 +139,12 @@ class TorqueNode(MultiService):
         KeyLoader(qstash_keys, store, reactor).setServiceParent(self)
         profiles = {cloudtasks.DOOR: CloudTasksProfile(), QSTASH: QStashProfile(qstash_keys)}
         dispatcher = Dispatcher(
-            http, reactor, signer=signer, completion_key=completion_key, profiles=profiles
+            http,
+            reactor,
+            signer=signer,
+            completion_key=completion_key,
+            profiles=profiles,
+            fast=FastHTTP(self.http_pool, endpoints_),
         )
         policy = RetryPolicy(
             o["max-task-errors"],
