@@ -40,7 +40,7 @@ from twisted.web.http_headers import Headers
 # Agent drops).  Checked against the Agent by tests/test_fast_http.py.
 _PLAIN_TARGET = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*")
 # Headers the Agent writes itself unless the caller gave them.
-_AGENTS_OWN = frozenset({b"Host", b"Content-Length", b"Transfer-Encoding", b"Connection"})
+_AGENTS_OWN = frozenset({"Host", "Content-Length", "Transfer-Encoding", "Connection"})
 # What an origin's text and a method may be (twisted.web's own checks).
 _VALID_ORIGIN = re.compile(r"[\x21-\x7e]+")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -53,7 +53,7 @@ class _Origin:
 
     __slots__ = ("endpoint", "host_line", "key")
 
-    def __init__(self, key: tuple[bytes, bytes, int], endpoint, host_line: bytes):
+    def __init__(self, key: tuple[bytes, bytes, int], endpoint, host_line: str):
         self.key = key
         self.endpoint = endpoint
         self.host_line = host_line
@@ -81,6 +81,10 @@ class _Prepared:
         transport.write(self.data)
         return defer.succeed(None)
 
+    def send(self, protocol) -> defer.Deferred:
+        """Send this request on ``protocol`` (an ``HTTP11ClientProtocol``)."""
+        return protocol.request(self)
+
     def stopWriting(self) -> None:
         """Nothing to stop: the request was written in one go."""
 
@@ -96,8 +100,8 @@ class FastHTTP:
         self.pool = pool
         self.endpoints = endpoints
         self._origins: dict[str, _Origin | None] = {}
-        self._names: dict[str, bytes] = {}
-        self._methods: dict[str, bytes | None] = {}
+        self._names: dict[str, str] = {}
+        self._methods: dict[str, str | None] = {}
 
     def request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes
@@ -124,39 +128,31 @@ class FastHTTP:
             origin = self._origin(origin_text)
         if origin is None:
             return None
-        lines = []
-        for name, value in headers.items():
-            encoded = self._names.get(name) or self._name(name)
-            if encoded in _AGENTS_OWN:
-                return None
-            data = value.encode()
-            if b"\n" in data or b"\r" in data:
-                data = b" ".join(data.splitlines())  # as twisted.web's Headers does
-            lines.append(b"%s: %s\r\n" % (encoded, data))
         method_ = self._methods.get(method) or self._method(method)
         if method_ is None:
             return None
+        names = self._names
+        lines = []
+        for name, value in headers.items():
+            canonical = names.get(name) or self._name(name)
+            if canonical in _AGENTS_OWN:
+                return None
+            lines.append(f"{canonical}: {value}\r\n")
+        block = "".join(lines)
+        if block.count("\n") != len(lines) or block.count("\r") != len(lines):
+            block = _cleaned(headers, names)  # a value has a CR or LF of its own
         if body:
-            length = b"Content-Length: %d\r\n" % len(body)
-        elif method_ in (b"POST", b"PUT"):
-            length = b"Content-Length: 0\r\n"
+            length = f"Content-Length: {len(body)}\r\n"
+        elif method_ in ("POST", "PUT"):
+            length = "Content-Length: 0\r\n"
         else:
-            length = b""
+            length = ""
         persistent = self.pool.persistent
-        data = b"".join(
-            [
-                b"%s %s HTTP/1.1\r\n" % (method_, target.encode("ascii")),
-                b"" if persistent else b"Connection: close\r\n",
-                length,
-                *lines,
-                origin.host_line,
-                b"\r\n",
-                body,
-            ]
-        )
-        prepared = _Prepared(method_, data, bool(body), persistent)
+        close = "" if persistent else "Connection: close\r\n"
+        head = f"{method_} {target} HTTP/1.1\r\n{close}{length}{block}{origin.host_line}\r\n"
+        prepared = _Prepared(method_.encode(), head.encode() + body, bool(body), persistent)
         d = self.pool.getConnection(origin.key, origin.endpoint)
-        return d.addCallback(lambda protocol: protocol.request(prepared))
+        return d.addCallback(prepared.send)
 
     def _origin(self, text: str) -> _Origin | None:
         """``text``'s shared part, made once (``None``: not for this path)."""
@@ -180,23 +176,35 @@ class FastHTTP:
                 endpoint = None
             if endpoint is not None:
                 key = (uri.scheme, uri.host, uri.port)
-                origin = _Origin(key, endpoint, b"Host: %s\r\n" % _host_value(uri))
+                host = _host_value(uri).decode("ascii")
+                origin = _Origin(key, endpoint, f"Host: {host}\r\n")
         self._origins[text] = origin
         return origin
 
-    def _method(self, method: str) -> bytes | None:
-        encoded = method.upper().encode() if _TOKEN.fullmatch(method) else None
+    def _method(self, method: str) -> str | None:
+        upper = method.upper() if _TOKEN.fullmatch(method) else None
         if len(self._methods) < CACHE:
-            self._methods[method] = encoded
-        return encoded
+            self._methods[method] = upper
+        return upper
 
-    def _name(self, name: str) -> bytes:
+    def _name(self, name: str) -> str:
         """``name`` as twisted.web writes it (and refuses it)."""
         [(encoded, _)] = Headers({name: [b""]}).getAllRawHeaders()
+        canonical = encoded.decode("latin-1")
         if len(self._names) >= CACHE:
             self._names.clear()
-        self._names[name] = encoded
-        return encoded
+        self._names[name] = canonical
+        return canonical
+
+
+def _cleaned(headers: Mapping[str, str], names: Mapping[str, str]) -> str:
+    """The header lines, each value's line breaks made spaces as twisted.web's
+    ``Headers`` does (on its UTF-8 bytes: ``str.splitlines`` splits on more)."""
+    lines = []
+    for name, value in headers.items():
+        value = b" ".join(value.encode().splitlines()).decode()
+        lines.append(f"{names[name]}: {value}\r\n")
+    return "".join(lines)
 
 
 def _host_value(uri: URI) -> bytes:
