@@ -11,10 +11,10 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.test import iosim
-from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
 from torque.fast_http import FastHTTP
+from torque.http_pool import QuietConnectionPool
 
 
 class MemoryEndpoints:
@@ -67,4 +67,4 @@ def memory_fast_http(resource, clock, persistent: bool = True) -> tuple[FastHTTP
     """A :class:`FastHTTP` whose requests reach ``resource`` in memory, and
     its endpoints (to :meth:`~MemoryEndpoints.flush`)."""
     endpoints = MemoryEndpoints(resource, clock)
-    return FastHTTP(HTTPConnectionPool(clock, persistent=persistent), endpoints), endpoints
+    return FastHTTP(QuietConnectionPool(clock, persistent=persistent), endpoints), endpoints

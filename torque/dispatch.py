@@ -15,7 +15,7 @@ from hyperlink import EncodedURL
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from torque import __version__
 from torque.body import BodyReader
@@ -30,23 +30,6 @@ from torque.task import Task
 
 USER_AGENT = f"torque/{__version__}"
 COMPLETION_HEADER = "Torque-Completion-Token"
-
-
-class _QuietClientFactory(HTTPConnectionPool._factory):
-    noisy = False
-
-
-class QuietConnectionPool(HTTPConnectionPool):
-    """Twisted's connection pool, without two log lines per connection.
-
-    The pool gives every new connection a factory of its own, and a Twisted
-    factory logs ``Starting factory …`` and ``Stopping factory …`` unless it
-    is quiet: two lines per delivery to a handler that closes its
-    connections, where a delivery should log nothing (and a failed attempt
-    one event).
-    """
-
-    _factory = _QuietClientFactory
 
 
 class ReadyURL(EncodedURL):

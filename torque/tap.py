@@ -81,11 +81,12 @@ class TorqueNode(MultiService):
         from torque.cloudtasks.api import CloudTasksAPI
         from torque.cloudtasks.profile import CloudTasksProfile
         from torque.completion import CompletionKey
-        from torque.dispatch import Dispatcher, QuietConnectionPool
+        from torque.dispatch import Dispatcher
         from torque.doors import Doors
         from torque.fast_http import FastHTTP
         from torque.heartbeat import Heartbeat
         from torque.hosts import HostTable
+        from torque.http_pool import QuietConnectionPool
         from torque.leases import LeaseKeeper
         from torque.metrics import Metrics
         from torque.qstash import DOOR as QSTASH
