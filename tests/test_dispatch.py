@@ -134,6 +134,33 @@ class DispatchTests(unittest.TestCase):
         self.assertEqual(plain["user-agent"], f"torque/{__version__}")
         self.assertNotIn("x-door", plain)
 
+    def test_a_profile_that_cannot_sign_yet_fails_the_attempt(self):
+        class Unready:
+            def headers(self, task, now, body):
+                raise RuntimeError("signing keys not read yet")
+
+        handler = Handler()
+        d = self.dispatch(handler, make_task(door="door"), profiles={"door": Unready()})
+        self.assertEqual(
+            self.successResultOf(d), NoResponse("RuntimeError: signing keys not read yet")
+        )
+        self.assertEqual(handler.requests, [])
+
+    def test_the_completion_token_waits_for_the_key_then_comes_at_once(self):
+        from torque.completion import CompletionKey, token_for
+
+        reading = defer.Deferred()
+        key = CompletionKey(lambda offered: reading)
+        handler = Handler()
+        first = self.dispatch(handler, make_task(id="t1"), completion_key=key)
+        self.assertEqual(handler.requests, [])  # waits for the key
+        reading.callback("k" * 64)
+        self.stub.flush()
+        second = self.dispatch(handler, make_task(id="t2", attempts=3), completion_key=key)
+        self.assertEqual([self.successResultOf(d).status for d in (first, second)], [200, 200])
+        tokens = [headers["torque-completion-token"] for _, _, headers, _ in handler.requests]
+        self.assertEqual(tokens, [token_for("k" * 64, "t1", 1), token_for("k" * 64, "t2", 3)])
+
     def test_retry_count_is_attempts_before_this_one(self):
         handler = Handler()
         self.dispatch(handler, make_task(attempts=3))
