@@ -303,6 +303,40 @@ class StaleConnectionTests(unittest.TestCase):
         self.assertEqual(connections, 1)
 
 
+class FailureTests(unittest.TestCase):
+    """A failed exchange ends as it does through treq: the same errors,
+    the same descriptions (the circuit breaker counts them)."""
+
+    @defer.inlineCallbacks
+    def test_a_refused_connection(self):
+        port = reactor.listenTCP(0, Site(_Hook()), interface="127.0.0.1")
+        number = port.getHost().port
+        yield port.stopListening()
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        fast = FastHTTP(pool, GuardedEndpoints(reactor, TargetGuard()))
+        task = Task(id="t", queue="q", url=f"http://127.0.0.1:{number}/", attempts=1)
+        outcome = yield Dispatcher(None, reactor, fast=fast).dispatch(task, 10)
+        self.assertEqual(outcome, NoResponse("connection refused", outcome.duration))
+
+    @defer.inlineCallbacks
+    def test_a_connection_closed_before_an_answer(self):
+        class Closes(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                request.channel.transport.abortConnection()
+                return NOT_DONE_YET
+
+        port = reactor.listenTCP(0, Site(Closes()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        fast = FastHTTP(pool, GuardedEndpoints(reactor, TargetGuard()))
+        url = f"http://127.0.0.1:{port.getHost().port}/"
+        task = Task(id="t", queue="q", url=url, attempts=1)
+        outcome = yield Dispatcher(None, reactor, fast=fast).dispatch(task, 10)
+        self.assertEqual(outcome.error, "connection lost before a complete answer")
+
+
 PEM = (Path(twisted.test.__file__).parent / "server.pem").read_bytes()
 
 
