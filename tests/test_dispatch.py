@@ -18,11 +18,15 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from tests.memory_http import memory_fast_http
 from tests.node import wait_for
 from torque import __version__
 from torque.dispatch import Dispatcher, describe_failure
+from torque.fast_http import FastHTTP
+from torque.guarded import GuardedEndpoints
 from torque.retry import NoResponse, Response
 from torque.signing import Signer
+from torque.targets import TargetGuard
 from torque.task import FORM, JSON, Task
 
 TIMEOUT = 10.0
@@ -130,6 +134,33 @@ class DispatchTests(unittest.TestCase):
         self.assertEqual(plain["user-agent"], f"torque/{__version__}")
         self.assertNotIn("x-door", plain)
 
+    def test_a_profile_that_cannot_sign_yet_fails_the_attempt(self):
+        class Unready:
+            def headers(self, task, now, body):
+                raise RuntimeError("signing keys not read yet")
+
+        handler = Handler()
+        d = self.dispatch(handler, make_task(door="door"), profiles={"door": Unready()})
+        self.assertEqual(
+            self.successResultOf(d), NoResponse("RuntimeError: signing keys not read yet")
+        )
+        self.assertEqual(handler.requests, [])
+
+    def test_the_completion_token_waits_for_the_key_then_comes_at_once(self):
+        from torque.completion import CompletionKey, token_for
+
+        reading = defer.Deferred()
+        key = CompletionKey(lambda offered: reading)
+        handler = Handler()
+        first = self.dispatch(handler, make_task(id="t1"), completion_key=key)
+        self.assertEqual(handler.requests, [])  # waits for the key
+        reading.callback("k" * 64)
+        self.stub.flush()
+        second = self.dispatch(handler, make_task(id="t2", attempts=3), completion_key=key)
+        self.assertEqual([self.successResultOf(d).status for d in (first, second)], [200, 200])
+        tokens = [headers["torque-completion-token"] for _, _, headers, _ in handler.requests]
+        self.assertEqual(tokens, [token_for("k" * 64, "t1", 1), token_for("k" * 64, "t2", 3)])
+
     def test_retry_count_is_attempts_before_this_one(self):
         handler = Handler()
         self.dispatch(handler, make_task(attempts=3))
@@ -211,6 +242,41 @@ class DispatchTests(unittest.TestCase):
         self.assertNoResult(d)
         self.clock.advance(TIMEOUT)
         self.assertEqual(self.successResultOf(d).error, "timed out after 10 s")
+
+
+class NoTreq:
+    """Stands for treq where every request must take the fast path."""
+
+    def request(self, *args, **kwargs):
+        raise AssertionError("sent with treq, not by torque.fast_http")
+
+
+class FastDispatchTests(DispatchTests):
+    """The same attempts, sent by :mod:`torque.fast_http`."""
+
+    def dispatch(self, handler, task=None, **kwargs):
+        fast, self.stub = memory_fast_http(handler, self.clock)
+        dispatcher = Dispatcher(NoTreq(), self.clock, fast=fast, **kwargs)
+        d = dispatcher.dispatch(task or make_task(), TIMEOUT)
+        self.stub.flush()
+        return d
+
+    def test_a_request_the_fast_path_declines_goes_with_treq(self):
+        handler = Handler()
+        fast, endpoints = memory_fast_http(handler, self.clock)
+        stub = StubTreq(handler)
+        dispatcher = Dispatcher(stub, self.clock, fast=fast)
+        tasks = [  # a URL treq rewrites, a header twisted.web's Agent would add
+            make_task(url="http://app.test/a#fragment"),
+            make_task(url="http://app.test/b", headers={"Host": "other.test"}),
+        ]
+        for task in tasks:
+            d = dispatcher.dispatch(task, TIMEOUT)
+            stub.flush()
+            self.assertEqual(self.successResultOf(d), Response(200))
+        seen = [(uri, headers["host"]) for _, uri, headers, _ in handler.requests]
+        self.assertEqual(seen, [(b"/a", "app.test"), (b"/b", "other.test")])
+        self.assertEqual(endpoints.connections, 0)
 
 
 class DescribeFailureTests(unittest.TestCase):
@@ -295,6 +361,16 @@ class RealConnectionTests(unittest.TestCase):
         yield wait_for(lambda: self.factory.closed, timeout=10, what="the connection to close")
 
 
+class FastRealConnectionTests(RealConnectionTests):
+    """The same, sent by :mod:`torque.fast_http`."""
+
+    def dispatcher(self) -> Dispatcher:
+        pool = HTTPConnectionPool(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        fast = FastHTTP(pool, GuardedEndpoints(reactor, TargetGuard()))
+        return Dispatcher(NoTreq(), reactor, max_body=1024, fast=fast)
+
+
 class _RawHeaders(Resource):
     """A handler that keeps every copy of every header, as sent."""
 
@@ -326,9 +402,7 @@ class OwnHeadersTests(unittest.TestCase):
         self.addCleanup(port.stopListening)
         pool = HTTPConnectionPool(reactor, persistent=False)
         secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
-        dispatcher = Dispatcher(
-            HTTPClient(Agent(reactor, pool=pool)), reactor, signer=Signer.from_secrets([secret])
-        )
+        dispatcher = self.dispatcher(pool, signer=Signer.from_secrets([secret]))
         spoof = {
             "x-torque-task-id": "SPOOF",
             "X-TORQUE-RETRY-COUNT": "99",
@@ -352,6 +426,17 @@ class OwnHeadersTests(unittest.TestCase):
         self.assertNotIn("SPOOF", headers["webhook-signature"][0])
         self.assertEqual(headers["content-type"], [FORM])
         self.assertEqual(headers["authorization"], ["Bearer kept"])
+
+    def dispatcher(self, pool, **kwargs) -> Dispatcher:
+        return Dispatcher(HTTPClient(Agent(reactor, pool=pool)), reactor, **kwargs)
+
+
+class FastOwnHeadersTests(OwnHeadersTests):
+    """The same, sent by :mod:`torque.fast_http`."""
+
+    def dispatcher(self, pool, **kwargs) -> Dispatcher:
+        fast = FastHTTP(pool, GuardedEndpoints(reactor, TargetGuard()))
+        return Dispatcher(NoTreq(), reactor, fast=fast, **kwargs)
 
 
 class RecordingAgent:

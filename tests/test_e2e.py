@@ -35,6 +35,8 @@ class DeliveryTests(unittest.TestCase):
         self.assertEqual(got.headers["x-torque-task-id"], body["id"])
         self.assertEqual(got.headers["x-torque-retry-count"], "0")
         self.assertTrue(got.headers["user-agent"].startswith("torque/"))
+        # Sent by torque.fast_http (treq's ContentDecoderAgent asks for gzip).
+        self.assertNotIn("accept-encoding", got.headers)
         yield wait_for(lambda: node.has_status(body["id"], "delivered"))
 
     @defer.inlineCallbacks

@@ -76,6 +76,12 @@ class CompletionKey:
         self.load = load
         self._key: str | None = None
 
+    @property
+    def known(self) -> str | None:
+        """The key once read (``None`` until then): what :meth:`get` fires
+        with at once, without a Deferred."""
+        return self._key
+
     def get(self) -> defer.Deferred:
         """A Deferred firing with the key (at once once read); a failure to
         read it is passed on, and the next call tries again."""

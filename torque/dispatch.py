@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import attrs
 from hyperlink import EncodedURL
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from torque import __version__
 from torque.body import BodyReader
 from torque.completion import CompletionKey, token_for
+from torque.fast_http import FastHTTP
 from torque.profiles import DeliveryProfile
 from torque.retry import NoResponse, Outcome, Response, parse_retry_after, parse_seconds
 from torque.signing import Signer
@@ -29,23 +29,6 @@ from torque.task import Task
 
 USER_AGENT = f"torque/{__version__}"
 COMPLETION_HEADER = "Torque-Completion-Token"
-
-
-class _QuietClientFactory(HTTPConnectionPool._factory):
-    noisy = False
-
-
-class QuietConnectionPool(HTTPConnectionPool):
-    """Twisted's connection pool, without two log lines per connection.
-
-    The pool gives every new connection a factory of its own, and a Twisted
-    factory logs ``Starting factory …`` and ``Stopping factory …`` unless it
-    is quiet: two lines per delivery to a handler that closes its
-    connections, where a delivery should log nothing (and a failed attempt
-    one event).
-    """
-
-    _factory = _QuietClientFactory
 
 
 class ReadyURL(EncodedURL):
@@ -125,6 +108,8 @@ class Dispatcher:
     :param profiles: the front doors' delivery profiles, by door name.
     :param completion_key: the key of completion tokens
         (:mod:`torque.completion`): each attempt carries its token.
+    :param fast: sends the requests it can on pooled connections directly
+        (:class:`torque.fast_http.FastHTTP`); ``http`` sends the others.
     """
 
     def __init__(
@@ -136,6 +121,7 @@ class Dispatcher:
         signer: Signer | None = None,
         profiles: Mapping[str, DeliveryProfile] | None = None,
         completion_key: CompletionKey | None = None,
+        fast: FastHTTP | None = None,
     ):
         self.http = http
         self.clock = clock
@@ -144,6 +130,7 @@ class Dispatcher:
         self.signer = signer
         self.profiles = profiles or {}
         self.completion_key = completion_key
+        self.fast = fast
         self._urls: dict[str, ReadyURL | str] = {}
         self._origins: dict[str, bool] = {}  # origin -> hyperlink leaves it as it is
 
@@ -211,27 +198,14 @@ class Dispatcher:
         started = self.clock.seconds()
         timed_out = []
         body = task.body.encode()
-
-        def send(key: str | None):
-            # The headers are made inside the Deferred: a door's profile
-            # that can't sign yet (its keys not read from Redis) is a
-            # failed attempt.
-            headers = self.headers(task, body)
-            if key is not None:
-                headers[COMPLETION_HEADER] = token_for(key, task.id, task.attempts)
-            return self.http.request(
-                task.method,
-                self.url(task.url),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                unbuffered=True,
-            )
-
-        # The key is read from Redis once; from then on it is there at once.
-        d = self.completion_key.get() if self.completion_key else defer.succeed(None)
-        d.addCallback(send)
-        d.addCallback(self._read)
+        completion = self.completion_key
+        if completion is not None and completion.known is None:
+            # Read from Redis once; from then on it is known at once.
+            d = completion.get().addCallback(self._send, task, body)
+        else:
+            key = None if completion is None else completion.known
+            d = defer.maybeDeferred(self._send, key, task, body)
+        d.addCallback(self._read, started)
 
         def expire():
             timed_out.append(True)
@@ -242,18 +216,42 @@ class Dispatcher:
         def finish(result: Outcome | Failure) -> Outcome:
             if timer.active():
                 timer.cancel()
+            if not isinstance(result, Failure):
+                return result
             duration = self.clock.seconds() - started
-            if isinstance(result, Failure):
-                if timed_out:
-                    return NoResponse(f"timed out after {timeout:g} s", duration)
-                if result.check(TargetRefused):
-                    return NoResponse(result.getErrorMessage(), duration, permanent=True)
-                return NoResponse(describe_failure(result), duration)
-            return attrs.evolve(result, duration=duration)
+            if timed_out:
+                return NoResponse(f"timed out after {timeout:g} s", duration)
+            if result.check(TargetRefused):
+                return NoResponse(result.getErrorMessage(), duration, permanent=True)
+            return NoResponse(describe_failure(result), duration)
 
         return d.addBoth(finish)
 
-    def _read(self, response) -> defer.Deferred:
+    def _send(self, key: str | None, task: Task, body: bytes) -> defer.Deferred:
+        """Send the request; a Deferred firing with the answer.
+
+        The headers are made here, inside the attempt: a door's profile
+        that can't sign yet (its keys not read from Redis) is a failed
+        attempt.
+        """
+        headers = self.headers(task, body)
+        if key is not None:
+            headers[COMPLETION_HEADER] = token_for(key, task.id, task.attempts)
+        url = self.url(task.url)
+        if self.fast is not None and isinstance(url, ReadyURL):
+            sent = self.fast.request(task.method, url.to_text(), headers, body)
+            if sent is not None:
+                return sent
+        return self.http.request(
+            task.method,
+            url,
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
+            unbuffered=True,
+        )
+
+    def _read(self, response, started: float) -> defer.Deferred:
         """Read a bounded part of the body: the connection goes back to the
         pool only once the body is read."""
         reader = BodyReader(keep=self.detail_bytes, limit=self.max_body)
@@ -271,6 +269,7 @@ class Dispatcher:
 
             return Response(
                 status,
+                duration=self.clock.seconds() - started,
                 retry_after=parse_retry_after(header(b"retry-after"), self.clock.seconds()),
                 detail=detail,
                 postpone=parse_seconds(header(b"torque-postpone")),

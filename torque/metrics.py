@@ -131,6 +131,8 @@ class Metrics:
             registry=self.registry,
         )
 
+        # (queue, outcome) -> its attempts, duration and lag series.
+        self._series: dict[tuple[str, str], tuple] = {}
         self.open_circuits = Gauge(
             "torque_open_circuits",
             "Target hosts whose circuit is open on this node (their tasks wait for a probe)",
@@ -141,11 +143,23 @@ class Metrics:
         self.added.labels(queue).inc()
 
     def attempt_finished(self, task: Task, outcome: Outcome, decision: Decision) -> None:
-        """A scheduler's ``on_attempt`` hook: called once per attempt."""
-        self.attempts.labels(task.queue, decision.label).inc()
-        self.duration.labels(task.queue).observe(max(outcome.duration, 0.0))
+        """A scheduler's ``on_attempt`` hook: called once per attempt.
+
+        The labelled series are looked up once per queue and outcome
+        (``labels()`` costs twice what counting does, per delivery).
+        """
+        series = self._series.get((task.queue, decision.label))
+        if series is None:
+            series = self._series[task.queue, decision.label] = (
+                self.attempts.labels(task.queue, decision.label),
+                self.duration.labels(task.queue),
+                self.lag.labels(task.queue),
+            )
+        attempts, duration, lag = series
+        attempts.inc()
+        duration.observe(max(outcome.duration, 0.0))
         if decision.label == DELIVERED and task.created_at:
-            self.lag.labels(task.queue).observe(max(self.clock.seconds() - task.created_at, 0.0))
+            lag.observe(max(self.clock.seconds() - task.created_at, 0.0))
 
     def render(self, queues: Sequence[QueueStats] | None, truncated: bool = False) -> bytes:
         """The exposition text: this node's metrics, then the queues'

@@ -87,10 +87,12 @@ class TorqueNode(MultiService):
         from torque.cloudtasks.api import CloudTasksAPI
         from torque.cloudtasks.profile import CloudTasksProfile
         from torque.completion import CompletionKey
-        from torque.dispatch import Dispatcher, QuietConnectionPool
+        from torque.dispatch import Dispatcher
         from torque.doors import Doors
+        from torque.fast_http import FastHTTP
         from torque.heartbeat import Heartbeat
         from torque.hosts import HostTable
+        from torque.http_pool import QuietConnectionPool
         from torque.leases import LeaseKeeper
         from torque.metrics import Metrics
         from torque.qstash import DOOR as QSTASH
@@ -147,7 +149,12 @@ class TorqueNode(MultiService):
         KeyLoader(qstash_keys, store, reactor).setServiceParent(self)
         profiles = {cloudtasks.DOOR: CloudTasksProfile(), QSTASH: QStashProfile(qstash_keys)}
         dispatcher = Dispatcher(
-            http, reactor, signer=signer, completion_key=completion_key, profiles=profiles
+            http,
+            reactor,
+            signer=signer,
+            completion_key=completion_key,
+            profiles=profiles,
+            fast=FastHTTP(self.http_pool, endpoints_),
         )
         policy = RetryPolicy(
             o["max-task-errors"],
