@@ -394,15 +394,17 @@ class QueueScheduler(Service):
         # retried beyond it.
         timeout = task.timeout or self.timeout
         self._lease_ends[task.id, task.attempts] = self._claim_sent_at + self.store.lease
+        host = None
         if self.hosts is not None:
-            self.hosts.started(host_of(task.url), self.clock.seconds(), self.queue)
+            host = host_of(task.url)
+            self.hosts.started(host, self.clock.seconds(), self.queue)
         d = self.dispatcher.dispatch(task, timeout)
         # By attempt: a lease that ran out mid-request (Redis unreachable for
         # longer than a lease) lets this very scheduler claim the task again
         # while its earlier attempt is still in flight.
         self.in_flight[task.id, task.attempts] = d
-        d.addCallback(self._finished, task)
-        d.addErrback(self._crashed, task)
+        d.addCallback(self._finished, task, host)
+        d.addErrback(self._crashed, task, host)
 
     def held(self) -> list[tuple[str, str, int]]:
         """The leases this scheduler holds: ``(queue, task id, attempt)``
@@ -418,18 +420,19 @@ class QueueScheduler(Service):
             if task_id not in lost and (task_id, attempt) in ends:
                 ends[task_id, attempt] = max(ends[task_id, attempt], until)
 
-    def _crashed(self, failure, task: Task) -> None:
+    def _crashed(self, failure, task: Task, host: str | None) -> None:
         # A bug, not a failed delivery: there is no outcome to record.
         self._lease_ends.pop((task.id, task.attempts), None)
-        if self.hosts is not None:
-            self.hosts.released(host_of(task.url))
+        if host is not None:
+            self.hosts.released(host)
         log.failure("attempt on {task_id} failed", failure, task_id=task.id)
 
-    def _finished(self, outcome, task: Task) -> None:
+    def _finished(self, outcome, task: Task, host: str | None) -> None:
+        """``host``: the task's, when the node has flow control."""
         del self.in_flight[task.id, task.attempts]
         now = self.clock.seconds()
-        if self.hosts is not None:
-            self.hosts.finished(host_of(task.url), outcome, now)
+        if host is not None:
+            self.hosts.finished(host, outcome, now)
         decision = next_step(task, outcome, now, self.policy, self.rng)
         if self.log_deliveries or decision.label != DELIVERED:
             _log_attempt(task, outcome, decision)
@@ -438,7 +441,7 @@ class QueueScheduler(Service):
         self._outcomes.append((task, decision, outcome.duration))
         if self._held_back and not self._more:
             # A claim goes out within GATHER seconds: the outcome goes with it.
-            self._claim_soon(host_of(task.url))
+            self._claim_soon(host)
             return
         self.flush()
         if self._more:
