@@ -157,17 +157,22 @@ class RedisStore:
         k = self.keys
         keys = [k.queues]
         args: list = [k.prefix]
+        per_queue: dict[str, tuple[str, str]] = {}  # its due key and wake channel
         for task in tasks:
             fields = task.to_fields()
-            name_key = k.name(task.queue, task.name) if task.name else k.task(task.id)
-            keys += [k.task(task.id), k.due(task.queue), name_key]
+            task_key = k.task(task.id)
+            queue = task.queue
+            if queue not in per_queue:
+                per_queue[queue] = (k.due(queue), k.wake(queue))
+            due_key, wake = per_queue[queue]
+            keys += [task_key, due_key, k.name(queue, task.name) if task.name else task_key]
             args += [
                 task.id,
                 repr(task.due_at),
-                task.queue,
+                queue,
                 "1" if task.name else "0",
-                k.wake(task.queue),
-                len(fields),
+                wake,
+                str(len(fields)),
                 *fields,
             ]
         d = self._write(scripts.ADD, keys, args)
