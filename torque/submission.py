@@ -137,14 +137,20 @@ def _is_text(value: Any, level: int = 1) -> bool:
     if kind is dict:
         if level > MAX_DEPTH:
             return _dumps_as_text(value)
-        return all(_is_text(k, level) and _is_text(v, level + 1) for k, v in value.items())
+        for key, item in value.items():
+            if not (_is_text(key, level) and _is_text(item, level + 1)):
+                return False
+        return True
     if kind is list:
         if level > MAX_DEPTH:
             return _dumps_as_text(value)
         return all(_is_text(item, level + 1) for item in value)
-    if value is None or kind in (int, float, bool):
+    if value is None or kind in _SCALARS:
         return True
     return _dumps_as_text(value)
+
+
+_SCALARS = (int, float, bool)
 
 
 def _dumps_as_text(value: Any) -> bool:
@@ -166,8 +172,10 @@ def encode_params(params: Mapping[str, Any]) -> str:
     pairs = []
     for key, value in params.items():
         name = _quoted(key)
-        for item in value if isinstance(value, list) else [value]:
-            pairs.append(f"{name}={_quoted(_form_value(item))}")
+        if isinstance(value, list):
+            pairs += [f"{name}={_quoted(_form_value(item))}" for item in value]
+        else:
+            pairs.append(f"{name}={_quoted(_form_value(value))}")
     return "&".join(pairs)
 
 
