@@ -70,9 +70,9 @@ def added_result(task: Task) -> dict[str, Any]:
 
 # added_result's JSON, as json.dumps writes it with SEPARATORS, but filled
 # in by hand: encoding a hundred such dicts was the largest part of a
-# batch's answer, and most of their strings (the URL, the queue, the time)
-# are the same from one task to the next.  ResultTests holds it to
-# json.dumps(added_result(task)).
+# batch's answer, and most of their strings (the URL, the queue, the name)
+# are the same from one task to the next, so each is encoded once a batch.
+# ResultTests holds it to json.dumps(added_result(task)).
 SEPARATORS = (",", ":")
 _ADDED = (
     '{{"status":201,"task":{{"id":{id},"queue":{queue},"name":{name},"url":{url},'
