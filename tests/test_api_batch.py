@@ -3,8 +3,15 @@ in-memory store and a ``Clock``."""
 
 from __future__ import annotations
 
+import json
+
+from twisted.trial import unittest
+
 from tests.test_api import HOOK, APITestCase
+from torque import batch
+from torque.submission import InvalidTask
 from torque.targets import TargetGuard, TargetRules
+from torque.task import Task
 
 
 class BatchTests(APITestCase):
@@ -121,3 +128,52 @@ class BatchTests(APITestCase):
             response, body = self.call(method, "/tasks/batch")
             self.assertError(response, body, 405)
             self.assertEqual(response.headers.getRawHeaders("allow"), ["POST"])
+
+    def test_the_answer_is_json_with_its_content_type(self):
+        response, body = self.batch([{"url": HOOK}, {"url": 1}])
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
+        self.assertEqual([r["status"] for r in body["results"]], [201, 400])
+
+    def test_new_tasks_are_counted_once_per_queue(self):
+        counted = []
+        self.api.metrics.task_added = lambda queue, count=1: counted.append((queue, count))
+        self.batch([{"url": HOOK}, {"url": HOOK, "queue": "q2"}, {"url": 1}] + [{"url": HOOK}] * 3)
+        self.assertEqual(sorted(counted), [("default", 4), ("q2", 1)])
+
+    def test_the_counts_reach_the_metrics(self):
+        self.batch([{"url": HOOK}] * 3 + [{"url": HOOK, "queue": "q2"}])
+        added = self.api.metrics.added
+        self.assertEqual(added.labels("default")._value.get(), 3.0)
+        self.assertEqual(added.labels("q2")._value.get(), 1.0)
+
+
+class ResultTests(unittest.TestCase):
+    """A new task's result is written from a template (batch._ADDED): it
+    must be what json.dumps writes for batch.added_result."""
+
+    def test_an_added_result_is_what_json_dumps_writes(self):
+        tasks = [
+            Task(id="t1", queue="default", url=HOOK, due_at=1000.0, created_at=1000.0),
+            Task(id="é\"\\", queue="q-2", url=HOOK + "/é?a=\"1\"", name="n_1",
+                 due_at=1e22 + 0.5, created_at=1700000000.123456),
+            Task(id="t\u2028", queue="q", url="http://x.test/\U0001f600",
+                 due_at=0.1, created_at=0.1),
+        ]  # fmt: skip
+        # A Clock's time may be an int, and 0 == 0.0: each as json.dumps has it.
+        tasks.append(Task(id="t4", queue="q", url=HOOK, due_at=0, created_at=0.0))
+        shown, _ = batch.results(tasks, [(task.id, True) for task in tasks])
+        for task, text in zip(tasks, shown, strict=True):
+            wanted = json.dumps(batch.added_result(task), separators=batch.SEPARATORS)
+            self.assertEqual(text, wanted)
+
+    def test_the_answer_holds_every_result_in_order(self):
+        tasks = [Task(id=f"t{n}", queue="default", url=HOOK) for n in range(3)]
+        parsed = [tasks[0], InvalidTask("url", "no"), tasks[1], tasks[2]]
+        shown, duplicates = batch.results(parsed, [("t0", True), ("t9", False), ("t2", True)])
+        self.assertEqual(duplicates, {2: "t9"})
+        results = json.loads(batch.answer(shown))["results"]
+        self.assertEqual([r["status"] for r in results], [201, 400, 200, 201])
+        self.assertEqual(results[2], {"status": 200, "task": {"id": "t9", "duplicate": True}})
+        self.assertEqual(
+            results[1]["error"], {"code": "invalid_field", "message": "no", "field": "url"}
+        )

@@ -8,8 +8,11 @@ import json
 import treq
 from treq.testing import StubTreq
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
 from tests.test_api import HOOK, SEED, APITestCase
@@ -55,6 +58,18 @@ class HotRouteTests(unittest.TestCase):
         stub.flush()
         self.assertEqual(self.successResultOf(treq.content(self.successResultOf(d))), b"hot")
         self.assertEqual(self.elsewhere.paths, [])
+
+    def test_the_answer_has_a_length_and_no_chunks(self):
+        channel = Site(self.route).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, None)
+        channel.dataReceived(b"POST /hot HTTP/1.1\r\nHost: x.test\r\nContent-Length: 0\r\n\r\n")
+        self.answer.callback(b"hot!")
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertIn(b"\r\nContent-Length: 4\r\n", head + b"\r\n")
+        self.assertNotIn(b"chunked", head.lower())
+        self.assertEqual(body, b"hot!")
 
     def test_other_methods_and_paths_go_to_the_wrapped_resource(self):
         for method, path in [("GET", "/hot"), ("POST", "/hot/"), ("POST", "/cold")]:

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from torque.keys import Keys
-from torque.router import RETIRE_AFTER, QueueRouter
+from torque.router import ECHO_WINDOW, RETIRE_AFTER, QueueRouter
 
 
 class FakeScheduler(Service):
@@ -73,3 +73,55 @@ class RouterTests(unittest.TestCase):
         routed.woken(Keys("t:").wake("q"), "not a time")
         routed.woken(None, None)  # subscribed again: every queue looks
         self.assertEqual(routed.schedulers["q"].woken, [12.5, None, None])
+
+
+class EchoTests(unittest.TestCase):
+    """An add through this node wakes its scheduler when Redis answers it,
+    and again when its message on the wake channel comes round: the second
+    is dropped, whichever comes first."""
+
+    def setUp(self):
+        self.routed, _, self.clock = router(all_queues=False)
+        self.routed.process("q")
+        self.channel = Keys("t:").wake("q")
+
+    def woken(self):
+        return self.routed.schedulers["q"].woken
+
+    def test_the_echo_of_a_local_wake_up_is_dropped(self):
+        self.routed.wake("q", 1000.25)
+        self.clock.advance(0.004)
+        self.routed.woken(self.channel, repr(1000.25))
+        self.assertEqual(self.woken(), [1000.25])
+
+    def test_a_local_wake_up_after_its_message_is_dropped(self):
+        self.routed.woken(self.channel, repr(1000.25))
+        self.routed.wake("q", 1000.25)
+        self.assertEqual(self.woken(), [1000.25])
+
+    def test_other_due_times_and_queues_are_not_echoes(self):
+        self.routed.process("r")
+        self.routed.wake("q", 1000.25)
+        self.routed.woken(self.channel, repr(1000.5))
+        self.routed.wake("r", 1000.25)
+        self.assertEqual(self.woken(), [1000.25, 1000.5])
+        self.assertEqual(self.routed.schedulers["r"].woken, [1000.25])
+
+    def test_each_wake_up_has_one_echo(self):
+        self.routed.wake("q", 1000.25)
+        self.routed.woken(self.channel, repr(1000.25))
+        self.routed.woken(self.channel, repr(1000.25))
+        self.assertEqual(self.woken(), [1000.25, 1000.25])
+
+    def test_past_the_window_it_is_a_wake_up_again(self):
+        self.routed.wake("q", 1000.25)
+        self.clock.advance(ECHO_WINDOW + 0.001)
+        self.routed.woken(self.channel, repr(1000.25))
+        self.assertEqual(self.woken(), [1000.25, 1000.25])
+        self.assertEqual(len(self.routed._served), 1, "the old one is forgotten")
+
+    def test_a_wake_up_without_a_due_time_is_never_dropped(self):
+        self.routed.wake("q")
+        self.routed.woken(self.channel, "not a time")
+        self.routed.woken(None, None)
+        self.assertEqual(self.woken(), [None, None, None])

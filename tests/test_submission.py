@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from twisted.trial import unittest
 
@@ -598,6 +598,23 @@ class EncodeParamsTests(unittest.TestCase):
         for name, params, expected in cases:
             self.assertEqual(encode_params(params), expected, name)
 
+    def test_it_quotes_as_urlencode_does(self):
+        # encode_params skips quote_plus for text that needs none: every
+        # character that quote_plus keeps or changes must come out as it
+        # would from urlencode.
+        text = "".join(chr(c) for c in range(32, 0x250)) + "\t\n\r\x00\u2028\U0001f600"
+        params = {c: c + "x" for c in text}
+        params["long"] = text
+        params["~keep_.-"] = "A-z_0.9~"
+        expected = urlencode([(k, v) for k, v in params.items()])
+        self.assertEqual(encode_params(params), expected)
+
+    def test_numbers_are_written_as_json_writes_them(self):
+        numbers = [0, -1, 10**30, 1.5, -0.0, 1e-7, 1e22, 123456789.123456789, True, False]
+        for number in numbers:
+            expected = urlencode({"n": json.dumps(number)})
+            self.assertEqual(encode_params({"n": number}), expected, number)
+
 
 class HorizonTests(unittest.TestCase):
     """A task may be scheduled at most 30 days ahead, as Cloud Tasks allows."""
@@ -756,6 +773,29 @@ class RequireTextTests(unittest.TestCase):
     def test_text_is_returned(self):
         value = {"a": ["é", 1, None]}
         self.assertIs(require_text("params", value), value)
+
+    def test_a_lone_surrogate_is_found_at_any_depth_the_limit_allows(self):
+        lone = "\udfff"
+        for name, value in [
+            ("a string", lone),
+            ("after valid text", ["é", "\U0001f600", "a" + lone]),
+            ("a key", {"a": 1, lone: 1}),
+            ("a value", {"a": {"b": [None, 1.5, True, lone]}}),
+            ("at the depth limit", self.nested([lone], submission.MAX_DEPTH - 1)),
+            ("past the depth limit", self.nested([lone], submission.MAX_DEPTH + 3)),
+            ("a key past the depth limit", self.nested({lone: 1}, submission.MAX_DEPTH + 3)),
+        ]:
+            with self.assertRaises(InvalidTask, msg=name) as caught:
+                require_text("params", value)
+            self.assertEqual(caught.exception.code, "invalid_encoding", name)
+        for value in [self.nested(["é"], submission.MAX_DEPTH + 3), {"é": "\U0001f600"}]:
+            self.assertIs(require_text("params", value), value)
+
+    @staticmethod
+    def nested(value: Any, levels: int) -> Any:
+        for n in range(levels):
+            value = [value] if n % 2 else {"k": value}
+        return value
 
     def test_a_value_too_deep_to_check_is_refused(self):
         # json.loads may just manage a nesting that json.dumps, called a few

@@ -31,6 +31,18 @@ class TaskFieldsTests(unittest.TestCase):
         self.assertTrue(all(isinstance(item, str) for item in flat), flat)
         self.assertEqual(Task.from_fields("emails.abc123", fields_to_hash(flat)), task)
 
+    def test_every_set_field_is_written_once_in_order(self):
+        task = Task(id="t1", queue="q", url=HOOK, method="PUT", body="[1]", content_type=JSON,
+                    headers={"X-A": "1"}, name="n", due_at=2.5, created_at=1.5, timeout=3.0,
+                    max_errors=4, attempts=5, door="d", door_data={"k": "v"})  # fmt: skip
+        self.assertEqual(
+            task.to_fields(),
+            ["queue", "q", "url", HOOK, "method", "PUT", "body", "[1]", "content_type", JSON,
+             "headers", '{"X-A": "1"}', "name", "n", "timeout", "3.0", "max_errors", "4",
+             "created_at", "1.5", "due_at", "2.5", "attempts", "5", "door", "d",
+             "door_data", '{"k": "v"}'],
+        )  # fmt: skip
+
     def test_round_trip_of_a_plain_task(self):
         for name, task in [
             ("form POST", parse_form({"url": HOOK, "params": '{"a": 1}'})),

@@ -322,22 +322,23 @@ class TorqueAPI:
         tasks = [task for task in parsed if isinstance(task, Task)]
         added = (await self.store.add_many(tasks)) if tasks else []
         results, duplicates = batch.results(parsed, added)
-        for task, (_, created) in zip(tasks, added, strict=True):
-            if created:
-                self.metrics.task_added(task.queue)
-        for queue, due_at in batch.earliest_due(tasks, added).items():
+        for queue, (due_at, count) in batch.new_per_queue(tasks, added).items():
+            self.metrics.task_added(queue, count)
             self.wake(queue, due_at)
             self._warn_if_unprocessed(queue)
-        for at, task_id in duplicates.items():  # rare: a round trip each, at once
-            duplicates[at] = self.store.describe(task_id).addErrback(
+        described = {  # rare: a round trip each, at once
+            at: self.store.describe(task_id).addErrback(
                 lambda failure: failure.trap(StoreUnavailable) and None
             )
-        for at, described in duplicates.items():
-            fields = await described
-            task_id = results[at]["task"]["id"]
+            for at, task_id in duplicates.items()
+        }
+        for at, task_id in duplicates.items():
+            fields = await described[at]
             shown = public_task(task_id, fields) if fields else {"id": task_id}
             results[at] = batch.duplicate_result(shown)
-        return json_body(request, 200, {"results": results})
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"application/json")
+        return batch.answer(results)
 
     async def _check_targets(self, parsed: list) -> list:
         """``parsed`` with each task whose URL ``--allow-target`` refuses

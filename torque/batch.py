@@ -9,6 +9,8 @@ order.  Only a body that is no such array is refused as a whole.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -66,41 +68,85 @@ def added_result(task: Task) -> dict[str, Any]:
     return {"status": 201, "task": added_task(task)}
 
 
+# added_result's JSON, as json.dumps writes it with SEPARATORS, but filled
+# in by hand: encoding a hundred such dicts was the largest part of a
+# batch's answer, and most of their strings (the URL, the queue, the name)
+# are the same from one task to the next, so each is encoded once a batch.
+# ResultTests holds it to json.dumps(added_result(task)).
+SEPARATORS = (",", ":")
+_ADDED = (
+    '{{"status":201,"task":{{"id":{id},"queue":{queue},"name":{name},"url":{url},'
+    '"status":"scheduled","due_at":{due_at},"created_at":{created_at}}}}}'
+)
+
+
+class _Encoded(dict):
+    """JSON text of the strings met so far, each encoded once."""
+
+    def __missing__(self, text: str) -> str:
+        encoded = self[text] = json.dumps(text)
+        return encoded
+
+
+def _number(value: float) -> str:
+    """A number as json.dumps writes it (a time: a finite float, mostly)."""
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return json.dumps(value)
+
+
 def results(
     parsed: list[Task | InvalidTask], added: list[tuple[str, bool]]
-) -> tuple[list[dict[str, Any]], dict[int, str]]:
-    """Each item's result, in order, and the duplicates: their index and
-    the id of the task that holds their name (whose result, until the
-    caller describes that task, is just its id).
+) -> tuple[list[str], dict[int, str]]:
+    """Each item's result as JSON text, in order, and the duplicates: their
+    index and the id of the task that holds their name (whose result, until
+    the caller describes that task with :func:`duplicate_result`, is just
+    its id).
 
     :param added: what the store answered for the tasks of ``parsed``.
     """
     answers = iter(added)
-    shown: list[dict[str, Any]] = []
+    shown: list[str] = []
     duplicates: dict[int, str] = {}
+    encoded = _Encoded()
     for item in parsed:
         if isinstance(item, InvalidTask):
-            shown.append(error_result(item))
+            shown.append(json.dumps(error_result(item), separators=SEPARATORS))
             continue
         task_id, created = next(answers)
         if created:
-            shown.append(added_result(item))
+            shown.append(
+                _ADDED.format(
+                    id=json.dumps(item.id),
+                    queue=encoded[item.queue],
+                    name=encoded[item.name] if item.name else "null",
+                    url=encoded[item.url],
+                    due_at=_number(item.due_at),
+                    created_at=_number(item.created_at),
+                )
+            )
         else:
             duplicates[len(shown)] = task_id
             shown.append(duplicate_result({"id": task_id}))
     return shown, duplicates
 
 
-def earliest_due(tasks: list[Task], added: list[tuple[str, bool]]) -> dict[str, float]:
-    """Each queue that got a new task, and its earliest new due time: what
-    to wake."""
-    due: dict[str, float] = {}
+def answer(results: list[str]) -> bytes:
+    """The body of the answer to a batch: its results (JSON texts)."""
+    return ('{"results":[' + ",".join(results) + "]}").encode()
+
+
+def new_per_queue(tasks: list[Task], added: list[tuple[str, bool]]) -> dict[str, tuple[float, int]]:
+    """Each queue that got a new task: its earliest new due time (what to
+    wake) and how many new tasks it got (what to count)."""
+    per_queue: dict[str, tuple[float, int]] = {}
     for task, (_, created) in zip(tasks, added, strict=True):
         if created:
-            due[task.queue] = min(task.due_at, due.get(task.queue, task.due_at))
-    return due
+            due_at, count = per_queue.get(task.queue, (task.due_at, 0))
+            per_queue[task.queue] = (min(due_at, task.due_at), count + 1)
+    return per_queue
 
 
-def duplicate_result(shown: dict[str, Any]) -> dict[str, Any]:
-    """A duplicate name's result: the existing task, and 200."""
-    return {"status": 200, "task": {**shown, "duplicate": True}}
+def duplicate_result(shown: dict[str, Any]) -> str:
+    """A duplicate name's result as JSON text: the existing task, and 200."""
+    return json.dumps({"status": 200, "task": {**shown, "duplicate": True}}, separators=SEPARATORS)

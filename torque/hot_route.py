@@ -67,6 +67,9 @@ class HotRoute(resource.Resource):
         def write(body: bytes) -> None:
             if gone:  # the client is gone: nothing to answer
                 return
+            # Its length, as Klein gives it: else twisted.web frames the
+            # body in chunks, and the client has more to parse.
+            request.setHeader(b"Content-Length", b"%d" % len(body))
             request.write(body)
             request.finish()
 

@@ -139,8 +139,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    def task_added(self, queue: str) -> None:
-        self.added.labels(queue).inc()
+    def task_added(self, queue: str, count: int = 1) -> None:
+        """``count`` tasks were added to ``queue`` (a batch counts each of
+        its queues once: ``labels`` is the costlier part)."""
+        self.added.labels(queue).inc(count)
 
     def attempt_finished(self, task: Task, outcome: Outcome, decision: Decision) -> None:
         """A scheduler's ``on_attempt`` hook: called once per attempt.

@@ -23,6 +23,9 @@ log = Logger()
 # Seconds a scheduler of a '*' node stays without a wake-up, its queue empty,
 # before it is retired (it polls Redis every --poll-interval meanwhile).
 RETIRE_AFTER = 60.0
+# Seconds within which a wake-up for the same queue and due time is the echo
+# of one already served (see QueueRouter.wake).
+ECHO_WINDOW = 2.0
 
 
 class QueueRouter:
@@ -47,6 +50,8 @@ class QueueRouter:
         self.new_scheduler: Callable | None = None
         self.schedulers = {}
         self._stirred: dict[str, float] = {}  # queue -> its scheduler's last wake-up
+        # (queue, due time) -> when it woke its scheduler, oldest first
+        self._served: dict[tuple[str, float], float] = {}
 
     def process(self, queue: str) -> None:
         """Run a scheduler for ``queue`` on this node, unless one runs."""
@@ -76,12 +81,46 @@ class QueueRouter:
         log.info("queue {queue}: empty and idle, no longer polled", queue=queue)
 
     def wake(self, queue: str, due_at: float | None = None) -> None:
+        """Wake ``queue``'s scheduler for a task due at ``due_at``.
+
+        An add through this node's API wakes its scheduler twice: once here
+        when Redis answers the add, and again when the add's message on
+        the wake channel comes round, a few milliseconds later, while the
+        first wake-up's claim is often still in flight (so the scheduler
+        claims once more right after it, for nothing, and before the
+        delivery it just started is even sent).  Each wake-up follows the
+        write that caused it, so whichever of the two comes first leads to
+        a claim made after the task was stored: the second, the same queue
+        and the very same due time within :data:`ECHO_WINDOW` seconds, is
+        dropped.  (Another add with the very same due time, to the same
+        queue, in that window, would be due in the future, where a wake-up
+        only sets the timer the first one set; or is a tie to the
+        microsecond, which the safety tick covers.)
+        """
+        if due_at is not None and self._echo(queue, due_at):
+            return
         if self.all_queues and self.parent.running:
             self.process(queue)
             self._stirred[queue] = self.clock.seconds()
         scheduler = self.schedulers.get(queue)
         if scheduler is not None:
             scheduler.wake(due_at)
+
+    def _echo(self, queue: str, due_at: float) -> bool:
+        """Whether a wake-up for ``queue`` at ``due_at`` was served within
+        :data:`ECHO_WINDOW` seconds; if not, remember this one."""
+        now = self.clock.seconds()
+        served = self._served
+        while served:  # forget the old ones (oldest first)
+            oldest = next(iter(served))
+            if now - served[oldest] <= ECHO_WINDOW:
+                break
+            del served[oldest]
+        if (queue, due_at) in served:
+            del served[queue, due_at]  # each wake-up has one echo
+            return True
+        served[queue, due_at] = now
+        return False
 
     def woken(self, channel: str | None, message: str | None) -> None:
         """A message on a wake channel (``channel`` ``None``: subscribed

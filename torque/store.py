@@ -206,19 +206,20 @@ class RedisStore:
     def _add_to_queue(self, tasks: Sequence[Task]) -> defer.Deferred:
         """Store tasks of one queue in one ADD script call."""
         k = self.keys
+        queue = tasks[0].queue
+        due_key, wake = k.due(queue), k.wake(queue)  # once a call, not a task
         keys: list[str] = []
         args: list = []
         for task in tasks:
             fields = task.to_fields()
-            task_key = k.task(task.queue, task.id)
-            name_key = k.name(task.queue, task.name) if task.name else task_key
-            keys += [task_key, k.due(task.queue), name_key]
+            task_key = k.task(queue, task.id)
+            keys += [task_key, due_key, k.name(queue, task.name) if task.name else task_key]
             args += [
                 task.id,
                 repr(task.due_at),
                 "1" if task.name else "0",
-                k.wake(task.queue),
-                len(fields),
+                wake,
+                str(len(fields)),
                 *fields,
             ]
         d = self._write(scripts.ADD, keys, args)

@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 from hyperlink import EncodedURL
 
@@ -109,32 +109,94 @@ def require_text(field: str, value: Any) -> Any:
     parses to a lone surrogate, which has no UTF-8 form, so Redis, the URL
     and the request headers could never carry it."""
     try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidTask(
-            field, f"{field} holds a lone surrogate, which is not text", "invalid_encoding"
-        ) from None
+        is_text = _is_text(value)
     except RecursionError:  # parsed a little higher up the stack than this
         raise InvalidTask(field, f"{field} is nested too deeply", "too_deep") from None
+    if not is_text:
+        raise InvalidTask(
+            field, f"{field} holds a lone surrogate, which is not text", "invalid_encoding"
+        )
     return value
+
+
+def _is_text(value: Any, level: int = 1) -> bool:
+    """Whether every string in a JSON value has a UTF-8 form.  Walked here,
+    not by encoding the whole value with :func:`json.dumps` (a new encoder
+    per call: a tenth of a batch task's validation); nesting past
+    :data:`MAX_DEPTH`, refused later anyway, is left to :func:`json.dumps`,
+    which stops a value too deep to check."""
+    kind = type(value)
+    if kind is str:
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if kind is dict:
+        if level > MAX_DEPTH:
+            return _dumps_as_text(value)
+        for key, item in value.items():
+            if not (_is_text(key, level) and _is_text(item, level + 1)):
+                return False
+        return True
+    if kind is list:
+        if level > MAX_DEPTH:
+            return _dumps_as_text(value)
+        return all(_is_text(item, level + 1) for item in value)
+    if value is None or kind in _SCALARS:
+        return True
+    return _dumps_as_text(value)
+
+
+_SCALARS = (int, float, bool)
+
+
+def _dumps_as_text(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode_params(params: Mapping[str, Any]) -> str:
     """Form-encode a JSON object: ``{"foo": "x", "baz": 99}`` becomes
     ``foo=x&baz=99``.  Lists repeat the key; JSON scalars are written as JSON
-    (``true``, ``1.5``), nested objects as JSON text, ``null`` as empty."""
+    (``true``, ``1.5``), nested objects as JSON text, ``null`` as empty.
+
+    What :func:`urllib.parse.urlencode` gives, without its four calls per
+    string for the keys and values that need no quoting (most of them).
+    """
     pairs = []
     for key, value in params.items():
-        for item in value if isinstance(value, list) else [value]:
-            pairs.append((key, _form_value(item)))
-    return urlencode(pairs)
+        name = _quoted(key)
+        if isinstance(value, list):
+            pairs += [f"{name}={_quoted(_form_value(item))}" for item in value]
+        else:
+            pairs.append(f"{name}={_quoted(_form_value(value))}")
+    return "&".join(pairs)
+
+
+# What quote_plus leaves as it is.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quoted(text: str) -> str:
+    return text if _UNQUOTED.fullmatch(text) else quote_plus(text)
 
 
 def _form_value(value: Any) -> str:
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value
     if value is None:
         return ""
+    if kind is int:  # as json.dumps writes them, without an encoder each
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -159,7 +221,7 @@ def parse_submission(
         (``params``, ``json``, ``headers``) arrive as JSON text.
     :raises InvalidTask: naming the first field at fault.
     """
-    unknown = sorted(set(fields) - FIELDS)
+    unknown = [] if FIELDS.issuperset(fields) else sorted(set(fields) - FIELDS)
     if unknown:
         raise InvalidTask(
             unknown[0],
@@ -286,7 +348,13 @@ def _depth(value: Any, level: int = 1) -> int:
     if level > MAX_DEPTH or not isinstance(value, dict | list):
         return level
     items = value.values() if isinstance(value, dict) else value
-    return max((_depth(item, level + 1) for item in items), default=level)
+    deepest = level
+    for item in items:
+        # A scalar inside is one level down; only containers go further.
+        below = _depth(item, level + 1) if isinstance(item, dict | list) else level + 1
+        if below > deepest:
+            deepest = below
+    return deepest
 
 
 def _payload(fields: Mapping[str, Any], method: str, is_form: bool) -> tuple[str, str, str]:

@@ -63,28 +63,37 @@ class Task:
     def to_fields(self) -> list[str]:
         """Flatten into HSET arguments, leaving out what is unset or the
         default that :meth:`from_fields` reads back (a ``POST``, a form
-        body, no attempt yet): a scheduled task costs Redis less memory."""
-        form_body = self.content_type == FORM and self.body
-        fields = {
-            "queue": self.queue,
-            "url": self.url,
-            "method": "" if self.method == "POST" else self.method,
-            "body": self.body,
-            "content_type": "" if form_body else self.content_type,
-            "headers": json.dumps(dict(self.headers)) if self.headers else "",
-            "name": self.name,
-            "timeout": _field_text(self.timeout),
-            "max_errors": _field_text(self.max_errors),
-            "created_at": repr(self.created_at),
-            "due_at": repr(self.due_at),
-            "attempts": str(self.attempts) if self.attempts else "",
-            "door": self.door,
-            "door_data": json.dumps(dict(self.door_data)) if self.door_data else "",
-        }
+        body, no attempt yet): a scheduled task costs Redis less memory.
+
+        (Written out field by field: called for every task added, where a
+        dict of every field, filtered, was a twentieth of a batch's CPU.)
+        """
         flat = []
-        for key, value in fields.items():
-            if value != "":
-                flat += [key, value]
+        if self.queue:
+            flat += ("queue", self.queue)
+        if self.url:
+            flat += ("url", self.url)
+        if self.method and self.method != "POST":
+            flat += ("method", self.method)
+        if self.body:
+            flat += ("body", self.body)
+        if self.content_type and not (self.content_type == FORM and self.body):
+            flat += ("content_type", self.content_type)
+        if self.headers:
+            flat += ("headers", json.dumps(dict(self.headers)))
+        if self.name:
+            flat += ("name", self.name)
+        if self.timeout is not None:
+            flat += ("timeout", repr(self.timeout))
+        if self.max_errors is not None:
+            flat += ("max_errors", repr(self.max_errors))
+        flat += ("created_at", repr(self.created_at), "due_at", repr(self.due_at))
+        if self.attempts:
+            flat += ("attempts", str(self.attempts))
+        if self.door:
+            flat += ("door", self.door)
+        if self.door_data:
+            flat += ("door_data", json.dumps(dict(self.door_data)))
         return flat
 
     @classmethod
@@ -118,10 +127,6 @@ def stored_content_type(fields: Mapping[str, str]) -> str:
     """A task hash's content type: left out for a form body (see
     :meth:`Task.to_fields`), and by hand-written tasks."""
     return fields.get("content_type") or (FORM if fields.get("body") else "")
-
-
-def _field_text(value: float | int | None) -> str:
-    return "" if value is None else repr(value)
 
 
 def _float_or_none(text: str | None) -> float | None:
