@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ from twisted.web import resource
 from twisted.web.http import parse_qs
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from torque import batch, dashboard, keys, openapi
+from torque import batch, dashboard, keys, openapi, tokens
 from torque.auth import bearer_token
 from torque.completion import CompletionKey
 from torque.cursor import decode_position, encode_position
@@ -47,7 +46,7 @@ def new_task_id(queue: str) -> str:
     """A new id of a task of ``queue``: the queue, so that the id finds its
     queue's keys alone (:func:`torque.keys.queue_of_id`), and 120 random
     bits, URL-safe: not guessable, never sequential."""
-    return keys.task_id(queue, secrets.token_urlsafe(15))
+    return keys.task_id(queue, tokens.token())
 
 
 def json_body(request, status: int, body: Any) -> bytes:
