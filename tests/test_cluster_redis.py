@@ -20,7 +20,8 @@ from tests.redis_cluster import (
     owner_port,
     start_cluster,
 )
-from torque.cluster import ClusterConnection, key_slot
+from torque.cluster import ClusterConnection
+from torque.cluster_slots import key_slot
 from torque.cluster_wake import ShardedSubscriber
 from torque.connection import connect_pool
 from torque.redis_url import RedisAddress

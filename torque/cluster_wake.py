@@ -13,7 +13,8 @@ import txredisapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from torque.cluster import ClusterConnection, key_slot
+from torque.cluster import ClusterConnection
+from torque.cluster_slots import key_slot
 from torque.connection import WakeSubscriber
 from torque.redis_url import RedisAddress
 

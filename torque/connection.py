@@ -43,6 +43,17 @@ def connect_pool(address: RedisAddress, poolsize: int = 2, reactor=None):
     return pool.handler
 
 
+def connect(address: RedisAddress, poolsize: int = 2, reactor=None):
+    """The store's connection to ``address``: a pool (:func:`connect_pool`),
+    or for a ``redis+cluster://`` address a
+    :class:`torque.cluster.ClusterConnection`, one such pool per primary."""
+    if address.cluster_nodes:
+        from torque.cluster import connect_cluster
+
+        return connect_cluster(address, poolsize, reactor)
+    return connect_pool(address, poolsize, reactor)
+
+
 def known_down(redis) -> bool:
     """Whether ``redis`` (a handler from :func:`connect_pool`) knows that it
     has no connection: none is alive and the last attempt to make one failed
@@ -54,7 +65,11 @@ def known_down(redis) -> bool:
 
 def down_reason(redis) -> str | None:
     """Why ``redis`` has no connection, when it knows it has none
-    (:func:`known_down`); ``None`` otherwise."""
+    (:func:`known_down`); ``None`` otherwise.  A Redis Cluster
+    (:class:`torque.cluster.ClusterConnection`) says for itself."""
+    own = getattr(redis, "down_reason", None)
+    if own is not None:
+        return own()
     factory = getattr(redis, "_factory", None)
     if not getattr(factory, "down", False):
         return None
