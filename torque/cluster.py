@@ -122,8 +122,10 @@ class ClusterConnection:
 
     # -- what the store calls ------------------------------------------------
 
-    #: Scripts publish wake-ups with SPUBLISH here (:func:`torque.scripts.sharded`).
-    sharded_pubsub = True
+    #: Read on the class (txredisapi's handler answers any attribute):
+    #: scripts publish with SPUBLISH here (:func:`torque.scripts.sharded`),
+    #: and :meth:`down_reason` says when it is down.
+    is_cluster = True
 
     def eval(self, script: str, keys: Sequence[str] = (), args: Sequence = ()):
         """``EVAL`` on the primary that owns ``keys``' one slot."""

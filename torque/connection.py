@@ -54,6 +54,12 @@ def connect(address: RedisAddress, poolsize: int = 2, reactor=None):
     return connect_pool(address, poolsize, reactor)
 
 
+def is_cluster(redis) -> bool:
+    """Whether ``redis`` is a :class:`torque.cluster.ClusterConnection`
+    (asked of its class: a txredisapi handler answers every attribute)."""
+    return getattr(type(redis), "is_cluster", False)
+
+
 def known_down(redis) -> bool:
     """Whether ``redis`` (a handler from :func:`connect_pool`) knows that it
     has no connection: none is alive and the last attempt to make one failed
@@ -67,9 +73,8 @@ def down_reason(redis) -> str | None:
     """Why ``redis`` has no connection, when it knows it has none
     (:func:`known_down`); ``None`` otherwise.  A Redis Cluster
     (:class:`torque.cluster.ClusterConnection`) says for itself."""
-    own = getattr(redis, "down_reason", None)
-    if own is not None:
-        return own()
+    if is_cluster(redis):
+        return redis.down_reason()
     factory = getattr(redis, "_factory", None)
     if not getattr(factory, "down", False):
         return None
