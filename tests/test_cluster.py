@@ -10,6 +10,7 @@ from __future__ import annotations
 import txredisapi
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -22,8 +23,9 @@ from torque.cluster import (
     Redirect,
 )
 from torque.cluster_slots import CrossSlot, SlotMap, command_keys, command_slot, key_slot
-from torque.connection import down_reason
-from torque.redis_url import RedisAddress
+from torque.connection import connect, down_reason, is_cluster
+from torque.options import Options, options_from_environ
+from torque.redis_url import RedisAddress, parse_redis_url
 
 A, B, C = ("10.0.0.1", 7001), ("10.0.0.2", 7002), ("10.0.0.3", 7003)
 LATENCY = 0.002
@@ -468,3 +470,85 @@ class ClusterDownTests(FakeClusterCase):
         failure = self.run_clock(self.redis.ping())
         self.assertIsInstance(failure.value, ClusterUnavailable)
         self.assertIn("no primary", str(failure.value))
+
+
+class ClusterUrlTests(unittest.TestCase):
+    def test_table(self):
+        cases = [
+            ("three nodes, db 0", "redis+cluster://n1:7000,n2:7001,n3:7002/0",
+             (("n1", 7000), ("n2", 7001), ("n3", 7002)), None, None),
+            ("default port, no db", "redis+cluster://n1,n2",
+             (("n1", 6379), ("n2", 6379)), None, None),
+            ("password", "redis+cluster://:pw@n1:7000", (("n1", 7000),), None, "pw"),
+            ("user and password", "redis+cluster://alice:pw@n1:7000/",
+             (("n1", 7000),), "alice", "pw"),
+            ("IPv6", "redis+cluster://[::1]:7000,n2", (("::1", 7000), ("n2", 6379)), None, None),
+        ]  # fmt: skip
+        for name, url, nodes, username, password in cases:
+            address = parse_redis_url(url)
+            self.assertEqual(address.cluster_nodes, nodes, name)
+            self.assertEqual((address.username, address.password), (username, password), name)
+            self.assertEqual(address.db, 0, name)
+            seeds = address.cluster_seeds()
+            self.assertEqual([(s.host, s.port) for s in seeds], list(nodes), name)
+            self.assertTrue(all(s.password == password for s in seeds), name)
+            self.assertTrue(all(not s.cluster_nodes for s in seeds), name)
+
+    def test_a_cluster_has_database_0_only(self):
+        for url in ("redis+cluster://n1:7000/1", "redis+cluster://n1:7000?db=2"):
+            with self.assertRaises(ValueError, msg=url) as caught:
+                parse_redis_url(url)
+            self.assertIn("database 0 only", str(caught.exception))
+
+    def test_bad_urls_are_value_errors_without_the_password(self):
+        cases = [
+            ("no node", "redis+cluster://:pw@"),
+            ("an empty node", "redis+cluster://:pw@n1,/0"),
+            ("port not a number", "redis+cluster://:pw@n1:x"),
+            ("port out of range", "redis+cluster://:pw@n1:70000"),
+        ]
+        for name, url in cases:
+            with self.assertRaises(ValueError, msg=name) as caught:
+                parse_redis_url(url)
+            self.assertNotIn("pw", str(caught.exception), name)
+
+    def test_address_prints_its_nodes_without_the_password(self):
+        address = parse_redis_url("redis+cluster://:s3cret@n1:7000,n2:7001")
+        self.assertEqual(str(address), "redis+cluster://n1:7000,n2:7001/0")
+        self.assertNotIn("s3cret", repr(address))
+
+    def test_the_option_and_its_variable_name_the_option_in_errors(self):
+        options = Options({})
+        options.parseOptions(["--redis", "redis+cluster://n1:7000,n2:7001"])
+        self.assertEqual(parse_redis_url(options["redis"]).cluster_nodes[1], ("n2", 7001))
+        from_environ = options_from_environ({"TORQUE_REDIS": "redis+cluster://n1:7000"})
+        self.assertEqual(parse_redis_url(from_environ["redis"]).cluster_nodes, (("n1", 7000),))
+        with self.assertRaises(usage.UsageError) as caught:
+            Options({}).parseOptions(["--redis", "redis+cluster://n1:7000/3"])
+        self.assertIn("--redis", str(caught.exception))
+        self.assertIn("database 0 only", str(caught.exception))
+        with self.assertRaises(usage.UsageError) as caught:
+            options_from_environ({"TORQUE_REDIS": "redis+cluster://n1:7000/3"})
+        self.assertIn("TORQUE_REDIS", str(caught.exception))
+
+    def test_a_cluster_url_makes_a_cluster_connection_of_pools_with_hiredis_encoding(self):
+        import txredisapi
+
+        from torque import fast_commands
+
+        address = parse_redis_url("redis+cluster://127.0.0.1:1,127.0.0.1:2")
+        clock = Clock()
+        redis = connect(address, reactor=clock)
+        self.assertIsInstance(redis, ClusterConnection)
+        self.assertTrue(is_cluster(redis))
+        self.assertEqual(
+            [(s.host, s.port) for s in redis.seeds], [("127.0.0.1", 1), ("127.0.0.1", 2)]
+        )
+        # Each primary's pool is connect_pool's: bounded, hiredis-encoded.
+        pool = redis._pool(("127.0.0.1", 1))
+        self.addCleanup(pool.disconnect)
+        self.assertEqual(type(pool._factory).__name__, "_Pool")
+        self.assertIs(txredisapi.BaseRedisProtocol._build_command, fast_commands._build_command)
+        single = connect(parse_redis_url("redis://127.0.0.1:1"), reactor=clock)
+        self.addCleanup(single.disconnect)
+        self.assertFalse(is_cluster(single))
