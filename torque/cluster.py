@@ -182,14 +182,18 @@ class ClusterConnection:
         asking (:func:`torque.connection.down_reason`): every node known is
         unreachable.  With some primaries up, each command learns about its
         own (:meth:`execute`)."""
+        # Asked before every store call: cheap while any node is up.
         if self.map is None:
             nodes = [(s.host, s.port) for s in self.seeds]
         else:
-            nodes = sorted(self.map.primaries)
-        pools = [self._pools.get(node) for node in nodes]
-        if not pools or not all(pool is not None and known_down(pool) for pool in pools):
+            nodes = self.map.primaries
+        for node in nodes:
+            pool = self._pools.get(node)
+            if pool is None or not known_down(pool):
+                return None
+        if not nodes:
             return None
-        names = ", ".join(f"{host}:{port}" for host, port in nodes)
+        names = ", ".join(f"{host}:{port}" for host, port in sorted(nodes))
         return f"Redis Cluster unreachable: no connection to {names}"
 
     def disconnect(self) -> defer.Deferred:

@@ -62,6 +62,7 @@ class SlotMap:
         self._owners: list[tuple[str, int] | None] = [None] * SLOTS
         for first, last, node in ranges:
             self._owners[first : last + 1] = [node] * (last + 1 - first)
+        self._primaries: frozenset | None = None  # asked on every store call: kept
 
     @classmethod
     def from_cluster_slots(cls, reply: Sequence[Sequence[Any]]) -> SlotMap:
@@ -73,10 +74,13 @@ class SlotMap:
 
     def move(self, slot: int, node: tuple[str, int]) -> None:
         self._owners[slot] = node
+        self._primaries = None
 
     @property
-    def primaries(self) -> set[tuple[str, int]]:
-        return {node for node in self._owners if node is not None}
+    def primaries(self) -> frozenset[tuple[str, int]]:
+        if self._primaries is None:
+            self._primaries = frozenset(node for node in self._owners if node is not None)
+        return self._primaries
 
     @property
     def covered(self) -> bool:
