@@ -6,8 +6,6 @@ in-memory double, and what only a cluster does (sharded wake-ups, the
 
 from __future__ import annotations
 
-import uuid
-
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
@@ -22,28 +20,15 @@ from tests import (
     test_store_windows,
 )
 from tests.node import wait_for
-from tests.redis_cluster import cluster_seeds
+from tests.redis_cluster import PER_QUEUE_SLOTS, cluster_keys, cluster_seeds
 from tests.test_store import NOW, claim, make_task
 from torque import scripts
 from torque.cluster import ClusterConnection
 from torque.cluster_slots import key_slot
 from torque.cluster_wake import ShardedSubscriber
 from torque.connection import connect_pool
-from torque.keys import Keys
 from torque.storage import StoreUnavailable
 from torque.store import RedisStore
-
-#: Whether every key of a queue carries its hash tag ``{queue}`` (issue 15,
-#: the key layout): then each test's queues spread over the primaries.
-PER_QUEUE_SLOTS = "{q}" in Keys().due("q")
-
-
-def cluster_keys() -> Keys:
-    """A fresh prefix per test.  Until the key layout puts each queue in its
-    own slot, the prefix carries a hash tag, so that all of a test's keys
-    share one slot (the scripts' cross-queue keys would be CROSSSLOT)."""
-    token = uuid.uuid4().hex[:12]
-    return Keys(f"test:{token}:" if PER_QUEUE_SLOTS else f"{{test{token}}}:")
 
 
 class TestCluster(ClusterConnection):
