@@ -23,6 +23,7 @@ from torque.cluster import (
     Redirect,
 )
 from torque.cluster_slots import CrossSlot, SlotMap, command_keys, command_slot, key_slot
+from torque.cluster_wake import RETRY, ShardedSubscriber
 from torque.connection import connect, down_reason, is_cluster
 from torque.options import Options, options_from_environ
 from torque.redis_url import RedisAddress, parse_redis_url
@@ -552,3 +553,77 @@ class ClusterUrlTests(unittest.TestCase):
         single = connect(parse_redis_url("redis://127.0.0.1:1"), reactor=clock)
         self.addCleanup(single.disconnect)
         self.assertFalse(is_cluster(single))
+
+
+class FakeNodeSubscriber:
+    """What ShardedSubscriber keeps per primary, without a connection."""
+
+    def __init__(self, node):
+        self.node = node
+        self.sharded = []
+        self.disconnected = False
+
+    def add(self, channel):
+        self.sharded.append(channel)
+        return defer.succeed(None)
+
+    def drop(self, channel):
+        self.sharded.remove(channel)
+
+    def disconnect(self):
+        self.disconnected = True
+        return defer.succeed(None)
+
+
+class FakeShardedSubscriber(ShardedSubscriber):
+    def _on(self, node):
+        if node not in self._nodes:
+            self._nodes[node] = FakeNodeSubscriber(node)
+        return self._nodes[node]
+
+
+class ShardedSubscriberTests(FakeClusterCase):
+    def setUp(self):
+        super().setUp()
+        self.subscriber = FakeShardedSubscriber(self.redis, self.clock, lambda *m: None)
+
+    def test_a_channel_is_subscribed_on_its_slots_primary_once(self):
+        self.subscriber.listen(FOO)
+        self.subscriber.listen(FOO)
+        self.run_clock(self.redis.ping())
+        self.assertEqual(self.subscriber.channels, {FOO: C})
+        self.assertEqual(self.subscriber._nodes[C].sharded, [FOO])
+
+    def test_listening_while_the_cluster_is_down_tries_again_until_it_is_back(self):
+        self.cluster.down.update({A, B, C})
+        self.subscriber.listen(FOO)  # fails at once: every node is known down
+        self.cluster.down.clear()
+        self.clock.advance(RETRY - 0.001)
+        self.assertEqual(self.subscriber.channels, {}, "not before RETRY")
+        self.clock.advance(0.001)
+        self.clock.advance(LATENCY)  # the map
+        self.assertEqual(self.subscriber.channels, {FOO: C})
+        self.assertEqual(self.subscriber._nodes[C].sharded, [FOO])
+
+    def test_a_lost_primary_whose_slots_moved_hands_its_channels_over(self):
+        self.subscriber.listen(FOO)
+        self.subscriber.listen("r")
+        self.run_clock(self.redis.ping())
+        old = self.subscriber._nodes[C]
+        self.cluster.down.add(C)
+        self.cluster.truth = SlotMap([(0, 5460, A), (5461, 10922, B), (10923, 16383, A)])
+        self.subscriber.lost(old)
+        self.run_clock(self.redis.ping())
+        self.assertEqual(self.subscriber.channels, {FOO: A, "r": B})
+        self.assertEqual(self.subscriber._nodes[A].sharded, [FOO])
+        self.assertTrue(old.disconnected, "no channel left there: it stops reconnecting")
+        self.assertNotIn(C, self.subscriber._nodes)
+
+    def test_a_lost_primary_still_in_the_map_keeps_its_channels(self):
+        self.subscriber.listen(FOO)
+        self.run_clock(self.redis.ping())
+        node = self.subscriber._nodes[C]
+        self.subscriber.lost(node)  # a restart, say: the map is unchanged
+        self.run_clock(self.redis.ping())
+        self.assertEqual(self.subscriber.channels, {FOO: C})
+        self.assertFalse(node.disconnected)

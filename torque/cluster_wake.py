@@ -107,7 +107,8 @@ class ShardedSubscriber:
         self.cluster = cluster
         self.reactor = reactor
         self.on_message = on_message
-        self.channels: dict[str, tuple[str, int]] = {}  # channel -> the node it is on
+        # channel -> the node it is on (None: being subscribed)
+        self.channels: dict[str, tuple[str, int] | None] = {}
         self._nodes: dict[tuple[str, int], Any] = {}  # node -> its subscriber
         self._checking = False
         self._stopped = False
@@ -117,8 +118,13 @@ class ShardedSubscriber:
         """Subscribe to ``channel`` on its slot's primary (once)."""
         if channel in self.channels:
             return
+        self.channels[channel] = None  # on its way: subscribed once
         if self.cluster.map is None:
-            yield self.cluster.reload()
+            try:
+                yield self.cluster.reload()
+            except Exception:
+                del self.channels[channel]
+                raise
         node = self.cluster.node_for(key_slot(channel))
         self.channels[channel] = node
         yield self._on(node).add(channel)
@@ -156,7 +162,7 @@ class ShardedSubscriber:
     def _rehome(self) -> None:
         for channel, node in list(self.channels.items()):
             owner = self.cluster.node_for(key_slot(channel))
-            if owner is not None and owner != node:
+            if node is not None and owner is not None and owner != node:
                 self._nodes[node].drop(channel)
                 del self.channels[channel]
                 self.listen(channel)
