@@ -159,3 +159,34 @@ class ClusterFailoverTests(unittest.TestCase):
         for key in keys:
             self.assertEqual((yield self.bounded(self.redis.eval(GET, [key], []))), "1")
         self.assertLess(recovered_after, 90)
+
+    @defer.inlineCallbacks
+    def test_wake_ups_resume_from_the_replica_that_took_over(self):
+        heard = []
+        subscriber = ShardedSubscriber(self.redis, reactor, lambda c, m: heard.append((c, m)))
+        self.addCleanup(subscriber.disconnect)
+        channels = [f"{{q{i}}}:wake" for i in range(12)]
+        for channel in channels:
+            yield subscriber.subscribe(channel)
+        yield wait_for(lambda: all((c, None) in heard for c in channels), what="subscribed")
+        victim = subscriber.channels[channels[0]]
+        on_victim = [c for c in channels if subscriber.channels[c] == victim]
+        self.processes[victim[1]].kill()  # kill -9
+
+        def published(channel, message):
+            d = self.bounded(self.redis.eval(PUBLISH, [channel], [message]))
+            return d.addCallbacks(lambda _: True, lambda _: False)
+
+        # Once the replica takes the slots, the subscriber (its connection to
+        # the victim lost) moves the channels there, and hears them again.
+        yield wait_for(
+            lambda: all(subscriber.channels.get(c) not in (None, victim) for c in on_victim),
+            timeout=90,
+            what="the channels to move to the new primary",
+        )
+        for channel in on_victim:
+            yield wait_for(lambda c=channel: published(c, "7.5"), timeout=30, what="a publish")
+        yield wait_for(
+            lambda: all((c, "7.5") in heard for c in on_victim),
+            what="wake-ups from the new primary",
+        )
