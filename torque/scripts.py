@@ -980,6 +980,6 @@ def sharded(script: str) -> str:
     :class:`torque.cluster_wake.ShardedSubscriber`.  The one place that
     chooses: :class:`torque.store.RedisStore` asks for it when its
     connection is a cluster's."""
-    if not script.startswith(_PRELUDE):
+    if _PRELUDE not in script:
         raise ValueError("not one of torque's scripts")
-    return keys.LUA + _SPUBLISH + script[len(_PRELUDE) :]
+    return script.replace(_PRELUDE, keys.LUA + _SPUBLISH, 1)
