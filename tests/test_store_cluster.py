@@ -164,11 +164,12 @@ class ClusterOnlyTests(RealClusterStore, unittest.TestCase):
     def test_an_add_waiting_for_replicas_runs_the_script_and_wait_on_its_primary(self):
         # The run's cluster has no replicas: WAIT answers 0 after its wait.
         store = self.make_store(wait_replicas=1, timeout=10.0)
+        task = make_task("t1")
         with self.assertRaises(StoreUnavailable) as caught:
-            yield store.add(make_task("t1"))
+            yield store.add(task)
         self.assertIn("only 0 of 1", str(caught.exception))
         # The script ran where its keys are: the task is there.
-        self.assertEqual((yield self.store.describe("t1"))["status"], "scheduled")
+        self.assertEqual((yield self.store.describe(task.id))["status"], "scheduled")
 
     @defer.inlineCallbacks
     def test_health_pings_every_primary(self):

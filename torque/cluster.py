@@ -65,7 +65,8 @@ _REDIRECT = re.compile(r"^(MOVED|ASK) (\d+) (\S+):(\d+)")
 KEYED_METHODS = frozenset(
     {"get", "set", "delete", "exists", "ttl", "pttl", "expire", "type"}
     | {"hget", "hgetall", "hset", "hsetnx", "hdel", "hincrby", "hmset"}
-    | {"lrange", "llen", "zcard", "zscore", "zrange", "zrangebyscore", "smembers"}
+    | {"lrange", "llen", "smembers", "sadd", "srem"}
+    | {"zadd", "zrem", "zcard", "zscore", "zrange", "zrangebyscore"}
 )
 
 
