@@ -40,8 +40,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from torque.cluster_slots import SlotMap, command_keys, command_slot
-from torque.connection import connect_pool, known_down
+from torque.cluster_slots import KEYED_METHODS, SlotMap, command_keys, command_slot
+from torque.connection import known_down
 from torque.redis_url import RedisAddress
 
 log = Logger()
@@ -60,14 +60,6 @@ DOWN_DELAY = 0.25
 MAP_TIMEOUT = 2.0
 
 _REDIRECT = re.compile(r"^(MOVED|ASK) (\d+) (\S+):(\d+)")
-# txredisapi's helpers whose first argument is their key (or keys), which
-# ClusterConnection sends where it is.
-KEYED_METHODS = frozenset(
-    {"get", "set", "delete", "exists", "ttl", "pttl", "expire", "type"}
-    | {"hget", "hgetall", "hset", "hsetnx", "hdel", "hincrby", "hmset"}
-    | {"lrange", "llen", "smembers", "sadd", "srem"}
-    | {"zadd", "zrem", "zcard", "zscore", "zrange", "zrangebyscore"}
-)
 
 
 class ClusterUnavailable(ConnectionError):
@@ -339,16 +331,6 @@ class ClusterConnection:
 
     def _pause(self, seconds: float) -> defer.Deferred:
         return task.deferLater(self.clock, seconds, lambda: None)
-
-
-def connect_cluster(address: RedisAddress, poolsize: int = 2, reactor=None) -> ClusterConnection:
-    """A :class:`ClusterConnection` to the ``redis+cluster://`` ``address``,
-    with a lazy pool of ``poolsize`` connections per primary, bounded as
-    one Redis's is (:func:`torque.connection.connect_pool`)."""
-    if reactor is None:
-        from twisted.internet import reactor
-    seeds = address.cluster_seeds()
-    return ClusterConnection(seeds, lambda node: connect_pool(node, poolsize, reactor), reactor)
 
 
 class ClusterPipeline:

@@ -24,6 +24,14 @@ COUNTED_KEYS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "
 # Commands about one node's whole keyspace: on a cluster each node has only
 # its slots' share, so no one node's answer is the answer.
 NODE_WIDE = frozenset({"KEYS", "SCAN", "RANDOMKEY", "DBSIZE", "FLUSHDB", "FLUSHALL"})
+# txredisapi's helpers whose first argument is their key (or keys), which
+# ClusterConnection sends where it is.
+KEYED_METHODS = frozenset(
+    {"get", "set", "delete", "exists", "ttl", "pttl", "expire", "type"}
+    | {"hget", "hgetall", "hset", "hsetnx", "hdel", "hincrby", "hmset"}
+    | {"lrange", "llen", "smembers", "sadd", "srem"}
+    | {"zadd", "zrem", "zcard", "zscore", "zrange", "zrangebyscore"}
+)
 
 
 class CrossSlot(ValueError):

@@ -48,9 +48,13 @@ def connect(address: RedisAddress, poolsize: int = 2, reactor=None):
     or for a ``redis+cluster://`` address a
     :class:`torque.cluster.ClusterConnection`, one such pool per primary."""
     if address.cluster_nodes:
-        from torque.cluster import connect_cluster
+        from torque.cluster import ClusterConnection
 
-        return connect_cluster(address, poolsize, reactor)
+        if reactor is None:
+            from twisted.internet import reactor
+        return ClusterConnection(
+            address.cluster_seeds(), lambda node: connect_pool(node, poolsize, reactor), reactor
+        )
     return connect_pool(address, poolsize, reactor)
 
 
