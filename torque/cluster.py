@@ -41,6 +41,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from torque.cluster_slots import KEYED_METHODS, SlotMap, command_keys, command_slot
+from torque.cluster_slots import CrossSlot as CrossSlot  # where it was first
+from torque.cluster_slots import key_slot as key_slot  # where it was first
 from torque.connection import known_down
 from torque.redis_url import RedisAddress
 
