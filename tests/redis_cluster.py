@@ -16,7 +16,9 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 
+from torque.keys import Keys
 from torque.redis_url import RedisAddress
 
 PRIMARIES = 3
@@ -33,6 +35,26 @@ def cluster_ports() -> list[int]:
 
 def cluster_seeds() -> list[RedisAddress]:
     return [RedisAddress(host="127.0.0.1", port=port) for port in cluster_ports()]
+
+
+def cluster_url(ports: list[int] | None = None) -> str:
+    """``--redis`` for the cluster (the run's, or the one on ``ports``)."""
+    nodes = ",".join(f"127.0.0.1:{port}" for port in ports or cluster_ports())
+    return f"redis+cluster://{nodes}"
+
+
+#: Whether every key of a queue carries its hash tag ``{queue}`` (issue 15,
+#: the key layout): then a test's queues spread over the primaries.
+PER_QUEUE_SLOTS = "{q}" in Keys().due("q")
+
+
+def cluster_keys() -> Keys:
+    """A fresh key prefix for one test.  Until the key layout puts each
+    queue in its own slot, the prefix carries a hash tag, so that all of a
+    test's keys share one slot (the scripts' cross-queue keys would
+    otherwise be CROSSSLOT)."""
+    token = uuid.uuid4().hex[:12]
+    return Keys(f"test:{token}:" if PER_QUEUE_SLOTS else f"{{test{token}}}:")
 
 
 def cli(port: int, *args: str) -> str:

@@ -20,7 +20,8 @@ from tests.redis_cluster import (
     owner_port,
     start_cluster,
 )
-from torque.cluster import ClusterConnection, key_slot
+from torque.cluster import ClusterConnection
+from torque.cluster_slots import key_slot
 from torque.cluster_wake import ShardedSubscriber
 from torque.connection import connect_pool
 from torque.redis_url import RedisAddress
@@ -158,3 +159,38 @@ class ClusterFailoverTests(unittest.TestCase):
         for key in keys:
             self.assertEqual((yield self.bounded(self.redis.eval(GET, [key], []))), "1")
         self.assertLess(recovered_after, 90)
+
+    @defer.inlineCallbacks
+    def test_wake_ups_resume_from_the_replica_that_took_over(self):
+        heard = []
+        subscriber = ShardedSubscriber(self.redis, reactor, lambda c, m: heard.append((c, m)))
+        self.addCleanup(subscriber.disconnect)
+        channels = [f"{{q{i}}}:wake" for i in range(12)]
+        for channel in channels:
+            yield subscriber.subscribe(channel)
+        yield wait_for(lambda: all((c, None) in heard for c in channels), what="subscribed")
+        victim = subscriber.channels[channels[0]]
+        on_victim = [c for c in channels if subscriber.channels[c] == victim]
+        self.processes[victim[1]].kill()  # kill -9
+
+        def heard_after_publishing(channel):
+            # A message published before the new subscription is in place
+            # is lost (the subscription's "look now" covers it in a node):
+            # publish until one is heard.
+            d = self.bounded(self.redis.eval(PUBLISH, [channel], ["7.5"]))
+            return d.addCallbacks(lambda _: (channel, "7.5") in heard, lambda _: False)
+
+        # Once the replica takes the slots, the subscriber (its connection to
+        # the victim lost) moves the channels there, and hears them again.
+        yield wait_for(
+            lambda: all(subscriber.channels.get(c) not in (None, victim) for c in on_victim),
+            timeout=90,
+            what="the channels to move to the new primary",
+        )
+        for channel in on_victim:
+            yield wait_for(
+                lambda c=channel: heard_after_publishing(c),
+                timeout=30,
+                interval=0.2,
+                what=f"a wake-up on {channel} from the new primary",
+            )

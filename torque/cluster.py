@@ -29,7 +29,6 @@ tests hand it fakes that answer on a ``Clock``.
 
 from __future__ import annotations
 
-import binascii
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,12 +40,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from torque.cluster_slots import KEYED_METHODS, SlotMap, command_keys, command_slot
+from torque.cluster_slots import CrossSlot as CrossSlot  # where it was first
+from torque.cluster_slots import key_slot as key_slot  # where it was first
 from torque.connection import known_down
 from torque.redis_url import RedisAddress
 
 log = Logger()
 
-SLOTS = 16384
 # Redirections and retries one command may go through (redis-py and
 # go-redis stop at 16 too).
 MAX_REDIRECTS = 16
@@ -63,38 +64,9 @@ MAP_TIMEOUT = 2.0
 _REDIRECT = re.compile(r"^(MOVED|ASK) (\d+) (\S+):(\d+)")
 
 
-class CrossSlot(ValueError):
-    """A command's keys are in more than one hash slot."""
-
-
 class ClusterUnavailable(ConnectionError):
     """No node answered for the slot map, or a command ran out of
     redirections: the cluster can't serve this now."""
-
-
-def key_slot(key: str | bytes) -> int:
-    """The hash slot of ``key``: CRC16 (XMODEM) of its hash tag, the part
-    between the first ``{`` and the next ``}`` when that isn't empty, or of
-    the whole key, modulo 16384 (the Redis Cluster specification)."""
-    data = key.encode() if isinstance(key, str) else key
-    start = data.find(b"{")
-    if start != -1:
-        end = data.find(b"}", start + 1)
-        if end > start + 1:
-            data = data[start + 1 : end]
-    return binascii.crc_hqx(data, 0) % SLOTS
-
-
-def command_slot(keys: Sequence[str]) -> int | None:
-    """The one slot of ``keys`` (``None`` without keys: any node will do).
-
-    :raises CrossSlot: when they name two slots, as Redis would (after a
-        round trip) with ``CROSSSLOT``.
-    """
-    slots = {key_slot(key) for key in keys}
-    if len(slots) > 1:
-        raise CrossSlot(f"keys in {len(slots)} hash slots: {', '.join(keys)}")
-    return slots.pop() if slots else None
 
 
 @attrs.frozen
@@ -113,34 +85,6 @@ class Redirect:
             return None
         kind, slot, host, port = match.groups()
         return cls(kind, int(slot), host, int(port))
-
-
-class SlotMap:
-    """Which primary owns each of the 16384 slots (``None``: no one)."""
-
-    def __init__(self, ranges: Sequence[tuple[int, int, tuple[str, int]]] = ()):
-        self._owners: list[tuple[str, int] | None] = [None] * SLOTS
-        for first, last, node in ranges:
-            self._owners[first : last + 1] = [node] * (last + 1 - first)
-
-    @classmethod
-    def from_cluster_slots(cls, reply: Sequence[Sequence[Any]]) -> SlotMap:
-        """Read ``CLUSTER SLOTS``: ``[first, last, [host, port, id], replicas…]``."""
-        return cls([(int(r[0]), int(r[1]), (_text(r[2][0]), int(r[2][1]))) for r in reply])
-
-    def owner(self, slot: int) -> tuple[str, int] | None:
-        return self._owners[slot]
-
-    def move(self, slot: int, node: tuple[str, int]) -> None:
-        self._owners[slot] = node
-
-    @property
-    def primaries(self) -> set[tuple[str, int]]:
-        return {node for node in self._owners if node is not None}
-
-    @property
-    def covered(self) -> bool:
-        return None not in self._owners
 
 
 class ClusterConnection:
@@ -173,27 +117,79 @@ class ClusterConnection:
 
     # -- what the store calls ------------------------------------------------
 
+    #: Read on the class (txredisapi's handler answers any attribute):
+    #: scripts publish with SPUBLISH here (:func:`torque.scripts.sharded`),
+    #: and :meth:`down_reason` says when it is down.
+    is_cluster = True
+
     def eval(self, script: str, keys: Sequence[str] = (), args: Sequence = ()):
         """``EVAL`` on the primary that owns ``keys``' one slot."""
         keys, args = list(keys), list(args)
         return self.execute(command_slot(keys), lambda redis: redis.eval(script, keys, args))
 
-    def ping(self) -> defer.Deferred:
-        """``PING`` every primary: the cluster answers only if all do."""
-        d = self._ready()
-        d.addCallback(
-            lambda _: defer.gatherResults(
-                [self._ping(node) for node in sorted(self.map.primaries)], consumeErrors=True
-            )
-        )
-        d.addErrback(_first_error)
-        return d.addCallback(lambda _: "PONG")
+    def execute_command(self, *args, **kwargs) -> defer.Deferred:
+        """Any command, sent where its keys are (:func:`command_keys`)."""
+        slot = command_slot(command_keys(args))
+        return self.execute(slot, lambda redis: redis.execute_command(*args, **kwargs))
+
+    def __getattr__(self, method: str):
+        """txredisapi's helpers whose first argument is the key (``get``,
+        ``hgetall``, ``hset``, …), sent where that key is."""
+        if method not in KEYED_METHODS:
+            raise AttributeError(method)
+
+        def call(key, *args, **kwargs):
+            slot = command_slot([key] if isinstance(key, str | bytes) else key)
+            return self.execute(slot, lambda redis: getattr(redis, method)(key, *args, **kwargs))
+
+        return call
+
+    def pipeline(self) -> defer.Deferred:
+        """Commands sent together on one connection of one primary (that of
+        their keys' one slot), as txredisapi's ``pipeline()``: ``WAIT`` after
+        a script counts that script's writes."""
+        return defer.succeed(ClusterPipeline(self))
+
+    @defer.inlineCallbacks
+    def ping(self):
+        """``PING`` every primary: the cluster answers only if all do, and
+        every slot has a primary."""
+        yield self._ready()
+        if any(known_down(self._pool(node)) for node in self.map.primaries):
+            yield self.reload()  # a replica may have taken over
+        if not self.map.covered:
+            raise ClusterUnavailable("some hash slots have no primary: the cluster is down")
+        pings = [self._ping(node) for node in sorted(self.map.primaries)]
+        try:
+            yield defer.gatherResults(pings, consumeErrors=True)
+        except defer.FirstError as e:
+            e.subFailure.raiseException()
+        return "PONG"
 
     def _ping(self, node: tuple[str, int]) -> defer.Deferred:
         pool = self._pool(node)
         if known_down(pool):
             return defer.fail(ConnectionError(f"{node[0]}:{node[1]} is unreachable"))
         return pool.ping()
+
+    def down_reason(self) -> str | None:
+        """Why no command can succeed now, when that is known without
+        asking (:func:`torque.connection.down_reason`): every node known is
+        unreachable.  With some primaries up, each command learns about its
+        own (:meth:`execute`)."""
+        # Asked before every store call: cheap while any node is up.
+        if self.map is None:
+            nodes = [(s.host, s.port) for s in self.seeds]
+        else:
+            nodes = self.map.primaries
+        for node in nodes:
+            pool = self._pools.get(node)
+            if pool is None or not known_down(pool):
+                return None
+        if not nodes:
+            return None
+        names = ", ".join(f"{host}:{port}" for host, port in sorted(nodes))
+        return f"Redis Cluster unreachable: no connection to {names}"
 
     def disconnect(self) -> defer.Deferred:
         pools, self._pools = list(self._pools.values()), {}
@@ -214,6 +210,7 @@ class ClusterConnection:
         redirections; a Deferred with its result."""
         asking = None
         last = None
+        reloaded = False
         for _ in range(self.max_redirects + 1):
             yield self._ready()
             node = asking or self.node_for(slot)
@@ -225,10 +222,18 @@ class ClusterConnection:
             pool = self._pool(node)
             try:
                 if known_down(pool):
+                    if reloaded:
+                        # Still its slot's primary in a fresh map: fail now,
+                        # as one Redis known down does, not after every try.
+                        raise ClusterUnavailable(
+                            f"{node[0]}:{node[1]}, the primary of hash slot {slot}, is "
+                            "unreachable (until its replica takes over)"
+                        )
                     raise ConnectionError(f"{node[0]}:{node[1]} is unreachable")
                 if asking:
                     asking = None
-                    result = yield self._asking(pool, command)
+                    ask = getattr(command, "asking", None)
+                    result = yield (ask(pool) if ask else self._asking(pool, command))
                 else:
                     result = yield command(pool)
                 return result
@@ -239,6 +244,7 @@ class ClusterConnection:
                     # another primary (a replica that took over).
                     yield self._pause(DOWN_DELAY)
                     yield self.reload()
+                    reloaded = True
                     continue
                 message = str(e)
                 redirect = Redirect.parse(message)
@@ -329,19 +335,54 @@ class ClusterConnection:
         return task.deferLater(self.clock, seconds, lambda: None)
 
 
+class ClusterPipeline:
+    """What :meth:`ClusterConnection.pipeline` gives: commands recorded,
+    then sent together on one connection of the primary of their one slot
+    by :meth:`execute_pipeline`, again elsewhere when that primary sends
+    them on (``MOVED``, ``ASK``: ``ASKING`` first, in the same pipeline)."""
+
+    def __init__(self, cluster: ClusterConnection):
+        self.cluster = cluster
+        self.commands: list[tuple] = []
+
+    def execute_command(self, *args) -> None:
+        self.commands.append(args)
+
+    def execute_pipeline(self) -> defer.Deferred:
+        """A Deferred with the replies in order; failing with
+        ``defer.FirstError`` as txredisapi's does when a command fails."""
+        keys = [key for args in self.commands for key in command_keys(args)]
+        return self.cluster.execute(command_slot(keys), self)
+
+    def __call__(self, pool) -> defer.Deferred:
+        return self._send(pool, self.commands)
+
+    def asking(self, pool) -> defer.Deferred:
+        d = self._send(pool, [("ASKING",), *self.commands])
+        return d.addCallback(lambda replies: replies[1:])
+
+    @defer.inlineCallbacks
+    def _send(self, pool, commands):
+        pipe = yield pool.pipeline()
+        for args in commands:
+            pipe.execute_command(*args)
+        try:
+            return (yield pipe.execute_pipeline())
+        except defer.FirstError as e:
+            error = e.subFailure.value
+            message = str(error)
+            if (
+                _unreachable(error)
+                or Redirect.parse(message)
+                or message.startswith(("TRYAGAIN", "CLUSTERDOWN"))
+            ):
+                raise error from None  # for ClusterConnection.execute to follow
+            raise
+
+
 def _unreachable(error: Exception) -> bool:
     """A connection error (txredisapi's or the system's), but not our own
     verdict that the whole cluster is unavailable."""
     return isinstance(error, ConnectionError | txredisapi.ConnectionError) and not isinstance(
         error, ClusterUnavailable
     )
-
-
-def _first_error(failure):
-    if failure.check(defer.FirstError):
-        return failure.value.subFailure
-    return failure
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -43,6 +43,27 @@ def connect_pool(address: RedisAddress, poolsize: int = 2, reactor=None):
     return pool.handler
 
 
+def connect(address: RedisAddress, poolsize: int = 2, reactor=None):
+    """The store's connection to ``address``: a pool (:func:`connect_pool`),
+    or for a ``redis+cluster://`` address a
+    :class:`torque.cluster.ClusterConnection`, one such pool per primary."""
+    if address.cluster_nodes:
+        from torque.cluster import ClusterConnection
+
+        if reactor is None:
+            from twisted.internet import reactor
+        return ClusterConnection(
+            address.cluster_seeds(), lambda node: connect_pool(node, poolsize, reactor), reactor
+        )
+    return connect_pool(address, poolsize, reactor)
+
+
+def is_cluster(redis) -> bool:
+    """Whether ``redis`` is a :class:`torque.cluster.ClusterConnection`
+    (asked of its class: a txredisapi handler answers every attribute)."""
+    return getattr(type(redis), "is_cluster", False)
+
+
 def known_down(redis) -> bool:
     """Whether ``redis`` (a handler from :func:`connect_pool`) knows that it
     has no connection: none is alive and the last attempt to make one failed
@@ -54,7 +75,10 @@ def known_down(redis) -> bool:
 
 def down_reason(redis) -> str | None:
     """Why ``redis`` has no connection, when it knows it has none
-    (:func:`known_down`); ``None`` otherwise."""
+    (:func:`known_down`); ``None`` otherwise.  A Redis Cluster
+    (:class:`torque.cluster.ClusterConnection`) says for itself."""
+    if is_cluster(redis):
+        return redis.down_reason()
     factory = getattr(redis, "_factory", None)
     if not getattr(factory, "down", False):
         return None

@@ -77,8 +77,9 @@ class Options(usage.Options):
          "unix:/run/torque.sock); 'none' for no API"],
         ["redis", None, None,
          "Redis URL: redis://[:password@]host:port/db, rediss://..., "
-         "unix:///path/redis.sock?db=N, or redis+sentinel://[:password@]host:26379,"
-         "host2:26379/<master-name>/<db> [default: embedded redis-server]"],
+         "unix:///path/redis.sock?db=N, redis+sentinel://[:password@]host:26379,"
+         "host2:26379/<master-name>/<db>, or redis+cluster://[:password@]host:port,"
+         "host2:port (nodes of a Redis Cluster) [default: embedded redis-server]"],
         ["redis-wait-replicas", None, 0,
          "answer an add 201 only once this many replicas hold it (Redis WAIT), so a "
          "failover loses no accepted task; 0 to answer once the primary has it", _whole],

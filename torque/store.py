@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from torque import scripts
 from torque.coalesce import Coalescer
-from torque.connection import down_reason
+from torque.connection import down_reason, is_cluster
 from torque.hosts import HostBudgets
 from torque.keys import SETTINGS_CHANGED, Keys, queue_of_id
 from torque.queue_settings import SETTINGS, decode, encode
@@ -106,6 +106,8 @@ class RedisStore:
         self.wait_replicas = wait_replicas
         self.replicas = ReplicaGate(clock, wait_replicas)
         self._registered: dict[str, float] = {}  # queue -> when this store registered it
+        # On a Redis Cluster the scripts publish with SPUBLISH.
+        self._script = scripts.sharded if is_cluster(redis) else str
 
     def _call(self, method: str, *args) -> defer.Deferred:
         reason = down_reason(self.redis)
@@ -119,7 +121,7 @@ class RedisStore:
         return d
 
     def _eval(self, script: str, keys: Sequence[str], args: Sequence) -> defer.Deferred:
-        return self._call("eval", script, list(keys), [str(a) for a in args])
+        return self._call("eval", self._script(script), list(keys), [str(a) for a in args])
 
     @staticmethod
     def _unavailable(failure):
@@ -282,6 +284,7 @@ class RedisStore:
         return bounded.addErrback(self._unavailable).addErrback(shut)
 
     async def _run_and_wait(self, script: str, keys: list, args: list):
+        script = self._script(script)
         sha = hashlib.sha1(script.encode()).hexdigest()
         wait_ms = int(min(WAIT_TIMEOUT, self.timeout / 2) * 1000)
         for command, body in (("EVALSHA", sha), ("EVAL", script)):

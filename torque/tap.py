@@ -24,7 +24,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from torque import __version__
-from torque.connection import WakeSubscriber, connect_pool
+from torque.connection import WakeSubscriber, connect, is_cluster
 from torque.guarded import GuardedEndpoints, ReportingEndpoint
 from torque.keys import Keys
 from torque.options import Options, options_from_environ
@@ -113,7 +113,8 @@ class TorqueNode(MultiService):
         # An add with --redis-wait-replicas holds its connection while the
         # replicas confirm: more connections, so that adds don't queue.
         poolsize = 8 if o["redis-wait-replicas"] else 2
-        self.redis = connect_pool(address, poolsize=poolsize, reactor=reactor)
+        # One pool, or on a Redis Cluster one per primary.
+        self.redis = connect(address, poolsize=poolsize, reactor=reactor)
         store = RedisStore(
             self.redis,
             reactor,
@@ -188,18 +189,22 @@ class TorqueNode(MultiService):
                 hosts=self.hosts,
             )
 
-        self.router.new_scheduler = new_scheduler
+        if is_cluster(self.redis):
+            self._wake_ups_on_cluster(new_scheduler)
+        else:
+            self.router.new_scheduler = new_scheduler
         for queue in o["queues"]:
             self.router.process(queue)
         if o["all-queues"]:
-            # Every wake-up, so the first add to a new queue starts its
-            # scheduler at once; the watcher is the safety net.
-            pattern = self.keys.wake_pattern
-            self.subscriber = WakeSubscriber(address, [], self.router.woken, patterns=[pattern])
-            self.subscriber.start(reactor)
+            if self.subscriber is None:
+                # Every wake-up, so the first add to a new queue starts its
+                # scheduler at once; the watcher is the safety net.
+                pattern = self.keys.wake_pattern
+                self.subscriber = WakeSubscriber(address, [], self.router.woken, patterns=[pattern])
+                self.subscriber.start(reactor)
             router = self.router
             QueueWatcher(store, reactor, router.process, router.idle).setServiceParent(self)
-        elif self.schedulers:
+        elif self.schedulers and self.subscriber is None:
             channels = [self.keys.wake(queue) for queue in self.schedulers]
             self.subscriber = WakeSubscriber(address, channels, self.router.woken)
             self.subscriber.start(reactor)
@@ -287,6 +292,22 @@ class TorqueNode(MultiService):
         self.leases = LeaseKeeper(store, reactor, lambda: list(self.schedulers.values()))
         self.leases.startService()
         _tune_gc()
+
+    def _wake_ups_on_cluster(self, new_scheduler) -> None:
+        """On a Redis Cluster, wake-ups come through sharded pub/sub, each
+        queue's channel on its slot's primary: subscribed as each queue's
+        scheduler starts (sharded pub/sub has no patterns, so a ``*`` node
+        finds new queues through its watcher, within a second)."""
+        from torque.cluster_wake import ShardedSubscriber
+
+        subscriber = ShardedSubscriber(self.redis, self.reactor, self.router.woken)
+        self.subscriber = subscriber
+
+        def new_scheduler_listening(queue: str):
+            subscriber.listen(self.keys.wake(queue))
+            return new_scheduler(queue)
+
+        self.router.new_scheduler = new_scheduler_listening
 
     @property
     def schedulers(self) -> dict:
