@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from torque import scripts
+from torque.cluster_slots import key_slot
 from torque.coalesce import Coalescer
 from torque.connection import down_reason, is_cluster
 from torque.hosts import HostBudgets
@@ -104,10 +105,11 @@ class RedisStore:
         self.batch = batch
         self._adds = Coalescer(clock, self.add_many, limit=MAX_ADDS)
         self.wait_replicas = wait_replicas
-        self.replicas = ReplicaGate(clock, wait_replicas)
+        self._gates: dict[tuple[str, int] | None, ReplicaGate] = {}  # by primary
         self._registered: dict[str, float] = {}  # queue -> when this store registered it
         # On a Redis Cluster the scripts publish with SPUBLISH.
-        self._script = scripts.sharded if is_cluster(redis) else str
+        self._cluster = is_cluster(redis)
+        self._script = scripts.sharded if self._cluster else str
 
     def _call(self, method: str, *args) -> defer.Deferred:
         reason = down_reason(self.redis)
@@ -245,16 +247,19 @@ class RedisStore:
         connection).  Fails with :class:`StoreUnavailable` when fewer
         replicas confirm in time: then the write may or may not survive a
         failover."""
+        gate = self._gate(keys)
         reason = down_reason(self.redis)
         if reason is not None:
             # Back, the primary may be a new one without its replicas yet:
             # probe before letting every add hold a connection for WAIT.
-            self.replicas.shut(reason)
+            gate.shut(reason)
             return defer.fail(StoreUnavailable(reason))
-        reason = self.replicas.refusal()
+        reason = gate.refusal()
         if reason is not None:
             return defer.fail(StoreUnavailable(reason))
-        work = defer.ensureDeferred(self._run_and_wait(script, list(keys), [str(a) for a in args]))
+        work = defer.ensureDeferred(
+            self._run_and_wait(script, list(keys), [str(a) for a in args], gate)
+        )
         # Bounded without cancelling: a pipeline cancelled while it waits
         # for a connection would lose that connection from the pool.
         bounded = defer.Deferred()
@@ -275,7 +280,7 @@ class RedisStore:
 
         def shut(failure):
             failure.trap(StoreUnavailable)
-            self.replicas.shut(failure.getErrorMessage())
+            gate.shut(failure.getErrorMessage())
             return failure
 
         timer = self.clock.callLater(self.timeout, time_out)
@@ -283,7 +288,18 @@ class RedisStore:
         bounded.addBoth(stop_timer)
         return bounded.addErrback(self._unavailable).addErrback(shut)
 
-    async def _run_and_wait(self, script: str, keys: list, args: list):
+    def _gate(self, keys: Sequence[str]) -> ReplicaGate:
+        """The replica gate of the primary that takes writes to ``keys``:
+        one per primary on a Redis Cluster (a primary left without its
+        replica by a failover must not shut the other primaries' adds),
+        the one primary's otherwise."""
+        primary = self.redis.node_for(key_slot(keys[0])) if self._cluster else None
+        gate = self._gates.get(primary)
+        if gate is None:
+            gate = self._gates[primary] = ReplicaGate(self.clock, self.wait_replicas)
+        return gate
+
+    async def _run_and_wait(self, script: str, keys: list, args: list, gate: ReplicaGate):
         script = self._script(script)
         sha = hashlib.sha1(script.encode()).hexdigest()
         wait_ms = int(min(WAIT_TIMEOUT, self.timeout / 2) * 1000)
@@ -299,7 +315,7 @@ class RedisStore:
                     continue  # a new primary (or a restart): send the script itself
                 raise error from None
             break
-        self.replicas.observed(int(replicas))
+        gate.observed(int(replicas))
         if int(replicas) < self.wait_replicas:
             raise StoreUnavailable(
                 f"only {replicas} of {self.wait_replicas} Redis replicas confirmed the write "
