@@ -32,7 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from procs import Node, cpu_seconds, ensure_tools, free_port, wait_until, workspace
+from procs import Node, cpu_seconds, ensure_tools, free_port, wait_until, workspace, write_results
 from scenarios import Bench
 from workload import hook_url
 
@@ -190,11 +190,7 @@ def main() -> int:
             f"| {row['node_us_per_delivery']:.0f} | {row['projected_per_primary']:,.0f} "
             f"| {row['projected_total']:,.0f} |"
         )
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    out = results / f"{time.strftime('%Y%m%d-%H%M%S')}-cluster.json"
-    out.write_text(json.dumps({"command": " ".join(sys.argv), "runs": rows, "table": table,
-                               "cores": os.cpu_count()}, indent=2))  # fmt: skip
+    out = write_results("cluster", {"runs": rows, "table": table})
     print(f"\nwrote {out}")
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -102,6 +103,17 @@ def workspace(prefix: str, keep: bool):
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_results(kind: str, document: dict) -> Path:
+    """``document`` (with the command and the cores added) as
+    ``bench/results/<timestamp>-<kind>.json``: its path."""
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    out = results / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}.json"
+    document = {"command": " ".join(sys.argv), **document, "cores": os.cpu_count()}
+    out.write_text(json.dumps(document, indent=2))
+    return out
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import scenarios
-from procs import Node, cpu_seconds, ensure_tools, wait_until, workspace
+from procs import Node, cpu_seconds, ensure_tools, wait_until, workspace, write_results
 
 HERE = Path(__file__).parent
 
@@ -154,11 +152,7 @@ def main() -> int:
             f"| {row['add_per_s']:,.0f} | {row['load_median']:.1f} ({low:.1f}–{high:.1f}) "
             f"| {row['calibration_median']:,.0f}/s |"
         )
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    out = results / f"{time.strftime('%Y%m%d-%H%M%S')}-workers.json"
-    out.write_text(json.dumps({"command": " ".join(sys.argv), "runs": runs, "table": table,
-                               "cores": os.cpu_count()}, indent=2))  # fmt: skip
+    out = write_results("workers", {"runs": runs, "table": table})
     print(f"\nwrote {out}")
     return 0
 

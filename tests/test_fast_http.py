@@ -344,8 +344,10 @@ class TLSTests(unittest.TestCase):
     """An https URL goes over TLS, verified against the host name, through
     the same endpoint factory as treq's requests."""
 
-    @defer.inlineCallbacks
-    def test_an_https_delivery_over_a_real_connection(self):
+    def deliver(self, host: str):
+        """An attempt to ``https://<host>:<port>/hook`` on a TLS server
+        whose certificate names ``localhost``, every name resolving to
+        127.0.0.1: its outcome (a Deferred), and what the server saw."""
         hook = _Hook()
         server = ssl.PrivateCertificate.loadPEM(PEM).options()
         port = reactor.listenSSL(0, Site(hook), server, interface="127.0.0.1")
@@ -355,23 +357,19 @@ class TLSTests(unittest.TestCase):
         endpoints.policy = BrowserLikePolicyForHTTPS(ssl.Certificate.loadPEM(PEM))
         pool = HTTPConnectionPool(reactor, persistent=False)
         dispatcher = Dispatcher(None, reactor, fast=FastHTTP(pool, endpoints))
-        url = f"https://localhost:{port.getHost().port}/hook"
-        outcome = yield dispatcher.dispatch(Task(id="t", queue="q", url=url, attempts=1), 10)
+        url = f"https://{host}:{port.getHost().port}/hook"
+        return dispatcher.dispatch(Task(id="t", queue="q", url=url, attempts=1), 10), hook
+
+    @defer.inlineCallbacks
+    def test_an_https_delivery_over_a_real_connection(self):
+        attempt, hook = self.deliver("localhost")
+        outcome = yield attempt
         self.assertEqual(outcome.status, 200)
         self.assertEqual(hook.seen, [(b"/hook", True)])
 
     @defer.inlineCallbacks
     def test_a_certificate_for_another_name_is_refused(self):
-        hook = _Hook()
-        server = ssl.PrivateCertificate.loadPEM(PEM).options()
-        port = reactor.listenSSL(0, Site(hook), server, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        guard = TargetGuard(resolver=lambda host, p: defer.succeed(["127.0.0.1"]))
-        endpoints = GuardedEndpoints(reactor, guard)
-        endpoints.policy = BrowserLikePolicyForHTTPS(ssl.Certificate.loadPEM(PEM))
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        dispatcher = Dispatcher(None, reactor, fast=FastHTTP(pool, endpoints))
-        url = f"https://other.test:{port.getHost().port}/hook"
-        outcome = yield dispatcher.dispatch(Task(id="t", queue="q", url=url, attempts=1), 10)
+        attempt, hook = self.deliver("other.test")
+        outcome = yield attempt
         self.assertIsInstance(outcome, NoResponse)
         self.assertEqual(hook.seen, [])
