@@ -73,8 +73,18 @@ class SchedulerCase(unittest.TestCase):
         self.store = MemoryStore(clock=self.clock, latency=self.latency)
 
     def start(
-        self, hook, poll_interval=3600.0, concurrency=10, rng=lambda: 0.0, rate=0.0, **policy
+        self,
+        hook,
+        poll_interval=3600.0,
+        concurrency=10,
+        rng=lambda: 0.0,
+        rate=0.0,
+        hosts=None,
+        before_start=lambda: None,
+        **policy,
     ):
+        """Start ``self.scheduler`` on ``hook`` (``before_start`` runs just
+        before, to watch the store, say)."""
         self.stub = StubTreq(hook)
         self.scheduler = QueueScheduler(
             "q",
@@ -87,7 +97,9 @@ class SchedulerCase(unittest.TestCase):
             poll_interval=poll_interval,
             rng=rng,
             rate=rate,
+            hosts=hosts,
         )
+        before_start()
         self.scheduler.startService()
         self.addCleanup(self.stop)
         self.until(self.L)  # the start-up claim has its answer: t0 = L

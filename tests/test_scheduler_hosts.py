@@ -3,17 +3,15 @@ that answers a round trip later (``MemoryStore(clock=, latency=)``): a host
 that hangs does not hold up the others, an open circuit postpones its tasks
 and sends one probe per cool-down, a throttled host is held."""
 
-from treq.testing import StubTreq
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tests.test_api import APITestCase
 from tests.test_scheduler import LATENCY, SchedulerCase, in_q
 from torque import scheduler
-from torque.dispatch import Dispatcher
 from torque.hosts import BREAKER_THRESHOLD, HostTable
-from torque.retry import NoResponse, RetryPolicy
-from torque.scheduler import DEEP_RETRY, DEEP_SKIP, SHALLOW_SKIP, QueueScheduler
+from torque.retry import NoResponse
+from torque.scheduler import DEEP_RETRY, DEEP_SKIP, SHALLOW_SKIP
 from torque.task import Task
 
 
@@ -67,19 +65,6 @@ class HostSchedulerTests(SchedulerCase):
 
     def start(self, hook, concurrency=10, host_concurrency=3, cooldown=1.0, **policy):
         self.hosts = HostTable(host_concurrency, cooldown=cooldown, max_cooldown=8.0)
-        self.stub = StubTreq(hook)
-        self.scheduler = QueueScheduler(
-            "q",
-            self.store,
-            Dispatcher(self.stub, self.clock),
-            self.clock,
-            RetryPolicy(**policy),
-            timeout=10.0,
-            concurrency=concurrency,
-            poll_interval=3600.0,  # no safety tick: every claim must be earned
-            rng=lambda: 0.0,
-            hosts=self.hosts,
-        )
         self.budgets = []  # what each claim was given
         claim = self.store.claim
 
@@ -87,11 +72,13 @@ class HostSchedulerTests(SchedulerCase):
             self.budgets.append(args[6])
             return claim(*args)
 
-        self.store.claim = spy
-        self.scheduler.startService()
-        self.addCleanup(self.stop)
-        self.until(self.L)
-        return self.scheduler
+        def watch_claims():
+            self.store.claim = spy
+
+        # No safety tick (poll_interval an hour): every claim must be earned.
+        return super().start(
+            hook, concurrency=concurrency, hosts=self.hosts, before_start=watch_claims, **policy
+        )
 
     def add_to(self, host, task_id, wake=True):
         task = Task(
