@@ -71,6 +71,16 @@ class Server:
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         return wait_for(lambda: ask(self.port, "PING") == "PONG", what=f"{self.conf} to answer")
 
+    def start_as_replica_of(self, port: int) -> defer.Deferred:
+        """Start again, as a replica of the primary on ``port``: what
+        Sentinel does to an old primary that comes back (``REPLICAOF``), in
+        its config instead, so that a test does not wait on Sentinel for it
+        (a Sentinel in TILT mode, which a loaded machine's stalls cause,
+        holds off reconfiguring for 30 s at a time)."""
+        with open(self.conf, "a") as out:
+            out.write(f"replicaof 127.0.0.1 {port}\n")
+        return self.start()
+
     def kill(self) -> None:
         """``kill -9``."""
         if self.process is not None and self.process.poll() is None:
