@@ -31,6 +31,20 @@ SET = "return redis.call('SET', KEYS[1], ARGV[1])"
 GET = "return redis.call('GET', KEYS[1])"
 
 
+@defer.inlineCallbacks
+def subscribed(testcase, redis, channels):
+    """A :class:`ShardedSubscriber` on ``redis``, subscribed to ``channels``
+    (each heard as subscribed), stopped when the test ends: it, and the
+    ``(channel, message)`` pairs it hears."""
+    heard = []
+    subscriber = ShardedSubscriber(redis, reactor, lambda c, m: heard.append((c, m)))
+    testcase.addCleanup(subscriber.disconnect)
+    for channel in channels:
+        yield subscriber.subscribe(channel)
+    yield wait_for(lambda: all((c, None) in heard for c in channels), what="subscribed")
+    return subscriber, heard
+
+
 class ClusterRedisTests(unittest.TestCase):
     timeout = 120
 
@@ -80,13 +94,8 @@ class ClusterRedisTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_wake_ups_come_through_sharded_pub_sub_and_follow_a_moved_slot(self):
-        heard = []
-        subscriber = ShardedSubscriber(self.redis, reactor, lambda c, m: heard.append((c, m)))
-        self.addCleanup(subscriber.stop)
         channels = [f"{self.prefix}:{{q{i}}}:wake" for i in range(6)]
-        for channel in channels:
-            yield subscriber.subscribe(channel)
-        yield wait_for(lambda: all((c, None) in heard for c in channels), what="subscribed")
+        subscriber, heard = yield subscribed(self, self.redis, channels)
         for channel in channels:  # published from a script, in the channel's own slot
             yield self.redis.eval(PUBLISH, [channel], ["12.5"])
         yield wait_for(lambda: all((c, "12.5") in heard for c in channels), what="smessages")
@@ -162,13 +171,8 @@ class ClusterFailoverTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_wake_ups_resume_from_the_replica_that_took_over(self):
-        heard = []
-        subscriber = ShardedSubscriber(self.redis, reactor, lambda c, m: heard.append((c, m)))
-        self.addCleanup(subscriber.disconnect)
         channels = [f"{{q{i}}}:wake" for i in range(12)]
-        for channel in channels:
-            yield subscriber.subscribe(channel)
-        yield wait_for(lambda: all((c, None) in heard for c in channels), what="subscribed")
+        subscriber, heard = yield subscribed(self, self.redis, channels)
         victim = subscriber.channels[channels[0]]
         on_victim = [c for c in channels if subscriber.channels[c] == victim]
         self.processes[victim[1]].kill()  # kill -9

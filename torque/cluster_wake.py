@@ -176,8 +176,6 @@ class ShardedSubscriber:
         nodes, self._nodes = list(self._nodes.values()), {}
         return defer.gatherResults([node.disconnect() for node in nodes], consumeErrors=True)
 
-    stop = disconnect
-
     def _on(self, node: tuple[str, int]):
         factory = self._nodes.get(node)
         if factory is None:

@@ -204,8 +204,7 @@ class RedisStore:
                     out[i] = added
             return out
 
-        d = defer.gatherResults(calls, consumeErrors=True)
-        return d.addCallbacks(in_order, _first_failure)
+        return _at_once(calls).addCallback(in_order)
 
     def _add_to_queue(self, tasks: Sequence[Task]) -> defer.Deferred:
         """Store tasks of one queue in one ADD script call."""
@@ -388,8 +387,7 @@ class RedisStore:
             lost = {task_id for reply in replies for task_id in reply}
             return [task_id for _, task_id, _ in held if task_id in lost]
 
-        d = defer.gatherResults(calls, consumeErrors=True)
-        return d.addCallbacks(in_order, _first_failure)
+        return _at_once(calls).addCallback(in_order)
 
     def settle(self, queue: str, outcomes: Sequence[tuple], now: float):
         """Record decisions on claimed tasks in one round trip.
@@ -562,10 +560,7 @@ class RedisStore:
         The index forgets the others."""
         k = self.keys
         ids = yield self._call("zrange", k.nodes, 0, MAX_NODES - 1)
-        hashes = yield defer.gatherResults(
-            [self._call("execute_command", "HGETALL", k.node(i)) for i in ids],
-            consumeErrors=True,
-        ).addErrback(_first_failure)
+        hashes = yield _at_once([self._call("execute_command", "HGETALL", k.node(i)) for i in ids])
         gone = [i for i, flat in zip(ids, hashes, strict=True) if not flat]
         if gone:
             yield self._call("zrem", k.nodes, *gone)
@@ -655,8 +650,7 @@ class RedisStore:
                 for queue, reply, is_known in zip(queues, replies, known, strict=True)
             ]
 
-        d = defer.gatherResults(calls, consumeErrors=True)
-        return d.addCallbacks(rows, _first_failure)
+        return _at_once(calls).addCallback(rows)
 
     @defer.inlineCallbacks
     def purge(self, queue: str):
@@ -754,6 +748,12 @@ def _settle_args(decision: Decision) -> list:
         status,
         getattr(decision, "error", None) or "",
     ]
+
+
+def _at_once(calls: Sequence[defer.Deferred]) -> defer.Deferred:
+    """The results of calls made at once, in order, or the failure of the
+    first that failed (:func:`_first_failure`)."""
+    return defer.gatherResults(calls, consumeErrors=True).addErrback(_first_failure)
 
 
 def _first_failure(failure):
