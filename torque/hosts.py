@@ -124,7 +124,7 @@ class HostTable:
 
         :param cap: the queue's own ``host_concurrency`` (default: the node's).
         """
-        cap = self.host_concurrency if cap is None else cap
+        cap = self.cap(cap)
         budgets, holds = {}, {}
         for name, host in list(self.hosts.items()):
             if host.idle(now):
@@ -147,11 +147,17 @@ class HostTable:
             budgets[name] = max(0, free)
         return HostBudgets(cap, budgets, holds, max_skip)
 
-    def free(self, url_host: str, cap: int) -> int:
+    def cap(self, cap: int | None) -> int:
+        """A queue's own ``host_concurrency``, or the node's when it has
+        none (``None``)."""
+        return self.host_concurrency if cap is None else cap
+
+    def free(self, url_host: str, cap: int | None = None) -> int:
         """Requests ``url_host`` may have in flight beyond those it has,
-        under ``cap`` (its throttle and circuit aside)."""
+        under ``cap`` (as :meth:`budgets` takes it; its throttle and
+        circuit aside)."""
         host = self.hosts.get(url_host)
-        return cap - (host.in_flight if host is not None else 0)
+        return self.cap(cap) - (host.in_flight if host is not None else 0)
 
     def next_token_at(self, now: float) -> float | None:
         """When the earliest throttled host may send again, or ``None``
