@@ -25,6 +25,9 @@ from torque.sentinel import check_master_name
 from torque.storage import StoreUnavailable
 from torque.store import RedisStore
 
+# The timeout of the stores that wait for replicas: ten times WAIT's.
+STORE_TIMEOUT = 10.0
+
 if servers.redis_server_binary() is None:
     skip = "no redis-server on PATH"
 
@@ -104,10 +107,10 @@ class CheckMasterNameTests(unittest.TestCase):
 class SentinelCase(unittest.TestCase):
     timeout = 120
 
-    def store_on(self, url: str, **kw) -> RedisStore:
+    def store_on(self, url: str, timeout: float = 2.0, **kw) -> RedisStore:
         redis = connect_pool(parse_redis_url(url))
         self.addCleanup(redis.disconnect)
-        return RedisStore(redis, reactor, fresh_keys(), timeout=2.0, **kw)
+        return RedisStore(redis, reactor, fresh_keys(), timeout=timeout, **kw)
 
     @defer.inlineCallbacks
     def start_primary_and_replica(self):
@@ -229,7 +232,12 @@ class WaitReplicasTests(SentinelCase):
     @defer.inlineCallbacks
     def setUp(self):
         yield self.start_primary_and_replica()
-        self.store = self.store_on(f"redis://127.0.0.1:{self.primary.port}/0", wait_replicas=1)
+        # The store's timeout well past WAIT's (one second): on a loaded
+        # machine an add whose WAIT came back short must not be mistaken
+        # for one Redis did not answer in time.
+        self.store = self.store_on(
+            f"redis://127.0.0.1:{self.primary.port}/0", timeout=STORE_TIMEOUT, wait_replicas=1
+        )
 
     @defer.inlineCallbacks
     def test_an_add_answers_once_the_replica_holds_it(self):
@@ -246,7 +254,7 @@ class WaitReplicasTests(SentinelCase):
         started = reactor.seconds()
         with self.assertRaises(StoreUnavailable) as caught:
             yield self.store.add(make_task(name="once"))
-        self.assertLess(reactor.seconds() - started, 2.0, "past the store's timeout")
+        self.assertLess(reactor.seconds() - started, STORE_TIMEOUT, "past the store's timeout")
         self.assertIn("only 0 of 1 Redis replicas confirmed", str(caught.exception))
         os.kill(self.replica.process.pid, signal.SIGCONT)
         # Until a probe finds the replica again, adds are refused unwritten.
