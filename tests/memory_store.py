@@ -70,7 +70,8 @@ class MemoryStore:
         self.renewals: list[list] = []  # each renew call's held attempts, for assertions
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
-        self.tasks: dict[str, dict[str, str]] = {}
+        self.tasks: dict[str, dict[str, str]] = {}  # as their hashes: no queue
+        self.queue_of: dict[str, str] = {}  # task id -> the queue it was added to
         self.history: dict[str, list[dict]] = {}
         self.due: dict[str, dict[str, float]] = {}
         self.running: dict[str, dict[str, float]] = {}
@@ -134,6 +135,7 @@ class MemoryStore:
 
     def _forget(self, queue, task_id):
         fields = self.tasks.pop(task_id, None) or {}
+        self.queue_of.pop(task_id, None)
         self.history.pop(task_id, None)
         name = fields.get("name", "")
         if name and self.names.get((queue, name)) == task_id:
@@ -163,6 +165,7 @@ class MemoryStore:
             self.names[(task.queue, task.name)] = task.id
         flat = task.to_fields()
         self.tasks[task.id] = dict(zip(flat[::2], flat[1::2], strict=True))
+        self.queue_of[task.id] = task.queue
         self._sets(task.queue)[0][task.id] = task.due_at
         self.queues.add(task.queue)
         return (task.id, True)
@@ -231,7 +234,7 @@ class MemoryStore:
         def take(task_id, fields):
             fields["attempts"] = str(int(fields.get("attempts", 0)) + 1)
             running[task_id] = now + self.lease
-            tasks.append(Task.from_fields(task_id, fields))
+            tasks.append(Task.from_fields(task_id, {**fields, "queue": queue}))
 
         if queue not in self.paused and limit > 0 and hosts is None:
             for task_id, _ in sorted(due.items(), key=_score)[:limit]:
@@ -373,7 +376,7 @@ class MemoryStore:
             self._bury(queue, task.id, now, status, decision.error)
 
     def _status(self, task_id, fields):
-        queue = fields.get("queue", "default")
+        queue = self.queue_of[task_id]
         due, running, dead = self._sets(queue)
         if task_id in running:
             return "waiting" if "waiting_until" in fields else "running"
@@ -387,7 +390,7 @@ class MemoryStore:
         """A task's fields found by its id alone, as Redis finds them: in
         the queue its id names (torque.keys.queue_of_id), or not at all."""
         fields = self.tasks.get(task_id)
-        if fields is None or queue_of_id(task_id) != fields.get("queue", "default"):
+        if fields is None or queue_of_id(task_id) != self.queue_of[task_id]:
             return None
         return fields
 
@@ -396,7 +399,9 @@ class MemoryStore:
         if fields is None:
             return self._answer(None)
         history = [dict(entry) for entry in self.history.get(task_id, [])]
-        return self._answer({"status": self._status(task_id, fields), "history": history, **fields})
+        status = self._status(task_id, fields)
+        queue = self.queue_of[task_id]
+        return self._answer({"status": status, "history": history, **fields, "queue": queue})
 
     def _kept_name(self, queue, name):
         """The cancelled id that still keeps ``name``, or ``None``."""
@@ -418,7 +423,7 @@ class MemoryStore:
         status = self._status(task_id, fields)
         if status == "delivered":
             return self._answer(status)
-        queue = fields.get("queue", "default")
+        queue = self.queue_of[task_id]
         for s in self._sets(queue):
             s.pop(task_id, None)
         name = fields.get("name", "")
@@ -460,7 +465,7 @@ class MemoryStore:
         fields = self._by_id(task_id)
         if fields is None:
             return self._answer(("", None, None))
-        queue = fields.get("queue", "default")
+        queue = self.queue_of[task_id]
         status = self._status(task_id, fields)
         if status != "scheduled":
             return self._answer((status, queue, None))
@@ -602,7 +607,7 @@ class MemoryStore:
         newest = sorted(dead.items(), key=_score, reverse=True)[offset : offset + limit]
         letters = []
         for task_id, at in newest:
-            fields = dict(self.tasks.get(task_id, {}))
+            fields = {**self.tasks.get(task_id, {}), "queue": queue}
             fields["dead_at"] = fields.get("dead_at") or repr(at)
             letters.append((task_id, fields))
         return self._answer(DeadPage(len(dead), letters))
@@ -629,7 +634,8 @@ class MemoryStore:
             if fields is not None:
                 history = [dict(entry) for entry in self.history.get(task_id, [])]
                 status = "waiting" if "waiting_until" in fields else state
-                tasks.append((task_id, {"status": status, "history": history, **fields}))
+                shown = {"status": status, "history": history, **fields, "queue": queue}
+                tasks.append((task_id, shown))
         return self._answer(TaskPage(tasks, None))
 
     def _dead_ids(self, queue, ids):

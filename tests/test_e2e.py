@@ -155,7 +155,7 @@ class DeliveryTests(unittest.TestCase):
         keys = Keys(node.prefix)
         now = repr(time.time())
         yield redis.execute_command(
-            "HSET", keys.task("default", "default.by-hand-1"), "queue", "default",
+            "HSET", keys.task("default", "default.by-hand-1"),
             "url", receiver.url + "/by-hand", "body", "x=1", "created_at", now,
         )  # fmt: skip
         yield redis.execute_command("ZADD", keys.due("default"), now, "default.by-hand-1")

@@ -764,7 +764,7 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
         """The README's recipe for adding a task from another language."""
         k = self.keys
         yield self.redis.execute_command(
-            "HSET", k.task("q", "q.ext1"), "queue", "q", "url", "http://example.com/hook",
+            "HSET", k.task("q", "q.ext1"), "url", "http://example.com/hook",
             "body", "foo=bar", "created_at", str(NOW),
         )  # fmt: skip
         yield self.redis.execute_command("ZADD", k.due("q"), str(NOW), "q.ext1")

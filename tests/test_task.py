@@ -37,7 +37,7 @@ class TaskFieldsTests(unittest.TestCase):
                     max_errors=4, attempts=5, door="d", door_data={"k": "v"})  # fmt: skip
         self.assertEqual(
             task.to_fields(),
-            ["queue", "q", "url", HOOK, "method", "PUT", "body", "[1]", "content_type", JSON,
+            ["url", HOOK, "method", "PUT", "body", "[1]", "content_type", JSON,
              "headers", '{"X-A": "1"}', "name", "n", "timeout", "3.0", "max_errors", "4",
              "created_at", "1.5", "due_at", "2.5", "attempts", "5", "door", "d",
              "door_data", '{"k": "v"}'],
@@ -56,7 +56,7 @@ class TaskFieldsTests(unittest.TestCase):
         task = Task(id="t1", queue="default", url=HOOK, due_at=NOW, created_at=NOW)
         self.assertEqual(
             fields_to_hash(task.to_fields()),
-            {"queue": "default", "url": HOOK, "created_at": repr(NOW), "due_at": repr(NOW)},
+            {"url": HOOK, "created_at": repr(NOW), "due_at": repr(NOW)},
         )
         form = attrs.evolve(task, body="a=1", content_type=FORM)
         self.assertEqual(fields_to_hash(form.to_fields())["body"], "a=1")
@@ -64,13 +64,19 @@ class TaskFieldsTests(unittest.TestCase):
 
     def test_what_is_left_out_reads_back_the_same(self):
         for task in [
-            Task(id="t1", queue="q", url=HOOK, due_at=NOW, created_at=NOW),
-            Task(id="t1", queue="q", url=HOOK, body="a=1", content_type=FORM, due_at=NOW),
-            Task(id="t1", queue="q", url=HOOK, body="[1]", content_type=JSON, method="PUT"),
-            Task(id="t1", queue="q", url=HOOK, method="GET", attempts=3),
+            Task(id="q.t1", queue="q", url=HOOK, due_at=NOW, created_at=NOW),
+            Task(id="q.t1", queue="q", url=HOOK, body="a=1", content_type=FORM, due_at=NOW),
+            Task(id="q.t1", queue="q", url=HOOK, body="[1]", content_type=JSON, method="PUT"),
+            Task(id="q.t1", queue="q", url=HOOK, method="GET", attempts=3),
         ]:
             fields = fields_to_hash(task.to_fields())
-            self.assertEqual(Task.from_fields("t1", fields), task, fields)
+            self.assertEqual(Task.from_fields("q.t1", fields), task, fields)
+
+    def test_the_queue_is_the_one_the_id_names(self):
+        task = Task(id="emails.t1", queue="emails", url=HOOK)
+        fields = fields_to_hash(task.to_fields())
+        self.assertNotIn("queue", fields)
+        self.assertEqual(Task.from_fields("emails.t1", fields).queue, "emails")
 
     def test_minimal_hand_written_hash(self):
         task = Task.from_fields("x1", {"url": HOOK, "queue": "emails"})
@@ -102,7 +108,7 @@ class TaskFieldsTests(unittest.TestCase):
     def test_any_other_content_type_with_a_body_is_kept(self):
         # Left out, it would read back as a form body.
         for content_type in ("text/plain", "application/xml", JSON):
-            task = Task(id="t1", queue="q", url=HOOK, body="x", content_type=content_type)
+            task = Task(id="q.t1", queue="q", url=HOOK, body="x", content_type=content_type)
             fields = fields_to_hash(task.to_fields())
             self.assertEqual(fields["content_type"], content_type)
-            self.assertEqual(Task.from_fields("t1", fields), task)
+            self.assertEqual(Task.from_fields("q.t1", fields), task)

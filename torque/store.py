@@ -365,7 +365,7 @@ class RedisStore:
                 *_host_args(hosts),
             ],
         )
-        return d.addCallback(_claimed)
+        return d.addCallback(_claimed, queue)
 
     def renew(self, held: Sequence[tuple[str, str, int]], now: float) -> defer.Deferred:
         """Renew the leases of ``held`` attempts, ``(queue, task id,
@@ -453,7 +453,7 @@ class RedisStore:
             return defer.succeed(None)  # no task has such an id
         keys = [k.task(queue, task_id), k.attempts(queue, task_id), *k.queue(queue)]
         d = self._eval(scripts.DESCRIBE, keys, [task_id])
-        return d.addCallback(_described)
+        return d.addCallback(_described, queue)
 
     @defer.inlineCallbacks
     def pause(self, queue: str, create: bool = False):
@@ -668,7 +668,7 @@ class RedisStore:
         """A :class:`DeadPage` of ``queue``'s dead letters, newest first."""
         k = self.keys
         d = self._eval(scripts.DEAD_PAGE, k.queue(queue), [offset, limit])
-        return d.addCallback(_dead_page)
+        return d.addCallback(_dead_page, queue)
 
     def task_page(
         self,
@@ -699,7 +699,7 @@ class RedisStore:
             [key, *self.keys.queue(queue)],
             ["", limit, max_bytes, score, task_id],
         )
-        return d.addCallback(_task_page, state)
+        return d.addCallback(_task_page, state, queue)
 
     def retry_dead(self, queue: str, ids: Sequence[str] | None, now: float):
         """Make dead letters (``None``: all of them) due at ``now`` with a
@@ -767,13 +767,19 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def _task_fields(queue: str, flat: Sequence[str]) -> dict[str, str]:
+    """A task hash's fields, with the queue its id names (the hash leaves
+    it out: :meth:`Task.to_fields`)."""
+    return {**_pairs(flat), "queue": queue}
+
+
 def _added(reply) -> list[tuple[str, bool]]:
     return [(reply[i], bool(reply[i + 1])) for i in range(0, len(reply), 2)]
 
 
-def _claimed(reply) -> Claim:
+def _claimed(reply, queue: str) -> Claim:
     heads = [float(score) for score in reply[:2] if score != ""]
-    tasks = [Task.from_fields(item[0], _pairs(item[1:])) for item in reply[3:]]
+    tasks = [Task.from_fields(item[0], _task_fields(queue, item[1:])) for item in reply[3:]]
     skipped, past, *waiting = reply[2]
     return Claim(tasks, min(heads) if heads else None, int(skipped), int(past), tuple(waiting))
 
@@ -789,11 +795,11 @@ def _host_args(hosts: HostBudgets | None) -> list:
     return args
 
 
-def _described(reply) -> dict | None:
+def _described(reply, queue: str) -> dict | None:
     if not reply:
         return None
     history = [_history(text) for text in reply[1]]
-    return {"status": reply[0], "history": history, **_pairs(reply[2:])}
+    return {"status": reply[0], "history": history, **_task_fields(queue, reply[2:])}
 
 
 def _history(text: str) -> dict[str, Any]:
@@ -832,20 +838,20 @@ def _queue_stats(row, now: float) -> QueueStats:
     )
 
 
-def _dead_page(reply) -> DeadPage:
+def _dead_page(reply, queue: str) -> DeadPage:
     letters = []
     for item in reply[1:]:
-        fields = _pairs(item[2:])
+        fields = _task_fields(queue, item[2:])
         fields["dead_at"] = fields.get("dead_at") or item[1]
         letters.append((item[0], fields))
     return DeadPage(int(reply[0]), letters)
 
 
-def _task_page(reply, state: str) -> TaskPage:
+def _task_page(reply, state: str, queue: str) -> TaskPage:
     tasks = []
     for item in reply[2:]:
         history = [_history(text) for text in item[1]]
-        fields = _pairs(item[2:])
+        fields = _task_fields(queue, item[2:])
         # A waiting task keeps its lease in the running set (SPEC 4 "Later").
         status = "waiting" if "waiting_until" in fields else state
         tasks.append((item[0], {"status": status, "history": history, **fields}))
