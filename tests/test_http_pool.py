@@ -7,7 +7,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from torque.http_pool import QuietConnectionPool
+from torque.http_pool import IDLE_TIMEOUT, QuietConnectionPool, delivery_pool
 
 KEY = (b"http", b"app.test", 80)
 IDLE = 30.0
@@ -118,3 +118,19 @@ class IdleTimeoutTests(unittest.TestCase):
         self.assertEqual(self.pool._connections.get(KEY, []), [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)  # twisted.web's "BUG"
+
+
+class DeliveryPoolTests(unittest.TestCase):
+    def test_it_keeps_as_many_connections_per_host_as_may_be_in_flight_to_one(self):
+        # Many queues of --concurrency 6 share one host's cap of 64: the
+        # pool must keep 64, or most deliveries open a new connection.
+        self.assertEqual(delivery_pool(Clock(), 6, 64).maxPersistentPerHost, 64)
+        self.assertEqual(delivery_pool(Clock(), 100, 10).maxPersistentPerHost, 100)
+
+    def test_a_connection_beyond_them_is_closed_when_it_comes_back(self):
+        pool = delivery_pool(Clock(), 1, 2)
+        kept = [_Connection() for _ in range(3)]
+        for connection in kept:
+            pool._putConnection(KEY, connection)
+        self.assertEqual([c.transport.closed for c in kept], [True, False, False])
+        self.assertEqual(pool.cachedConnectionTimeout, IDLE_TIMEOUT)

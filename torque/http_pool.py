@@ -20,6 +20,10 @@ from twisted.web.client import HTTPConnectionPool
 # Idle connections closed up to this much before their time: the timer's
 # float arithmetic must not leave one open until the next timer.
 _SLACK = 1e-6
+# Seconds a connection stays idle in the pool: below the idle timeout of most
+# servers, so a reused connection is rarely one the server is closing (a
+# POST on it would fail).
+IDLE_TIMEOUT = 30
 
 
 class _QuietClientFactory(HTTPConnectionPool._factory):
@@ -92,3 +96,19 @@ class QuietConnectionPool(HTTPConnectionPool):
             self._sweep.cancel()
             self._sweep = None
         return super().closeCachedConnections()
+
+
+def delivery_pool(reactor, concurrency: int, host_concurrency: int) -> QuietConnectionPool:
+    """The node's pool for deliveries.
+
+    It keeps as many idle connections per host as may be in flight to one
+    host: ``--host-concurrency`` bounds that across every queue of the node,
+    ``--concurrency`` within one queue.  (Kept to ``--concurrency`` alone, a
+    node delivering many queues to one host closed and opened a connection
+    for most deliveries.)  The pool never holds more than were in use at
+    once, and closes them after :data:`IDLE_TIMEOUT` idle seconds.
+    """
+    pool = QuietConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = max(concurrency, host_concurrency)
+    pool.cachedConnectionTimeout = IDLE_TIMEOUT
+    return pool

@@ -92,7 +92,7 @@ class TorqueNode(MultiService):
         from torque.fast_http import FastHTTP
         from torque.heartbeat import Heartbeat
         from torque.hosts import HostTable
-        from torque.http_pool import QuietConnectionPool
+        from torque.http_pool import delivery_pool
         from torque.leases import LeaseKeeper
         from torque.metrics import Metrics
         from torque.qstash import DOOR as QSTASH
@@ -131,11 +131,7 @@ class TorqueNode(MultiService):
         # This node's own registry, never the global one; a worker's sums
         # every worker of its supervisor.
         metrics = Metrics(reactor, multiprocess_dir=role.metrics_dir if role else None)
-        self.http_pool = QuietConnectionPool(reactor, persistent=True)
-        self.http_pool.maxPersistentPerHost = o["concurrency"]
-        # Below the idle timeout of most servers, so a reused connection is
-        # rarely one the server is closing (a POST on it would fail).
-        self.http_pool.cachedConnectionTimeout = 30
+        self.http_pool = delivery_pool(reactor, o["concurrency"], o["host-concurrency"])
         # Always: link-local targets and this node's own API are refused by
         # default, whatever --allow-target says (SPEC §5).
         guard = TargetGuard(o["targets"], resolver=resolver_on(reactor), clock=reactor)
