@@ -34,12 +34,76 @@ class FairnessTests(unittest.TestCase):
         budgets = table.budgets(T, cap=10, max_skip=5)
         self.assertEqual((budgets.default, budgets.budgets, budgets.max_skip), (10, {"a": 9}, 5))
 
-    def test_an_idle_host_is_forgotten(self):
+    def test_a_host_idle_for_a_second_is_forgotten(self):
         table = HostTable()
         table.started("a", T)
-        table.finished("a", OK, T)
-        table.budgets(T)
+        table.finished("a", OK, T + 0.5)
+        self.assertEqual(table.budgets(T + 0.99).budgets, {"a": 10}, "listed a second")
+        table.budgets(T + 1.0)
         self.assertEqual(table.hosts, {})
+
+
+class ClaimsOnTheirWayTests(unittest.TestCase):
+    """Several queues' claims at once share a host's cap."""
+
+    def test_what_a_claim_may_take_is_reserved_until_it_returns(self):
+        table = HostTable(host_concurrency=4)
+        table.started("a", T, "q")
+        first = table.budgets(T)
+        reserved = table.reserve(first, limit=2)
+        self.assertEqual(reserved, {"a": 2}, "no more than the claim's limit")
+        self.assertEqual(table.budgets(T).budgets, {"a": 1}, "another queue's claim meanwhile")
+        table.started("a", T, "q")  # the first claim took one task of a
+        table.unreserve(reserved)
+        self.assertEqual(table.budgets(T).budgets, {"a": 2})
+
+    def test_a_host_with_nothing_in_flight_but_a_reservation_is_kept(self):
+        table = HostTable(host_concurrency=3)
+        table.started("a", T)
+        reserved = table.reserve(table.budgets(T), limit=10)
+        table.finished("a", OK, T)
+        self.assertEqual(table.budgets(T + 5).budgets, {"a": 1}, "not forgotten as idle")
+        table.unreserve(reserved)
+        table.budgets(T + 1.0)
+        self.assertEqual(table.hosts, {})
+
+    def test_each_freed_slot_wakes_one_waiting_queue_in_turn(self):
+        table = HostTable(host_concurrency=1)
+        woken = []
+        for queue in ("q", "r", "s"):
+            table.wait("a", queue, lambda host, queue=queue: woken.append((queue, host)))
+        table.started("a", T, "x")
+        table.finished("a", OK, T, "x")
+        self.assertEqual(woken, [("q", "a")])
+        table.started("a", T, "x")
+        table.finished("a", DOWN, T, "x")
+        table.started("a", T, "x")
+        table.released("a", "x")
+        self.assertEqual(woken, [("q", "a"), ("r", "a"), ("s", "a")])
+        table.finished("b", OK, T)
+        self.assertEqual(len(woken), 3, "another host's slot wakes none of them")
+
+    def test_the_queue_that_freed_the_slot_is_not_woken_for_it(self):
+        table = HostTable(host_concurrency=1)
+        woken = []
+        for queue in ("q", "r"):
+            table.wait("a", queue, lambda host, queue=queue: woken.append(queue))
+        table.started("a", T, "q")
+        table.finished("a", OK, T, "q")
+        self.assertEqual(woken, ["r"], "q claims again by itself; r goes first")
+        table.started("a", T, "q")
+        table.finished("a", OK, T, "q")
+        self.assertEqual(woken, ["r"], "only q waits: it claims by itself")
+
+    def test_a_queue_waits_once_however_often_it_passes_a_host_over(self):
+        table = HostTable(host_concurrency=1)
+        woken = []
+        for _ in range(3):
+            table.wait("a", "q", woken.append)
+        for _ in range(2):
+            table.started("a", T, "x")
+            table.finished("a", OK, T, "x")
+        self.assertEqual(woken, ["a"])
 
 
 class BreakerTests(unittest.TestCase):
@@ -90,7 +154,7 @@ class BreakerTests(unittest.TestCase):
         table.started("a", T + 1)
         table.finished("a", OK, T + 1.1)
         self.assertEqual(table.open_circuits(), [])
-        self.assertEqual(table.budgets(T + 1.1), HostBudgets(4))
+        self.assertEqual(table.budgets(T + 1.1), HostBudgets(4, {"a": 4}), "closed: its cap")
         fail(table, "a", BREAKER_THRESHOLD, T + 2)
         self.assertEqual(table.budgets(T + 2).holds, {"a": T + 3}, "the cool-down starts over")
 

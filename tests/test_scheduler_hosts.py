@@ -3,15 +3,17 @@ that answers a round trip later (``MemoryStore(clock=, latency=)``): a host
 that hangs does not hold up the others, an open circuit postpones its tasks
 and sends one probe per cool-down, a throttled host is held."""
 
+from treq.testing import StubTreq
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tests.test_api import APITestCase
 from tests.test_scheduler import LATENCY, SchedulerCase, in_q
 from torque import scheduler
+from torque.dispatch import Dispatcher
 from torque.hosts import BREAKER_THRESHOLD, HostTable
-from torque.retry import NoResponse
-from torque.scheduler import DEEP_RETRY, DEEP_SKIP, SHALLOW_SKIP
+from torque.retry import NoResponse, RetryPolicy
+from torque.scheduler import DEEP_RETRY, DEEP_SKIP, SHALLOW_SKIP, QueueScheduler
 from torque.task import Task
 
 
@@ -248,3 +250,74 @@ class OpenCircuitsShownTests(APITestCase):
         _, page = self.call("GET", "/queues")
         self.assertEqual(page["queues"][0]["open_circuits"], ["down.test:8080"])
         self.assertEqual(table.open_circuits("another"), [])
+
+
+class QueuesSharingAHostTests(SchedulerCase):
+    """Two queues' schedulers on one node share its :class:`HostTable`:
+    their claims, on their way at once, stay within a host's cap together,
+    and a slot one queue frees wakes the other."""
+
+    latency = LATENCY
+
+    def setUp(self):
+        super().setUp()
+        self.hosts = HostTable(4)
+        self.hook = HeldHosts(self.clock, hang={"one.test"})
+
+    def scheduler_of(self, queue):
+        scheduler = QueueScheduler(
+            queue,
+            self.store,
+            Dispatcher(self.stub, self.clock),
+            self.clock,
+            RetryPolicy(),
+            timeout=10.0,
+            concurrency=10,
+            poll_interval=3600.0,  # no safety tick: every claim must be earned
+            hosts=self.hosts,
+        )
+        scheduler.startService()
+        self.addCleanup(self.stop_all, scheduler)
+        return scheduler
+
+    def stop_all(self, scheduler):
+        stopped = scheduler.stopService()
+        self.until(self.clock.seconds() + 60)
+        return stopped
+
+    def fill(self, queue, count):
+        for _ in range(count):
+            task_id = f"{queue}.t{len(self.store.tasks)}"
+            url = "http://one.test/do"
+            self.store.add(Task(id=task_id, queue=queue, url=url, due_at=self.clock.seconds()))
+
+    def test_claims_on_their_way_at_once_stay_within_the_cap_together(self):
+        self.stub = StubTreq(self.hook)
+        self.fill("q", 1)
+        q, r = self.scheduler_of("q"), self.scheduler_of("r")
+        self.later(1.0)
+        self.assertEqual(len(self.hook.held), 1, "one.test has a request out")
+        self.fill("q", 10)
+        self.fill("r", 10)
+        q.wake()
+        r.wake()  # while q's claim is on its way
+        self.later(1.0)
+        self.assertEqual(len(self.hook.held), 4, "the host's cap, not each queue's")
+
+    def test_a_slot_another_queue_frees_is_taken_without_waiting_for_the_tick(self):
+        self.stub = StubTreq(self.hook)
+        self.fill("q", 10)
+        q = self.scheduler_of("q")
+        self.later(1.0)
+        self.assertEqual(len(self.hook.held), 4)
+        self.fill("r", 1)
+        r = self.scheduler_of("r")  # its start-up claim passes over one.test
+        self.later(1.0)
+        self.assertEqual(len(self.hook.held), 4, "r waits: the host is at its cap")
+        self.hook.held[0].finish()
+        self.stub.flush()
+        self.later(1.0)
+        self.assertIn(
+            "r.t10", [request.getHeader("x-torque-task-id") for request in self.hook.held[4:]]
+        )
+        self.assertTrue(q.running and r.running)

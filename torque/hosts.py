@@ -8,6 +8,11 @@ every queue), tells each claim how many tasks of each host it may take
 * **Fairness**: at most ``host_concurrency`` requests in flight per host on
   this node.  A claim passes over the due tasks of a host at its cap and
   takes other hosts' tasks behind them (:data:`torque.scripts.CLAIM`).
+  Several queues' claims may be on their way at once: what each may take
+  of a host is reserved until it returns (:meth:`HostTable.reserve`), so
+  together they stay within the cap, and a queue that passed over a host's
+  tasks is woken when a slot of that host frees, one queue per slot, in
+  turn (:meth:`HostTable.wait`).
 * **Circuit breaker**: :data:`BREAKER_THRESHOLD` connection errors or
   timeouts in a row open a host's circuit: its due tasks are postponed (no
   attempt spent) until the cool-down ends, then one probe goes out; an
@@ -22,6 +27,7 @@ every queue), tells each claim how many tasks of each host it may take
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import attrs
 
@@ -91,8 +97,13 @@ class Host:
     queues: set[str] = attrs.field(factory=set)  # that sent it requests
 
     def idle(self, now: float) -> bool:
+        """Nothing to remember: no request in flight or started in the last
+        second (a host whose requests all ended at once stays listed, so
+        that claims on their way share its cap: :meth:`HostTable.reserve`),
+        no failure, throttle or hold."""
         return (
             self.in_flight == 0
+            and (not self.started or self.started[-1] <= now - 1.0)
             and self.failures == 0
             and self.circuit == CLOSED
             and self.rate is None
@@ -116,6 +127,10 @@ class HostTable:
         self.first_cooldown = cooldown
         self.max_cooldown = max_cooldown
         self.hosts: dict[str, Host] = {}
+        # Tasks of each host that claims on their way may take.
+        self._reserved: dict[str, int] = {}
+        # Host -> the queues to wake, in turn, as its slots free: (queue, wake).
+        self._waiting: dict[str, list[tuple[str, Callable[[str], None]]]] = {}
 
     # -- what a claim may take ---------------------------------------------
 
@@ -127,7 +142,8 @@ class HostTable:
         cap = self.cap(cap)
         budgets, holds = {}, {}
         for name, host in list(self.hosts.items()):
-            if host.idle(now):
+            reserved = self._reserved.get(name, 0)
+            if host.idle(now) and not reserved:
                 del self.hosts[name]
                 continue
             self._open_to_probe(host, now)
@@ -139,13 +155,56 @@ class HostTable:
                 holds[name] = host.hold_until
                 budgets[name] = 0
                 continue
-            free = cap - host.in_flight
+            free = cap - host.in_flight - reserved
             if host.circuit == PROBING:
-                free = 1 - (host.in_flight - host.stale)
+                free = 1 - (host.in_flight - host.stale) - reserved
             if host.rate is not None:
                 free = min(free, int(self._tokens(host, now)))
             budgets[name] = max(0, free)
         return HostBudgets(cap, budgets, holds, max_skip)
+
+    def reserve(self, budgets: HostBudgets, limit: int) -> dict[str, int]:
+        """A claim given ``budgets`` went out for ``limit`` tasks at most:
+        until it returns (:meth:`unreserve`), the claims of other queues
+        count what it may take of each listed host as in flight."""
+        reserved = {}
+        # (A host this node has had no request to in the last second is not
+        # listed: claims on their way at once may each take up to the cap
+        # of it, once.)
+        for name, budget in budgets.budgets.items():
+            if min(budget, limit) > 0:
+                reserved[name] = min(budget, limit)
+                self._reserved[name] = self._reserved.get(name, 0) + reserved[name]
+        return reserved
+
+    def unreserve(self, reserved: dict[str, int]) -> None:
+        """The claim that :meth:`reserve` gave ``reserved`` returned (its
+        tasks, started, are in flight now)."""
+        for name, count in reserved.items():
+            left = self._reserved[name] - count
+            if left:
+                self._reserved[name] = left
+            else:
+                del self._reserved[name]
+
+    def wait(self, url_host: str, queue: str, wake: Callable[[str], None]) -> None:
+        """A claim of ``queue`` passed over ``url_host``'s due tasks (at its
+        cap): call ``wake(url_host)`` when a slot of it frees, after the
+        queues that waited before.  Each freed slot wakes one queue, not the
+        one whose request freed it (that one claims again by itself)."""
+        waiting = self._waiting.setdefault(url_host, [])
+        if all(waiter != queue for waiter, _ in waiting):
+            waiting.append((queue, wake))
+
+    def _slot_freed(self, url_host: str, queue: str) -> None:
+        waiting = self._waiting.get(url_host, [])
+        for i, (waiter, wake) in enumerate(waiting):
+            if waiter != queue:
+                del waiting[i]
+                if not waiting:
+                    del self._waiting[url_host]
+                wake(url_host)
+                return
 
     def cap(self, cap: int | None) -> int:
         """A queue's own ``host_concurrency``, or the node's when it has
@@ -196,16 +255,26 @@ class HostTable:
         while started and started[0] <= now - 1.0:
             started.pop(0)
 
-    def released(self, url_host: str) -> None:
-        """The request to ``url_host`` ended with no outcome (a bug)."""
+    def released(self, url_host: str, queue: str = "") -> None:
+        """The request to ``url_host``, for ``queue``, ended with no
+        outcome (a bug)."""
         host = self.hosts.get(url_host)
         if host is not None:
             host.in_flight = max(0, host.in_flight - 1)
+        self._slot_freed(url_host, queue)
 
-    def finished(self, url_host: str, outcome: Outcome, now: float) -> None:
-        """The request to ``url_host`` ended at ``now`` with ``outcome``."""
+    def finished(self, url_host: str, outcome: Outcome, now: float, queue: str = "") -> None:
+        """The request to ``url_host``, for ``queue``, ended at ``now`` with
+        ``outcome``."""
         host = self.hosts.setdefault(url_host, Host())
         host.in_flight = max(0, host.in_flight - 1)
+        self._learn(host, outcome, now)
+        self._slot_freed(url_host, queue)
+
+    # -- the parts -----------------------------------------------------------
+
+    def _learn(self, host: Host, outcome: Outcome, now: float) -> None:
+        """What a request's ``outcome`` says of its host."""
         stale = host.stale > 0
         host.stale = max(0, host.stale - 1)
         if isinstance(outcome, NoResponse):
@@ -227,8 +296,6 @@ class HostTable:
             self._slow_down(host, outcome, now)
         elif host.rate is not None:
             host.rate += 1.0 / host.rate
-
-    # -- the parts -----------------------------------------------------------
 
     def _open(self, host: Host, now: float) -> None:
         if host.cooldown:

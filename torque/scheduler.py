@@ -311,12 +311,15 @@ class QueueScheduler(Service):
                 skip = SHALLOW_SKIP
                 self._arm(fruitless + DEEP_RETRY)
             budgets = self.hosts.budgets(now, self.host_cap(), skip)
+            reserved = self.hosts.reserve(budgets, free)
         self._deep = False
         d = self.store.claim(
             self.queue, now, free, self.timeout, self.policy.max_errors, self.rate, budgets
         )
         self._claiming = d
         d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free, now, budgets))
+        if budgets is not None:  # its tasks, started, are in flight now
+            d.addBoth(_passing, self.hosts.unreserve, reserved)
         d.addBoth(self._claim_ended)
         d.addErrback(lambda f: log.failure("claim on queue {queue} failed", f, queue=self.queue))
         return d
@@ -360,6 +363,8 @@ class QueueScheduler(Service):
                 self._deep = self._more = True
                 self._fruitless_at = None  # there is something deeper
         self._held_back = bool(claim.skipped)
+        for host in claim.waiting:  # another queue's request may free its slot
+            self.hosts.wait(host, self.queue, self._slot_freed)
         if claim.skipped:
             # A throttled host's next request, or an open circuit's probe.
             self._arm(self.hosts.next_token_at(asked_at))
@@ -426,7 +431,7 @@ class QueueScheduler(Service):
         # A bug, not a failed delivery: there is no outcome to record.
         self._lease_ends.pop((task.id, task.attempts), None)
         if host is not None:
-            self.hosts.released(host)
+            self.hosts.released(host, self.queue)
         log.failure("attempt on {task_id} failed", failure, task_id=task.id)
 
     def _finished(self, outcome, task: Task, host: str | None) -> None:
@@ -434,7 +439,7 @@ class QueueScheduler(Service):
         del self.in_flight[task.id, task.attempts]
         now = self.clock.seconds()
         if host is not None:
-            self.hosts.finished(host, outcome, now)
+            self.hosts.finished(host, outcome, now, self.queue)
         decision = next_step(task, outcome, now, self.policy, self.rng)
         if self.log_deliveries or decision.label != DELIVERED:
             _log_attempt(task, outcome, decision)
@@ -448,6 +453,12 @@ class QueueScheduler(Service):
         self.flush()
         if self._more:
             self.pump(deep=False)
+
+    def _slot_freed(self, host: str) -> None:
+        """A slot of ``host``, whose due tasks a claim of this queue passed
+        over, freed (maybe in another queue: :meth:`HostTable.wait`)."""
+        if self.running:
+            self._claim_soon(host)
 
     def _claim_soon(self, host: str) -> None:
         """A slot of ``host`` freed while due tasks were held back: claim
@@ -558,6 +569,12 @@ class QueueScheduler(Service):
             count=len(stale),
             task_ids=", ".join(task.id for task, _, _ in stale[:10]),
         )
+
+
+def _passing(result, call, *args):
+    """``call(*args)``, as a callback that passes its result on."""
+    call(*args)
+    return result
 
 
 def _settled(d: defer.Deferred) -> defer.Deferred:
