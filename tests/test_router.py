@@ -17,9 +17,15 @@ class FakeScheduler(Service):
         self.woken: list[float | None] = []
         self.in_flight: set = set()
         self._claiming = None
+        self.idle = True  # what claim_now answers
+        self.claimed_now = 0
 
     def wake(self, due_at=None):
         self.woken.append(due_at)
+
+    def claim_now(self):
+        self.claimed_now += 1
+        return self.idle
 
 
 def router(all_queues: bool) -> tuple[QueueRouter, MultiService, Clock]:
@@ -125,3 +131,34 @@ class EchoTests(unittest.TestCase):
         self.routed.woken(self.channel, "not a time")
         self.routed.woken(None, None)
         self.assertEqual(self.woken(), [None, None, None])
+
+
+class ClaimNowTests(unittest.TestCase):
+    """As an add is handed to the store, the queue's scheduler claims at
+    once when the task is due and it has no claim on its way."""
+
+    def setUp(self):
+        self.routed, _, self.clock = router(all_queues=False)
+        self.clock.advance(1000.0)
+        self.routed.process("q")
+        self.scheduler = self.routed.schedulers["q"]
+        self.channel = Keys("t:").wake("q")
+
+    def test_an_idle_scheduler_claims_and_the_adds_message_is_its_echo(self):
+        self.assertTrue(self.routed.claim_now("q", 1000.0))
+        self.routed.woken(self.channel, repr(1000.0))
+        self.assertEqual((self.scheduler.claimed_now, self.scheduler.woken), (1, []))
+
+    def test_a_busy_scheduler_does_not_and_the_message_wakes_it(self):
+        self.scheduler.idle = False
+        self.assertFalse(self.routed.claim_now("q", 1000.0))
+        self.routed.woken(self.channel, repr(1000.0))
+        self.assertEqual(self.scheduler.woken, [1000.0])
+
+    def test_a_task_not_yet_due_is_not_claimed_for(self):
+        self.assertFalse(self.routed.claim_now("q", 1000.5))
+        self.assertEqual(self.scheduler.claimed_now, 0)
+
+    def test_a_queue_this_node_does_not_process_is_left_alone(self):
+        self.assertFalse(self.routed.claim_now("other", 1000.0))
+        self.assertNotIn("other", self.routed.schedulers)

@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from tests import sentinel_servers as servers
 from tests.node import free_port, wait_for
 from tests.redis_server import fresh_keys
-from tests.test_store import make_task
+from tests.test_store import claim, make_task
 from torque.connection import WakeSubscriber, connect_pool
 from torque.redis_url import RedisAddress, parse_redis_url
 from torque.sentinel import check_master_name
@@ -246,6 +246,13 @@ class WaitReplicasTests(SentinelCase):
             self.assertEqual(added, (f"q.t{i}", True))
             key = self.store.keys.task("q", f"q.t{i}")
             self.assertEqual(servers.ask(self.replica.port, "EXISTS", key), 1, f"t{i}")
+
+    @defer.inlineCallbacks
+    def test_a_claim_made_while_an_add_waits_for_its_replica_goes_after_it(self):
+        adding = self.store.add(make_task("t1"))
+        claimed = claim(self.store)
+        self.assertEqual((yield adding), ("q.t1", True))
+        self.assertEqual([task.id for task in (yield claimed).tasks], ["q.t1"])
 
     @defer.inlineCallbacks
     def test_an_add_no_replica_confirms_fails_as_unavailable_and_its_retry_is_not_doubled(self):

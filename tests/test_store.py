@@ -2,6 +2,7 @@
 and against the in-memory double the unit tests use."""
 
 import attrs
+import txredisapi
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -52,6 +53,16 @@ class StoreContract:
     """Tests every store must pass; ``self.store`` is set in ``setUp``."""
 
     lease = 10.0  # the stores' default lease, whatever the timeout
+
+    @defer.inlineCallbacks
+    def test_a_claim_made_while_an_add_is_on_its_way_sees_it(self):
+        adding = self.store.add(make_task("t1"))
+        elsewhere = self.store.add(make_task("r.t2", queue="r"))
+        claimed = claim(self.store)
+        self.assertEqual((yield adding), ("q.t1", True))
+        self.assertEqual([task.id for task in (yield claimed).tasks], ["q.t1"])
+        self.assertEqual((yield elsewhere), ("r.t2", True))
+        self.assertEqual((yield claim(self.store)).tasks, [], "each task claimed once")
 
     @defer.inlineCallbacks
     def test_added_task_is_claimed_with_its_fields(self):
@@ -774,6 +785,32 @@ class RedisStoreTests(RealRedisStore, StoreContract, unittest.TestCase):
             ("q.ext1", "POST", "http://example.com/hook", "foo=bar",
              "application/x-www-form-urlencoded", 1),
         )  # fmt: skip
+
+    @defer.inlineCallbacks
+    def test_a_claim_waiting_for_an_add_goes_in_its_script_call(self):
+        calls = []
+        evaluate = self.store.redis.eval
+
+        def counted(script, keys, args):
+            calls.append(len(keys))
+            return evaluate(script, keys, args)
+
+        self.store.redis.eval = counted
+        self.addCleanup(delattr, self.store.redis, "eval")
+        adding = self.store.add(make_task("t1"))
+        claimed = claim(self.store)
+        yield adding
+        self.assertEqual(len((yield claimed).tasks), 1)
+        self.assertEqual(calls, [3 + 6], "one call: the add's keys, then the claim's")
+
+    @defer.inlineCallbacks
+    def test_a_claim_fails_with_the_add_it_waited_for(self):
+        adding = self.store.add(make_task("t1"))
+        claimed = claim(self.store)
+        self.store.redis.eval = lambda *args: defer.fail(txredisapi.ConnectionError("gone"))
+        self.addCleanup(delattr, self.store.redis, "eval")
+        yield self.assertFailure(adding, StoreUnavailable)
+        yield self.assertFailure(claimed, StoreUnavailable)
 
     @defer.inlineCallbacks
     def test_add_publishes_a_wake_up_with_the_due_time(self):

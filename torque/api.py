@@ -223,6 +223,11 @@ class TorqueAPI:
     :param wake: called with ``(queue, due_at)`` after each add, so a
         scheduler on this node claims the task without waiting for Redis
         pub/sub to come round.
+    :param claim_now: called with ``(queue, due_at)`` as an add is handed
+        to the store, before its answer: whether a scheduler on this node
+        claimed at once, the claim going after the add in the same Redis
+        call (:meth:`torque.router.QueueRouter.claim_now`); then ``wake``
+        is not called for that add.
     :param base_url: ``--base-task-url``, the prefix for path-only task URLs.
     :param metrics: the node's metrics (a fresh set by default).
     :param token_required: the node takes only requests with a bearer token
@@ -245,6 +250,7 @@ class TorqueAPI:
         clock: IReactorTime,
         base_url: str | None = None,
         wake: Callable[[str, float], object] = lambda queue, due_at: None,
+        claim_now: Callable[[str, float], bool] = lambda queue, due_at: False,
         new_id: Callable[[str], str] = new_task_id,
         metrics: Metrics | None = None,
         targets: TargetGuard | None = None,
@@ -265,6 +271,7 @@ class TorqueAPI:
         self.clock = clock
         self.base_url = base_url
         self.wake = wake
+        self.claim_now = claim_now
         self.new_id = new_id
         self.metrics = metrics if metrics is not None else Metrics(clock)
         self.metric_queues = METRICS_QUEUES  # queues with gauges in /metrics, at most
@@ -300,13 +307,16 @@ class TorqueAPI:
                 await self.targets.check_url(task.url)
             except TargetRefused as e:
                 raise InvalidTask("url", str(e), "target_not_allowed") from None
-        task_id, created = await self.store.add(task)
+        adding = self.store.add(task)
+        claimed = self.claim_now(task.queue, task.due_at)  # sent after the add
+        task_id, created = await adding
         if not created:
             existing = await self.store.describe(task_id)
             shown = public_task(task_id, existing) if existing else {"id": task_id}
             return json_body(request, 200, {**shown, "duplicate": True})
         self.metrics.task_added(task.queue)
-        self.wake(task.queue, task.due_at)
+        if not claimed:
+            self.wake(task.queue, task.due_at)
         self._warn_if_unprocessed(task.queue)
         request.setHeader(b"Location", f"/tasks/{task_id}".encode())
         return json_body(request, 201, added_task(task))

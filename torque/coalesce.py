@@ -48,6 +48,10 @@ class Coalescer:
             self._flush_call = self.clock.callLater(0, self._flush)
         return waiter
 
+    def holding(self, wanted: Callable[[Any], bool]) -> bool:
+        """Whether an item held for this turn's call is ``wanted``."""
+        return any(wanted(item) for item in self._items)
+
     def _flush(self) -> None:
         self._flush_call = None
         items, waiting = self._items, self._waiting

@@ -106,6 +106,23 @@ class QueueRouter:
         if scheduler is not None:
             scheduler.wake(due_at)
 
+    def claim_now(self, queue: str, due_at: float) -> bool:
+        """An add to ``queue`` of a task due at ``due_at`` was just handed
+        to the store (its answer to come): if the task is due and this
+        node's scheduler of the queue has no claim on its way, it claims at
+        once.  The store sends that claim after the add, in the same script
+        call (:meth:`torque.storage.Store.claim`), so the task goes out one
+        round trip after its add, not two.  Whether it claimed; if it did,
+        the add needs no wake-up, and its message on the wake channel is
+        recognised as :meth:`wake`'s echo is."""
+        scheduler = self.schedulers.get(queue)
+        now = self.clock.seconds()
+        if scheduler is None or due_at > now or not scheduler.claim_now():
+            return False
+        self._echo(queue, due_at)  # (remembers it)
+        self._stirred[queue] = now
+        return True
+
     def _echo(self, queue: str, due_at: float) -> bool:
         """Whether a wake-up for ``queue`` at ``due_at`` was served within
         :data:`ECHO_WINDOW` seconds; if not, remember this one."""

@@ -254,6 +254,16 @@ class QueueScheduler(Service):
         else:
             self._arm(due_at)
 
+    def claim_now(self) -> bool:
+        """Claim at once, unless a claim is on its way or no slot is free:
+        an add to this queue was just handed to the store, and a claim made
+        now sees it (:meth:`torque.storage.Store.claim`).  Whether a claim
+        went."""
+        if self._claiming is not None:
+            return False
+        self.pump()
+        return self._claiming is not None
+
     def _arm(self, at: float | None) -> None:
         """Make sure a claim runs at ``at``; a timer only ever moves earlier.
 

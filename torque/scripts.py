@@ -131,10 +131,8 @@ end
 """
 )
 
-ADD = (
-    keys.UNDECLARED
-    + _PRELUDE
-    + """
+_ADD_BODY = (
+    """
 -- Add tasks (one, or many at once), in order, each unless its name is taken
 -- by a live task (even one added earlier in the same call) or kept a while
 -- after its task was cancelled (a name key with a time to live: Store.cancel's
@@ -187,11 +185,10 @@ for _, wake in ipairs(order) do redis.call(PUBLISH, wake, woken[wake]) end
 return out
 """
 )
+ADD = keys.UNDECLARED + _PRELUDE + _ADD_BODY
 
-CLAIM = (
-    keys.UNDECLARED
-    + _COMMON
-    + """
+_CLAIM_BODY = (
+    """
 -- Lease up to ARGV[2] due tasks of one queue to the caller.
 -- KEYS[1..6] the queue's due, running, dead, stats, paused and rate keys
 -- (Keys.queue; the rate bucket is a hash: tokens, at)
@@ -356,6 +353,31 @@ if rate > 0 then
   end
 end
 return out
+"""
+)
+CLAIM = keys.UNDECLARED + _COMMON + _CLAIM_BODY
+
+# ADD, then CLAIM, in one call: the claim a node makes while its add to the
+# same queue is on its way (RedisStore.claim), so that the task goes out one
+# round trip after the add.  KEYS: ADD's, then CLAIM's; ARGV[1] how many of
+# the keys are ADD's, ARGV[2] how many arguments, ADD's, then CLAIM's.
+# Returns {ADD's answer, CLAIM's}.
+ADD_THEN_CLAIM = (
+    keys.UNDECLARED
+    + _COMMON
+    + "local function add(KEYS, ARGV)\n"
+    + _ADD_BODY
+    + "end\nlocal function claim(KEYS, ARGV)\n"
+    + _CLAIM_BODY
+    + """end
+local function slice(list, first, last)
+  local part = {}
+  for i = first, last do part[#part + 1] = list[i] end
+  return part
+end
+local keys, args = tonumber(ARGV[1]), tonumber(ARGV[2])
+return {add(slice(KEYS, 1, keys), slice(ARGV, 3, 2 + args)),
+        claim(slice(KEYS, keys + 1, #KEYS), slice(ARGV, 3 + args, #ARGV))}
 """
 )
 

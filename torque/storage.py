@@ -302,6 +302,11 @@ class Store(Protocol):
             is passed over, not waited for, and a held host's due tasks are
             postponed to the hold's end without spending an attempt.
             ``None``: the due tasks in order.
+
+        A claim made while an :meth:`add` to the same queue is on its way
+        (its Deferred has not fired) sees that add: a node that takes an add
+        for a queue it processes claims at once, and the task goes out one
+        round trip after its add, not two.
         """
 
     def renew(self, held: Sequence[tuple[str, str, int]], now: float) -> Deferred[list[str]]:

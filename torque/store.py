@@ -103,7 +103,10 @@ class RedisStore:
         self.dead_max = dead_max
         self.dead_ttl = dead_ttl
         self.batch = batch
-        self._adds = Coalescer(clock, self.add_many, limit=MAX_ADDS)
+        self._adds = Coalescer(clock, self._add_turn, limit=MAX_ADDS)
+        # Queue -> a claim that goes after this turn's adds to the queue:
+        # its arguments and the Deferred it fires (see claim).
+        self._after_adds: dict[str, tuple[list, defer.Deferred]] = {}
         self.wait_replicas = wait_replicas
         self._gates: dict[tuple[str, int] | None, ReplicaGate] = {}  # by primary
         self._registered: dict[str, float] = {}  # queue -> when this store registered it
@@ -144,8 +147,9 @@ class RedisStore:
         """Store ``task`` and wake the queue's schedulers.
 
         The adds made in one turn of the reactor (the requests that arrived
-        together) go to Redis as one :meth:`add_many` call: one script call
-        and one reply to parse instead of one each.
+        together) go to Redis as one call, as :meth:`add_many` would send
+        them: one script call and one reply to parse instead of one each; a
+        claim of their queue made meanwhile goes in that call (:meth:`claim`).
 
         :returns: a Deferred firing with ``(id, True)``, or with
             ``(existing id, False)`` when a live task already has its name.
@@ -154,6 +158,20 @@ class RedisStore:
         if reason is not None:
             return defer.fail(StoreUnavailable(reason))  # at once, as _call
         return self._adds.submit(task)
+
+    def _add_turn(self, tasks: Sequence[Task]) -> defer.Deferred:
+        """The adds of one turn (:meth:`add`), then any claim that waited
+        for them and did not go in their script: on its own, after them."""
+        queues = {task.queue for task in tasks}
+
+        def claims_left(result):
+            for queue in queues.intersection(self._after_adds):
+                self._claim_alone(queue, *self._after_adds.pop(queue))
+            return result
+
+        d = self._register([task.queue for task in tasks])
+        d.addCallback(lambda _: self._add_by_queue(tasks, claims=True))
+        return d.addBoth(claims_left)
 
     def add_many(self, tasks: Sequence[Task]) -> defer.Deferred:
         """Store ``tasks`` in order, each as :meth:`add` would: one script
@@ -189,13 +207,15 @@ class RedisStore:
 
         return d.addCallback(registered)
 
-    def _add_by_queue(self, tasks: Sequence[Task]) -> defer.Deferred:
+    def _add_by_queue(self, tasks: Sequence[Task], claims: bool = False) -> defer.Deferred:
         by_queue: dict[str, list[int]] = {}
         for i, task in enumerate(tasks):
             by_queue.setdefault(task.queue, []).append(i)
         if len(by_queue) == 1:
-            return self._add_to_queue(tasks)
-        calls = [self._add_to_queue([tasks[i] for i in group]) for group in by_queue.values()]
+            return self._add_to_queue(tasks, claims)
+        calls = [
+            self._add_to_queue([tasks[i] for i in group], claims) for group in by_queue.values()
+        ]
 
         def in_order(replies):
             out: list = [None] * len(tasks)
@@ -206,8 +226,11 @@ class RedisStore:
 
         return _at_once(calls).addCallback(in_order)
 
-    def _add_to_queue(self, tasks: Sequence[Task]) -> defer.Deferred:
-        """Store tasks of one queue in one ADD script call."""
+    def _add_to_queue(self, tasks: Sequence[Task], claims: bool = False) -> defer.Deferred:
+        """Store tasks of one queue in one ADD script call.
+
+        :param claims: they are a turn's adds (:meth:`add`): a claim that
+            waits for them goes in the same script call, after them."""
         k = self.keys
         queue = tasks[0].queue
         due_key, wake = k.due(queue), k.wake(queue)  # once a call, not a task
@@ -225,8 +248,26 @@ class RedisStore:
                 str(len(fields)),
                 *fields,
             ]
-        d = self._write(scripts.ADD, keys, args)
-        return d.addCallback(_added)
+        after = self._after_adds.pop(queue, None) if claims and not self.wait_replicas else None
+        if after is None:
+            return self._write(scripts.ADD, keys, args).addCallback(_added)
+        # A claim waits for these adds: one script call adds, then claims.
+        claim_args, claimed = after
+        d = self._eval(
+            scripts.ADD_THEN_CLAIM,
+            [*keys, *k.queue(queue)],
+            [len(keys), len(args), *args, *claim_args],
+        )
+
+        def split(reply):
+            claimed.callback(reply[1])  # first: the delivery goes out sooner
+            return _added(reply[0])
+
+        def failed(failure):
+            claimed.errback(failure)
+            return failure
+
+        return d.addCallbacks(split, failed)
 
     def _write(self, script: str, keys: Sequence[str], args: Sequence) -> defer.Deferred:
         """A write whose answer promises something to a client (an add, a
@@ -346,26 +387,34 @@ class RedisStore:
             circuits, throttles: :mod:`torque.hosts`); ``None`` takes the
             due tasks in order.
         """
-        k = self.keys
-        d = self._eval(
-            scripts.CLAIM,
-            k.queue(queue),
-            [
-                repr(now),
-                limit,
-                "",
-                "",
-                timeout,
-                self.lease,
-                max_errors,
-                HISTORY_LENGTH,
-                self.dead_max,
-                self.dead_ttl,
-                repr(float(rate)),
-                *_host_args(hosts),
-            ],
-        )
+        args = [
+            repr(now),
+            limit,
+            "",
+            "",
+            timeout,
+            self.lease,
+            max_errors,
+            HISTORY_LENGTH,
+            self.dead_max,
+            self.dead_ttl,
+            repr(float(rate)),
+            *_host_args(hosts),
+        ]
+        if queue not in self._after_adds and self._adds.holding(lambda t: t.queue == queue):
+            # An add to the queue waits for the end of this turn: the claim
+            # goes after it, in its script (see _add_to_queue).
+            d = defer.Deferred()
+            self._after_adds[queue] = (args, d)
+        else:
+            d = self._claim_alone(queue, args)
         return d.addCallback(_claimed, queue)
+
+    def _claim_alone(
+        self, queue: str, args: list, claimed: defer.Deferred | None = None
+    ) -> defer.Deferred:
+        d = self._eval(scripts.CLAIM, self.keys.queue(queue), args)
+        return d if claimed is None else d.chainDeferred(claimed)
 
     def renew(self, held: Sequence[tuple[str, str, int]], now: float) -> defer.Deferred:
         """Renew the leases of ``held`` attempts, ``(queue, task id,

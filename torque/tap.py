@@ -223,6 +223,7 @@ class TorqueNode(MultiService):
                 reactor,
                 base_url=o["base-task-url"],
                 wake=self.router.wake,
+                claim_now=self.router.claim_now,
                 metrics=metrics,
                 targets=guard,
                 token_required=bool(o["api-tokens"]),
