@@ -252,6 +252,10 @@ class EveryScriptStaysInOneSlot(unittest.TestCase):
         yield store.delete_dead("q", None)
         yield store.purge("r")
         yield store.delete_queue("r")
+        adding = store.add(make_task("c1", due_at=NOW + 4))
+        joined = claim("q", NOW + 4, 10, 5.0, 1)  # sent with the add: ADD_THEN_CLAIM
+        yield adding
+        yield joined
         node = NodeInfo("n1", "h", 1, "0.1", None, 0, NOW, NOW)
         yield store.beat(node, 15.0)
         yield store.live_nodes()
