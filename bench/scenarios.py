@@ -67,8 +67,10 @@ class Bench:
         # (--host-concurrency, 10 by default) is a limit a user sets for a
         # queue of many hosts, so it is the node's --concurrency here, as
         # docs/operating.rst advises for a single-host drain; ``host_cap``
-        # keeps the default (the drain_capped scenario).
-        host_cap = [] if host_cap else ["--host-concurrency", str(self.concurrency)]
+        # keeps the default (the drain_capped scenario), and so do the
+        # one-figure commands, which set no concurrency (bench/oneshot.py).
+        keep = host_cap or not self.concurrency
+        host_cap = [] if keep else ["--host-concurrency", str(self.concurrency)]
         return Node(
             self.processes,
             self.workdir,
