@@ -1,8 +1,9 @@
 """The task store: tasks in Redis, every change of state one Lua script.
 
-:class:`RedisStore` wraps a txredisapi connection (or pool).  Every call is
-bounded by ``timeout``: txredisapi lets a command issued during an outage
-wait for Redis forever, and a node must answer 503 instead.
+:class:`RedisStore` wraps a txredisapi connection (or pool); it reads the
+scripts' answers with :mod:`torque.replies`.  Every call is bounded by
+``timeout``: txredisapi lets a command issued during an outage wait for
+Redis forever, and a node must answer 503 instead.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
 
 import txredisapi
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from torque import scripts
+from torque import replies, scripts
 from torque.cluster_slots import key_slot
 from torque.coalesce import Coalescer
 from torque.connection import down_reason, is_cluster
@@ -36,15 +36,10 @@ from torque.storage import (
     MAX_NODES,
     PAGE_BYTES,
     RECENT_MINUTES,
-    Claim,
-    DeadPage,
-    Minute,
     NodeInfo,
     QueuePage,
-    QueueStats,
     StoreUnavailable,
     TaskPage,
-    history_entry,
     settled_entry,
 )
 from torque.task import Task
@@ -217,9 +212,9 @@ class RedisStore:
             self._add_to_queue([tasks[i] for i in group], claims) for group in by_queue.values()
         ]
 
-        def in_order(replies):
+        def in_order(answers):
             out: list = [None] * len(tasks)
-            for group, reply in zip(by_queue.values(), replies, strict=True):
+            for group, reply in zip(by_queue.values(), answers, strict=True):
                 for i, added in zip(group, reply, strict=True):
                     out[i] = added
             return out
@@ -250,7 +245,7 @@ class RedisStore:
             ]
         after = self._after_adds.pop(queue, None) if claims and not self.wait_replicas else None
         if after is None:
-            return self._write(scripts.ADD, keys, args).addCallback(_added)
+            return self._write(scripts.ADD, keys, args).addCallback(replies.added)
         # A claim waits for these adds: one script call adds, then claims.
         claim_args, claimed = after
         d = self._eval(
@@ -261,7 +256,7 @@ class RedisStore:
 
         def split(reply):
             claimed.callback(reply[1])  # first: the delivery goes out sooner
-            return _added(reply[0])
+            return replies.added(reply[0])
 
         def failed(failure):
             claimed.errback(failure)
@@ -408,7 +403,7 @@ class RedisStore:
             self._after_adds[queue] = (args, d)
         else:
             d = self._claim_alone(queue, args)
-        return d.addCallback(_claimed, queue)
+        return d.addCallback(replies.claimed, queue)
 
     def _claim_alone(
         self, queue: str, args: list, claimed: defer.Deferred | None = None
@@ -432,8 +427,8 @@ class RedisStore:
             args += [task_id, attempt]
         calls = [self._eval(scripts.RENEW, keys, args) for keys, args in by_queue.values()]
 
-        def in_order(replies):
-            lost = {task_id for reply in replies for task_id in reply}
+        def in_order(answers):
+            lost = {task_id for reply in answers for task_id in reply}
             return [task_id for _, task_id, _ in held if task_id in lost]
 
         return _at_once(calls).addCallback(in_order)
@@ -502,7 +497,7 @@ class RedisStore:
             return defer.succeed(None)  # no task has such an id
         keys = [k.task(queue, task_id), k.attempts(queue, task_id), *k.queue(queue)]
         d = self._eval(scripts.DESCRIBE, keys, [task_id])
-        return d.addCallback(_described, queue)
+        return d.addCallback(replies.described, queue)
 
     @defer.inlineCallbacks
     def pause(self, queue: str, create: bool = False):
@@ -547,7 +542,7 @@ class RedisStore:
     def get_settings(self, queue: str) -> defer.Deferred:
         """The queue's own settings, typed: only the fields it has."""
         d = self._call("execute_command", "HGETALL", self.keys.settings(queue))
-        return d.addCallback(lambda flat: decode(_pairs(flat)))
+        return d.addCallback(lambda flat: decode(replies.pairs(flat)))
 
     def set_settings(self, queue: str, changes: dict[str, int | float | None]):
         """Change some of the queue's settings at once (``None`` clears a
@@ -560,7 +555,7 @@ class RedisStore:
         for name, value in changes.items():
             args += [name, "" if value is None else encode(value)]
         d = self._eval(scripts.SET_SETTINGS, [k.settings(queue)], args)
-        return d.addCallback(lambda flat: decode(_pairs(flat)))
+        return d.addCallback(lambda flat: decode(replies.pairs(flat)))
 
     @defer.inlineCallbacks
     def queue_page(
@@ -613,7 +608,7 @@ class RedisStore:
         gone = [i for i, flat in zip(ids, hashes, strict=True) if not flat]
         if gone:
             yield self._call("zrem", k.nodes, *gone)
-        return [NodeInfo.from_fields(_pairs(flat)) for flat in hashes if flat]
+        return [NodeInfo.from_fields(replies.pairs(flat)) for flat in hashes if flat]
 
     def cancel(self, task_id: str, keep_name: float = 0.0) -> defer.Deferred:
         """Delete a task; fires with the state it was in, ``""`` if none.
@@ -693,10 +688,10 @@ class RedisStore:
             for queue in queues
         ]
 
-        def rows(replies):
+        def rows(answers):
             return [
-                _queue_stats([queue, *reply[:8], int(is_known), reply[8]], now)
-                for queue, reply, is_known in zip(queues, replies, known, strict=True)
+                replies.queue_stats([queue, *reply[:8], int(is_known), reply[8]], now)
+                for queue, reply, is_known in zip(queues, answers, known, strict=True)
             ]
 
         return _at_once(calls).addCallback(rows)
@@ -717,7 +712,7 @@ class RedisStore:
         """A :class:`DeadPage` of ``queue``'s dead letters, newest first."""
         k = self.keys
         d = self._eval(scripts.DEAD_PAGE, k.queue(queue), [offset, limit])
-        return d.addCallback(_dead_page, queue)
+        return d.addCallback(replies.dead_page, queue)
 
     def task_page(
         self,
@@ -748,7 +743,7 @@ class RedisStore:
             [key, *self.keys.queue(queue)],
             ["", limit, max_bytes, score, task_id],
         )
-        return d.addCallback(_task_page, state, queue)
+        return d.addCallback(replies.task_page, state, queue)
 
     def retry_dead(self, queue: str, ids: Sequence[str] | None, now: float):
         """Make dead letters (``None``: all of them) due at ``now`` with a
@@ -799,40 +794,6 @@ def _settle_args(decision: Decision) -> list:
     ]
 
 
-def _at_once(calls: Sequence[defer.Deferred]) -> defer.Deferred:
-    """The results of calls made at once, in order, or the failure of the
-    first that failed (:func:`_first_failure`)."""
-    return defer.gatherResults(calls, consumeErrors=True).addErrback(_first_failure)
-
-
-def _first_failure(failure):
-    """The failure of the first of calls made at once (gatherResults wraps
-    it), as one call would fail."""
-    failure.trap(defer.FirstError)
-    return failure.value.subFailure
-
-
-def _pairs(flat: Sequence[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _task_fields(queue: str, flat: Sequence[str]) -> dict[str, str]:
-    """A task hash's fields, with the queue its id names (the hash leaves
-    it out: :meth:`Task.to_fields`)."""
-    return {**_pairs(flat), "queue": queue}
-
-
-def _added(reply) -> list[tuple[str, bool]]:
-    return [(reply[i], bool(reply[i + 1])) for i in range(0, len(reply), 2)]
-
-
-def _claimed(reply, queue: str) -> Claim:
-    heads = [float(score) for score in reply[:2] if score != ""]
-    tasks = [Task.from_fields(item[0], _task_fields(queue, item[1:])) for item in reply[3:]]
-    skipped, past, *waiting = reply[2]
-    return Claim(tasks, min(heads) if heads else None, int(skipped), int(past), tuple(waiting))
-
-
 def _host_args(hosts: HostBudgets | None) -> list:
     """The ``CLAIM`` script's arguments from ARGV[12] on."""
     if hosts is None:
@@ -844,65 +805,14 @@ def _host_args(hosts: HostBudgets | None) -> list:
     return args
 
 
-def _described(reply, queue: str) -> dict | None:
-    if not reply:
-        return None
-    history = [_history(text) for text in reply[1]]
-    return {"status": reply[0], "history": history, **_task_fields(queue, reply[2:])}
+def _at_once(calls: Sequence[defer.Deferred]) -> defer.Deferred:
+    """The results of calls made at once, in order, or the failure of the
+    first that failed (:func:`_first_failure`)."""
+    return defer.gatherResults(calls, consumeErrors=True).addErrback(_first_failure)
 
 
-def _history(text: str) -> dict[str, Any]:
-    """An entry as the scripts wrote it (Lua's cjson leaves out what is
-    nil), with every key of :func:`history_entry`."""
-    entry = json.loads(text)
-    return history_entry(
-        entry.get("at"),
-        entry.get("outcome"),
-        entry.get("attempt"),
-        entry.get("duration"),
-        entry.get("status"),
-        entry.get("error"),
-    )
-
-
-def _queue_stats(row, now: float) -> QueueStats:
-    name, scheduled, due, running, dead, delivered, failed, paused, head, known, recent = row
-    oldest = now - float(head) if head != "" and float(head) <= now else 0.0
-    minutes = tuple(
-        Minute(int(recent[i]), int(recent[i + 1]), int(recent[i + 2]), int(recent[i + 3]))
-        for i in range(0, len(recent), 4)
-    )
-    return QueueStats(
-        name=name,
-        scheduled=int(scheduled),
-        due=int(due),
-        running=int(running),
-        dead=int(dead),
-        delivered=int(delivered),
-        failed=int(failed),
-        oldest_due_age=oldest,
-        paused=bool(int(paused)),
-        known=bool(int(known)) or bool(int(scheduled) or int(running) or int(dead)),
-        recent=minutes,
-    )
-
-
-def _dead_page(reply, queue: str) -> DeadPage:
-    letters = []
-    for item in reply[1:]:
-        fields = _task_fields(queue, item[2:])
-        fields["dead_at"] = fields.get("dead_at") or item[1]
-        letters.append((item[0], fields))
-    return DeadPage(int(reply[0]), letters)
-
-
-def _task_page(reply, state: str, queue: str) -> TaskPage:
-    tasks = []
-    for item in reply[2:]:
-        history = [_history(text) for text in item[1]]
-        fields = _task_fields(queue, item[2:])
-        # A waiting task keeps its lease in the running set (SPEC 4 "Later").
-        status = "waiting" if "waiting_until" in fields else state
-        tasks.append((item[0], {"status": status, "history": history, **fields}))
-    after = (float(reply[0]), reply[1]) if reply[0] != "" else None
-    return TaskPage(tasks, after)
+def _first_failure(failure):
+    """The failure of the first of calls made at once (gatherResults wraps
+    it), as one call would fail."""
+    failure.trap(defer.FirstError)
+    return failure.value.subFailure
