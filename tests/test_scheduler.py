@@ -86,12 +86,33 @@ class SchedulerCase(unittest.TestCase):
         """Start ``self.scheduler`` on ``hook`` (``before_start`` runs just
         before, to watch the store, say)."""
         self.stub = StubTreq(hook)
-        self.scheduler = QueueScheduler(
-            "q",
+        self.scheduler = self.scheduler_of(
+            "q", poll_interval, concurrency, rng, rate, hosts, RetryPolicy(**policy)
+        )
+        before_start()
+        self.scheduler.startService()
+        self.addCleanup(self.stop)
+        self.until(self.L)  # the start-up claim has its answer: t0 = L
+        return self.scheduler
+
+    def scheduler_of(
+        self,
+        queue,
+        poll_interval=3600.0,
+        concurrency=10,
+        rng=lambda: 0.0,
+        rate=0.0,
+        hosts=None,
+        policy=None,
+    ):
+        """A scheduler of ``queue`` on this test's store, clock and
+        ``self.stub`` (not started)."""
+        return QueueScheduler(
+            queue,
             self.store,
             Dispatcher(self.stub, self.clock),
             self.clock,
-            RetryPolicy(**policy),
+            policy or RetryPolicy(),
             timeout=10.0,
             concurrency=concurrency,
             poll_interval=poll_interval,
@@ -99,11 +120,6 @@ class SchedulerCase(unittest.TestCase):
             rate=rate,
             hosts=hosts,
         )
-        before_start()
-        self.scheduler.startService()
-        self.addCleanup(self.stop)
-        self.until(self.L)  # the start-up claim has its answer: t0 = L
-        return self.scheduler
 
     def stop(self):
         """Stop, letting held requests reach their timeout and the store

@@ -10,10 +10,9 @@ from twisted.web.server import NOT_DONE_YET
 from tests.test_api import APITestCase
 from tests.test_scheduler import LATENCY, SchedulerCase, in_q
 from torque import scheduler
-from torque.dispatch import Dispatcher
 from torque.hosts import BREAKER_THRESHOLD, HostTable
-from torque.retry import NoResponse, RetryPolicy
-from torque.scheduler import DEEP_RETRY, DEEP_SKIP, SHALLOW_SKIP, QueueScheduler
+from torque.retry import NoResponse
+from torque.scheduler import DEEP_RETRY, DEEP_SKIP, SHALLOW_SKIP
 from torque.task import Task
 
 
@@ -264,18 +263,9 @@ class QueuesSharingAHostTests(SchedulerCase):
         self.hosts = HostTable(4)
         self.hook = HeldHosts(self.clock, hang={"one.test"})
 
-    def scheduler_of(self, queue):
-        scheduler = QueueScheduler(
-            queue,
-            self.store,
-            Dispatcher(self.stub, self.clock),
-            self.clock,
-            RetryPolicy(),
-            timeout=10.0,
-            concurrency=10,
-            poll_interval=3600.0,  # no safety tick: every claim must be earned
-            hosts=self.hosts,
-        )
+    def started(self, queue):
+        # No safety tick (an hour): every claim must be earned.
+        scheduler = self.scheduler_of(queue, hosts=self.hosts)
         scheduler.startService()
         self.addCleanup(self.stop_all, scheduler)
         return scheduler
@@ -294,7 +284,7 @@ class QueuesSharingAHostTests(SchedulerCase):
     def test_claims_on_their_way_at_once_stay_within_the_cap_together(self):
         self.stub = StubTreq(self.hook)
         self.fill("q", 1)
-        q, r = self.scheduler_of("q"), self.scheduler_of("r")
+        q, r = self.started("q"), self.started("r")
         self.later(1.0)
         self.assertEqual(len(self.hook.held), 1, "one.test has a request out")
         self.fill("q", 10)
@@ -307,11 +297,11 @@ class QueuesSharingAHostTests(SchedulerCase):
     def test_a_slot_another_queue_frees_is_taken_without_waiting_for_the_tick(self):
         self.stub = StubTreq(self.hook)
         self.fill("q", 10)
-        q = self.scheduler_of("q")
+        q = self.started("q")
         self.later(1.0)
         self.assertEqual(len(self.hook.held), 4)
         self.fill("r", 1)
-        r = self.scheduler_of("r")  # its start-up claim passes over one.test
+        r = self.started("r")  # its start-up claim passes over one.test
         self.later(1.0)
         self.assertEqual(len(self.hook.held), 4, "r waits: the host is at its cap")
         self.hook.held[0].finish()
