@@ -87,7 +87,13 @@ class SchedulerCase(unittest.TestCase):
         before, to watch the store, say)."""
         self.stub = StubTreq(hook)
         self.scheduler = self.scheduler_of(
-            "q", poll_interval, concurrency, rng, rate, hosts, RetryPolicy(**policy)
+            "q",
+            RetryPolicy(**policy),
+            poll_interval=poll_interval,
+            concurrency=concurrency,
+            rng=rng,
+            rate=rate,
+            hosts=hosts,
         )
         before_start()
         self.scheduler.startService()
@@ -95,18 +101,11 @@ class SchedulerCase(unittest.TestCase):
         self.until(self.L)  # the start-up claim has its answer: t0 = L
         return self.scheduler
 
-    def scheduler_of(
-        self,
-        queue,
-        poll_interval=3600.0,
-        concurrency=10,
-        rng=lambda: 0.0,
-        rate=0.0,
-        hosts=None,
-        policy=None,
-    ):
+    def scheduler_of(self, queue, policy=None, **options):
         """A scheduler of ``queue`` on this test's store, clock and
-        ``self.stub`` (not started)."""
+        ``self.stub`` (not started); ``options`` as QueueScheduler takes
+        them (no safety tick and ten slots unless given)."""
+        options = {"poll_interval": 3600.0, "concurrency": 10, "rng": lambda: 0.0, **options}
         return QueueScheduler(
             queue,
             self.store,
@@ -114,11 +113,7 @@ class SchedulerCase(unittest.TestCase):
             self.clock,
             policy or RetryPolicy(),
             timeout=10.0,
-            concurrency=concurrency,
-            poll_interval=poll_interval,
-            rng=rng,
-            rate=rate,
-            hosts=hosts,
+            **options,
         )
 
     def stop(self):
