@@ -8,7 +8,6 @@ Redis forever, and a node must answer 503 instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 
@@ -17,14 +16,13 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from torque import replies, scripts
-from torque.cluster_slots import key_slot
 from torque.coalesce import Coalescer
 from torque.connection import down_reason, is_cluster
 from torque.hosts import HostBudgets
 from torque.keys import SETTINGS_CHANGED, Keys, queue_of_id
 from torque.queue_settings import SETTINGS, decode, encode
 from torque.redis_errors import NOT_NOW, not_now
-from torque.replicas import ReplicaGate
+from torque.replicas import ReplicatedWrites
 from torque.retry import Decision
 from torque.storage import (
     DEAD_MAX,
@@ -54,9 +52,6 @@ MAX_ADDS = 1000
 # first time it adds to it): past them it registers it again, in case
 # another node deleted the queue (DELETE /queues/<q>) since.
 REGISTER_AGAIN = 60.0
-# Seconds an add with --redis-wait-replicas waits for its replicas at most
-# (Redis WAIT): on a healthy network they confirm in about a round trip.
-WAIT_TIMEOUT = 1.0
 
 
 class RedisStore:
@@ -103,11 +98,15 @@ class RedisStore:
         # its arguments and the Deferred it fires (see claim).
         self._after_adds: dict[str, tuple[list, defer.Deferred]] = {}
         self.wait_replicas = wait_replicas
-        self._gates: dict[tuple[str, int] | None, ReplicaGate] = {}  # by primary
         self._registered: dict[str, float] = {}  # queue -> when this store registered it
         # On a Redis Cluster the scripts publish with SPUBLISH.
         self._cluster = is_cluster(redis)
         self._script = scripts.sharded if self._cluster else str
+        self._replicas = (
+            ReplicatedWrites(redis, clock, wait_replicas, timeout, self._unavailable)
+            if wait_replicas
+            else None
+        )
 
     def _call(self, method: str, *args) -> defer.Deferred:
         reason = down_reason(self.redis)
@@ -271,93 +270,9 @@ class RedisStore:
         wait: one lost in a failover means a delivery again, which
         at-least-once allows; bulk changes (purge, dead letters) neither,
         and are said again after a failover."""
-        if self.wait_replicas:
-            return self._replicated(script, keys, args)
+        if self._replicas is not None:
+            return self._replicas.write(self._script(script), keys, args)
         return self._eval(script, keys, args)
-
-    def _replicated(self, script: str, keys: Sequence[str], args: Sequence) -> defer.Deferred:
-        """Run ``script``, then ``WAIT`` for ``wait_replicas`` replicas to
-        hold its writes, on the same connection (a pipeline takes one out of
-        the pool for both: ``WAIT`` counts the writes of its own
-        connection).  Fails with :class:`StoreUnavailable` when fewer
-        replicas confirm in time: then the write may or may not survive a
-        failover."""
-        gate = self._gate(keys)
-        reason = down_reason(self.redis)
-        if reason is not None:
-            # Back, the primary may be a new one without its replicas yet:
-            # probe before letting every add hold a connection for WAIT.
-            gate.shut(reason)
-            return defer.fail(StoreUnavailable(reason))
-        reason = gate.refusal()
-        if reason is not None:
-            return defer.fail(StoreUnavailable(reason))
-        work = defer.ensureDeferred(
-            self._run_and_wait(script, list(keys), [str(a) for a in args], gate)
-        )
-        # Bounded without cancelling: a pipeline cancelled while it waits
-        # for a connection would lose that connection from the pool.
-        bounded = defer.Deferred()
-
-        def settle(result):
-            if not bounded.called:
-                bounded.callback(result)
-            return None  # a late failure is already answered (timed out)
-
-        def time_out():
-            if not bounded.called:
-                bounded.errback(defer.TimeoutError())
-
-        def stop_timer(result):
-            if timer.active():
-                timer.cancel()
-            return result
-
-        def shut(failure):
-            failure.trap(StoreUnavailable)
-            gate.shut(failure.getErrorMessage())
-            return failure
-
-        timer = self.clock.callLater(self.timeout, time_out)
-        work.addBoth(settle)
-        bounded.addBoth(stop_timer)
-        return bounded.addErrback(self._unavailable).addErrback(shut)
-
-    def _gate(self, keys: Sequence[str]) -> ReplicaGate:
-        """The replica gate of the primary that takes writes to ``keys``:
-        one per primary on a Redis Cluster (a primary left without its
-        replica by a failover must not shut the other primaries' adds),
-        the one primary's otherwise."""
-        primary = self.redis.node_for(key_slot(keys[0])) if self._cluster else None
-        gate = self._gates.get(primary)
-        if gate is None:
-            gate = self._gates[primary] = ReplicaGate(self.clock, self.wait_replicas)
-        return gate
-
-    async def _run_and_wait(self, script: str, keys: list, args: list, gate: ReplicaGate):
-        script = self._script(script)
-        sha = hashlib.sha1(script.encode()).hexdigest()
-        wait_ms = int(min(WAIT_TIMEOUT, self.timeout / 2) * 1000)
-        for command, body in (("EVALSHA", sha), ("EVAL", script)):
-            pipe = await self.redis.pipeline()
-            pipe.execute_command(command, body, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self.wait_replicas, wait_ms)
-            try:
-                reply, replicas = await pipe.execute_pipeline()
-            except defer.FirstError as e:
-                error = e.subFailure.value
-                if command == "EVALSHA" and str(error).startswith("NOSCRIPT"):
-                    continue  # a new primary (or a restart): send the script itself
-                raise error from None
-            break
-        gate.observed(int(replicas))
-        if int(replicas) < self.wait_replicas:
-            raise StoreUnavailable(
-                f"only {replicas} of {self.wait_replicas} Redis replicas confirmed the write "
-                "in time (--redis-wait-replicas): it may or may not survive a failover; "
-                "add it again (with a name, so that it is added once)"
-            )
-        return reply
 
     def claim(
         self,
