@@ -24,8 +24,9 @@ from torque.cluster import (
 )
 from torque.cluster_slots import CrossSlot, SlotMap, command_keys, command_slot, key_slot
 from torque.cluster_wake import RETRY, ShardedSubscriber
-from torque.connection import connect, down_reason, is_cluster
+from torque.connection import connect
 from torque.options import Options, options_from_environ
+from torque.redis_state import down_reason, is_cluster
 from torque.redis_url import RedisAddress, parse_redis_url
 
 A, B, C = ("10.0.0.1", 7001), ("10.0.0.2", 7002), ("10.0.0.3", 7003)
@@ -73,7 +74,7 @@ class FakeNode:
         self.asking = False
 
     @property
-    def down(self):  # what torque.connection.known_down reads
+    def down(self):  # what torque.redis_state.known_down reads
         return self.node in self.cluster.down
 
     def _later(self, answer):
@@ -382,7 +383,7 @@ class ClusterCommandsTests(FakeClusterCase):
         self.assertEqual([e[0] for e in self.sent("HSET")], [C, C, B])
 
     def test_unknown_attributes_are_attribute_errors(self):
-        # torque.connection.down_reason looks for a pool's _factory.
+        # torque.redis_state.down_reason looks for a pool's _factory.
         self.assertFalse(hasattr(self.redis, "_factory"))
         self.assertFalse(hasattr(self.redis, "blpop"))
 

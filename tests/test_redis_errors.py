@@ -13,8 +13,9 @@ from tests.node import wait_for
 from tests.redis_server import fresh_keys
 from tests.scratch_redis import ScratchRedis
 from tests.test_store import make_task
-from torque.connection import RedisAddress, connect_pool, known_down
+from torque.connection import RedisAddress, connect_pool
 from torque.redis_errors import not_now
+from torque.redis_state import known_down
 from torque.store import RedisStore, StoreUnavailable
 
 

@@ -43,7 +43,7 @@ from twisted.python.failure import Failure
 from torque.cluster_slots import KEYED_METHODS, SlotMap, command_keys, command_slot
 from torque.cluster_slots import CrossSlot as CrossSlot  # where it was first
 from torque.cluster_slots import key_slot as key_slot  # where it was first
-from torque.connection import known_down
+from torque.redis_state import known_down
 from torque.redis_url import RedisAddress
 
 log = Logger()
@@ -174,7 +174,7 @@ class ClusterConnection:
 
     def down_reason(self) -> str | None:
         """Why no command can succeed now, when that is known without
-        asking (:func:`torque.connection.down_reason`): every node known is
+        asking (:func:`torque.redis_state.down_reason`): every node known is
         unreachable.  With some primaries up, each command learns about its
         own (:meth:`execute`)."""
         # Asked before every store call: cheap while any node is up.

@@ -33,7 +33,7 @@ def connect_pool(address: RedisAddress, poolsize: int = 2, reactor=None):
     """A lazy connection pool: usable at once, commands wait for a
     connection.  Callers must bound every command with a timeout, because
     a command issued during an outage waits for Redis to come back; and
-    they can ask :func:`known_down` first, so as not to wait at all when
+    they can ask :func:`torque.redis_state.known_down` first, so as not to wait at all when
     the pool knows there is no connection to wait for."""
     if reactor is None:
         from twisted.internet import reactor
@@ -56,33 +56,6 @@ def connect(address: RedisAddress, poolsize: int = 2, reactor=None):
             address.cluster_seeds(), lambda node: connect_pool(node, poolsize, reactor), reactor
         )
     return connect_pool(address, poolsize, reactor)
-
-
-def is_cluster(redis) -> bool:
-    """Whether ``redis`` is a :class:`torque.cluster.ClusterConnection`
-    (asked of its class: a txredisapi handler answers every attribute)."""
-    return getattr(type(redis), "is_cluster", False)
-
-
-def known_down(redis) -> bool:
-    """Whether ``redis`` (a handler from :func:`connect_pool`) knows that it
-    has no connection: none is alive and the last attempt to make one failed
-    (or the last one was lost).  Before its first attempt ends, and while
-    Redis is connected but silent, a pool doesn't know: only a timeout
-    tells."""
-    return down_reason(redis) is not None
-
-
-def down_reason(redis) -> str | None:
-    """Why ``redis`` has no connection, when it knows it has none
-    (:func:`known_down`); ``None`` otherwise.  A Redis Cluster
-    (:class:`torque.cluster.ClusterConnection`) says for itself."""
-    if is_cluster(redis):
-        return redis.down_reason()
-    factory = getattr(redis, "_factory", None)
-    if not getattr(factory, "down", False):
-        return None
-    return getattr(factory, "why", None) or "Redis is unreachable: no connection"
 
 
 class _KeepTrying:

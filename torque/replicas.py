@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from torque.cluster_slots import key_slot
-from torque.connection import down_reason, is_cluster
+from torque.redis_state import down_reason, is_cluster
 from torque.storage import StoreUnavailable
 
 # Seconds adds are refused after a WAIT that came back short.

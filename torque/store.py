@@ -17,11 +17,11 @@ from twisted.internet.interfaces import IReactorTime
 
 from torque import replies, scripts
 from torque.coalesce import Coalescer
-from torque.connection import down_reason, is_cluster
 from torque.hosts import HostBudgets
 from torque.keys import SETTINGS_CHANGED, Keys, queue_of_id
 from torque.queue_settings import SETTINGS, decode, encode
 from torque.redis_errors import NOT_NOW, not_now
+from torque.redis_state import down_reason, is_cluster
 from torque.replicas import ReplicatedWrites
 from torque.retry import Decision
 from torque.storage import (

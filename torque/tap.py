@@ -24,10 +24,11 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from torque import __version__
-from torque.connection import WakeSubscriber, connect, is_cluster
+from torque.connection import WakeSubscriber, connect
 from torque.guarded import GuardedEndpoints, ReportingEndpoint
 from torque.keys import Keys
 from torque.options import Options, options_from_environ
+from torque.redis_state import is_cluster
 from torque.redis_url import RedisAddress, parse_redis_url
 from torque.retry import RetryPolicy
 from torque.router import QueueRouter
