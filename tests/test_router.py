@@ -126,6 +126,11 @@ class EchoTests(unittest.TestCase):
         self.assertEqual(self.woken(), [1000.25, 1000.25])
         self.assertEqual(len(self.routed._served), 1, "the old one is forgotten")
 
+    def test_a_queue_this_node_does_not_process_leaves_nothing_to_remember(self):
+        for n in range(100):  # an API-only node's adds: no echo will come
+            self.routed.wake("other", 1000.0 + n)
+        self.assertEqual(len(self.routed._served), 0)
+
     def test_a_wake_up_without_a_due_time_is_never_dropped(self):
         self.routed.wake("q")
         self.routed.woken(self.channel, "not a time")

@@ -9,6 +9,7 @@ retires one whose queue has stayed empty and unstirred a while.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 from twisted.application.service import IServiceCollection
@@ -50,8 +51,10 @@ class QueueRouter:
         self.new_scheduler: Callable | None = None
         self.schedulers = {}
         self._stirred: dict[str, float] = {}  # queue -> its scheduler's last wake-up
-        # (queue, due time) -> when it woke its scheduler, oldest first
-        self._served: dict[tuple[str, float], float] = {}
+        # (queue, due time) -> when it woke its scheduler, oldest first (an
+        # OrderedDict: a dict whose first entries are deleted over and over
+        # takes longer and longer to find its first one)
+        self._served: OrderedDict[tuple[str, float], float] = OrderedDict()
 
     def process(self, queue: str) -> None:
         """Run a scheduler for ``queue`` on this node, unless one runs."""
@@ -97,14 +100,15 @@ class QueueRouter:
         only sets the timer the first one set; or is a tie to the
         microsecond, which the safety tick covers.)
         """
-        if due_at is not None and self._echo(queue, due_at):
-            return
         if self.all_queues and self.parent.running:
             self.process(queue)
             self._stirred[queue] = self.clock.seconds()
         scheduler = self.schedulers.get(queue)
-        if scheduler is not None:
-            scheduler.wake(due_at)
+        if scheduler is None:
+            return  # (no echo to remember: a queue this node doesn't process)
+        if due_at is not None and self._echo(queue, due_at):
+            return
+        scheduler.wake(due_at)
 
     def claim_now(self, queue: str, due_at: float) -> bool:
         """An add to ``queue`` of a task due at ``due_at`` was just handed
@@ -129,10 +133,9 @@ class QueueRouter:
         now = self.clock.seconds()
         served = self._served
         while served:  # forget the old ones (oldest first)
-            oldest = next(iter(served))
-            if now - served[oldest] <= ECHO_WINDOW:
+            if now - next(iter(served.values())) <= ECHO_WINDOW:
                 break
-            del served[oldest]
+            served.popitem(last=False)
         if (queue, due_at) in served:
             del served[queue, due_at]  # each wake-up has one echo
             return True
