@@ -163,9 +163,7 @@ class RedisStore:
                 self._claim_alone(queue, *self._after_adds.pop(queue))
             return result
 
-        d = self._register([task.queue for task in tasks])
-        d.addCallback(lambda _: self._add_by_queue(tasks, claims=True))
-        return d.addBoth(claims_left)
+        return self._register_and_add(tasks, claims=True).addBoth(claims_left)
 
     def add_many(self, tasks: Sequence[Task]) -> defer.Deferred:
         """Store ``tasks`` in order, each as :meth:`add` would: one script
@@ -177,8 +175,12 @@ class RedisStore:
         """
         if not tasks:
             return defer.succeed([])
+        return self._register_and_add(tasks)
+
+    def _register_and_add(self, tasks: Sequence[Task], claims: bool = False) -> defer.Deferred:
+        """Register the tasks' queues, then add them (:meth:`_add_to_queue`)."""
         d = self._register([task.queue for task in tasks])
-        return d.addCallback(lambda _: self._add_by_queue(tasks))
+        return d.addCallback(lambda _: self._add_by_queue(tasks, claims))
 
     def _register(self, queues: Sequence[str]) -> defer.Deferred:
         """Put ``queues`` in the registry (a plain ``ZADD``: the registry is
