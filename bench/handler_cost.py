@@ -1,9 +1,12 @@
 """CPU per add and per batch task inside one process: torque's whole site
-(twisted.web's parsing, the channel's limits, the hot route, the handler,
-the store's add over a stand-in for Redis that packs each command with
-hiredis, as txredisapi would), with no socket, no Redis and no load
-generator.  Process time, best of several repetitions: on a shared machine
-it holds steady where ``wrk`` drifts with the other processes' load.
+as a node builds it (twisted.web's parsing, the channel's limits, the token
+check and the doors, the hot route, the handler and its target check, the
+store's add over a stand-in for Redis that packs each command with hiredis,
+as txredisapi would), with no socket, no Redis and no load generator.  Adds
+come as wrk sends them: a request on each of 32 kept-alive connections,
+then the end of the reactor's turn (one store call for the turn).  Process
+time, best of several repetitions: on a shared machine it holds steady where
+``wrk`` drifts with the other processes' load.
 
 ::
 
@@ -34,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FORM = b"url=http%3A%2F%2F127.0.0.1%3A35937%2Fadd-abc%2F0&params=%7B%22a%22%3A1%7D"
 BATCH_TASKS = 100
+CONNECTIONS = 32  # wrk's in the add scenario
 
 
 def measure(repeats: int) -> dict:
@@ -44,8 +48,11 @@ def measure(repeats: int) -> dict:
     from twisted.internet.testing import StringTransport
 
     from torque.api import TorqueAPI
+    from torque.auth import RequireToken
+    from torque.doors import Doors
     from torque.site import QuietSite
     from torque.store import RedisStore
+    from torque.targets import TargetGuard
 
     class PackingRedis:
         """Answers the ADD script as Redis would (every task created),
@@ -53,20 +60,29 @@ def measure(repeats: int) -> dict:
 
         def eval(self, script, keys, args):
             hiredis.pack_command(("EVALSHA", "0" * 40, len(keys), *keys, *args))
-            reply, at = [], 1
+            # ADD's arguments, per task: its id, due time, named flag, wake
+            # channel, field count, then the fields.
+            reply, at = [], 0
             while at < len(args):
                 reply += [args[at], 1]
-                at += 6 + int(args[at + 5])
+                at += 5 + int(args[at + 4])
             return defer.succeed(reply)
+
+        def execute_command(self, *args):  # the queue's registration, once
+            return defer.succeed(1)
 
     clock = task.Clock()
     clock.advance(1_700_000_000.125)
-    api = TorqueAPI(RedisStore(PackingRedis(), clock), clock)
-    channel = QuietSite(api.resource(), reactor=clock).buildProtocol(
-        IPv4Address("TCP", "127.0.0.1", 40000)
-    )
-    transport = StringTransport()
-    channel.makeConnection(transport)
+    guard = TargetGuard(clock=clock)
+    guard.api_listening("127.0.0.1", 8080)
+    api = TorqueAPI(RedisStore(PackingRedis(), clock), clock, targets=guard)
+    site = QuietSite(RequireToken(Doors(api.resource(), {}), []), reactor=clock)
+    connections = []
+    for port in range(40000, 40000 + CONNECTIONS):
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        connections.append((channel, transport))
     tasks = [{"url": "http://127.0.0.1:35937/batch-abc/0", "params": {"a": 1, "b": "x"}}]
     body = json.dumps(tasks * BATCH_TASKS, separators=(",", ":")).encode()
     requests = {
@@ -74,27 +90,30 @@ def measure(repeats: int) -> dict:
         "batch": _request(b"/tasks/batch", b"application/json", body),
     }
 
-    def send(request: bytes, status: bytes) -> None:
-        channel.dataReceived(request)
+    def send(request: bytes, status: bytes, width: int) -> None:
+        """One request on each of ``width`` connections, in one turn."""
+        for channel, _ in connections[:width]:
+            channel.dataReceived(request)
         clock.advance(0)  # the end of the reactor's turn: the adds go to "Redis"
-        answer = transport.value()
-        transport.clear()
-        if not answer.startswith(b"HTTP/1.1 " + status):
-            raise RuntimeError(f"unexpected answer: {answer[:300]!r}")
+        for _, transport in connections[:width]:
+            answer = transport.value()
+            transport.clear()
+            if not answer.startswith(b"HTTP/1.1 " + status):
+                raise RuntimeError(f"unexpected answer: {answer[:300]!r}")
 
-    def best(request: bytes, status: bytes, count: int) -> float:
-        send(request, status)  # warm-up
+    def best(request: bytes, status: bytes, turns: int, width: int) -> float:
+        send(request, status, width)  # warm-up
         times = []
         for _ in range(repeats):
             started = time.process_time()
-            for _ in range(count):
-                send(request, status)
-            times.append((time.process_time() - started) / count)
+            for _ in range(turns):
+                send(request, status, width)
+            times.append((time.process_time() - started) / (turns * width))
         return min(times) * 1e6
 
     return {
-        "add_us": best(requests["add"], b"201", 500),
-        "batch_task_us": best(requests["batch"], b"200", 10) / BATCH_TASKS,
+        "add_us": best(requests["add"], b"201", 500 // CONNECTIONS, CONNECTIONS),
+        "batch_task_us": best(requests["batch"], b"200", 10, 1) / BATCH_TASKS,
     }
 
 
