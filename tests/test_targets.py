@@ -74,12 +74,29 @@ class GuardTests(unittest.TestCase):
 
     def test_address_in_the_url_is_checked_as_is(self):
         guard = self.guard("10.0.0.0/8")
-        self.assertEqual(self.successResultOf(guard.check_url("http://10.1.1.1:81/")), ["10.1.1.1"])
+        self.assertIsNone(self.successResultOf(guard.check_url("http://10.1.1.1:81/")))
         self.failureResultOf(guard.check_url("http://127.0.0.1/"), TargetRefused)
+        self.assertEqual(self.lookups, [])
+
+    def test_a_verdict_known_without_dns_is_the_same_the_next_time(self):
+        guard = self.guard("10.0.0.0/8", "*.internal")
+        for _ in range(2):
+            self.assertIsNone(self.successResultOf(guard.check_url("http://10.1.1.1:81/")))
+            self.assertIsNone(self.successResultOf(guard.check_url("http://app.internal/")))
+            failure = self.failureResultOf(guard.check_url("http://127.0.0.1/"), TargetRefused)
+            self.assertIn("127.0.0.1", failure.getErrorMessage())
+
+    def test_a_name_that_needs_dns_is_resolved_each_time(self):
+        guard = self.guard("10.0.0.0/8", answers=["10.9.9.9"])
+        for _ in range(2):
+            self.assertIsNone(self.successResultOf(guard.check_url("http://app/")))
+        self.assertEqual(self.lookups, ["app", "app"])  # no clock: no DNS cache
 
     def test_name_is_allowed_by_the_addresses_it_resolves_to(self):
         guard = self.guard("10.0.0.0/8", answers=["127.0.0.1", "10.9.9.9"])
-        self.assertEqual(self.successResultOf(guard.check_url("http://app/")), ["10.9.9.9"])
+        self.assertIsNone(self.successResultOf(guard.check_url("http://app/")))
+        refusing = self.guard("10.0.0.0/8", answers=["127.0.0.1"])
+        self.failureResultOf(refusing.check_url("http://app/"), TargetRefused)
 
     def test_name_resolving_outside_every_range_is_refused_naming_the_rules(self):
         guard = self.guard("10.0.0.0/8", "*.internal", answers=["192.0.2.1"])
@@ -169,6 +186,8 @@ class DefaultRefusalTests(unittest.TestCase):
     def test_nothing_is_the_api_before_it_listens(self):
         guard = self.guard(api=None)
         self.successResultOf(guard.check_url("http://127.0.0.1:8090/"))
+        guard.api_listening("127.0.0.1", 8090)  # what was allowed before is not kept
+        self.refused(guard, "http://127.0.0.1:8090/", "own API")
 
     def test_names_are_not_resolved_when_added_without_rules(self):
         guard = self.guard(answers=["169.254.169.254"])
