@@ -250,6 +250,21 @@ class SlowClientTests(unittest.TestCase):
         self.clock.advance(0.001)
         self.assertTimedOut(connection, "body")
 
+    def test_a_slow_body_does_not_stretch_the_next_heads_deadline(self):
+        # The deadline's timer, moved on to the body's deadline while the
+        # body came, is brought back for the next head.
+        connection = self.connect()
+        connection.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n")
+        self.clock.advance(BODY_TIMEOUT / 2)
+        connection.send(b"ok")
+        self.assertTrue(connection.answer.endswith(b"ok"))
+        connection.send(b"GET / HTTP/1.1\r\n")
+        self.clock.advance(HEAD_TIMEOUT - 0.001)
+        self.assertFalse(connection.closed)
+        self.clock.advance(0.001)
+        self.assertEqual(connection.answer.count(b"HTTP/1.1 408"), 1)
+        self.assertTrue(connection.closed)
+
     def test_a_request_in_hand_is_never_cut(self):
         site = QuietSite(Never(), reactor=self.clock)
         connection = self.connect(site)

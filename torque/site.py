@@ -126,13 +126,14 @@ class QuietSite(server.Site):
     def connection_lost(self, channel: LimitedChannel) -> None:
         self.channels.discard(channel)
 
-    def track(self, request) -> None:
+    def started(self, request) -> None:
+        """``request`` is being handled (:class:`LimitedRequest` says)."""
         self.active.add(request)
-        request.notifyFinish().addBoth(lambda _: self._finished(request))
 
-    def _finished(self, request) -> None:
+    def ended(self, request) -> None:
+        """``request`` is answered, or its connection lost."""
         self.active.discard(request)
-        if not self.active:
+        if not self.active and self._idle:
             waiting, self._idle = self._idle, []
             for d in waiting:
                 d.callback(None)
