@@ -277,9 +277,10 @@ class TorqueAPI:
         self.metric_queues = METRICS_QUEUES  # queues with gauges in /metrics, at most
 
     def resource(self):
-        # The hottest route, POST /hooks/add, skips Klein's routing.
-        hot = HotRoute(self.app.resource(), b"POST", b"/hooks/add", self.add, self.error_body)
-        return Utf8Only(hot)
+        # The hottest route, POST /hooks/add, skips Klein's routing (and
+        # the check of what Klein would route on: its path is ASCII).
+        routed = Utf8Only(self.app.resource())
+        return HotRoute(routed, b"POST", b"/hooks/add", self.add, self.error_body)
 
     # -- adding tasks ------------------------------------------------------
 

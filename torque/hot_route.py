@@ -50,8 +50,6 @@ class HotRoute(resource.Resource):
     def render(self, request):
         if request.method != self.method or request.path != self.path:
             return self.wrapped.render(request)
-        gone: list = []
-        request.notifyFinish().addBoth(gone.append)
         try:
             result = self.handler(request)
         except Exception:
@@ -59,13 +57,20 @@ class HotRoute(resource.Resource):
         else:
             is_async = isinstance(result, Coroutine | defer.Deferred)
             d = defer.ensureDeferred(result) if is_async else defer.succeed(result)
-        # A client that hangs up cancels the work, as Klein does.
-        request.notifyFinish().addErrback(lambda _: d.cancel())
-        # (After a hang-up there is no one to tell, as in Klein.)
+        gone = False
+
+        def hung_up(_):
+            # A client that hangs up cancels the work, as Klein does; there
+            # is then no one to answer (nor to tell of an error), as in Klein.
+            nonlocal gone
+            gone = True
+            d.cancel()
+
+        request.notifyFinish().addErrback(hung_up)
         d.addErrback(lambda failure: None if gone else self.on_error(failure, request))
 
         def write(body: bytes) -> None:
-            if gone:  # the client is gone: nothing to answer
+            if gone:
                 return
             # Its length, as Klein gives it: else twisted.web frames the
             # body in chunks, and the client has more to parse.
