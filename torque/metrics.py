@@ -133,6 +133,7 @@ class Metrics:
 
         # (queue, outcome) -> its attempts, duration and lag series.
         self._series: dict[tuple[str, str], tuple] = {}
+        self._added: dict[str, object] = {}  # queue -> its added series
         self.open_circuits = Gauge(
             "torque_open_circuits",
             "Target hosts whose circuit is open on this node (their tasks wait for a probe)",
@@ -141,8 +142,11 @@ class Metrics:
 
     def task_added(self, queue: str, count: int = 1) -> None:
         """``count`` tasks were added to ``queue`` (a batch counts each of
-        its queues once: ``labels`` is the costlier part)."""
-        self.added.labels(queue).inc(count)
+        its queues once; the series is looked up once per queue)."""
+        series = self._added.get(queue)
+        if series is None:
+            series = self._added[queue] = self.added.labels(queue)
+        series.inc(count)
 
     def attempt_finished(self, task: Task, outcome: Outcome, decision: Decision) -> None:
         """A scheduler's ``on_attempt`` hook: called once per attempt.

@@ -87,8 +87,10 @@ def strict_json(text: str | bytes) -> Any:
 
     :raises ValueError: for all of those, as for any text that isn't JSON.
     """
+    if not isinstance(text, str):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")  # as json.loads does
     try:
-        return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+        return _STRICT.decode(text)
     except RecursionError:
         raise ValueError("nested too deeply to parse") from None
 
@@ -102,6 +104,10 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{text} is out of range")
     return number
+
+
+# One decoder for every call: json.loads with options builds one each time.
+_STRICT = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite_float)
 
 
 def require_text(field: str, value: Any) -> Any:
