@@ -273,6 +273,62 @@ class SlowClientTests(unittest.TestCase):
         self.assertEqual((connection.answer, connection.closed), (b"", False))
 
 
+class Held(Resource):
+    """A handler that keeps every request for the test to answer."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+    def render(self, request):
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+class GracefulStopTests(unittest.TestCase):
+    """A stop (``QuietSite.drain``) waits for the requests in flight, then
+    closes every connection once its answer is out."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.held = Held()
+        self.site = QuietSite(self.held, reactor=self.clock)
+
+    def test_it_waits_for_the_request_in_flight_whose_answer_goes_out(self):
+        busy, idle = Connection(self.site), Connection(self.site, 50001)
+        busy.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        stopped = self.site.drain(30)
+        self.assertNoResult(stopped)
+        self.assertFalse(busy.closed or idle.closed)
+        request = self.held.requests[0]
+        request.setHeader(b"Content-Length", b"4")
+        request.write(b"done")
+        request.finish()
+        self.successResultOf(stopped)
+        self.assertTrue(busy.answer.endswith(b"\r\n\r\ndone"), busy.answer)
+        self.assertTrue(busy.closed and idle.closed)
+
+    def test_a_request_whose_client_hung_up_holds_nothing(self):
+        gone = Connection(self.site)
+        gone.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        stopped = self.site.drain(30)
+        self.assertNoResult(stopped)
+        gone.transport.loseConnection()
+        self.successResultOf(stopped)
+
+    def test_it_waits_no_longer_than_its_timeout(self):
+        stuck = Connection(self.site)
+        stuck.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        stopped = self.site.drain(30)
+        self.clock.advance(29.9)
+        self.assertNoResult(stopped)
+        self.clock.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertTrue(stuck.closed)
+
+
 class ConnectionCapTests(unittest.TestCase):
     """``--max-connections``: the stalled make room; when none is, a new
     connection is closed at once."""
