@@ -78,9 +78,8 @@ class LimitedRequest(server.Request):
 
     def connectionLost(self, reason):
         super().connectionLost(reason)
-        site = getattr(self, "site", None)
-        if site is not None:  # processed, so started
-            site.ended(self)
+        if self.site is not None:  # processed, so started
+            self.site.ended(self)
 
     def _reject(self):
         self._too_large = True

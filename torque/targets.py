@@ -321,7 +321,7 @@ class TargetGuard:
             if not (self.rules.networks or self.rules.ports):
                 return self.rules.refusal(host)
         except TargetRefused as refused:
-            return refused
+            return refused.with_traceback(None)  # kept: not with _keep's frames
         raise _NeedsDNS(host, port)
 
     @defer.inlineCallbacks
